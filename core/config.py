@@ -1,0 +1,226 @@
+"""The run's configuration: one dataclass, one order of precedence, validated before any stage runs.
+
+Precedence, lowest to highest: field defaults < `.env` file < process environment < command line
+(`--set KEY=VALUE` and the named flags of `scripts/run_training.py`).
+
+    cfg = load_config(env_file=".env", overrides={"TOTAL_ROUNDS": "3"})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+SECRET_KEYS = frozenset({"TEACHER_API_KEY"})
+REDACTED = "***redacted***"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the key, its source and what was expected."""
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, minimum: float | None = None,
+       maximum: float | None = None) -> Any:
+    meta = {"help": help, "choices": choices, "min": minimum, "max": maximum}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    """Every setting of a ProSetting run. Field names are the environment/.env keys."""
+
+    # --- run and workspace ---
+    WORKSPACE_DIR: str = _f("./workspace", "Folder holding every file of the run (state, data, datasets, checkpoints, logs).")
+    SOLVER_MODEL_PATH: str = _f("", "Hugging Face model folder of the initial solver; empty builds and warm-starts the embedded tiny solver.")
+    GENERATOR_MODEL_PATH: str = _f("", "Hugging Face model folder of the Generator (reserved for the Generator stage).")
+    QUESTIONS_FILE: str = _f("", "Seed questions, JSON list or JSON Lines with `question` and `answer`; empty uses the shipped arithmetic seeds.")
+    HELDOUT_FILE: str = _f("", "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one when the solver is embedded.")
+    TOTAL_ROUNDS: int = _f(5, "Number of co-evolution rounds.", minimum=1)
+    TRAIN_START_ROUND: int = _f(3, "First round that trains the solver; earlier rounds only accumulate preference pairs.", minimum=1)
+    ATTEMPTS_PER_QUESTION: int = _f(8, "Sampled solutions per question in collection.", minimum=1)
+    SEED: int = _f(42, "Seed for sampling, pair selection, splits, question writing and training.", minimum=0)
+    REPLAY_RATIO: float = _f(0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0)
+    MAX_PAIRS_PER_QUESTION: int = _f(8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1)
+    VALIDATION_FRACTION: float = _f(0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5)
+    NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per learning-zone or mastered question.", minimum=0)
+    MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool (new questions kept first); 0 means no bound.", minimum=0)
+    LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    # --- collection ---
+    COLLECTION_BACKEND: str = _f("transformers", "Engine that samples solutions.", choices=("transformers", "vllm"))
+    COLLECTION_BATCH_SIZE: int = _f(16, "Questions per collection batch; a batch is the unit that a resume never redoes.", minimum=1)
+    SAMPLING_TEMPERATURE: float = _f(1.0, "Sampling temperature for collection.", minimum=0.0)
+    SAMPLING_TOP_P: float = _f(1.0, "Nucleus sampling top-p for collection.", minimum=0.0, maximum=1.0)
+    MAX_NEW_TOKENS: int = _f(512, "Longest solution sampled; longer ones are marked truncated.", minimum=1)
+    SOLVER_SYSTEM_PROMPT: str = _f("Please reason step by step, and put your final answer within \\boxed{}.", "System message given to the solver (a chat template may ignore it).")
+    PHYSICAL_SOLVER_GPU: str = _f("", "Comma-separated GPU ids for collection engines (one engine per id); empty uses every visible GPU, or the CPU.")
+
+    # --- teacher ---
+    TEACHER_BACKEND: str = _f("builtin", "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or `llm` (OpenAI-compatible endpoint).", choices=("builtin", "rule", "llm"))
+    TEACHER_BASE_URL: str = _f("", "Base URL of the Teacher's OpenAI-compatible API, e.g. http://host:8000/v1.")
+    TEACHER_API_KEY: str = _f("", "API key of the Teacher endpoint (secret: never logged or saved).")
+    TEACHER_MODEL_NAME: str = _f("", "Model name served by the Teacher endpoint.")
+    TEACHER_CONCURRENT_WORKERS: int = _f(32, "Concurrent Teacher calls in grading and enhancement.", minimum=1)
+    TEACHER_TIMEOUT: float = _f(120.0, "Seconds before one Teacher request is abandoned and retried.", minimum=1.0)
+    TEACHER_MAX_RETRIES: int = _f(3, "Retries of one Teacher request, with exponential backoff.", minimum=0)
+
+    # --- training (TRL DPO through accelerate) ---
+    TRL_NUM_PROCESSES: int = _f(1, "Processes `accelerate launch` starts (one per GPU on a server).", minimum=1)
+    TRL_MIXED_PRECISION: str = _f("no", "accelerate mixed precision; bf16 on GPUs that support it.", choices=("no", "fp16", "bf16"))
+    TRL_ACCELERATE_CONFIG: str = _f("", "Path to an accelerate config file (e.g. FSDP); empty builds the launch from the TRL_* keys.")
+    TRL_LEARNING_RATE: float = _f(1e-4, "DPO learning rate.", minimum=0.0)
+    TRL_BETA: float = _f(0.1, "DPO beta (strength of the KL constraint to the reference model).", minimum=0.0)
+    TRL_LOSS_TYPE: str = _f("sigmoid,sft", "Comma-separated TRL loss_type terms; `sigmoid,sft` is DPO plus NLL on the chosen side.")
+    TRL_LOSS_WEIGHTS: str = _f("", "Comma-separated weights, one per loss term; empty weighs each term 1.")
+    TRL_NUM_EPOCHS: float = _f(1.0, "Epochs over the accumulated pairs per trained round.", minimum=0.0)
+    TRL_BATCH_SIZE: int = _f(16, "Per-device train batch size.", minimum=1)
+    TRL_GRAD_ACCUM: int = _f(1, "Gradient accumulation steps.", minimum=1)
+    TRL_MAX_LENGTH: int = _f(1024, "Longest prompt+completion in tokens; longer pairs are truncated by TRL.", minimum=8)
+    TRL_SAVE_STEPS: int = _f(0, "Save a resumable TRL checkpoint every N steps (0: only the final model).", minimum=0)
+    TRL_ACCUMULATE_ROUNDS: bool = _f(True, "Train on the pairs of every round so far (true) or only the current round (false).")
+
+    # --- embedded default: evaluation and warm start ---
+    HELDOUT_K: int = _f(4, "Samples per held-out question for Mean@k (greedy accuracy is measured too); 0 skips evaluation.", minimum=0)
+    EVAL_TEMPERATURE: float = _f(0.7, "Sampling temperature for Mean@k.", minimum=0.0)
+    WARMSTART_STEPS: int = _f(250, "SFT steps of the embedded solver's warm start (built once per workspace).", minimum=0)
+
+    # --- unattended operation ---
+    AUTO_RETRY_ENABLED: bool = _f(True, "Retry a failed stage automatically.")
+    AUTO_RETRY_MAX: int = _f(2, "Retries of one failed stage before giving up on it.", minimum=0)
+    AUTO_RETRY_INTERVAL: float = _f(30.0, "Seconds between retries of a failed stage.", minimum=0.0)
+    AUTO_CONTINUE_ON_FAILURE: bool = _f(False, "After the retries, move on to the next round (true) or stop the run (false).")
+
+    # ------------------------------------------------------------------
+    def validate(self) -> None:
+        """Range and consistency checks beyond types; raises ConfigError naming the key."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ConfigError(f"{f.name}: expected one of {', '.join(meta['choices'])}, got {value!r}")
+            if meta.get("min") is not None and value < meta["min"]:
+                raise ConfigError(f"{f.name}: expected a value >= {meta['min']}, got {value!r}")
+            if meta.get("max") is not None and value > meta["max"]:
+                raise ConfigError(f"{f.name}: expected a value <= {meta['max']}, got {value!r}")
+        if self.TEACHER_BACKEND == "llm":
+            for key in ("TEACHER_BASE_URL", "TEACHER_MODEL_NAME"):
+                if not getattr(self, key):
+                    raise ConfigError(f"{key}: required when TEACHER_BACKEND=llm (set it in .env or the environment)")
+            if not self.TEACHER_BASE_URL.startswith(("http://", "https://")):
+                raise ConfigError(f"TEACHER_BASE_URL: expected an http(s) URL, got {self.TEACHER_BASE_URL!r}")
+        terms = self.loss_types
+        if not terms:
+            raise ConfigError("TRL_LOSS_TYPE: expected at least one loss term, e.g. `sigmoid` or `sigmoid,sft`")
+        if self.TRL_LOSS_WEIGHTS and len(self.loss_weights) != len(terms):
+            raise ConfigError(f"TRL_LOSS_WEIGHTS: expected {len(terms)} weights (one per TRL_LOSS_TYPE term), got {self.TRL_LOSS_WEIGHTS!r}")
+        if self.TRL_ACCELERATE_CONFIG and not Path(self.TRL_ACCELERATE_CONFIG).is_file():
+            raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
+        if self.SOLVER_MODEL_PATH and not (Path(self.SOLVER_MODEL_PATH) / "config.json").is_file():
+            raise ConfigError(f"SOLVER_MODEL_PATH: expected a Hugging Face model folder with config.json, got {self.SOLVER_MODEL_PATH!r}")
+        for key in ("QUESTIONS_FILE", "HELDOUT_FILE"):
+            path = getattr(self, key)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{key}: file not found: {path}")
+
+    @property
+    def loss_types(self) -> list[str]:
+        return [t.strip() for t in self.TRL_LOSS_TYPE.split(",") if t.strip()]
+
+    @property
+    def loss_weights(self) -> list[float]:
+        try:
+            return [float(w) for w in self.TRL_LOSS_WEIGHTS.split(",") if w.strip()]
+        except ValueError as exc:
+            raise ConfigError(f"TRL_LOSS_WEIGHTS: expected comma-separated numbers, got {self.TRL_LOSS_WEIGHTS!r}") from exc
+
+    @property
+    def workspace(self) -> Path:
+        return Path(self.WORKSPACE_DIR).expanduser().resolve()
+
+    @property
+    def embedded(self) -> bool:
+        """True when the run uses the embedded tiny solver (no SOLVER_MODEL_PATH given)."""
+        return not self.SOLVER_MODEL_PATH
+
+    def to_dict(self, redact: bool = True) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if redact:
+            for key in SECRET_KEYS:
+                if out.get(key):
+                    out[key] = REDACTED
+        return out
+
+
+def describe_fields() -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every setting, in declaration order; used by .env.example and --help."""
+    return [(f.name, f.default, f.metadata["help"]) for f in fields(Config)]
+
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def _convert(key: str, raw: Any, kind: type, source: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+        raise ConfigError(f"{key}: expected {expected}, got {raw!r} (from {source})") from None
+    return text
+
+
+def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> tuple[Config, dict[str, str]]:
+    """Build and validate the configuration; returns it and where each non-default value came from."""
+    types = {f.name: f.type for f in fields(Config)}
+    kinds = {name: {"int": int, "float": float, "bool": bool}.get(t if isinstance(t, str) else t.__name__, str)
+             for name, t in types.items()}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if env_file:
+        path = Path(env_file)
+        if path.is_file():
+            layers.append((f"{path}", {k: v for k, v in dotenv_values(path).items() if v is not None}))
+        elif str(env_file) != ".env":
+            raise ConfigError(f"--env-file: file not found: {env_file}")
+    env = os.environ if environ is None else environ
+    layers.append(("environment", {k: v for k, v in env.items() if k in kinds}))
+    layers.append(("command line", dict(overrides or {})))
+
+    for source, layer in layers:
+        for key, raw in layer.items():
+            if key not in kinds:
+                if source == "command line":
+                    raise ConfigError(f"{key}: unknown setting (from command line); see .env.example for the keys")
+                continue  # .env files may carry other tools' keys
+            values[key] = _convert(key, raw, kinds[key], source)
+            sources[key] = source
+
+    cfg = Config(**values)
+    cfg.validate()
+    return cfg, sources
+
+
+def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Keys whose value differs between a saved configuration and the current one (secrets excluded)."""
+    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if k not in SECRET_KEYS and old.get(k) != new.get(k)]

@@ -1,0 +1,51 @@
+"""What every stage is given: the configuration, the workspace, the Teacher, and the stop flag."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prosetting.core.config import Config
+from prosetting.core.io import read_json
+from prosetting.core.state_manager import Paths, StateManager
+
+
+class StageInterrupted(Exception):
+    """A stop was requested (Ctrl+C, SIGTERM, semi-mode quit); the stage stopped at a safe point."""
+
+
+@dataclass
+class RunContext:
+    cfg: Config
+    sm: StateManager
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _teacher: object = None
+
+    @property
+    def paths(self) -> Paths:
+        return self.sm.paths
+
+    def check_stop(self) -> None:
+        """Stages call this at safe points (between batches, between items)."""
+        if self.stop_event.is_set():
+            raise StageInterrupted("stop requested")
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            from prosetting.teacher_model import make_teacher
+
+            self._teacher = make_teacher(self.cfg)
+        return self._teacher
+
+    def base_model(self) -> Path:
+        return Path(self.cfg.SOLVER_MODEL_PATH) if self.cfg.SOLVER_MODEL_PATH else self.paths.base_model
+
+    def solver_for_round(self, r: int) -> Path:
+        """Round r samples with the newest merged solver trained before it, else the initial one."""
+        for prev in range(r - 1, 0, -1):
+            result = read_json(self.paths.train_result(prev))
+            if result and result.get("trained") and self.paths.merged_solver(prev).is_dir():
+                return self.paths.merged_solver(prev)
+        return self.base_model()

@@ -1,0 +1,161 @@
+"""From parsed command-line arguments to a finished (or cleanly stopped) run; used by scripts/run_training.py."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+from prosetting.core.config import Config, ConfigError, load_config
+from prosetting.core.io import read_json
+from prosetting.core.state_manager import STAGES, StateManager, WorkspaceLockedError
+from prosetting.managers.question_manager import QuestionFileError, load_questions_file
+from prosetting.utils.logging_setup import setup_logging
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def overrides_from_args(args: Namespace) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    if args.workspace:
+        out["WORKSPACE_DIR"] = args.workspace
+    if args.rounds is not None:
+        out["TOTAL_ROUNDS"] = str(args.rounds)
+    return out
+
+
+def check_inputs(cfg: Config) -> None:
+    """Parse the questions (and held-out) files before anything is written to the workspace."""
+    from prosetting.managers.round_controller import DEFAULT_QUESTIONS
+
+    if not StateManager(cfg.workspace).paths.questions(1).exists():
+        load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
+    if cfg.HELDOUT_FILE:
+        load_questions_file(cfg.HELDOUT_FILE, origin="heldout")
+
+
+def describe_plan(cfg: Config) -> str:
+    """What a run would do now: rounds, stages done or to do, models and data sources."""
+    from prosetting.core.context import RunContext
+    from prosetting.managers.round_controller import DEFAULT_QUESTIONS
+
+    sm = StateManager(cfg.workspace)
+    ctx = RunContext(cfg=cfg, sm=sm)
+    state = sm.load_state()
+    lines = [f"workspace      {cfg.workspace} (state: {state['status']})",
+             f"solver         {cfg.SOLVER_MODEL_PATH or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
+             f"questions      {cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS}",
+             f"teacher        {cfg.TEACHER_BACKEND}" + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
+             f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at T={cfg.SAMPLING_TEMPERATURE}",
+             f"training       TRL DPO loss {cfg.TRL_LOSS_TYPE}, beta {cfg.TRL_BETA}, lr {cfg.TRL_LEARNING_RATE}, "
+             f"{cfg.TRL_NUM_PROCESSES} process(es), from round {cfg.TRAIN_START_ROUND}",
+             ""]
+    lock = sm.read_lock()
+    if lock:
+        lines.append(f"lock           held by pid {lock.get('pid')} on {lock.get('host')}"
+                     + (" (stale: will be taken over)" if sm.lock_is_stale(lock) else " (LIVE: a run is in progress)"))
+    for r in range(1, cfg.TOTAL_ROUNDS + 1):
+        progress = sm.load_progress(r)["stages"]
+        cells = []
+        for s in STAGES:
+            status = (progress.get(s) or {}).get("status", "todo")
+            label = {"done": "done (skip)", "running": "resume", "interrupted": "resume", "failed": "retry"}.get(status, "todo")
+            if s == "train" and r < cfg.TRAIN_START_ROUND:
+                label += ", accumulate only"
+            cells.append(f"{s}: {label}")
+        solver = ctx.solver_for_round(r) if r == 1 or sm.is_stage_done(r - 1, "train") else "(output of the previous rounds)"
+        pool = sm.paths.questions(r)
+        pool_text = f"{len(read_json(pool))} questions" if pool.exists() else "pool written by the previous round"
+        lines.append(f"round {r}: {pool_text}; solver {solver}")
+        lines.append("   " + "; ".join(cells))
+    return "\n".join(lines)
+
+
+def confirm(question: str) -> bool:
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def launch(args: Namespace) -> int:
+    try:
+        cfg, sources = load_config(args.env_file, overrides_from_args(args))
+        check_inputs(cfg)
+    except (ConfigError, QuestionFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    if args.dry_run:
+        print(describe_plan(cfg))
+        return EXIT_OK
+
+    from prosetting.managers.round_controller import RoundController
+
+    log_file = setup_logging(cfg.LOG_LEVEL, cfg.workspace / "logs", name=f"{args.mode}_trainer")
+    log.info("ProSetting %s run, workspace %s, log %s", args.mode, cfg.workspace, log_file)
+    for key, source in sorted(sources.items()):
+        log.debug("setting %s from %s", key, source)
+
+    if args.mode == "semi":
+        from prosetting.managers.semi_driver import SemiDriver
+
+        driver = SemiDriver(cfg, pause=args.pause)
+    else:
+        from prosetting.managers.round_controller import AutoDriver
+
+        driver = AutoDriver(cfg)
+    controller = RoundController(cfg, driver=driver, sources=sources)
+    controller.ctx.log_file = log_file
+
+    if args.from_round is not None or args.from_stage is not None:
+        if args.from_round is None or args.from_stage is None:
+            print("error: --from-round and --from-stage go together", file=sys.stderr)
+            return EXIT_USAGE
+        if not 1 <= args.from_round <= cfg.TOTAL_ROUNDS:
+            print(f"error: --from-round must be between 1 and TOTAL_ROUNDS={cfg.TOTAL_ROUNDS}", file=sys.stderr)
+            return EXIT_USAGE
+        files = controller.discard_plan(args.from_round, args.from_stage)
+        print(f"Redo from round {args.from_round}, stage {args.from_stage}: {len(files)} files or folders will be discarded:")
+        for p in files:
+            print(f"  {p}")
+        if not args.yes and not confirm("Discard them and redo?"):
+            print("nothing changed")
+            return EXIT_OK
+        try:
+            controller.reset(args.from_round, args.from_stage)
+        except WorkspaceLockedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    try:
+        summary = controller.run()
+    except WorkspaceLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print_final(summary, controller)
+    return {"completed": EXIT_OK, "stopped": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(summary["status"], EXIT_FAILED)
+
+
+def print_final(summary: dict, controller) -> None:
+    paths = controller.paths
+    status = summary["status"]
+    print(f"\nrun {status} in {summary['duration_s']:.0f}s; rounds done {summary['rounds_done']}, failed {summary['rounds_failed']}")
+    if summary.get("baseline_heldout_accuracy") is not None:
+        print(f"held-out greedy accuracy: {100 * summary['baseline_heldout_accuracy']:.1f}% at the start -> "
+              f"{100 * (summary['final_heldout_accuracy'] or 0):.1f}% now")
+    for err in summary["errors"][-3:]:
+        print(f"error in round {err['round']} {err['stage']}: {err['error']} (log: {err['log']})")
+    print(f"summary {paths.summary}\nreport  {paths.report}\nplot    {paths.plot}")
+    if status in ("interrupted", "stopped", "failed"):
+        cmd = " ".join(["python", "scripts/run_training.py", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith(".py") else "python scripts/run_training.py"
+        print(f"state saved; to continue, run: {cmd}")

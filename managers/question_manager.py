@@ -1,0 +1,125 @@
+"""The question pool: loading and validating seed files, lineage, and the next round's pool.
+
+Every question keeps `id`, `parent_id`, `origin` (seed, variant, harder, ...) and `round` (the round it
+entered the pool), so any question can be traced back to its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+
+class QuestionFileError(ValueError):
+    """The questions file is missing or malformed; the message names the file and line."""
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def _records(path: Path) -> list[tuple[int, object]]:
+    """(line number, parsed value) for a JSON list file or a JSON Lines file."""
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise QuestionFileError(f"{path}: the file is empty; expected a JSON list or JSON Lines of questions")
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise QuestionFileError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        # Line numbers of list items are approximate: the line where each object starts.
+        starts = [m.start() for m in re.finditer(r"(?m)^\s*\{", text)]
+        lines = [text.count("\n", 0, s) + 1 for s in starts]
+        return [(lines[i] if i < len(lines) else 0, item) for i, item in enumerate(data)]
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise QuestionFileError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+    return out
+
+
+def load_questions_file(path: str | Path, origin: str = "seed") -> list[dict]:
+    """Read and validate a questions file; every problem raises with file, line and what was expected."""
+    path = Path(path)
+    if not path.is_file():
+        raise QuestionFileError(f"{path}: questions file not found")
+    questions: list[dict] = []
+    seen_ids: dict[str, int] = {}
+    for index, (lineno, item) in enumerate(_records(path), 1):
+        where = f"{path}: line {lineno}"
+        if not isinstance(item, dict):
+            raise QuestionFileError(f"{where}: expected an object with `question` and `answer`, got {type(item).__name__}")
+        text = item.get("question", item.get("problem"))
+        if not isinstance(text, str) or not text.strip():
+            raise QuestionFileError(f"{where}: missing or empty `question` text")
+        answer = item.get("answer")
+        if answer is None or (isinstance(answer, str) and not answer.strip()):
+            raise QuestionFileError(f"{where}: missing `answer` (the reference answer the Teacher grades against)")
+        qid = str(item.get("id", f"{path.stem}-{index:04d}"))
+        if qid in seen_ids:
+            raise QuestionFileError(f"{where}: duplicate id {qid!r} (first seen on line {seen_ids[qid]})")
+        seen_ids[qid] = lineno
+        questions.append({
+            "id": qid,
+            "question": text.strip(),
+            "answer": str(answer).strip(),
+            "solution": item.get("solution"),
+            "parent_id": item.get("parent_id"),
+            "origin": item.get("origin", origin),
+            "round": max(1, int(item.get("round", 1))),
+            "meta": item.get("meta") or {},
+        })
+    if not questions:
+        raise QuestionFileError(f"{path}: no questions found")
+    return questions
+
+
+def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questions: list[dict],
+                    replay_ratio: float, seed: int, round_: int, max_size: int = 0) -> tuple[list[dict], dict]:
+    """New questions, every failed question again, and a seeded random share of the mastered ones.
+
+    "Failed" means not mastered (success rate below 1), as in Socratic-Zero's replay of failures.
+    Questions whose text is already in the pool are dropped, so a Teacher repeating itself cannot
+    inflate the pool. Returns the pool and counts of where its questions came from.
+    """
+    failed, mastered = [], []
+    for q in questions:
+        rec = rewards.get(q["id"])
+        if rec is None:
+            continue  # never graded (a failed round carried forward): nothing to learn from yet
+        (mastered if rec["zone"] == "mastered" else failed).append(q)
+    rng = random.Random(f"{seed}:replay:{round_}")
+    picked = sorted(rng.sample(range(len(mastered)), round(replay_ratio * len(mastered))))
+    replay = [mastered[i] for i in picked]
+
+    pool: list[dict] = []
+    seen: set[str] = set()
+    counts = {"new": 0, "failed_replay": 0, "mastered_replay": 0, "duplicates_dropped": 0, "cut_by_max_size": 0}
+    for kind, group in (("new", new_questions), ("failed_replay", failed), ("mastered_replay", replay)):
+        for q in group:
+            key = _normalise(q["question"])
+            if key in seen:
+                counts["duplicates_dropped"] += 1
+                continue
+            if max_size and len(pool) >= max_size:
+                counts["cut_by_max_size"] += 1
+                continue
+            seen.add(key)
+            pool.append(q)
+            counts[kind] += 1
+    return pool, counts
+
+
+def lineage(question_id: str, by_id: dict[str, dict]) -> list[str]:
+    """Ids from the question back to its seed."""
+    chain = [question_id]
+    while (parent := by_id.get(chain[-1], {}).get("parent_id")) and parent not in chain:
+        chain.append(parent)
+    return chain

@@ -1,0 +1,324 @@
+"""The round loop: five checkpointed stages per round, and the one place for retry, resume, signals and reports.
+
+    controller = RoundController(cfg, driver=AutoDriver(cfg))
+    summary = controller.run()
+
+A stage is a name, a run function and the files it writes. A stage marked done in
+round_XX_progress.json is skipped on resume; one that was running when the process died is run again,
+and its own per-item files let it skip the work already saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from prosetting.collectors.trajectory_collector import run_collection
+from prosetting.core.config import Config, diff_configs
+from prosetting.core.context import RunContext, StageInterrupted
+from prosetting.core.io import atomic_write_json, read_json, read_jsonl
+from prosetting.core.state_manager import STAGES, Paths, StateManager
+from prosetting.datasets.dpo_data_converter import run_export
+from prosetting.managers.question_manager import load_questions_file
+from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
+from prosetting.processors.reward_calculator import run_grading
+from prosetting.trainers.trl_trainer import run_training
+from prosetting.utils import report
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_QUESTIONS = REPO_ROOT / "data" / "seed_questions.jsonl"
+DEFAULT_HELDOUT = REPO_ROOT / "data" / "heldout.jsonl"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunContext, int], dict]
+    outputs: Callable[[Paths, int], list[Path]]
+    title: str
+
+
+STAGE_LIST: tuple[Stage, ...] = (
+    Stage("collect", run_collection, lambda p, r: [p.trajectories(r)], "trajectory collection"),
+    Stage("grade", run_grading, lambda p, r: [p.rewards(r)], "Teacher grading"),
+    Stage("export", run_export, lambda p, r: [p.dataset_dir(r), p.solver_training(r)], "DPO export"),
+    Stage("train", run_training, lambda p, r: [p.train_result(r), p.merged_solver(r), p.train_run_dir(r), p.train_log(r)],
+          "TRL DPO training"),
+    Stage("enhance", run_enhancement, lambda p, r: [p.enhanced_questions(r), p.questions(r + 1)], "next-round preparation"),
+)
+assert tuple(s.name for s in STAGE_LIST) == STAGES
+
+
+class StopRun(Exception):
+    """The run ends here: a stage failed for good, or the user quit."""
+
+
+class Driver(Protocol):
+    """Decides, around each stage, whether to go on (auto: always; semi: asks the user)."""
+
+    def before_stage(self, controller: RoundController, r: int, stage: Stage) -> str:
+        """'continue', 'skip' (leave the stage for later: ends the run) or 'quit'."""
+        ...
+
+    def on_failure(self, controller: RoundController, r: int, stage: Stage, error: BaseException, tries: int) -> str:
+        """'retry', 'next_round', 'stop' (the run failed) or 'quit' (the user ends it)."""
+        ...
+
+
+class AutoDriver:
+    """Unattended: retries AUTO_RETRY_MAX times AUTO_RETRY_INTERVAL apart, then stops or moves on."""
+
+    def __init__(self, cfg: Config, sleep: Callable[[float], bool] | None = None):
+        self.cfg = cfg
+        self.sleep = sleep
+
+    def before_stage(self, controller, r, stage) -> str:
+        return "continue"
+
+    def on_failure(self, controller, r, stage, error, tries) -> str:
+        cfg = self.cfg
+        if cfg.AUTO_RETRY_ENABLED and tries <= cfg.AUTO_RETRY_MAX:
+            log.warning("round %d %s failed (try %d of %d): %s; retrying in %.0fs", r, stage.name, tries,
+                        cfg.AUTO_RETRY_MAX + 1, error, cfg.AUTO_RETRY_INTERVAL)
+            if controller.ctx.stop_event.wait(cfg.AUTO_RETRY_INTERVAL):
+                raise StageInterrupted("stop requested while waiting to retry")
+            return "retry"
+        return "next_round" if cfg.AUTO_CONTINUE_ON_FAILURE else "stop"
+
+
+class RoundController:
+    def __init__(self, cfg: Config, driver: Driver | None = None, sources: dict[str, str] | None = None):
+        self.cfg = cfg
+        self.sm = StateManager(cfg.workspace)
+        self.ctx = RunContext(cfg=cfg, sm=self.sm)
+        self.driver = driver or AutoDriver(cfg)
+        self.sources = sources or {}
+        self.started = time.time()
+        self._signals_seen = 0
+
+    @property
+    def paths(self) -> Paths:
+        return self.sm.paths
+
+    # --- set-up -----------------------------------------------------------------------------
+    def check_config_change(self) -> list[tuple[str, object, object]]:
+        """Compare with the saved training_config.json; the current value wins, and is said."""
+        saved = read_json(self.paths.config)
+        changes = diff_configs(saved, self.cfg.to_dict()) if saved else []
+        for key, old, new in changes:
+            log.warning("configuration changed since the last run: %s was %r, now %r (the new value is used)", key, old, new)
+        return changes
+
+    def prepare(self) -> None:
+        """Everything before round 1: config, initial solver, round-1 pool, held-out baseline."""
+        paths, cfg = self.paths, self.cfg
+        self.check_config_change()
+        atomic_write_json(paths.config, self.cfg.to_dict())
+        if cfg.embedded and not (paths.base_model / "config.json").exists():
+            from prosetting.trainers.warm_start import build_embedded_solver
+
+            log.info("building the embedded solver (tiny Qwen2, warm start %d SFT steps) in %s", cfg.WARMSTART_STEPS, paths.base_model)
+            build_embedded_solver(paths.base_model, cfg)
+        if not paths.questions(1).exists():
+            seeds = load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
+            atomic_write_json(paths.questions(1), seeds)
+            log.info("round 1 pool: %d seed questions from %s", len(seeds), cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
+        heldout = self.heldout_file()
+        if heldout and not paths.heldout.exists():
+            qs = load_questions_file(heldout, origin="heldout")
+            from prosetting.core.io import write_jsonl
+
+            write_jsonl(paths.heldout, qs)
+        self.evaluate("baseline", self.ctx.base_model())
+
+    def heldout_file(self) -> Path | None:
+        if self.cfg.HELDOUT_FILE:
+            return Path(self.cfg.HELDOUT_FILE)
+        return DEFAULT_HELDOUT if self.cfg.embedded else None
+
+    def evaluate(self, label: str, model_dir: Path) -> dict | None:
+        """Held-out evaluation of a model, cached in results/evaluations.json under `label`."""
+        cfg = self.cfg
+        if not cfg.HELDOUT_K or not self.paths.heldout.exists():
+            return None
+        cache = read_json(self.paths.evaluations) or {}
+        if label in cache and cache[label].get("model") == str(model_dir):
+            return cache[label]
+        from prosetting.collectors.backends import make_backend
+        from prosetting.processors.evaluator import evaluate
+
+        questions = read_jsonl(self.paths.heldout)
+        backend = make_backend(cfg.COLLECTION_BACKEND, str(model_dir))
+        try:
+            t0 = time.time()
+            result = evaluate(backend, questions, k=cfg.HELDOUT_K, temperature=cfg.EVAL_TEMPERATURE, seed=cfg.SEED,
+                              max_new_tokens=cfg.MAX_NEW_TOKENS, system_prompt=cfg.SOLVER_SYSTEM_PROMPT)
+        finally:
+            backend.close()
+        result = {**result, "model": str(model_dir), "seconds": round(time.time() - t0, 1)}
+        cache[label] = result
+        atomic_write_json(self.paths.evaluations, cache)
+        log.info("held-out %s: greedy %.3f, mean@%d %.3f (%d questions, %.1fs)", label, result["greedy"],
+                 cfg.HELDOUT_K, result["mean_at_k"], result["n"], result["seconds"])
+        return result
+
+    # --- the loop ---------------------------------------------------------------------------
+    def _install_signals(self) -> dict:
+        def handler(signum, frame):
+            self._signals_seen += 1
+            if self._signals_seen == 1:
+                log.warning("%s received: stopping at the next safe point (press Ctrl+C again to stop now)",
+                            signal.Signals(signum).name)
+                self.ctx.stop_event.set()
+            else:
+                raise KeyboardInterrupt
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def run(self) -> dict:
+        """Run every round that is not done yet; returns the summary that is also saved."""
+        stale = self.sm.acquire_lock()
+        if stale:
+            log.warning("took over the lock of a run that is gone (pid %s on %s, started %s)",
+                        stale.get("pid"), stale.get("host"), stale.get("started"))
+        previous = self._install_signals()
+        state = self.sm.load_state()
+        state["status"] = "running"
+        state.setdefault("runs", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self.sm.save_state(state)
+        status = "failed"
+        try:
+            self.prepare()
+            for r in range(1, self.cfg.TOTAL_ROUNDS + 1):
+                state = self.sm.load_state()
+                if r in state["completed_rounds"] or r in state["failed_rounds"]:
+                    continue
+                self.run_round(r)
+            status = "completed"
+        except StageInterrupted:
+            status = "interrupted"
+        except StopRun as exc:
+            status = "stopped" if str(exc) == "quit" else "failed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except Exception as exc:
+            log.exception("run failed outside any stage: %s", exc)
+            self.record_failure(None, "setup", exc)
+            status = "failed"
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            state = self.sm.load_state()
+            state["status"] = status
+            state["runs"][-1].update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), status=status)
+            self.sm.save_state(state)
+            summary = report.write_summary(self.cfg, self.sm, status, self.started)
+            self.sm.release_lock()
+        if status == "interrupted":
+            log.warning("stopped; state saved. Continue with the same command (workspace %s)", self.paths.root)
+        return summary
+
+    def run_round(self, r: int) -> None:
+        for stage in STAGE_LIST:
+            if self.sm.is_stage_done(r, stage.name):
+                continue
+            decision = self.driver.before_stage(self, r, stage)
+            if decision == "quit":
+                raise StopRun("quit")
+            if decision == "skip":
+                raise StopRun("quit")
+            if not self.run_stage(r, stage):
+                self.finish_round(r, failed=True)
+                return
+        self.finish_round(r, failed=False)
+
+    def run_stage(self, r: int, stage: Stage) -> bool:
+        """Run one stage with the driver's retry policy; False when the round is abandoned."""
+        tries = 0
+        while True:
+            tries += 1
+            self.ctx.check_stop()
+            self.sm.mark_stage_started(r, stage.name)
+            log.info("round %d/%d: %s", r, self.cfg.TOTAL_ROUNDS, stage.title)
+            try:
+                stats = stage.run(self.ctx, r)
+            except (StageInterrupted, KeyboardInterrupt):
+                self.sm.mark_stage_interrupted(r, stage.name)
+                raise
+            except Exception as exc:
+                log_file = str(self.paths.train_log(r)) if stage.name == "train" else None
+                self.sm.mark_stage_failed(r, stage.name, f"{type(exc).__name__}: {exc}", log_file)
+                self.record_failure(r, stage.name, exc, log_file)
+                log.error("round %d %s failed: %s", r, stage.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                decision = self.driver.on_failure(self, r, stage, exc, tries)
+                if decision == "retry":
+                    continue
+                if decision == "next_round":
+                    return False
+                if decision == "quit":
+                    raise StopRun("quit") from exc
+                raise StopRun(f"round {r} {stage.name} failed") from exc
+            self.sm.mark_stage_done(r, stage.name, stats)
+            return True
+
+    def record_failure(self, r: int | None, stage: str, exc: BaseException, log_file: str | None = None) -> None:
+        state = self.sm.load_state()
+        state["failures"].append({"round": r, "stage": stage, "error": f"{type(exc).__name__}: {exc}",
+                                  "log": log_file or (str(self.ctx.log_file) if getattr(self.ctx, "log_file", None) else None),
+                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self.sm.save_state(state)
+
+    def finish_round(self, r: int, failed: bool) -> None:
+        progress = self.sm.load_progress(r)
+        evaluation = None
+        if not failed:
+            train = read_json(self.paths.train_result(r)) or {}
+            if train.get("trained"):
+                evaluation = self.evaluate(f"round_{r}", self.paths.merged_solver(r))
+        else:
+            carry_pool_forward(self.ctx, r)
+        results = {"round": r, "failed": failed, "stages": progress["stages"], "heldout": evaluation}
+        atomic_write_json(self.paths.round_results(r), results)
+        state = self.sm.load_state()
+        (state["failed_rounds"] if failed else state["completed_rounds"]).append(r)
+        state["current_round"] = r + 1
+        self.sm.save_state(state)
+        report.print_round_table(self.cfg, self.sm, r)
+
+    # --- redo from a point ------------------------------------------------------------------
+    def discard_plan(self, r: int, stage: str) -> list[Path]:
+        """The files `reset(r, stage)` would delete: that stage's outputs and everything after."""
+        idx = STAGES.index(stage)
+        files: list[Path] = []
+        for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
+            for s in STAGE_LIST[idx if rr == r else 0 :]:
+                files += [p for p in s.outputs(self.paths, rr) if p.exists()]
+            if self.paths.round_results(rr).exists():
+                files.append(self.paths.round_results(rr))
+        return files
+
+    def reset(self, r: int, stage: str) -> list[Path]:
+        self.sm.acquire_lock()
+        try:
+            files = self.discard_plan(r, stage)
+            for p in files:
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            cache = read_json(self.paths.evaluations) or {}
+            for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
+                cache.pop(f"round_{rr}", None)
+            atomic_write_json(self.paths.evaluations, cache) if self.paths.evaluations.exists() else None
+            self.sm.reset_from(r, stage, self.cfg.TOTAL_ROUNDS)
+        finally:
+            self.sm.release_lock()
+        return files

@@ -1,0 +1,169 @@
+"""Held-out and benchmark evaluation: Mean@k at a temperature and greedy accuracy, per difficulty level.
+
+    python scripts/evaluate.py --model workspace/checkpoints/merged_solver_r5 --data data/heldout.jsonl --k 32
+
+Mean@k is the accuracy averaged over k samples per question (what collection sees); greedy is the
+accuracy of the single most likely answer (what a user sees). Questions are grouped by `meta.level`,
+or under "all" when they have none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from prosetting.collectors.backends import GenerationBackend, Generation, Sampling
+from prosetting.collectors.data_normalizer import extract_boxed, solver_messages
+from prosetting.teacher_model.rule_teacher import answers_match
+
+log = logging.getLogger(__name__)
+
+
+def _accuracy(hits: list[float]) -> float:
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+def evaluate(backend: GenerationBackend, questions: list[dict], k: int = 4, temperature: float = 0.7, seed: int = 0,
+             max_new_tokens: int = 512, system_prompt: str = "") -> dict:
+    """Greedy accuracy and Mean@k of `backend` on `questions` ({"question", "answer", "meta"?}), overall and per level."""
+    start = time.time()
+    chats = [solver_messages(q["question"], system_prompt) for q in questions]
+    greedy_out = backend.generate(chats, Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed))
+    greedy = [float(answers_match(extract_boxed(g[0].text), str(q["answer"]))) for q, g in zip(questions, greedy_out)]
+    if k > 0 and temperature > 0:
+        sampled_out = backend.generate(chats, Sampling(n=k, temperature=temperature, top_p=1.0,
+                                                       max_new_tokens=max_new_tokens, seed=seed))
+        sampled = [_accuracy([float(answers_match(extract_boxed(g.text), str(q["answer"]))) for g in gens])
+                   for q, gens in zip(questions, sampled_out)]
+        truncated = _accuracy([float(g.truncated) for gens in sampled_out for g in gens])
+    else:  # at temperature 0 every sample is the greedy one
+        sampled, truncated = list(greedy), _accuracy([float(g[0].truncated) for g in greedy_out])
+
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, q in enumerate(questions):
+        level = (q.get("meta") or {}).get("level")
+        groups["all" if level is None else str(level)].append(i)
+    by_level = {
+        name: {"n": len(idx), "greedy": _accuracy([greedy[i] for i in idx]),
+               "mean_at_k": _accuracy([sampled[i] for i in idx])}
+        for name, idx in sorted(groups.items(), key=lambda kv: (kv[0] == "all", _level_key(kv[0])))
+    }
+    result = {
+        "n": len(questions), "k": k, "temperature": temperature, "seed": seed,
+        "greedy": _accuracy(greedy), "mean_at_k": _accuracy(sampled), "truncated_rate": truncated,
+        "by_level": by_level, "seconds": round(time.time() - start, 1),
+    }
+    log.info("evaluated %d questions: greedy %.1f%%, Mean@%d %.1f%% (T=%.2f) in %.0f s", len(questions),
+             100 * result["greedy"], k, 100 * result["mean_at_k"], temperature, result["seconds"])
+    return result
+
+
+def _level_key(name: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(name))
+    except ValueError:
+        return (1, name)
+
+
+def format_table(result: dict) -> str:
+    """The result as a small text table, one row per level and a total."""
+    k = result["k"]
+    lines = [f"{'level':>8} {'n':>5} {'greedy':>8} {f'Mean@{k}':>9}"]
+    rows = list(result["by_level"].items())
+    if len(rows) > 1 or rows and rows[0][0] != "all":
+        rows.append(("total", {"n": result["n"], "greedy": result["greedy"], "mean_at_k": result["mean_at_k"]}))
+    for name, r in rows:
+        lines.append(f"{name:>8} {r['n']:>5} {100 * r['greedy']:>7.1f}% {100 * r['mean_at_k']:>8.1f}%")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- benchmark files
+def _reference_answer(row: dict) -> str | None:
+    answer = row.get("answer")
+    if answer is not None and str(answer).strip():
+        text = str(answer)
+        if "####" in text:  # GSM8K: the worked answer, then "#### 72"
+            text = text.rsplit("####", 1)[1]
+        boxed = extract_boxed(text)
+        text = (boxed if boxed is not None else text).strip()
+        return text.replace(",", "") if text.replace(",", "").lstrip("-").replace(".", "", 1).isdigit() else text
+    if row.get("solution"):
+        return extract_boxed(str(row["solution"]))
+    return None
+
+
+def load_benchmark(path: str | Path) -> list[dict]:
+    """Questions of a JSON Lines benchmark (GSM8K, MATH-500 or the shipped format) as question records.
+
+    Each line needs `question` (or `problem`) and a reference: `answer` (GSM8K's text after `####`, or a
+    `\\boxed{}` in it) or a `solution` ending in `\\boxed{}`. A line that has neither raises, naming file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: benchmark file not found")
+    questions = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
+        text = row.get("question", row.get("problem"))
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}: line {lineno}: no `question` or `problem` text")
+        answer = _reference_answer(row)
+        if answer is None:
+            raise ValueError(f"{path}: line {lineno}: no reference answer: expected `answer` "
+                             "(GSM8K `#### value` allowed) or a `solution` with \\boxed{...}")
+        meta = dict(row.get("meta") or {})
+        if "level" not in meta and row.get("level") is not None:
+            meta["level"] = row["level"]
+        qid = row.get("id", row.get("unique_id", f"{path.stem}-{lineno:05d}"))
+        questions.append({"id": str(qid), "question": text, "answer": answer, "meta": meta})
+    if not questions:
+        raise ValueError(f"{path}: no questions (empty file)")
+    log.info("loaded %d questions from %s", len(questions), path)
+    return questions
+
+
+# ---------------------------------------------------------------- vLLM
+class VllmBackend:
+    """vLLM engine behind the GenerationBackend interface (GPU servers; on a CPU see NOTES.md).
+
+    The seed is the engine's: a per-request seed kills vLLM's CPU engine, so `Sampling.seed` is only
+    used when the engine is built.
+    """
+
+    def __init__(self, model_dir: str, seed: int = 0, gpu_memory_utilization: float = 0.85, max_model_len: int = 4096):
+        import torch
+        from vllm import LLM
+
+        if not torch.cuda.is_available():
+            gpu_memory_utilization = min(gpu_memory_utilization, 0.3)
+        self.llm = LLM(model=model_dir, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+                       max_model_len=max_model_len)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, chats: list[list[dict]], sampling: Sampling) -> list[list[Generation]]:
+        from vllm import SamplingParams
+
+        greedy = sampling.temperature <= 0
+        params = SamplingParams(n=1 if greedy else sampling.n, temperature=max(sampling.temperature, 0.0),
+                                top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_new_tokens)
+        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        result = []
+        for out in outs:
+            row = [Generation(text=o.text, num_tokens=len(o.token_ids), truncated=o.finish_reason == "length")
+                   for o in out.outputs]
+            result.append(row * sampling.n if greedy and sampling.n > 1 else row)
+        return result
+
+    def close(self) -> None:
+        del self.llm

@@ -1,0 +1,105 @@
+"""Stage 5, next-round preparation: the Teacher writes new questions by zone, then the next pool is built.
+
+Reads  data/round_XX_{questions.json, trajectories.jsonl, rewards.jsonl}.
+Writes data/round_XX_enhanced_questions.jsonl (one line per parent: what the Teacher wrote for it)
+       and data/round_{XX+1}_questions.json (the next round's pool).
+
+Zones, as in Socratic-Zero: from a failed attempt in the learning zone, a question aimed at the error;
+from a mastered question, a harder variant; too-difficult questions go back unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tqdm import tqdm
+
+from prosetting.core.context import RunContext
+from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
+from prosetting.managers.question_manager import build_next_pool
+from prosetting.teacher_model.base import WriteRequest
+
+log = logging.getLogger(__name__)
+
+ORIGIN_BY_ZONE = {"learning": "teacher_error_variant", "mastered": "teacher_harder_variant"}
+
+
+def make_request(question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int) -> WriteRequest | None:
+    zone = reward["zone"]
+    if zone not in ORIGIN_BY_ZONE or count == 0:
+        return None
+    rng = random.Random(f"{seed}:enhance:{r}:{question['id']}")
+    failed_attempt = None
+    if zone == "learning":
+        wrong = {v["attempt_id"] for v in reward["verdicts"] if not v["correct"]}
+        candidates = [a for a in attempts if a["attempt_id"] in wrong]
+        answered = [a for a in candidates if a.get("answer") is not None] or candidates
+        failed_attempt = rng.choice(answered) if answered else None
+    return WriteRequest(question=question, zone=zone, success_rate=reward["success_rate"],
+                        failed_attempt=failed_attempt, count=count, rng=rng)
+
+
+def run_enhancement(ctx: RunContext, r: int) -> dict:
+    cfg, paths, teacher = ctx.cfg, ctx.paths, ctx.teacher
+    t0 = time.time()
+    questions = read_json(paths.questions(r))
+    rewards = {row["question_id"]: row for row in read_jsonl(paths.rewards(r))}
+    attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(paths.trajectories(r))}
+    out = paths.enhanced_questions(r)
+    done = {row["parent_id"] for row in read_jsonl(out)}
+    jobs = []
+    for index, q in enumerate(questions):
+        if q["id"] in done or q["id"] not in rewards:
+            continue
+        req = make_request(q, rewards[q["id"]], attempts.get(q["id"], []), cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r)
+        if req is not None:
+            jobs.append((index, q, req))
+    log.info("enhance r%d: %d questions to write from with the %s teacher (%d already written)",
+             r, len(jobs), teacher.name, len(done))
+    lock = threading.Lock()
+
+    def write_one(job) -> None:
+        index, q, req = job
+        if ctx.stop_event.is_set():
+            return
+        written = teacher.write_questions(req)
+        new = [{
+            "id": f"r{r + 1:02d}-q{index:04d}-{k}",
+            "question": w["question"],
+            "answer": str(w["answer"]),
+            "solution": w.get("solution"),
+            "parent_id": q["id"],
+            "origin": ORIGIN_BY_ZONE[req.zone],
+            "round": r + 1,
+            "meta": w.get("meta") or {},
+        } for k, w in enumerate(written)]
+        with lock:
+            append_jsonl(out, [{"parent_id": q["id"], "zone": req.zone, "questions": new}])
+
+    if jobs:
+        with ThreadPoolExecutor(max_workers=cfg.TEACHER_CONCURRENT_WORKERS) as pool:
+            list(tqdm(pool.map(write_one, jobs), total=len(jobs), desc=f"round {r} enhance", unit="q", dynamic_ncols=True))
+    ctx.check_stop()
+
+    by_parent = {row["parent_id"]: row["questions"] for row in read_jsonl(out)}
+    new_questions = [nq for q in questions for nq in by_parent.get(q["id"], [])]  # pool order: deterministic
+    pool, counts = build_next_pool(questions, rewards, new_questions, cfg.REPLAY_RATIO, cfg.SEED, r, cfg.MAX_POOL_SIZE)
+    atomic_write_json(paths.questions(r + 1), pool)
+    levels: dict[str, int] = {}
+    for q in pool:
+        key = str((q.get("meta") or {}).get("level", "n/a"))
+        levels[key] = levels.get(key, 0) + 1
+    stats = {"written": len(new_questions), "next_pool": len(pool), **counts, "next_pool_levels": levels,
+             "seconds": round(time.time() - t0, 1)}
+    log.info("enhance r%d: %d new questions; next pool %d (%s)", r, len(new_questions), len(pool), counts)
+    return stats
+
+
+def carry_pool_forward(ctx: RunContext, r: int) -> None:
+    """After an enhancement that failed for good, the next round replays this round's pool unchanged."""
+    if not ctx.paths.questions(r + 1).exists():
+        atomic_write_json(ctx.paths.questions(r + 1), read_json(ctx.paths.questions(r)))

@@ -1,0 +1,74 @@
+"""Evaluate a solver on a benchmark: greedy accuracy and Mean@k, per level, printed and saved as JSON.
+
+    python scripts/evaluate.py --model workspace/checkpoints/merged_solver_r5 --data data/heldout.jsonl --k 32
+    python scripts/evaluate.py --model MODEL --data gsm8k_test.jsonl --k 8 --backend vllm --out gsm8k.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+from prosetting.core.config import Config
+from prosetting.core.io import atomic_write_json
+from prosetting.processors.evaluator import evaluate, format_table, load_benchmark
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="Hugging Face model folder of the solver.")
+    p.add_argument("--data", required=True, help="JSON Lines benchmark (`question`/`problem`, `answer`/`solution`).")
+    p.add_argument("--k", type=int, default=32, help="Samples per question for Mean@k (0: greedy only).")
+    p.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature for Mean@k.")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="Longest generated solution.")
+    p.add_argument("--seed", type=int, default=0, help="Sampling seed.")
+    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
+                   help="Generation engine; vllm needs the vllm package (falls back to transformers without it).")
+    p.add_argument("--system-prompt", default=Config.SOLVER_SYSTEM_PROMPT, help="System message given to the solver.")
+    p.add_argument("--out", help="Where to save the JSON result (default: <data stem>_eval.json next to the model).")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not (Path(args.model) / "config.json").is_file():
+        print(f"--model: expected a Hugging Face model folder with config.json, got {args.model!r}", file=sys.stderr)
+        return 2
+    try:
+        questions = load_benchmark(args.data)
+    except (OSError, ValueError) as exc:
+        print(f"--data: {exc}", file=sys.stderr)
+        return 2
+
+    backend_name = args.backend
+    if backend_name == "vllm" and importlib.util.find_spec("vllm") is None:
+        logging.warning("--backend vllm: the vllm package is not installed; using transformers instead")
+        backend_name = "transformers"
+    if backend_name == "vllm":
+        from prosetting.processors.evaluator import VllmBackend
+
+        backend = VllmBackend(args.model, seed=args.seed)
+    else:
+        from prosetting.collectors.backends import TransformersBackend
+
+        backend = TransformersBackend(args.model)
+    try:
+        result = evaluate(backend, questions, k=args.k, temperature=args.temperature, seed=args.seed,
+                          max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt)
+    finally:
+        backend.close()
+    result.update({"model": str(args.model), "data": str(args.data), "backend": backend_name})
+
+    out = Path(args.out) if args.out else Path(args.model) / f"{Path(args.data).stem}_eval.json"
+    atomic_write_json(out, result)
+    print(format_table(result))
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":  # the guard vLLM's engine process needs
+    sys.exit(main())

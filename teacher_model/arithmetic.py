@@ -1,0 +1,321 @@
+"""The builtin task family: column arithmetic with a difficulty ladder and digit-by-digit solutions.
+
+    rng = random.Random(0)
+    q = make_problem(3, rng)   # {"question": "47+38=?", "answer": "85",
+                               #  "solution": "7+8+0=15; 4+3+1=8; \\boxed{85}", "meta": {...}}
+
+Every reference solution is a column trace, one step per column from the right, carry (or borrow)
+written out; it is what makes a tiny solver learnable (see NOTES.md). `BuiltinTeacher` grades by
+reference and writes questions by zone: a learning-zone question gets a sibling that repeats the
+column pattern the solver got wrong, a mastered one the next rung of the ladder.
+
+    python -c "from prosetting.teacher_model.arithmetic import write_data_files; write_data_files('data')"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from prosetting.collectors.data_normalizer import extract_boxed
+from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.rule_teacher import grade_by_reference
+
+FAMILY = "arith"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+SEED_FILE = DATA_DIR / "seed_questions.jsonl"
+HELDOUT_FILE = DATA_DIR / "heldout.jsonl"
+OP_NAMES = {"+": "addition", "-": "subtraction", "*": "multiplication"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One kind of problem. `carries`: "none" (no column carries or borrows), "some" (at least one), "any"."""
+
+    op: str = "+"
+    digits: int = 2  # digits of every operand; for "*" the multiplier is a single digit 2-9
+    operands: int = 2
+    carries: str = "any"
+
+    def describe(self) -> str:
+        width = f"{self.digits}-digit" if self.op != "*" else f"{self.digits}-digit by 1-digit"
+        carry = {"none": "no carries", "some": "with carries", "any": "any carries"}[self.carries]
+        if self.op == "-":
+            carry = carry.replace("carries", "borrows")
+        return f"{self.operands}-operand {width} {OP_NAMES[self.op]}, {carry}"
+
+
+# The ladder, easiest first; level n is LADDER[n - 1]. The embedded run works on the first rungs.
+LADDER: tuple[Spec, ...] = (
+    Spec("+", 1, 2, "any"),
+    Spec("+", 2, 2, "none"),
+    Spec("+", 2, 2, "some"),
+    Spec("+", 2, 3, "any"),
+    Spec("+", 3, 2, "some"),
+    Spec("-", 2, 2, "any"),
+    Spec("*", 2, 2, "any"),
+    Spec("+", 3, 3, "any"),
+    Spec("-", 3, 2, "some"),
+    Spec("*", 3, 2, "some"),
+    Spec("+", 4, 2, "some"),
+    Spec("+", 4, 3, "any"),
+)
+MAX_LEVEL = len(LADDER)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One column of the trace: its text and the carry (borrow) into and out of it."""
+
+    text: str
+    carry_in: int
+    carry_out: int
+
+
+def spec_for_level(level: int) -> Spec:
+    if not 1 <= level <= MAX_LEVEL:
+        raise ValueError(f"level must be 1..{MAX_LEVEL}, got {level}")
+    return LADDER[level - 1]
+
+
+def _digits(n: int, width: int) -> list[int]:
+    """Digits of n, least significant first, zero-padded to width."""
+    return [(n // 10**i) % 10 for i in range(width)]
+
+
+def trace(op: str, operands: list[int]) -> tuple[list[Step], int]:
+    """The column-by-column solution of `operands[0] op operands[1] ...` and its result."""
+    width = max(len(str(x)) for x in operands)
+    cols = [_digits(x, width) for x in operands]
+    steps, carry = [], 0
+    if op == "+":
+        for i in range(width):
+            s = sum(c[i] for c in cols) + carry
+            steps.append(Step("+".join(str(c[i]) for c in cols) + f"+{carry}={s}", carry, s // 10))
+            carry = s // 10
+        return steps, sum(operands)
+    if op == "-":
+        a, b = cols
+        for i in range(width):
+            top = a[i] + (10 if a[i] - b[i] - carry < 0 else 0)
+            out = int(top >= 10)
+            steps.append(Step(f"{top}-{b[i]}-{carry}={top - b[i] - carry}", carry, out))
+            carry = out
+        return steps, operands[0] - operands[1]
+    if op == "*":
+        a, m = cols[0], operands[1]
+        for i in range(width):
+            s = a[i] * m + carry
+            steps.append(Step(f"{a[i]}*{m}+{carry}={s}", carry, s // 10))
+            carry = s // 10
+        return steps, operands[0] * m
+    raise ValueError(f"unknown operation {op!r}")
+
+
+def solution_text(op: str, operands: list[int]) -> str:
+    steps, result = trace(op, operands)
+    return "; ".join(s.text for s in steps) + f"; \\boxed{{{result}}}"
+
+
+def _draw_operands(spec: Spec, rng: random.Random) -> list[int]:
+    lo, hi = (0 if spec.digits == 1 else 10 ** (spec.digits - 1)), 10**spec.digits - 1
+    if spec.op == "*":
+        return [rng.randint(lo, hi), rng.randint(2, 9)]
+    xs = [rng.randint(lo, hi) for _ in range(spec.operands)]
+    if spec.op == "-":
+        xs.sort(reverse=True)
+    return xs
+
+
+def _carries_ok(spec: Spec, steps: list[Step]) -> bool:
+    carried = any(s.carry_out for s in steps)
+    return spec.carries == "any" or (spec.carries == "some") == carried
+
+
+def make_problem(level: int | Spec, rng: random.Random, want=None, max_tries: int = 500) -> dict:
+    """A problem of a level (or an explicit Spec) drawn from rng; `want(steps, operands)` filters draws.
+
+    When no draw within max_tries satisfies `want`, the last draw that fits the level is returned.
+    """
+    spec = spec_for_level(level) if isinstance(level, int) else level
+    fallback = None
+    for _ in range(max_tries):
+        operands = _draw_operands(spec, rng)
+        steps, _ = trace(spec.op, operands)
+        if not _carries_ok(spec, steps):
+            continue
+        fallback = operands
+        if want is None or want(steps, operands):
+            break
+    if fallback is None:
+        raise ValueError(f"no problem satisfies {spec} in {max_tries} draws")
+    return problem_record(spec, fallback, level=level if isinstance(level, int) else None)
+
+
+def problem_record(spec: Spec, operands: list[int], level: int | None = None) -> dict:
+    steps, result = trace(spec.op, operands)
+    if level is None:
+        level = LADDER.index(spec) + 1 if spec in LADDER else MAX_LEVEL
+    return {
+        "question": spec.op.join(str(x) for x in operands) + "=?",
+        "answer": str(result),
+        "solution": "; ".join(s.text for s in steps) + f"; \\boxed{{{result}}}",
+        "meta": {"family": FAMILY, "level": level, **dataclasses.asdict(spec), "values": list(operands)},
+    }
+
+
+def params_of(question: dict) -> tuple[Spec, list[int]]:
+    """The Spec and operands of an arithmetic question, from its meta (or, failing that, its text)."""
+    meta = question.get("meta") or {}
+    if meta.get("family") == FAMILY and "values" in meta:
+        spec = Spec(meta["op"], int(meta["digits"]), int(meta["operands"]), meta.get("carries", "any"))
+        return spec, [int(x) for x in meta["values"]]
+    m = re.fullmatch(r"\s*(\d+(?:\s*[-+*]\s*\d+)+)\s*=\s*\?\s*", question.get("question", ""))
+    ops = set(re.findall(r"[-+*]", m.group(1))) if m else set()
+    if not m or len(ops) != 1:
+        raise ValueError(f"question {question.get('id', '?')!r} is not a builtin arithmetic problem")
+    op = ops.pop()
+    values = [int(x) for x in re.split(r"\s*[-+*]\s*", m.group(1))]
+    return Spec(op, len(str(values[0])), len(values), "any"), values
+
+
+def describe(question: dict) -> str:
+    """One line for logs and reports, e.g. 'level 3: 2-operand 2-digit addition, with carries'."""
+    spec, _ = params_of(question)
+    level = (question.get("meta") or {}).get("level", "?")
+    return f"level {level}: {spec.describe()}"
+
+
+_STEP = re.compile(r"(\d+(?:[-+*]\d+)+)=(-?\d+)")
+
+
+def first_wrong_step(question: dict, text: str) -> int | None:
+    """Index of the first column the attempt got wrong (or skipped); len(steps) for a wrong final
+    answer after a right trace; None when the attempt is right."""
+    spec, values = params_of(question)
+    steps, result = trace(spec.op, values)
+    written = [f"{a}={b}" for a, b in _STEP.findall(text)]
+    for i, step in enumerate(steps):
+        if i >= len(written) or written[i] != step.text:
+            return i
+    return None if extract_boxed(text) == str(result) else len(steps)
+
+
+def _aim(question: dict, failed_text: str | None) -> tuple[object, str]:
+    """A filter that repeats the failed column's carry pattern, and the words saying so."""
+    if not failed_text:
+        return None, "same level (no failed attempt to aim at)"
+    spec, values = params_of(question)
+    steps, _ = trace(spec.op, values)
+    i = first_wrong_step(question, failed_text)
+    if i is None:
+        return None, "same level (the given attempt was right)"
+    if i == len(steps):
+        final = steps[-1].carry_out
+
+        def want(s, _ops, final=final):
+            return s[-1].carry_out == final
+
+        return want, f"final answer after a right trace (last carry {final})"
+    cin, cout = steps[i].carry_in, steps[i].carry_out
+
+    def want(s, _ops, i=i, cin=cin, cout=cout):
+        return len(s) > i and s[i].carry_in == cin and s[i].carry_out == cout
+
+    return want, f"column {i + 1} from the right, carry in {cin} and out {cout} (expected '{steps[i].text}')"
+
+
+def _harder(spec: Spec, level: int) -> tuple[Spec, int]:
+    if level < MAX_LEVEL:
+        return LADDER[level], level + 1
+    return dataclasses.replace(spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands,
+                               digits=spec.digits + (spec.op != "+")), MAX_LEVEL
+
+
+class BuiltinTeacher:
+    """Grades by reference and writes arithmetic questions by zone, deterministically from request.rng."""
+
+    name = "builtin"
+
+    def __init__(self, exclude: set[str] | None = None):
+        # Question texts never to write (the held-out set), so the pool cannot leak into evaluation.
+        self.exclude = set(exclude) if exclude is not None else {q["question"] for q in load_jsonl(HELDOUT_FILE)}
+
+    def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
+        return grade_by_reference(question, attempts)
+
+    def write_questions(self, request: WriteRequest) -> list[dict]:
+        if request.zone == "too_difficult" or request.count <= 0:
+            return []
+        spec, values = params_of(request.question)
+        level = int((request.question.get("meta") or {}).get("level", 1))
+        if request.zone == "mastered":
+            target, new_level = _harder(spec, level)
+            want, why = None, f"harder variant of a mastered level-{level} question: {target.describe()}"
+        else:
+            target, new_level = spec, level
+            text = (request.failed_attempt or {}).get("text")
+            want, aim = _aim(request.question, text)
+            why = f"learning zone ({request.success_rate:.0%} solved): {aim}"
+        seen = {request.question["question"]} | self.exclude
+        out = []
+        for _ in range(request.count):
+            for _try in range(50):  # a handful of level-1 problems exist; give up on novelty after 50
+                q = make_problem(target, request.rng, want=want)
+                if q["question"] not in seen:
+                    break
+            q["meta"]["level"] = new_level
+            q["meta"]["aimed_at"] = why
+            seen.add(q["question"])
+            out.append(q)
+        return out
+
+
+# ---------------------------------------------------------------- shipped data files
+SEED_LEVELS = (1, 2, 3, 4)
+HELDOUT_LEVELS = (1, 2, 3, 4)
+
+
+def load_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def question_set(prefix: str, per_level: dict[int, int], seed: int, exclude: set[str] = frozenset()) -> list[dict]:
+    """Distinct questions, `per_level[level]` of each, ids `{prefix}-001`..., none of them in `exclude`."""
+    rng = random.Random(seed)
+    seen, rows = set(exclude), []
+    for level, count in sorted(per_level.items()):
+        made = 0
+        while made < count:
+            q = make_problem(level, rng)
+            if q["question"] in seen:
+                continue
+            seen.add(q["question"])
+            made += 1
+            rows.append(q)
+    return [{"id": f"{prefix}-{i:03d}", "question": q["question"], "answer": q["answer"],
+             "solution": q["solution"], "parent_id": None, "origin": prefix, "round": 0, "meta": q["meta"]}
+            for i, q in enumerate(rows, 1)]
+
+
+def shipped_sets() -> tuple[list[dict], list[dict]]:
+    """The seed pool and the held-out set, as written to data/ (held-out first, so seeds avoid it)."""
+    heldout = question_set("heldout", {1: 30, 2: 40, 3: 60, 4: 50}, seed=20240917)
+    seeds = question_set("seed", {1: 15, 2: 25, 3: 35, 4: 25}, seed=1234,
+                         exclude={q["question"] for q in heldout})
+    return seeds, heldout
+
+
+def write_data_files(data_dir: str | Path = DATA_DIR) -> None:
+    seeds, heldout = shipped_sets()
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for path, rows in ((data_dir / SEED_FILE.name, seeds), (data_dir / HELDOUT_FILE.name, heldout)):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -1,0 +1,115 @@
+"""Warm start of the embedded solver: a short TRL SFT on arithmetic problems with column traces.
+
+    stats = warm_start("ckpt/tiny_init", "ckpt/base_solver", steps=250, seed=42)
+
+The run stops early on purpose (about a quarter of the held-out sums right): the DPO rounds that
+follow need a solver that sometimes succeeds and often fails. Held-out questions are never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from prosetting.collectors.data_normalizer import solver_messages
+from prosetting.core.io import atomic_write_json, replace_dir
+from prosetting.teacher_model import arithmetic
+from prosetting.trainers.tiny_solver import build_tiny_solver
+
+log = logging.getLogger(__name__)
+
+WARMSTART_LEVELS = (1, 2, 3)  # 1-2 digit sums; three-operand sums (level 4) are left to the rounds
+BATCH_SIZE = 64
+LEARNING_RATE = 3e-3
+MODEL_SIZE = {"layers": 4, "hidden": 128, "heads": 2, "kv_heads": 1}
+DONE_MARKER = "warm_start.json"
+
+
+def sft_rows(n: int, levels: tuple[int, ...], seed: int, exclude: set[str], system_prompt: str = "") -> list[dict]:
+    """n conversational prompt/completion rows (loss on the completion only), levels drawn uniformly."""
+    rng = random.Random(seed)
+    rows = []
+    while len(rows) < n:
+        q = arithmetic.make_problem(rng.choice(levels), rng)
+        if q["question"] in exclude:
+            continue
+        rows.append({"prompt": solver_messages(q["question"], system_prompt),
+                     "completion": [{"role": "assistant", "content": q["solution"]}]})
+    return rows
+
+
+def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int, log_dir: str | Path | None = None,
+               levels: tuple[int, ...] = WARMSTART_LEVELS, exclude: set[str] | None = None,
+               learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE) -> dict:
+    """SFT `base_dir` for `steps` steps and save model + tokenizer to `out_dir` (atomically); returns stats."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    out_dir = Path(out_dir)
+    if exclude is None:
+        exclude = {q["question"] for q in arithmetic.load_jsonl(arithmetic.HELDOUT_FILE)}
+    start = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        stats = {"steps": steps, "seed": seed, "levels": list(levels), "train_loss": None, "losses": []}
+        if steps > 0:
+            rows = sft_rows(steps * batch_size, levels, seed, exclude)
+            args = SFTConfig(
+                output_dir=str(Path(log_dir) if log_dir else tmp / "run"),
+                max_steps=steps,
+                per_device_train_batch_size=batch_size,
+                learning_rate=learning_rate,
+                lr_scheduler_type="cosine",
+                warmup_steps=min(20, steps // 10),
+                weight_decay=0.0,
+                max_length=128,
+                bf16=False,
+                report_to="none",
+                logging_steps=max(1, steps // 20),
+                save_strategy="no",
+                seed=seed,
+                data_seed=seed,
+                disable_tqdm=True,
+            )
+            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                 processing_class=tokenizer)
+            result = trainer.train()
+            stats["train_loss"] = float(result.training_loss)
+            stats["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+            model = trainer.model
+        shutil.rmtree(tmp / "run", ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        stats["seconds"] = round(time.time() - start, 1)
+        atomic_write_json(tmp / DONE_MARKER, stats)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("warm start: %d SFT steps on levels %s in %.0f s (final loss %s) -> %s", steps, list(levels),
+             stats["seconds"], stats["losses"][-1] if stats["losses"] else "n/a", out_dir)
+    return stats
+
+
+def build_embedded_solver(dest: str | Path, cfg) -> dict:
+    """Build the tiny solver and warm-start it into `dest`, once: a finished `dest` is left as it is."""
+    dest = Path(dest)
+    marker = dest / DONE_MARKER
+    if marker.is_file() and (dest / "config.json").is_file():
+        log.info("embedded solver already built in %s", dest)
+        return json.loads(marker.read_text())
+    heldout = Path(cfg.HELDOUT_FILE) if cfg.HELDOUT_FILE else arithmetic.HELDOUT_FILE
+    exclude = {q.get("question") for q in arithmetic.load_jsonl(heldout)}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".init.") as scratch:
+        init = build_tiny_solver(Path(scratch) / "init", seed=cfg.SEED, **MODEL_SIZE)
+        return warm_start(init, dest, steps=cfg.WARMSTART_STEPS, seed=cfg.SEED, exclude=exclude)

@@ -1,0 +1,176 @@
+"""What the user reads: the table after each round, auto_training_summary.json, a report and a plot."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prosetting.core.config import Config
+from prosetting.core.io import atomic_write_json, atomic_write_text, read_json
+from prosetting.core.state_manager import StateManager
+
+log = logging.getLogger(__name__)
+
+
+def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
+    stages = sm.load_progress(r)["stages"]
+    stat = lambda s: (stages.get(s) or {}).get("stats") or {}  # noqa: E731
+    collect, grade, export, train, enhance = (stat(s) for s in ("collect", "grade", "export", "train", "enhance"))
+    questions = read_json(sm.paths.questions(r)) or []
+    ev = evaluations.get(f"round_{r}")
+    levels: dict[str, int] = {}
+    for q in questions:
+        key = str((q.get("meta") or {}).get("level", "n/a"))
+        levels[key] = levels.get(key, 0) + 1
+    known = [int(k) for k in levels if k.isdigit()]
+    return {
+        "round": r,
+        "done": all((stages.get(s) or {}).get("status") == "done" for s in ("collect", "grade", "export", "train", "enhance")),
+        "trained": bool(train.get("trained")),
+        "heldout_accuracy": ev["greedy"] if ev else None,
+        "heldout_mean_at_k": ev["mean_at_k"] if ev else None,
+        "pool": {
+            "questions": len(questions),
+            "attempts": collect.get("attempts"),
+            "solver_accuracy": grade.get("accuracy"),
+            "zones": grade.get("zones"),
+            "levels": dict(sorted(levels.items())),
+            "mean_level": round(sum(int(k) * v for k, v in levels.items() if k.isdigit()) / max(1, sum(levels[str(k)] for k in known)), 3) if known else None,
+        },
+        "pairs": export.get("pairs"),
+        "train": {k: train.get(k) for k in ("steps", "loss_first", "loss_last", "reward_accuracy_last", "wall_s")} if train.get("trained") else None,
+        "next_pool": enhance.get("next_pool"),
+        "new_questions": enhance.get("written"),
+        "stage_seconds": {s: (stages.get(s) or {}).get("seconds") for s in stages},
+    }
+
+
+def _fmt(x, pct=False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else str(x)
+
+
+def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
+    evaluations = read_json(sm.paths.evaluations) or {}
+    base = evaluations.get("baseline")
+    head = f"{'round':>5} {'questions':>9} {'attempts':>8} {'pool acc':>8} {'pairs':>6} {'trained':>7} {'held-out':>8} {'next pool':>9}"
+    lines = [head, "-" * len(head)]
+    if base:
+        lines.append(f"{'start':>5} {'':>9} {'':>8} {'':>8} {'':>6} {'':>7} {_fmt(base['greedy'], True):>8} {'':>9}")
+    for r in range(1, upto + 1):
+        row = round_row(sm, r, evaluations)
+        lines.append(f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['attempts']):>8} "
+                     f"{_fmt(row['pool']['solver_accuracy'], True):>8} {_fmt(row['pairs']):>6} "
+                     f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}")
+    table = "\n".join(lines)
+    print("\n" + table + "\n", flush=True)
+    return table
+
+
+def write_summary(cfg: Config, sm: StateManager, status: str, started: float) -> dict:
+    state = sm.load_state()
+    evaluations = read_json(sm.paths.evaluations) or {}
+    rounds = [round_row(sm, r, evaluations) for r in range(1, cfg.TOTAL_ROUNDS + 1) if sm.paths.progress(r).exists()]
+    # An untrained round's solver is the previous one: carry its held-out accuracy forward for the curve.
+    last = evaluations.get("baseline")
+    for row in rounds:
+        ev = evaluations.get(f"round_{row['round']}")
+        last = ev or last
+        if row["heldout_accuracy"] is None and last:
+            row["heldout_accuracy"], row["heldout_mean_at_k"] = last["greedy"], last["mean_at_k"]
+    base = evaluations.get("baseline")
+    summary = {
+        "status": status,
+        "workspace": str(sm.paths.root),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "duration_s": round(time.time() - started, 1),
+        "total_rounds": cfg.TOTAL_ROUNDS,
+        "rounds_done": sorted(state["completed_rounds"]),
+        "rounds_failed": sorted(state["failed_rounds"]),
+        "baseline_heldout_accuracy": base["greedy"] if base else None,
+        "baseline_heldout_mean_at_k": base["mean_at_k"] if base else None,
+        "final_heldout_accuracy": rounds[-1]["heldout_accuracy"] if rounds else None,
+        "heldout_k": cfg.HELDOUT_K,
+        "rounds": rounds,
+        "errors": state["failures"],
+        "next_step": None if status == "completed" else "run the same command again to continue from the saved state",
+    }
+    atomic_write_json(sm.paths.summary, summary)
+    try:
+        atomic_write_text(sm.paths.report, render_markdown(summary, evaluations))
+        plot(summary, sm.paths.plot)
+    except Exception as exc:  # a report must never hide the run's own outcome
+        log.warning("could not write the report or plot: %s", exc)
+    return summary
+
+
+def render_markdown(summary: dict, evaluations: dict) -> str:
+    lines = [f"# ProSetting run: {summary['status']}", "",
+             f"Workspace `{summary['workspace']}`, {summary['duration_s']:.0f} s, rounds done {summary['rounds_done']}, "
+             f"failed {summary['rounds_failed']}.", ""]
+    if summary["baseline_heldout_accuracy"] is not None:
+        lines += [f"Held-out greedy accuracy: {_fmt(summary['baseline_heldout_accuracy'], True)} at the start, "
+                  f"{_fmt(summary['final_heldout_accuracy'], True)} after the last round "
+                  f"(Mean@{summary['heldout_k']}: {_fmt(summary['baseline_heldout_mean_at_k'], True)} -> "
+                  f"{_fmt(summary['rounds'][-1]['heldout_mean_at_k'] if summary['rounds'] else None, True)}).", ""]
+    lines += ["| round | questions | mean level | pool accuracy | zones (0 / partial / 1) | pairs | trained | held-out greedy | held-out Mean@k |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in summary["rounds"]:
+        z = row["pool"]["zones"] or {}
+        lines.append(f"| {row['round']} | {row['pool']['questions']} | {_fmt(row['pool']['mean_level'])} | "
+                     f"{_fmt(row['pool']['solver_accuracy'], True)} | {z.get('too_difficult', '-')} / {z.get('learning', '-')} / "
+                     f"{z.get('mastered', '-')} | {_fmt(row['pairs'])} | {'yes' if row['trained'] else 'no'} | "
+                     f"{_fmt(row['heldout_accuracy'], True)} | {_fmt(row['heldout_mean_at_k'], True)} |")
+    per_level = {label: ev.get("per_level") for label, ev in evaluations.items() if ev.get("per_level")}
+    if per_level:
+        lines += ["", "Held-out greedy accuracy per difficulty level:", ""]
+        levels = sorted({lv for d in per_level.values() for lv in d}, key=str)
+        lines += ["| model | " + " | ".join(f"level {lv}" for lv in levels) + " |", "|---" * (len(levels) + 1) + "|"]
+        for label, d in per_level.items():
+            lines.append(f"| {label} | " + " | ".join(_fmt((d.get(lv) or {}).get("greedy"), True) for lv in levels) + " |")
+    if summary["errors"]:
+        lines += ["", "## Errors", ""] + [f"- round {e['round']} {e['stage']}: {e['error']} (log: {e['log']})" for e in summary["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path) -> None:
+    rounds = summary["rounds"]
+    if not rounds:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [0] + [row["round"] for row in rounds]
+    greedy = [summary["baseline_heldout_accuracy"]] + [row["heldout_accuracy"] for row in rounds]
+    meank = [summary["baseline_heldout_mean_at_k"]] + [row["heldout_mean_at_k"] for row in rounds]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if any(v is not None for v in greedy):
+        ax.plot(xs, [v if v is not None else float("nan") for v in greedy], "o-", label="held-out greedy")
+        ax.plot(xs, [v if v is not None else float("nan") for v in meank], "s--", label=f"held-out Mean@{summary['heldout_k']}")
+    ax.plot([row["round"] for row in rounds], [row["pool"]["solver_accuracy"] or float("nan") for row in rounds], "^:",
+            label="pool accuracy (sampled)")
+    ax.set_xlabel("round (0 = warm start)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    for row in rounds:
+        if row["trained"]:
+            ax.axvspan(row["round"] - 0.5, row["round"] + 0.5, color="tab:green", alpha=0.07)
+    ax2 = ax.twinx()
+    levels = [row["pool"]["mean_level"] for row in rounds]
+    if any(v is not None for v in levels):
+        ax2.plot([row["round"] for row in rounds], [v if v is not None else float("nan") for v in levels], "d-", color="tab:red",
+                 alpha=0.6, label="pool mean difficulty level")
+        ax2.set_ylabel("mean difficulty level")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
+    ax.set_title("ProSetting: held-out accuracy and pool difficulty (shaded: trained rounds)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
