@@ -37,7 +37,6 @@ class Config:
     # --- run and workspace ---
     WORKSPACE_DIR: str = _f("./workspace", "Folder holding every file of the run (state, data, datasets, checkpoints, logs).")
     SOLVER_MODEL_PATH: str = _f("", "Hugging Face model folder of the initial solver; empty builds and warm-starts the embedded tiny solver.")
-    GENERATOR_MODEL_PATH: str = _f("", "Hugging Face model folder of the Generator (reserved for the Generator stage).")
     QUESTIONS_FILE: str = _f("", "Seed questions, JSON list or JSON Lines with `question` and `answer`; empty uses the shipped arithmetic seeds.")
     HELDOUT_FILE: str = _f("", "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one when the solver is embedded.")
     TOTAL_ROUNDS: int = _f(5, "Number of co-evolution rounds.", minimum=1)
@@ -224,3 +223,14 @@ def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, An
     """Keys whose value differs between a saved configuration and the current one (secrets excluded)."""
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if k not in SECRET_KEYS and old.get(k) != new.get(k)]
+
+
+def render_env_example() -> str:
+    """The text of .env.example: every key with its help line and default (regenerate after adding a field)."""
+    lines = ["# ProSetting settings. Precedence: defaults < this file (as .env) < environment < command line.",
+             "# Copy to .env and uncomment what you change. Secrets (TEACHER_API_KEY) belong here or in the",
+             "# environment only: they are never logged or written to the workspace.", ""]
+    for key, default, help_text in describe_fields():
+        value = str(default).lower() if isinstance(default, bool) else default
+        lines += [f"# {help_text}", f"# {key}={value}", ""]
+    return "\n".join(lines)

@@ -25,9 +25,12 @@ PAIR_SCHEMA = pa.schema([
 
 
 def save_pairs_parquet(path: str | Path, rows: list[dict]) -> None:
-    table = pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
     buf = io.BytesIO()
-    pq.write_table(table, buf)
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), buf)
+    else:
+        # No row group at all: `datasets` reads a zero-row row group as batch size 0 and fails.
+        pq.ParquetWriter(buf, PAIR_SCHEMA).close()
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import re
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from pathlib import Path
 from prosetting.collectors.data_normalizer import extract_boxed
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.rule_teacher import grade_by_reference
+
+log = logging.getLogger(__name__)
 
 FAMILY = "arith"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -251,7 +254,11 @@ class BuiltinTeacher:
     def write_questions(self, request: WriteRequest) -> list[dict]:
         if request.zone == "too_difficult" or request.count <= 0:
             return []
-        spec, values = params_of(request.question)
+        try:
+            spec, _ = params_of(request.question)
+        except ValueError as exc:
+            log.warning("builtin teacher writes only arithmetic questions; %s goes back unchanged", exc)
+            return []
         level = int((request.question.get("meta") or {}).get("level", 1))
         if request.zone == "mastered":
             target, new_level = _harder(spec, level)
@@ -264,10 +271,15 @@ class BuiltinTeacher:
         seen = {request.question["question"]} | self.exclude
         out = []
         for _ in range(request.count):
-            for _try in range(50):  # a handful of level-1 problems exist; give up on novelty after 50
+            q = fallback = None
+            for _try in range(200):  # level 1 has 100 problems: novelty is a preference, avoiding held-out a rule
                 q = make_problem(target, request.rng, want=want)
                 if q["question"] not in seen:
                     break
+                if fallback is None and q["question"] not in self.exclude:
+                    fallback = q
+            else:
+                q = fallback or q
             q["meta"]["level"] = new_level
             q["meta"]["aimed_at"] = why
             seen.add(q["question"])

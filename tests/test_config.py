@@ -1,0 +1,78 @@
+"""Configuration: precedence, validation that names the key, redaction, and .env.example coverage."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from prosetting.core.config import REDACTED, Config, ConfigError, describe_fields, diff_configs, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_follow_the_seed():
+    cfg, sources = load_config(env_file=None, environ={})
+    assert (cfg.TOTAL_ROUNDS, cfg.ATTEMPTS_PER_QUESTION, cfg.TEACHER_CONCURRENT_WORKERS) == (5, 8, 32)
+    assert (cfg.TRAIN_START_ROUND, cfg.REPLAY_RATIO) == (3, 0.2)
+    assert cfg.loss_types == ["sigmoid", "sft"]
+    assert sources == {}
+
+
+def test_precedence_defaults_env_file_environment_command_line(tmp_path):
+    env = tmp_path / "x.env"
+    env.write_text("TOTAL_ROUNDS=2\nSEED=7\nREPLAY_RATIO=0.5\nSOMETHING_ELSE=ignored\n")
+    cfg, sources = load_config(env, overrides={"SEED": "9"}, environ={"REPLAY_RATIO": "0.3"})
+    assert cfg.TOTAL_ROUNDS == 2 and sources["TOTAL_ROUNDS"] == str(env)
+    assert cfg.REPLAY_RATIO == 0.3 and sources["REPLAY_RATIO"] == "environment"
+    assert cfg.SEED == 9 and sources["SEED"] == "command line"
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("TOTAL_ROUNDS", "five", "TOTAL_ROUNDS: expected an integer, got 'five'"),
+    ("TOTAL_ROUNDS", "0", "TOTAL_ROUNDS: expected a value >= 1"),
+    ("REPLAY_RATIO", "1.5", "REPLAY_RATIO: expected a value <= 1.0"),
+    ("AUTO_RETRY_ENABLED", "maybe", "AUTO_RETRY_ENABLED: expected true or false"),
+    ("COLLECTION_BACKEND", "tgi", "COLLECTION_BACKEND: expected one of"),
+    ("TEACHER_BACKEND", "llm", "TEACHER_BASE_URL: required when TEACHER_BACKEND=llm"),
+    ("TRL_LOSS_WEIGHTS", "1.0", "TRL_LOSS_WEIGHTS: expected 2 weights"),
+    ("SOLVER_MODEL_PATH", "/nonexistent/model", "SOLVER_MODEL_PATH: expected a Hugging Face model folder"),
+    ("QUESTIONS_FILE", "/nonexistent/q.json", "QUESTIONS_FILE: file not found"),
+    ("NO_SUCH_KEY", "1", "NO_SUCH_KEY: unknown setting"),
+])
+def test_bad_values_fail_naming_the_key(key, value, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(env_file=None, overrides={key: value}, environ={})
+
+
+def test_env_file_error_names_the_file(tmp_path):
+    env = tmp_path / "bad.env"
+    env.write_text("ATTEMPTS_PER_QUESTION=eight\n")
+    with pytest.raises(ConfigError, match=f"ATTEMPTS_PER_QUESTION: expected an integer, got 'eight' \\(from {re.escape(str(env))}\\)"):
+        load_config(env, environ={})
+    with pytest.raises(ConfigError, match="--env-file: file not found"):
+        load_config(tmp_path / "missing.env", environ={})
+
+
+def test_secrets_are_redacted_and_ignored_in_diffs():
+    cfg, _ = load_config(env_file=None, environ={"TEACHER_API_KEY": "sk-secret"})
+    assert cfg.TEACHER_API_KEY == "sk-secret"
+    dumped = cfg.to_dict()
+    assert dumped["TEACHER_API_KEY"] == REDACTED and "sk-secret" not in str(dumped)
+    other = {**dumped, "TEACHER_API_KEY": "different", "SEED": 1}
+    assert diff_configs(other, dumped) == [("SEED", 1, 42)]
+
+
+def test_env_example_documents_every_key_with_its_help():
+    text = (REPO / ".env.example").read_text()
+    for key, default, help_text in describe_fields():
+        assert re.search(rf"^#?\s*{key}=", text, re.M), f".env.example lacks {key}"
+        assert help_text in text, f".env.example lacks the help line of {key}"
+    keys_in_file = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
+    assert keys_in_file <= {f for f, _, _ in describe_fields()}, keys_in_file - {f for f, _, _ in describe_fields()}
+
+
+def test_every_field_has_help():
+    assert all(h for _, _, h in describe_fields())
+    assert len(describe_fields()) == len(Config.__dataclass_fields__)

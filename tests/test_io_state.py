@@ -1,0 +1,72 @@
+"""Durable files, the workspace lock and stage markers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
+from prosetting.core.state_manager import StateManager, WorkspaceLockedError
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    atomic_write_json(tmp_path / "a.json", {"x": 2})
+    assert read_json(tmp_path / "a.json") == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_read_jsonl_drops_and_repairs_a_cut_last_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    append_jsonl(path, [{"i": 1}, {"i": 2}])
+    with path.open("a") as fh:
+        fh.write('{"i": 3, "text": "cut mid-wri')  # what a SIGKILL during an append leaves
+    assert read_jsonl(path) == [{"i": 1}, {"i": 2}]
+    assert path.read_text().endswith("}\n")
+    append_jsonl(path, [{"i": 3}])
+    assert [r["i"] for r in read_jsonl(path)] == [1, 2, 3]
+
+
+def test_read_jsonl_reports_a_corrupt_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"i": 1}\nnot json\n{"i": 3}\n')
+    with pytest.raises(ValueError, match=r"t.jsonl: line 2: not valid JSON"):
+        read_jsonl(path)
+
+
+def test_second_run_on_a_live_workspace_refuses(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".prosetting.lock").write_text(json.dumps({"pid": child.pid, "host": os.uname().nodename, "started": "x"}))
+        with pytest.raises(WorkspaceLockedError, match=f"in use by process {child.pid}"):
+            StateManager(tmp_path).acquire_lock()
+    finally:
+        child.kill()
+        child.wait()
+    # the holder is gone: its lock is stale and is taken over
+    sm = StateManager(tmp_path)
+    stale = sm.acquire_lock()
+    assert stale["pid"] == child.pid
+    assert sm.read_lock()["pid"] == os.getpid()
+    sm.release_lock()
+    assert not (tmp_path / ".prosetting.lock").exists()
+
+
+def test_stage_markers_and_reset(tmp_path):
+    sm = StateManager(tmp_path)
+    for r in (1, 2):
+        for s in ("collect", "grade", "export"):
+            sm.mark_stage_started(r, s)
+            sm.mark_stage_done(r, s, {"n": r})
+    assert sm.is_stage_done(2, "grade")
+    assert sm.stage_record(1, "collect")["stats"] == {"n": 1}
+    state = sm.load_state()
+    state["completed_rounds"] = [1, 2]
+    sm.save_state(state)
+    sm.reset_from(1, "grade", total_rounds=2)
+    assert sm.is_stage_done(1, "collect") and not sm.is_stage_done(1, "grade") and not sm.is_stage_done(2, "collect")
+    assert sm.load_state()["completed_rounds"] == [] and sm.load_state()["current_round"] == 1

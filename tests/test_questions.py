@@ -1,0 +1,64 @@
+"""Questions files: every problem named with file and line; the next pool's composition."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from prosetting.managers.question_manager import QuestionFileError, build_next_pool, lineage, load_questions_file
+
+
+def test_loads_json_lines_and_json_lists(tmp_path):
+    rows = [{"id": "a", "question": "1+1=?", "answer": "2"}, {"question": "2+2=?", "answer": 4}]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "q.json").write_text(json.dumps(rows, indent=2))
+    for name in ("q.jsonl", "q.json"):
+        qs = load_questions_file(tmp_path / name)
+        assert [q["id"] for q in qs] == ["a", "q-0002"]
+        assert qs[1]["answer"] == "4" and qs[0]["origin"] == "seed" and qs[0]["round"] == 1
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "the file is empty"),
+    ('{"question": "1+1=?", "answer": "2"}\n{"question": "x", "answer": \n', "line 2: not valid JSON"),
+    ('{"question": "1+1=?", "answer": "2"}\n{"answer": "3"}\n', "line 2: missing or empty `question`"),
+    ('{"question": "  ", "answer": "3"}\n', "line 1: missing or empty `question`"),
+    ('{"question": "1+1=?"}\n', "line 1: missing `answer`"),
+    ('{"id": "a", "question": "1", "answer": "1"}\n\n{"id": "a", "question": "2", "answer": "2"}\n',
+     "line 3: duplicate id 'a' (first seen on line 1)"),
+    ('[1, 2]\n', "expected an object"),
+])
+def test_bad_files_fail_with_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(QuestionFileError, match=re.escape(message)) as err:
+        load_questions_file(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(QuestionFileError, match="questions file not found"):
+        load_questions_file(tmp_path / "nope.json")
+
+
+def _q(i, **kw):
+    return {"id": f"q{i}", "question": f"question {i}", "answer": "1", "parent_id": None, "origin": "seed", "round": 1, **kw}
+
+
+def test_next_pool_is_new_plus_failed_plus_replayed_share_of_mastered():
+    qs = [_q(i) for i in range(10)]
+    zones = ["too_difficult", "learning"] + ["mastered"] * 8
+    rewards = {q["id"]: {"zone": z} for q, z in zip(qs, zones)}
+    # q101 repeats the text of q0: the pool keeps one of them
+    new = [_q(100, parent_id="q1", origin="teacher_error_variant", round=2), _q(101, question="Question  0 ")]
+    pool, counts = build_next_pool(qs, rewards, new, replay_ratio=0.25, seed=1, round_=1)
+    ids = [q["id"] for q in pool]
+    assert ids[:3] == ["q100", "q101", "q1"] and "q0" not in ids
+    assert counts == {"new": 2, "failed_replay": 1, "mastered_replay": 2, "duplicates_dropped": 1, "cut_by_max_size": 0}
+    again, _ = build_next_pool(qs, rewards, new, replay_ratio=0.25, seed=1, round_=1)
+    assert again == pool  # seeded
+    capped, c2 = build_next_pool(qs, rewards, new, replay_ratio=0.25, seed=1, round_=1, max_size=2)
+    assert [q["id"] for q in capped] == ["q100", "q101"] and c2["cut_by_max_size"] == 3
+    assert lineage("q100", {q["id"]: q for q in qs + new}) == ["q100", "q1"]
