@@ -41,7 +41,7 @@ def collect_and_grade(model_dir: Path, pool: list[dict], n: int, temperature: fl
     outs = backend.generate(chats, Sampling(n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
     backend.close()
     graded = []
-    for q, gens in zip(pool, outs):
+    for q, gens in zip(pool, outs, strict=True):
         texts = [g.text for g in gens]
         ok = [answers_match(extract_boxed(t), q["answer"]) for t in texts]
         graded.append((q, texts, ok))
@@ -51,8 +51,8 @@ def collect_and_grade(model_dir: Path, pool: list[dict], n: int, temperature: fl
 def make_pairs(graded, rng: random.Random, max_pairs: int) -> list[dict]:
     rows = []
     for q, texts, ok in graded:
-        right = sorted({t for t, o in zip(texts, ok) if o})
-        wrong = sorted({t for t, o in zip(texts, ok) if not o})
+        right = sorted({t for t, o in zip(texts, ok, strict=True) if o})
+        wrong = sorted({t for t, o in zip(texts, ok, strict=True) if not o})
         if not wrong:
             continue
         chosen = right or [q["solution"]]
@@ -69,7 +69,7 @@ def next_pool(graded, teacher, rng: random.Random, replay: float, max_pool: int,
     for q, texts, ok in graded:
         rate = sum(ok) / len(ok)
         zone = zone_of(rate)
-        failed = next(({"text": t} for t, o in zip(texts, ok) if not o), None)
+        failed = next(({"text": t} for t, o in zip(texts, ok, strict=True) if not o), None)
         for w in teacher.write_questions(WriteRequest(q, zone, rate, failed, count=1, rng=rng)):
             new.append({**w, "id": f"r{round_}-{len(new):04d}", "parent_id": q["id"]})
         if zone != "mastered" or rng.random() < replay:
@@ -78,14 +78,16 @@ def next_pool(graded, teacher, rng: random.Random, replay: float, max_pool: int,
     return pool[:max_pool] if max_pool else pool
 
 
-def train_dpo(model_dir: Path, out_dir: Path, rows: list[dict], seed: int, lr: float, batch: int) -> dict:
-    from datasets import Dataset
+def train_dpo(model_dir: Path, out_dir: Path, rows: list[dict], seed: int, lr: float, batch: int,
+              weights: list[float] | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
+    from datasets import Dataset
+
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    args = DPOConfig(output_dir=str(out_dir / "run"), loss_type=["sigmoid", "sft"], beta=0.1, learning_rate=lr,
+    args = DPOConfig(output_dir=str(out_dir / "run"), loss_type=["sigmoid", "sft"], loss_weights=weights, beta=0.1, learning_rate=lr,
                      per_device_train_batch_size=batch, num_train_epochs=1, bf16=False, report_to="none",
                      save_strategy="no", logging_steps=10, seed=seed, max_length=256, disable_tqdm=True)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
@@ -102,7 +104,8 @@ def heldout_eval(model_dir: Path, heldout: list[dict], seed: int) -> dict:
     r = evaluate(backend, heldout, k=4, temperature=0.7, seed=seed, max_new_tokens=64)
     backend.close()
     return {"greedy": r["greedy"], "mean_at_4": r["mean_at_k"],
-            "by_level": {k: round(v["greedy"], 3) for k, v in r["by_level"].items()}, "seconds": r["seconds"]}
+            "by_level": {k: [v["n"], round(v["greedy"], 3), round(v["mean_at_k"], 3)] for k, v in r["by_level"].items()},
+            "seconds": r["seconds"]}
 
 
 def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
@@ -137,7 +140,7 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
         if r >= a.train_start and pairs:
             t = time.time()
             out = work / f"s{seed}_r{r}"
-            entry["train"] = train_dpo(model, out, copy.deepcopy(pairs), seed, a.lr, 16)
+            entry["train"] = train_dpo(model, out, copy.deepcopy(pairs), seed, a.lr, 16, a.loss_weights)
             entry["train_s"] = round(time.time() - t, 1)
             if model != cache:
                 shutil.rmtree(model, ignore_errors=True)
@@ -163,6 +166,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--train-start", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--loss-weights", type=float, nargs=2, default=None, help="weights of sigmoid and sft")
     p.add_argument("--max-pool", type=int, default=250)
     p.add_argument("--no-accumulate", dest="accumulate", action="store_false")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prosetting_calibration"))

@@ -197,7 +197,7 @@ def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str
     layers: list[tuple[str, dict[str, Any]]] = []
     if env_file:
         path = Path(env_file)
-        if path.is_file():
+        if path.exists() and not path.is_dir():
             layers.append((f"{path}", {k: v for k, v in dotenv_values(path).items() if v is not None}))
         elif str(env_file) != ".env":
             raise ConfigError(f"--env-file: file not found: {env_file}")

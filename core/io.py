@@ -107,6 +107,7 @@ def read_jsonl(path: str | os.PathLike, repair: bool = True) -> list[dict]:
 def replace_dir(src: Path, dst: Path) -> None:
     """Move a finished folder into place, replacing any older one (the rename is the commit point)."""
     dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         trash = dst.with_name(f".{dst.name}.old")
         shutil.rmtree(trash, ignore_errors=True)

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from prosetting.collectors.backends import GenerationBackend, Generation, Sampling
+from prosetting.collectors.backends import Generation, GenerationBackend, Sampling
 from prosetting.collectors.data_normalizer import extract_boxed, solver_messages
 from prosetting.teacher_model.rule_teacher import answers_match
 
@@ -32,12 +32,12 @@ def evaluate(backend: GenerationBackend, questions: list[dict], k: int = 4, temp
     start = time.time()
     chats = [solver_messages(q["question"], system_prompt) for q in questions]
     greedy_out = backend.generate(chats, Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed))
-    greedy = [float(answers_match(extract_boxed(g[0].text), str(q["answer"]))) for q, g in zip(questions, greedy_out)]
+    greedy = [float(answers_match(extract_boxed(g[0].text), str(q["answer"]))) for q, g in zip(questions, greedy_out, strict=True)]
     if k > 0 and temperature > 0:
         sampled_out = backend.generate(chats, Sampling(n=k, temperature=temperature, top_p=1.0,
                                                        max_new_tokens=max_new_tokens, seed=seed))
         sampled = [_accuracy([float(answers_match(extract_boxed(g.text), str(q["answer"]))) for g in gens])
-                   for q, gens in zip(questions, sampled_out)]
+                   for q, gens in zip(questions, sampled_out, strict=True)]
         truncated = _accuracy([float(g.truncated) for gens in sampled_out for g in gens])
     else:  # at temperature 0 every sample is the greedy one
         sampled, truncated = list(greedy), _accuracy([float(g[0].truncated) for g in greedy_out])
