@@ -1,0 +1,218 @@
+"""A scripted OpenAI-compatible Teacher server on 127.0.0.1, for tests that need to control its answers.
+
+It speaks the real protocol (`GET /v1/models`, `POST /v1/chat/completions`, OpenAI error bodies), so the
+real `openai` client talks to it unchanged:
+
+    with TeacherServer(responder=lambda req: '{"correct": true, "reason": "ok"}') as server:
+        server.fail_next(500, 429)          # the next two requests fail, then the responder answers
+        client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        ...
+        server.requests                     # every request seen: method, path, headers (lower-case), json
+
+    python tests/teacher_server.py --port 8000 --model teacher   # by hand, for utils/status_checker.py
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Responder = Callable[[dict], str]
+
+ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
+               429: "RateLimitError", 500: "InternalServerError", 503: "ServiceUnavailableError"}
+
+
+def default_responder(request: dict) -> str:
+    return '{"correct": false, "reason": "scripted default"}'
+
+
+class TeacherServer:
+    """One served model, a responder for chat content, queued failures, a delay, and a request log."""
+
+    def __init__(self, responder: Responder = default_responder, model: str = "teacher-test",
+                 api_key: str | None = None, delay_s: float = 0.0):
+        self.responder = responder
+        self.model = model
+        self.api_key = api_key  # when set, requests without `Authorization: Bearer <api_key>` get 401
+        self.delay_s = delay_s
+        self.requests: list[dict] = []
+        self._failures: list[tuple[int, float]] = []  # (status, delay): status 0 means "delay, then answer"
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- scripting ------------------------------------------------------------------------------
+    def fail_next(self, *statuses: int) -> None:
+        """The next requests answer these HTTP statuses (500, 429, ...), one each, in order."""
+        with self._lock:
+            self._failures += [(s, 0.0) for s in statuses]
+
+    def delay_next(self, seconds: float, count: int = 1) -> None:
+        """The next `count` requests wait `seconds` before answering (to trip a client timeout)."""
+        with self._lock:
+            self._failures += [(0, seconds)] * count
+
+    @property
+    def chat_requests(self) -> list[dict]:
+        return [r for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, port: int = 0) -> TeacherServer:
+        handler = type("Handler", (_Handler,), {"server_state": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="teacher-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(timeout=5)
+            self._httpd = None
+
+    def __enter__(self) -> TeacherServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- what a request gets --------------------------------------------------------------------
+    def _next_failure(self) -> tuple[int, float] | None:
+        with self._lock:
+            return self._failures.pop(0) if self._failures else None
+
+    def _completion(self, body: dict) -> dict:
+        with self._lock:
+            self._counter += 1
+            n = self._counter
+        content = self.responder(body)
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        completion_tokens = len(content.split())
+        return {
+            "id": f"chatcmpl-test{n:06d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+
+def error_body(status: int, message: str) -> dict:
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "APIError"), "param": None, "code": status}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_state: TeacherServer
+    timeout = 30  # an idle keep-alive connection closes, so its thread ends
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read server.requests instead
+        pass
+
+    def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test): nothing to answer
+
+    def _record(self, body: Any) -> None:
+        state = self.server_state
+        with state._lock:
+            state.requests.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                   "json": body, "time": time.time()})
+
+    def _authorised(self) -> bool:
+        key = self.server_state.api_key
+        given = self.headers.get("Authorization", "")
+        if key is None or given == f"Bearer {key}":
+            return True
+        # Like the real API, the error repeats the key it was given: clients must not log it.
+        shown = given.removeprefix("Bearer ")
+        self._send(401, error_body(401, f"Incorrect API key provided: {shown}."))
+        return False
+
+    def do_GET(self) -> None:
+        self._record(None)
+        if not self._authorised():
+            return
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            model = {"id": self.server_state.model, "object": "model", "created": 0, "owned_by": "prosetting-tests"}
+            self._send(200, {"object": "list", "data": [model]})
+        else:
+            self._send(404, error_body(404, f"no route {self.path}"))
+
+    def do_POST(self) -> None:
+        state = self.server_state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            self._record(None)
+            self._send(400, error_body(400, "request body is not JSON"))
+            return
+        self._record(body)
+        if not self._authorised():
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, error_body(404, f"no route {self.path}"))
+            return
+        failure = state._next_failure()
+        delay = state.delay_s + (failure[1] if failure else 0.0)
+        if delay:
+            time.sleep(delay)
+        if failure and failure[0]:
+            status = failure[0]
+            headers = {"Retry-After": "0"} if status == 429 else None
+            self._send(status, error_body(status, f"scripted failure {status}"), headers)
+            return
+        if body.get("model") != state.model:
+            self._send(404, error_body(404, f"The model `{body.get('model')}` does not exist."))
+            return
+        try:
+            self._send(200, state._completion(body))
+        except Exception as exc:  # a responder bug must show up as a server error, not a hung client
+            self._send(500, error_body(500, f"responder failed: {type(exc).__name__}: {exc}"))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve a scripted Teacher on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default="teacher-test")
+    args = parser.parse_args()
+    server = TeacherServer(model=args.model).start(args.port)
+    print(f"serving {args.model} at {server.base_url} (Ctrl+C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
