@@ -7,7 +7,7 @@
 Files (seed 001's layout; JSON Lines where per-item data is appended):
     training_state.json, training_config.json, round_XX_progress.json, auto_training_summary.json
     data/round_XX_{questions.json, trajectories.jsonl, rewards.jsonl, solver_training.json,
-                   enhanced_questions.json, results.json}
+                   enhanced_questions.jsonl, results.json}
     datasets/round_XX/{train.parquet, validation.parquet, dataset_info.json}
     training_results/trl_rX_result.json, checkpoints/merged_solver_rX/, logs/
 """
@@ -102,7 +102,7 @@ class Paths:
         return self._data(r, "solver_training.json")
 
     def enhanced_questions(self, r: int) -> Path:
-        return self._data(r, "enhanced_questions.json")
+        return self._data(r, "enhanced_questions.jsonl")
 
     def round_results(self, r: int) -> Path:
         return self._data(r, "results.json")

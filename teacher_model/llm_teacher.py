@@ -85,12 +85,12 @@ def parse_json(text: str | None, accept=None) -> Any:
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for candidate in candidates:
         repaired = _LATEX_ESCAPE.sub(r"\\\\", candidate)
-        for attempt in (candidate, repaired):
+        for reading in (candidate, repaired):
             try:
-                obj = _first_json(attempt, accept)
+                obj = _first_json(reading, accept)
             except BadAnswer:
                 continue
-            if attempt is candidate and repaired != candidate and _has_control(obj):
+            if reading is candidate and repaired != candidate and _has_control(obj):
                 continue  # `\boxed` read as backspace + "oxed": the repaired text is the right reading
             return obj
     raise BadAnswer(f"no usable JSON in the answer: {text[:120]!r}")
@@ -208,7 +208,7 @@ class LLMTeacher:
         extra = {"seed": seed} if seed is not None else {}
         tries = self.max_retries + 1
         why = ""
-        for attempt in range(1, tries + 1):
+        for tried in range(1, tries + 1):
             retry_after = None
             try:
                 resp = self.client.chat.completions.create(model=self.model, messages=messages,
@@ -228,9 +228,9 @@ class LLMTeacher:
             else:
                 choice = resp.choices[0] if resp.choices else None
                 return (choice.message.content if choice and choice.message else None) or ""
-            if attempt < tries:
-                delay = self._delay(attempt, retry_after)
-                log.warning("teacher %s: %s; retry %d of %d in %.1fs", what, why, attempt, self.max_retries, delay)
+            if tried < tries:
+                delay = self._delay(tried, retry_after)
+                log.warning("teacher %s: %s; retry %d of %d in %.1fs", what, why, tried, self.max_retries, delay)
                 time.sleep(delay)
         raise TeacherError(
             f"Teacher endpoint {self.base_url} (model {self.model}) failed {tries} time(s) for {what}: {why}. "
@@ -255,13 +255,13 @@ class LLMTeacher:
             return verdict(False, "truncated before a final answer (no Teacher call)")
         messages = prompts.grade_messages(question, att)
         what = f"grading {att['attempt_id']}"
-        for attempt in range(1, self.max_retries + 2):
+        for tried in range(1, self.max_retries + 2):
             text = self.complete(messages, what)
             try:
                 correct, reason = parse_verdict(text)
             except BadAnswer as exc:
                 log.warning("teacher %s: unusable verdict (%s)%s", what, exc,
-                            f"; asking again ({attempt + 1} of {self.max_retries + 1})" if attempt <= self.max_retries else "")
+                            f"; asking again ({tried + 1} of {self.max_retries + 1})" if tried <= self.max_retries else "")
                 continue
             return verdict(correct, f"teacher: {reason}" if reason else "teacher")
         log.warning("teacher %s: no usable verdict in %d tries; the rule check decides (answer %r != %r)",
@@ -284,7 +284,7 @@ class LLMTeacher:
             meta["level"] = level + 1 if request.zone == "mastered" else level
         kept: list[dict] = []
         seen = {_normalise(q["question"])}
-        for attempt in range(1, self.max_retries + 2):
+        for tried in range(1, self.max_retries + 2):
             text = self.complete(messages, what, temperature=WRITE_TEMPERATURE, seed=request.rng.randrange(2**31))
             try:
                 items, problems = parse_questions(text, q["question"])
@@ -296,11 +296,10 @@ class LLMTeacher:
                     kept.append({**item, "meta": dict(meta)})
             if len(kept) >= request.count:
                 return kept[: request.count]
-            if attempt <= self.max_retries:
-                    log.warning("teacher %s: %d of %d usable (%s); asking again (%d of %d)", what, len(kept),
-                            request.count, "; ".join(problems) or "duplicates", attempt + 1, self.max_retries + 1)
-            else:
-                log.warning("teacher %s: last answer unusable (%s)", what, "; ".join(problems) or "duplicates")
-        log.warning("teacher %s: only %d of %d usable questions after %d tries; skipping the rest",
-                    what, len(kept), request.count, self.max_retries + 1)
+            why = "; ".join(problems) or "only duplicates"
+            if tried <= self.max_retries:
+                log.warning("teacher %s: %d of %d usable (%s); asking again (%d of %d)", what, len(kept),
+                            request.count, why, tried + 1, self.max_retries + 1)
+        log.warning("teacher %s: only %d of %d usable questions after %d tries (last: %s); skipping the rest",
+                    what, len(kept), request.count, self.max_retries + 1, why)
         return kept

@@ -1,0 +1,169 @@
+"""utils/status_checker.py run as a user runs it: a subprocess on a good setup and on broken ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from prosetting.core.config import Config
+from prosetting.utils import status_checker
+from tests.conftest import write_questions
+from tests.teacher_server import TeacherServer
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "utils" / "status_checker.py"
+SECRET = "sk-status-SECRET-91b2"
+KEYS = {f.name for f in fields(Config)}
+
+
+def run_checker(tmp_path: Path, settings: dict, *flags: str) -> tuple[int, dict | str]:
+    env_file = tmp_path / "test.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    env = {k: v for k, v in os.environ.items() if k not in KEYS}  # the test's settings only
+    args = [sys.executable, str(SCRIPT), "--quick", "--env-file", str(env_file), *flags]
+    out = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert SECRET not in out.stdout + out.stderr
+    if "--json" in flags:
+        assert out.stdout.strip(), out.stderr
+        return out.returncode, json.loads(out.stdout)
+    return out.returncode, out.stdout
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+@pytest.fixture
+def good(tmp_path) -> dict:
+    return {"WORKSPACE_DIR": str(tmp_path / "ws"), "QUESTIONS_FILE": str(write_questions(tmp_path / "q.jsonl", 12))}
+
+
+def test_good_setup_passes(tmp_path, good):
+    rc, report = run_checker(tmp_path, good, "--json")
+    checks = by_name(report)
+    assert rc == 0 and report["ready"] is True and report["quick"] is True
+    assert {c["status"] for c in report["checks"]} <= {"ok", "warn", "skip"}
+    assert checks["questions"]["message"].startswith("12 questions")
+    assert checks["teacher endpoint"]["status"] == "skip"
+    assert "round 1, collect" in checks["training state"]["message"]
+    assert report["seconds"] < 10
+
+
+def test_text_report_ends_with_a_verdict(tmp_path, good):
+    rc, text = run_checker(tmp_path, good)
+    assert rc == 0 and text.strip().splitlines()[-1].endswith("; ready")
+
+
+def test_bad_config_value_fails_naming_the_key(tmp_path, good):
+    rc, report = run_checker(tmp_path, {**good, "TOTAL_ROUNDS": "zero"}, "--json")
+    config = by_name(report)["configuration"]
+    assert rc == 1 and config["status"] == "fail"
+    assert "TOTAL_ROUNDS: expected an integer" in config["message"] and "TOTAL_ROUNDS" in config["fix"]
+    assert by_name(report)["questions"]["status"] == "skip"
+
+
+def test_missing_questions_file_fails(tmp_path, good):
+    rc, report = run_checker(tmp_path, {**good, "QUESTIONS_FILE": str(tmp_path / "nope.jsonl")}, "--json")
+    config = by_name(report)["configuration"]
+    assert rc == 1 and "QUESTIONS_FILE: file not found" in config["message"] and "QUESTIONS_FILE" in config["fix"]
+
+
+def test_malformed_questions_file_fails_with_the_line(tmp_path, good):
+    Path(good["QUESTIONS_FILE"]).write_text('{"question": "1+1=?", "answer": "2"}\n{"question": "2+2=?"}\n')
+    rc, report = run_checker(tmp_path, good, "--json")
+    questions = by_name(report)["questions"]
+    assert rc == 1 and questions["status"] == "fail"
+    assert "line 2: missing `answer`" in questions["message"] and "QUESTIONS_FILE" in questions["fix"]
+
+
+def test_unreachable_teacher_endpoint_fails(tmp_path, good):
+    with TeacherServer() as server:
+        url = server.base_url  # a port that was just free: nothing listens once the server stops
+    settings = {**good, "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": url, "TEACHER_MODEL_NAME": "m",
+                "TEACHER_API_KEY": SECRET}
+    rc, report = run_checker(tmp_path, settings, "--json")
+    teacher = by_name(report)["teacher endpoint"]
+    assert rc == 1 and teacher["status"] == "fail" and "cannot reach" in teacher["message"]
+    assert "TEACHER_BASE_URL" in teacher["fix"]
+
+
+@pytest.mark.parametrize("model,key,status,expected", [
+    ("judge-1", SECRET, "ok", "serves judge-1"),
+    ("judge-2", SECRET, "fail", "set TEACHER_MODEL_NAME to one of: judge-1"),
+    ("judge-1", SECRET + "-old", "fail", "check TEACHER_API_KEY"),
+])
+def test_teacher_endpoint_serving_the_right_or_the_wrong_model(tmp_path, good, model, key, status, expected):
+    with TeacherServer(model="judge-1", api_key=SECRET) as server:
+        settings = {**good, "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": server.base_url, "TEACHER_MODEL_NAME": model,
+                    "TEACHER_API_KEY": key}
+        rc, report = run_checker(tmp_path, settings, "--json")
+        assert [r["path"] for r in server.requests] == ["/v1/models"]
+    teacher = by_name(report)["teacher endpoint"]
+    assert (rc == 0) == (status == "ok") and teacher["status"] == status
+    assert expected in teacher["message"] + teacher["fix"]
+    assert key not in json.dumps(report)  # the 401 body repeats the key it was given
+
+
+def test_live_lock_held_by_another_process_fails(tmp_path, good):
+    ws = Path(good["WORKSPACE_DIR"])
+    ws.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (ws / ".prosetting.lock").write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": "x"}))
+        rc, report = run_checker(tmp_path, good, "--json")
+    finally:
+        child.kill()
+        child.wait()
+    lock = by_name(report)["workspace lock"]
+    assert rc == 1 and lock["status"] == "fail" and f"process {child.pid}" in lock["message"]
+    assert f"kill {child.pid}" in lock["fix"]
+    # the holder is gone: a stale lock is reported, and does not block
+    rc, report = run_checker(tmp_path, good, "--json")
+    assert rc == 0 and by_name(report)["workspace lock"]["status"] == "warn"
+
+
+def test_resume_point_and_corrupt_state(tmp_path, good):
+    ws = Path(good["WORKSPACE_DIR"])
+    ws.mkdir()
+    state = {"version": 1, "status": "interrupted", "current_round": 2, "completed_rounds": [1], "failed_rounds": [],
+             "failures": [], "runs": []}
+    (ws / "training_state.json").write_text(json.dumps(state))
+    (ws / "round_02_progress.json").write_text(json.dumps({"round": 2, "stages": {
+        "collect": {"status": "done"}, "grade": {"status": "running"}}}))
+    rc, report = run_checker(tmp_path, good, "--json")
+    assert rc == 0 and "round 2, stage grade (resumed" in by_name(report)["training state"]["message"]
+
+    (ws / "training_state.json").write_text('{"version": 1, "status": ')
+    rc, report = run_checker(tmp_path, good, "--json")
+    state_check = by_name(report)["training state"]
+    assert rc == 1 and state_check["status"] == "fail" and "training_state.json" in state_check["message"]
+
+
+def test_datasets_shadowed_by_a_local_package_fails(tmp_path, monkeypatch):
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "__init__.py").write_text("")
+    monkeypatch.setattr(status_checker, "REPO", tmp_path)
+    check = status_checker.check_datasets_is_hf(quick=True)
+    assert check.status == "fail" and "namespace package" in check.fix
+    monkeypatch.setattr(status_checker, "REPO", REPO)
+    assert status_checker.check_datasets_is_hf(quick=True).status == "ok"
+
+
+def test_solver_model_folder_needs_tokenizer_and_weights(tmp_path, good):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(model)}, "--json")
+    solver = by_name(report)["solver model"]
+    assert rc == 1 and "no tokenizer files; no weights" in solver["message"] and "SOLVER_MODEL_PATH" in solver["fix"]
+    (model / "tokenizer.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 1024)
+    rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(model)}, "--json")
+    assert rc == 0 and by_name(report)["solver model"]["message"].endswith("(files present)")

@@ -1,0 +1,372 @@
+"""What would block a run, found before GPU hours are spent: configuration, model, data, disk, packages,
+GPUs, the Teacher endpoint and the workspace's saved state.
+
+    python utils/status_checker.py                   # every check (imports torch, loads the model config)
+    python utils/status_checker.py --quick           # a few seconds: no heavy imports, 3 s endpoint timeout
+    python utils/status_checker.py --json --env-file prod.env --workspace /data/run1
+
+Each check is ok, warn, fail or skip, with a message and, for problems, how to fix it. The exit status
+is 0 only when no check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prosetting.core.config import Config, ConfigError, diff_configs, load_config
+from prosetting.core.io import read_json
+from prosetting.core.state_manager import STAGES, StateManager
+from prosetting.managers.question_manager import QuestionFileError, load_questions_file
+from prosetting.trainers.gpu_manager import parse_gpu_list, query_gpus
+
+REPO = Path(__file__).resolve().parent.parent
+REQUIRED = ("torch", "transformers", "trl", "accelerate", "datasets", "pyarrow", "openai", "math_verify")
+GIB = 1024**3
+MIN_FREE_GIB = 2.0  # the embedded solver's run writes a few hundred MB; leave room for logs and datasets
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail | skip
+    message: str
+    fix: str = ""
+
+
+# ---------------------------------------------------------------- configuration and inputs
+def check_config(env_file: str | None, workspace: str | None) -> tuple[Check, Config | None]:
+    try:
+        cfg, sources = load_config(env_file, {"WORKSPACE_DIR": workspace} if workspace else None)
+    except ConfigError as exc:
+        key = str(exc).split(":", 1)[0]
+        return Check("configuration", "fail", str(exc),
+                     f"set {key} to a valid value in {env_file or 'the .env file'} or the environment "
+                     "(.env.example lists every key with what it expects)"), None
+    where = f"{len(sources)} settings from {', '.join(sorted(set(sources.values())))}" if sources else "all defaults"
+    return Check("configuration", "ok", f"valid ({where}); teacher "
+                 f"{cfg.TEACHER_BACKEND}, collection {cfg.COLLECTION_BACKEND}, {cfg.TOTAL_ROUNDS} rounds"), cfg
+
+
+def _weights(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")])
+
+
+def check_model(cfg: Config, quick: bool) -> Check:
+    if cfg.embedded:
+        base = StateManager(cfg.workspace).paths.base_model
+        if (base / "config.json").is_file():
+            return Check("solver model", "ok", f"embedded tiny solver, already built in {base}")
+        return Check("solver model", "ok", f"embedded tiny solver: built and warm-started in {base} on the first "
+                     f"run ({cfg.WARMSTART_STEPS} SFT steps, minutes on a CPU)")
+    folder = Path(cfg.SOLVER_MODEL_PATH)
+    fix = f"point SOLVER_MODEL_PATH at a folder saved with save_pretrained (config.json, tokenizer, weights); now {folder}"
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError) as exc:
+        return Check("solver model", "fail", f"{folder / 'config.json'} does not parse: {exc}", fix)
+    tokenizer = [n for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json") if (folder / n).is_file()]
+    weights = _weights(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            return Check("solver model", "fail", f"{len(missing)} weight shard(s) listed in {index.name} are missing: "
+                         f"{', '.join(missing[:3])}", "copy the whole model folder again")
+    problems = [p for p, bad in (("no tokenizer files", not tokenizer), ("no weights (*.safetensors, *.bin)", not weights)) if bad]
+    if problems:
+        return Check("solver model", "fail", f"{folder}: {'; '.join(problems)}", fix)
+    size = sum(w.stat().st_size for w in weights) / GIB
+    if not quick:
+        try:
+            from transformers import AutoConfig, AutoTokenizer
+
+            AutoConfig.from_pretrained(folder)
+            AutoTokenizer.from_pretrained(folder)
+        except Exception as exc:
+            return Check("solver model", "fail", f"transformers cannot load {folder}: {type(exc).__name__}: {exc}", fix)
+    how = "files present" if quick else "config and tokenizer load"
+    return Check("solver model", "ok", f"{folder}: {model_type}, {len(weights)} weight file(s), {size:.1f} GiB ({how})")
+
+
+def check_questions(cfg: Config) -> list[Check]:
+    from prosetting.managers.round_controller import DEFAULT_QUESTIONS
+
+    pool = StateManager(cfg.workspace).paths.questions(1)
+    source = Path(cfg.QUESTIONS_FILE) if cfg.QUESTIONS_FILE else DEFAULT_QUESTIONS
+    checks = []
+    fix = "fix the file (a JSON list or JSON Lines of objects with `question` and `answer`) or set QUESTIONS_FILE to another"
+    try:
+        if pool.exists():
+            n = len(read_json(pool))
+            checks.append(Check("questions", "ok", f"round-1 pool already in the workspace ({n} questions); {source} is not read again"))
+        else:
+            n = len(load_questions_file(source))
+            checks.append(Check("questions", "ok", f"{n} questions in {source}"))
+    except (QuestionFileError, ValueError) as exc:
+        checks.append(Check("questions", "fail", str(exc), fix))
+    if cfg.HELDOUT_FILE:
+        try:
+            n = len(load_questions_file(cfg.HELDOUT_FILE, origin="heldout"))
+            checks.append(Check("held-out set", "ok", f"{n} questions in {cfg.HELDOUT_FILE}"))
+        except QuestionFileError as exc:
+            checks.append(Check("held-out set", "fail", str(exc), fix.replace("QUESTIONS_FILE", "HELDOUT_FILE")))
+    return checks
+
+
+# ---------------------------------------------------------------- machine
+def check_workspace(cfg: Config) -> Check:
+    root = cfg.workspace
+    existing = root
+    while not existing.exists():
+        existing = existing.parent
+    if existing == root and not root.is_dir():
+        return Check("workspace", "fail", f"{root} exists and is not a folder", "set WORKSPACE_DIR to a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".status_check."):
+            pass
+    except OSError as exc:
+        return Check("workspace", "fail", f"cannot write in {existing}: {exc.strerror or exc}",
+                     "fix the folder's permissions or set WORKSPACE_DIR to a writable place")
+    free = shutil.disk_usage(existing).free / GIB
+    need = MIN_FREE_GIB
+    if not cfg.embedded:  # every trained round writes a merged copy of the solver
+        trained = max(0, cfg.TOTAL_ROUNDS - cfg.TRAIN_START_ROUND + 1)
+        need = max(need, sum(w.stat().st_size for w in _weights(Path(cfg.SOLVER_MODEL_PATH))) / GIB * (trained + 1))
+    state = "exists" if root.exists() else f"will be created under {existing}"
+    if free < need:
+        return Check("workspace", "warn", f"{root} ({state}): {free:.1f} GiB free, a full run needs about {need:.1f} GiB",
+                     "free disk space or set WORKSPACE_DIR on a larger disk")
+    return Check("workspace", "ok", f"{root} ({state}), writable, {free:.1f} GiB free (needs about {need:.1f} GiB)")
+
+
+def _version(name: str, quick: bool) -> str:
+    """The installed version; a full check imports the package, which finds broken installs too."""
+    if importlib.util.find_spec(name) is None:
+        raise ImportError(f"No module named {name!r}")
+    if not quick:
+        version = getattr(importlib.import_module(name), "__version__", None)
+        if version:
+            return str(version)
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def check_packages(cfg: Config | None, quick: bool) -> list[Check]:
+    found, missing = [], []
+    for name in REQUIRED:
+        try:
+            found.append(f"{name} {_version(name, quick)}")
+        except Exception as exc:
+            missing.append(f"{name} ({type(exc).__name__}: {exc})")
+    how = "installed" if quick else "import"
+    checks = [Check("packages", "fail", f"missing or broken: {'; '.join(missing)}",
+                    "pip install -r requirements.txt (inside the environment that runs the training)")
+              if missing else Check("packages", "ok", f"{how}: {', '.join(found)}")]
+    needed = cfg is not None and cfg.COLLECTION_BACKEND == "vllm"
+    try:
+        checks.append(Check("vllm", "ok", f"vllm {_version('vllm', quick)} ({how})"))
+    except Exception as exc:
+        checks.append(Check("vllm", "fail", f"COLLECTION_BACKEND=vllm but vllm does not {how}: {exc}",
+                            "pip install vllm, or set COLLECTION_BACKEND=transformers") if needed
+                      else Check("vllm", "ok", "not installed (optional: only COLLECTION_BACKEND=vllm needs it)"))
+    checks.append(check_datasets_is_hf(quick))
+    return checks
+
+
+def check_datasets_is_hf(quick: bool) -> Check:
+    """`import datasets` from the repository root must find Hugging Face's, not the project's datasets/ folder."""
+    code = ("import importlib.util as u; s = u.find_spec('datasets'); print(s.origin if s else '')" if quick else
+            "import datasets; print(datasets.__file__ if hasattr(datasets, 'load_dataset') else '')")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+        origin = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    except (subprocess.SubprocessError, OSError) as exc:
+        return Check("datasets import", "fail", f"could not run Python to check: {exc}")
+    if origin and Path(origin).resolve().parent != REPO / "datasets":
+        return Check("datasets import", "ok", f"Hugging Face datasets from {Path(origin).parent}")
+    detail = f"finds {origin}" if origin else f"fails ({(out.stderr.strip().splitlines() or ['no output'])[-1]})"
+    return Check("datasets import", "fail", f"`import datasets` from {REPO} {detail}",
+                 "pip install datasets, and keep datasets/ without an __init__.py (it is a namespace package on purpose)")
+
+
+def check_gpus(cfg: Config | None) -> Check:
+    gpus = query_gpus(timeout=5)
+    real_model = cfg is not None and not cfg.embedded
+    if cfg is not None and cfg.PHYSICAL_SOLVER_GPU:
+        fix = "set PHYSICAL_SOLVER_GPU to visible GPU ids (comma-separated), or leave it empty"
+        try:
+            absent = sorted(set(parse_gpu_list(cfg.PHYSICAL_SOLVER_GPU)) - {g.index for g in gpus})
+        except ValueError as exc:
+            return Check("GPUs", "fail", f"PHYSICAL_SOLVER_GPU: {exc}", fix)
+        if absent:
+            return Check("GPUs", "fail", f"PHYSICAL_SOLVER_GPU={cfg.PHYSICAL_SOLVER_GPU!r} names GPUs that are not "
+                         f"visible: {absent} (visible: {[g.index for g in gpus]})", fix)
+    if not gpus:
+        if real_model or (cfg is not None and cfg.COLLECTION_BACKEND == "vllm"):
+            return Check("GPUs", "warn", "no GPU visible: a real solver or vLLM on the CPU is very slow",
+                         "check `nvidia-smi` and CUDA_VISIBLE_DEVICES on this machine")
+        return Check("GPUs", "ok", "no GPU: every stage runs on the CPU (fine for the embedded solver)")
+    text = ", ".join(f"{g.index}: {g.name} {g.memory_free_mib / 1024:.0f}/{g.memory_total_mib / 1024:.0f} GiB free" for g in gpus)
+    busy = [g.index for g in gpus if g.memory_free_mib < 0.5 * g.memory_total_mib]
+    if cfg is not None and cfg.TRL_NUM_PROCESSES > len(gpus):
+        return Check("GPUs", "fail", f"TRL_NUM_PROCESSES={cfg.TRL_NUM_PROCESSES} but only {len(gpus)} GPU(s): {text}",
+                     f"set TRL_NUM_PROCESSES to at most {len(gpus)}")
+    if busy:
+        return Check("GPUs", "warn", f"GPU(s) {busy} less than half free (another process uses them): {text}",
+                     "see `nvidia-smi` for the processes, or pick other GPUs with PHYSICAL_SOLVER_GPU")
+    return Check("GPUs", "ok", text)
+
+
+def check_teacher(cfg: Config, timeout: float) -> Check:
+    if cfg.TEACHER_BACKEND != "llm":
+        return Check("teacher endpoint", "skip", f"TEACHER_BACKEND={cfg.TEACHER_BACKEND}: no endpoint needed")
+    url = cfg.TEACHER_BASE_URL.rstrip("/") + "/models"
+    key = cfg.TEACHER_API_KEY
+
+    def scrub(text: str) -> str:
+        return text.replace(key, "***") if key else text
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key or 'EMPTY'}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            served = [m.get("id") for m in json.loads(resp.read()).get("data", [])]
+    except urllib.error.HTTPError as exc:
+        fix = {401: "check TEACHER_API_KEY", 403: "check TEACHER_API_KEY",
+               404: "TEACHER_BASE_URL usually ends in /v1"}.get(exc.code, "check the server's log")
+        return Check("teacher endpoint", "fail", f"GET {url} answered HTTP {exc.code}: {scrub(exc.read()[:200].decode(errors='replace'))}", fix)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = scrub(str(getattr(exc, "reason", exc)))
+        return Check("teacher endpoint", "fail", f"cannot reach {url}: {reason} (timeout {timeout:g}s)",
+                     "start the Teacher server (e.g. `vllm serve MODEL`) or fix TEACHER_BASE_URL")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        return Check("teacher endpoint", "fail", f"GET {url} did not return a model list: {exc}",
+                     "TEACHER_BASE_URL must be an OpenAI-compatible API root, usually ending in /v1")
+    if cfg.TEACHER_MODEL_NAME not in served:
+        return Check("teacher endpoint", "fail", f"{url} serves {served}, not TEACHER_MODEL_NAME={cfg.TEACHER_MODEL_NAME!r}",
+                     f"set TEACHER_MODEL_NAME to one of: {', '.join(map(str, served)) or '(none served)'}")
+    return Check("teacher endpoint", "ok", f"{cfg.TEACHER_BASE_URL} serves {cfg.TEACHER_MODEL_NAME}")
+
+
+# ---------------------------------------------------------------- saved state
+def resume_point(cfg: Config, sm: StateManager, state: dict) -> tuple[int, str, str] | None:
+    """(round, stage, what happens to it) where the next run starts; None when every round is done."""
+    for r in range(1, cfg.TOTAL_ROUNDS + 1):
+        if r in state["completed_rounds"] or r in state["failed_rounds"]:
+            continue
+        for stage in STAGES:
+            status = sm.stage_record(r, stage).get("status")
+            if status != "done":
+                how = {"running": "resumed (it was running when the process stopped)", "interrupted": "resumed",
+                       "failed": "retried (it failed last time)"}.get(status, "started")
+                return r, stage, how
+    return None
+
+
+def check_state(cfg: Config) -> list[Check]:
+    sm = StateManager(cfg.workspace)
+    if not sm.paths.state.exists():
+        return [Check("training state", "ok", "new workspace: the run starts at round 1, collect")] + [check_lock(sm)]
+    try:
+        state = sm.load_state()
+        for r in range(1, cfg.TOTAL_ROUNDS + 1):
+            sm.load_progress(r)
+        saved = read_json(sm.paths.config)
+    except (ValueError, KeyError) as exc:
+        return [Check("training state", "fail", f"{exc}", "restore the file from a backup, or move the workspace aside "
+                      "and start again (--from-round/--from-stage redo from a point)"), check_lock(sm)]
+    done = sorted(state.get("completed_rounds", []))
+    point = resume_point(cfg, sm, state)
+    if point is None:
+        checks = [Check("training state", "warn", f"all {cfg.TOTAL_ROUNDS} rounds are done ({done}): a run does nothing",
+                        "raise TOTAL_ROUNDS to go on, or redo with --from-round R --from-stage STAGE")]
+    else:
+        r, stage, how = point
+        checks = [Check("training state", "ok", f"status {state.get('status')}, rounds done {done}; the next run starts at "
+                        f"round {r}, stage {stage} ({how})")]
+    checks.append(check_lock(sm))
+    changed = [(k, a, b) for k, a, b in diff_configs(saved or {}, cfg.to_dict()) if k != "WORKSPACE_DIR"] if saved else []
+    if changed:
+        text = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in changed[:6]) + (" ..." if len(changed) > 6 else "")
+        checks.append(Check("saved configuration", "warn", f"{len(changed)} setting(s) changed since the last run: {text}; "
+                            "the run uses the new values", "if that is not intended, restore them in .env"))
+    return checks
+
+
+def check_lock(sm: StateManager) -> Check:
+    if not sm.paths.lock.exists():
+        return Check("workspace lock", "ok", "no lock: no run holds the workspace")
+    info = sm.read_lock()
+    if not sm.lock_is_stale(info):
+        return Check("workspace lock", "fail", f"a live run holds the workspace: process {info.get('pid')} on "
+                     f"{info.get('host')}, started {info.get('started')}",
+                     f"wait for it to finish, stop it (kill {info.get('pid')} on {info.get('host')}), or use another WORKSPACE_DIR")
+    who = f"process {info.get('pid')} on {info.get('host')}, gone" if info else "unreadable lock file"
+    return Check("workspace lock", "warn", f"stale lock ({who}): the next run takes it over",
+                 f"nothing to do; or delete {sm.paths.lock}")
+
+
+# ---------------------------------------------------------------- all of it
+def run_checks(env_file: str | None = ".env", workspace: str | None = None, quick: bool = False) -> list[Check]:
+    check, cfg = check_config(env_file, workspace)
+    checks = [check]
+    if cfg is not None:
+        checks += [check_model(cfg, quick), *check_questions(cfg), check_workspace(cfg)]
+    checks += [*check_packages(cfg, quick), check_gpus(cfg)]
+    if cfg is None:
+        skipped = ("solver model", "questions", "workspace", "teacher endpoint", "training state")
+        return checks + [Check(name, "skip", "configuration invalid") for name in skipped]
+    return checks + [check_teacher(cfg, 3.0 if quick else 10.0), *check_state(cfg)]
+
+
+def render(checks: list[Check], seconds: float) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for c in checks:
+        lines.append(f"{c.status.upper() if c.status != 'ok' else 'ok':<5} {c.name:<{width}}  {c.message}")
+        if c.fix and c.status in ("warn", "fail"):
+            lines.append(f"{'':<5} {'':<{width}}  fix: {c.fix}")
+    counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail", "skip")}
+    verdict = "ready" if not counts["fail"] else "not ready: fix the failures above"
+    lines.append(f"{len(checks)} checks in {seconds:.1f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="skip the slow checks (package imports, model loading)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--env-file", default=".env", help="dotenv file with settings (default: .env if present)")
+    p.add_argument("--workspace", help="WORKSPACE_DIR to check (overrides the settings)")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    checks = run_checks(args.env_file, args.workspace, args.quick)
+    seconds = time.time() - t0
+    ready = not any(c.status == "fail" for c in checks)
+    if args.json:
+        print(json.dumps({"ready": ready, "quick": args.quick, "seconds": round(seconds, 2),
+                          "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        print(render(checks, seconds))
+    return 0 if ready else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
