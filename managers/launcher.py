@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -157,5 +158,21 @@ def print_final(summary: dict, controller) -> None:
         print(f"error in round {err['round']} {err['stage']}: {err['error']} (log: {err['log']})")
     print(f"summary {paths.summary}\nreport  {paths.report}\nplot    {paths.plot}")
     if status in ("interrupted", "stopped", "failed"):
-        cmd = " ".join(["python", "scripts/run_training.py", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith(".py") else "python scripts/run_training.py"
-        print(f"state saved; to continue, run: {cmd}")
+        print(f"state saved; to continue, run: {continue_command(sys.argv)}")
+
+
+def continue_command(argv: list[str]) -> str:
+    """The command that resumes this run: the same one, less the one-off redo and dry-run flags."""
+    script = argv[0] if argv and argv[0].endswith(".py") else "scripts/run_training.py"
+    rest, skip = [], 0
+    for arg in argv[1:]:
+        if skip:
+            skip -= 1
+            continue
+        if arg in ("--from-round", "--from-stage"):
+            skip = 1
+            continue
+        if arg in ("--yes", "--dry-run") or arg.startswith(("--from-round=", "--from-stage=")):
+            continue
+        rest.append(shlex.quote(arg))
+    return " ".join(["python", shlex.quote(script), *rest])

@@ -51,3 +51,11 @@ def test_saved_config_is_redacted_and_changes_are_reported(tmp_path, caplog):
     assert changes == [("SEED", 1, 2)]
     assert "SEED was 1, now 2 (the new value is used)" in caplog.text
     assert json.loads(controller.paths.config.read_text())["TEACHER_API_KEY"] == "***redacted***"
+
+
+def test_continue_command_repeats_the_run_without_one_off_flags():
+    from prosetting.managers.launcher import continue_command
+
+    argv = ["scripts/run_training.py", "--mode", "semi", "--from-round", "2", "--from-stage", "train", "--yes",
+            "--set", "SEED=3", "--workspace", "my runs/a"]
+    assert continue_command(argv) == "python scripts/run_training.py --mode semi --set SEED=3 --workspace 'my runs/a'"

@@ -45,7 +45,8 @@ def sft_rows(n: int, levels: tuple[int, ...], seed: int, exclude: set[str], syst
 
 def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int, log_dir: str | Path | None = None,
                levels: tuple[int, ...] = WARMSTART_LEVELS, exclude: set[str] | None = None,
-               learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE) -> dict:
+               learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE,
+               lr_scheduler: str = "cosine") -> dict:
     """SFT `base_dir` for `steps` steps and save model + tokenizer to `out_dir` (atomically); returns stats."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -69,7 +70,7 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
                 max_steps=steps,
                 per_device_train_batch_size=batch_size,
                 learning_rate=learning_rate,
-                lr_scheduler_type="cosine",
+                lr_scheduler_type=lr_scheduler,
                 warmup_steps=min(20, steps // 10),
                 weight_decay=0.0,
                 max_length=128,
