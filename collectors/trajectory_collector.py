@@ -52,7 +52,7 @@ def run_collection(ctx: RunContext, r: int) -> dict:
                                     seed=batch_seed(cfg.SEED, r, index))
                 outs = backend.generate([solver_messages(q["question"], cfg.SOLVER_SYSTEM_PROMPT) for q in batch], sampling)
                 rows = []
-                for q, gens in zip(batch, outs):
+                for q, gens in zip(batch, outs, strict=True):
                     if q["id"] in done:
                         continue  # the batch was cut by a kill mid-append: keep what was saved
                     attempts = [make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated) for k, g in enumerate(gens)]

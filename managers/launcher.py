@@ -6,7 +6,6 @@ import logging
 import shlex
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.io import read_json

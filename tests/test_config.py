@@ -66,7 +66,7 @@ def test_secrets_are_redacted_and_ignored_in_diffs():
 
 def test_env_example_documents_every_key_with_its_help():
     text = (REPO / ".env.example").read_text()
-    for key, default, help_text in describe_fields():
+    for key, _default, help_text in describe_fields():
         assert re.search(rf"^#?\s*{key}=", text, re.M), f".env.example lacks {key}"
         assert help_text in text, f".env.example lacks the help line of {key}"
     keys_in_file = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prosetting.datasets.dpo_data_converter import build_pairs, split_questions
 from prosetting.datasets.data_saver import save_pairs_parquet
+from prosetting.datasets.dpo_data_converter import build_pairs, split_questions
 
 Q = {"id": "q1", "question": "12+34=?", "answer": "46", "solution": "2+4+0=6; 1+3+0=4; \\boxed{46}"}
 

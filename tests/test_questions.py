@@ -7,7 +7,12 @@ import re
 
 import pytest
 
-from prosetting.managers.question_manager import QuestionFileError, build_next_pool, lineage, load_questions_file
+from prosetting.managers.question_manager import (
+    QuestionFileError,
+    build_next_pool,
+    lineage,
+    load_questions_file,
+)
 
 
 def test_loads_json_lines_and_json_lists(tmp_path):
@@ -50,7 +55,7 @@ def _q(i, **kw):
 def test_next_pool_is_new_plus_failed_plus_replayed_share_of_mastered():
     qs = [_q(i) for i in range(10)]
     zones = ["too_difficult", "learning"] + ["mastered"] * 8
-    rewards = {q["id"]: {"zone": z} for q, z in zip(qs, zones)}
+    rewards = {q["id"]: {"zone": z} for q, z in zip(qs, zones, strict=True)}
     # q101 repeats the text of q0: the pool keeps one of them
     new = [_q(100, parent_id="q1", origin="teacher_error_variant", round=2), _q(101, question="Question  0 ")]
     pool, counts = build_next_pool(qs, rewards, new, replay_ratio=0.25, seed=1, round_=1)
