@@ -160,6 +160,17 @@ def describe_fields() -> list[tuple[str, Any, str]]:
     return [(f.name, f.default, f.metadata["help"]) for f in fields(Config)]
 
 
+# The embedded default's own defaults, sized so that the whole run (build, warm start, five rounds) takes
+# minutes on 2 CPU cores. They apply only when SOLVER_MODEL_PATH is empty, and only to keys set nowhere
+# else: any value from .env, the environment or the command line wins.
+EMBEDDED_PROFILE: dict[str, Any] = {
+    "MAX_NEW_TOKENS": 64,
+    "COLLECTION_BATCH_SIZE": 64,
+    "MAX_POOL_SIZE": 200,
+    "MAX_PAIRS_PER_QUESTION": 4,
+    "TRL_BATCH_SIZE": 32,
+}
+
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 
@@ -214,6 +225,12 @@ def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str
             values[key] = _convert(key, raw, kinds[key], source)
             sources[key] = source
 
+    if not values.get("SOLVER_MODEL_PATH"):
+        for key, value in EMBEDDED_PROFILE.items():
+            if key not in values:
+                values[key] = value
+                sources[key] = "embedded profile"
+
     cfg = Config(**values)
     cfg.validate()
     return cfg, sources
@@ -229,7 +246,9 @@ def render_env_example() -> str:
     """The text of .env.example: every key with its help line and default (regenerate after adding a field)."""
     lines = ["# ProSetting settings. Precedence: defaults < this file (as .env) < environment < command line.",
              "# Copy to .env and uncomment what you change. Secrets (TEACHER_API_KEY) belong here or in the",
-             "# environment only: they are never logged or written to the workspace.", ""]
+             "# environment only: they are never logged or written to the workspace.",
+             "# With SOLVER_MODEL_PATH empty (the embedded default) these keys default instead to: "
+             + ", ".join(f"{k}={v}" for k, v in EMBEDDED_PROFILE.items()) + ".", ""]
     for key, default, help_text in describe_fields():
         value = str(default).lower() if isinstance(default, bool) else default
         lines += [f"# {help_text}", f"# {key}={value}", ""]

@@ -17,7 +17,7 @@ def test_defaults_follow_the_seed():
     assert (cfg.TOTAL_ROUNDS, cfg.ATTEMPTS_PER_QUESTION, cfg.TEACHER_CONCURRENT_WORKERS) == (5, 8, 32)
     assert (cfg.TRAIN_START_ROUND, cfg.REPLAY_RATIO) == (3, 0.2)
     assert cfg.loss_types == ["sigmoid", "sft"]
-    assert sources == {}
+    assert set(sources.values()) == {"embedded profile"}
 
 
 def test_precedence_defaults_env_file_environment_command_line(tmp_path):
@@ -76,3 +76,19 @@ def test_env_example_documents_every_key_with_its_help():
 def test_every_field_has_help():
     assert all(h for _, _, h in describe_fields())
     assert len(describe_fields()) == len(Config.__dataclass_fields__)
+
+
+def test_embedded_profile_applies_only_to_the_embedded_solver_and_never_over_a_user_value(tmp_path):
+    from prosetting.core.config import EMBEDDED_PROFILE
+
+    cfg, sources = load_config(env_file=None, environ={})
+    for key, value in EMBEDDED_PROFILE.items():
+        assert getattr(cfg, key) == value and sources[key] == "embedded profile"
+    cfg, sources = load_config(env_file=None, overrides={"MAX_POOL_SIZE": "7"}, environ={})
+    assert cfg.MAX_POOL_SIZE == 7 and sources["MAX_POOL_SIZE"] == "command line"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg, sources = load_config(env_file=None, overrides={"SOLVER_MODEL_PATH": str(model)}, environ={})
+    assert "embedded profile" not in sources.values()
+    assert cfg.MAX_POOL_SIZE == Config.__dataclass_fields__["MAX_POOL_SIZE"].default
