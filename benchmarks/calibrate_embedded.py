@@ -79,7 +79,7 @@ def next_pool(graded, teacher, rng: random.Random, replay: float, max_pool: int,
 
 
 def train_dpo(model_dir: Path, out_dir: Path, rows: list[dict], seed: int, lr: float, batch: int,
-              weights: list[float] | None = None) -> dict:
+              weights: list[float] | None = None, loss_type: tuple[str, ...] = ("sigmoid", "sft")) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
@@ -87,7 +87,7 @@ def train_dpo(model_dir: Path, out_dir: Path, rows: list[dict], seed: int, lr: f
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    args = DPOConfig(output_dir=str(out_dir / "run"), loss_type=["sigmoid", "sft"], loss_weights=weights, beta=0.1, learning_rate=lr,
+    args = DPOConfig(output_dir=str(out_dir / "run"), loss_type=list(loss_type), loss_weights=weights, beta=0.1, learning_rate=lr,
                      per_device_train_batch_size=batch, num_train_epochs=1, bf16=False, report_to="none",
                      save_strategy="no", logging_steps=10, seed=seed, max_length=256, disable_tqdm=True)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
@@ -140,7 +140,8 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
         if r >= a.train_start and pairs:
             t = time.time()
             out = work / f"s{seed}_r{r}"
-            entry["train"] = train_dpo(model, out, copy.deepcopy(pairs), seed, a.lr, 16, a.loss_weights)
+            entry["train"] = train_dpo(model, out, copy.deepcopy(pairs), seed, a.lr, 16, a.loss_weights,
+                                       tuple(a.loss_type))
             entry["train_s"] = round(time.time() - t, 1)
             if model != cache:
                 shutil.rmtree(model, ignore_errors=True)
@@ -166,7 +167,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--train-start", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--loss-weights", type=float, nargs=2, default=None, help="weights of sigmoid and sft")
+    p.add_argument("--loss-type", nargs="+", default=["sigmoid", "sft"])
+    p.add_argument("--loss-weights", type=float, nargs="+", default=None, help="weights of sigmoid and sft")
     p.add_argument("--max-pool", type=int, default=250)
     p.add_argument("--no-accumulate", dest="accumulate", action="store_false")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prosetting_calibration"))
