@@ -103,4 +103,10 @@ class TransformersBackend:
 def make_backend(kind: str, model_dir: str, **kwargs) -> GenerationBackend:
     if kind == "transformers":
         return TransformersBackend(model_dir, **kwargs)
-    raise ValueError(f"COLLECTION_BACKEND: unknown backend {kind!r}; expected 'transformers'")
+    if kind == "vllm":
+        # One engine in this process; the engine's seed replaces per-batch seeds (a per-request seed kills
+        # vLLM's CPU engine), so a resumed vLLM collection is not bit-identical to an uninterrupted one.
+        from prosetting.processors.evaluator import VllmBackend
+
+        return VllmBackend(model_dir, **kwargs)
+    raise ValueError(f"COLLECTION_BACKEND: unknown backend {kind!r}; expected 'transformers' or 'vllm'")

@@ -9,6 +9,7 @@ Precedence, lowest to highest: field defaults < `.env` file < process environmen
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -112,6 +113,8 @@ class Config:
                     raise ConfigError(f"{key}: required when TEACHER_BACKEND=llm (set it in .env or the environment)")
             if not self.TEACHER_BASE_URL.startswith(("http://", "https://")):
                 raise ConfigError(f"TEACHER_BASE_URL: expected an http(s) URL, got {self.TEACHER_BASE_URL!r}")
+        if self.COLLECTION_BACKEND == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ConfigError("COLLECTION_BACKEND: vllm is not installed; `pip install -r requirements-vllm.txt` or use transformers")
         terms = self.loss_types
         if not terms:
             raise ConfigError("TRL_LOSS_TYPE: expected at least one loss term, e.g. `sigmoid` or `sigmoid,sft`")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def test_precedence_defaults_env_file_environment_command_line(tmp_path):
     ("REPLAY_RATIO", "1.5", "REPLAY_RATIO: expected a value <= 1.0"),
     ("AUTO_RETRY_ENABLED", "maybe", "AUTO_RETRY_ENABLED: expected true or false"),
     ("COLLECTION_BACKEND", "tgi", "COLLECTION_BACKEND: expected one of"),
+    pytest.param("COLLECTION_BACKEND", "vllm", "COLLECTION_BACKEND: vllm is not installed",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")),
     ("TEACHER_BACKEND", "llm", "TEACHER_BASE_URL: required when TEACHER_BACKEND=llm"),
     ("TRL_LOSS_WEIGHTS", "1.0", "TRL_LOSS_WEIGHTS: expected 2 weights"),
     ("SOLVER_MODEL_PATH", "/nonexistent/model", "SOLVER_MODEL_PATH: expected a Hugging Face model folder"),
