@@ -1,6 +1,6 @@
 """Calibration of the embedded default: does a cheap imitation of the round loop beat its warm start?
 
-    nice -n 10 python benchmarks/calibrate_embedded.py --seeds 0 1 2 --out benchmarks/calibration.json
+    nice -n 10 python benchmarks/calibrate_embedded.py --seeds 0 1 2
 
 Per seed: build the tiny solver, warm-start it, then run rounds as the default run does: sample
 ATTEMPTS at --temperature for every pool question, grade by reference, pair correct x incorrect (the
@@ -89,7 +89,8 @@ def train_dpo(model_dir: Path, out_dir: Path, rows: list[dict], seed: int, lr: f
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = DPOConfig(output_dir=str(out_dir / "run"), loss_type=list(loss_type), loss_weights=weights, beta=0.1, learning_rate=lr,
                      per_device_train_batch_size=batch, num_train_epochs=1, bf16=False, report_to="none",
-                     save_strategy="no", logging_steps=10, seed=seed, max_length=256, disable_tqdm=True)
+                     save_strategy="no", logging_steps=10, seed=seed, max_length=256, disable_tqdm=True,
+                     dataloader_pin_memory=False)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tok)
     result = trainer.train()
@@ -172,18 +173,20 @@ def main() -> None:
     p.add_argument("--max-pool", type=int, default=250)
     p.add_argument("--no-accumulate", dest="accumulate", action="store_false")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prosetting_calibration"))
-    p.add_argument("--out", default="benchmarks/calibration.json")
+    p.add_argument("--out", default=None, help="results JSON (default: <work>/calibration.json)")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("httpx", "transformers", "trl", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    results = [run_seed(s, a, work) for s in a.seeds]
-    out = Path(a.out)
-    existing = json.loads(out.read_text()) if out.exists() else []
-    existing.append({"args": vars(a), "results": results})
-    out.write_text(json.dumps(existing, indent=1) + "\n")
+    out = Path(a.out) if a.out else work / "calibration.json"
+    runs = json.loads(out.read_text()) if out.exists() else []
+    runs.append({"args": vars(a), "results": []})
+    results = runs[-1]["results"]
+    for seed in a.seeds:  # saved after every seed, so a killed study keeps what it measured
+        results.append(run_seed(seed, a, work))
+        out.write_text(json.dumps(runs, indent=1) + "\n")
     print(f"{'seed':>4} {'round':>5} {'pool':>5} {'pool acc':>8} {'pairs':>6} {'greedy':>7} {'Mean@4':>7} {'time':>6}")
     for res in results:
         for h in res["history"]:

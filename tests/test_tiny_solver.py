@@ -64,12 +64,13 @@ def test_chat_template_prompt_is_prefix_of_full_conversation(tiny_dir):
 def test_trl_sft_steps_lower_the_loss(tiny_dir, tmp_path):
     from prosetting.trainers.warm_start import warm_start
 
-    stats = warm_start(tiny_dir, tmp_path / "warm", steps=30, seed=0, batch_size=32)
+    stats = warm_start(tiny_dir, tmp_path / "warm", steps=30, seed=0, batch_size=32, log_dir=tmp_path / "logs")
     assert all(loss == loss for loss in stats["losses"])  # finite, no NaN
     first, last = stats["losses"][0], stats["losses"][-1]
     assert last < 0.7 * first
     assert (tmp_path / "warm" / "config.json").is_file() and (tmp_path / "warm" / "warm_start.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".warm")]  # no temp folder left
+    assert json.loads((tmp_path / "logs" / "warm_start.json").read_text())["losses"] == stats["losses"]
 
     from transformers import AutoModelForCausalLM
 

@@ -66,7 +66,7 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
         if steps > 0:
             rows = sft_rows(steps * batch_size, levels, seed, exclude)
             args = SFTConfig(
-                output_dir=str(Path(log_dir) if log_dir else tmp / "run"),
+                output_dir=str(tmp / "run"),
                 max_steps=steps,
                 per_device_train_batch_size=batch_size,
                 learning_rate=learning_rate,
@@ -80,6 +80,7 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
                 save_strategy="no",
                 seed=seed,
                 data_seed=seed,
+                dataloader_pin_memory=False,  # no accelerator; silences torch's warning
                 disable_tqdm=True,
             )
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
@@ -93,6 +94,8 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
         tokenizer.save_pretrained(tmp)
         stats["seconds"] = round(time.time() - start, 1)
         atomic_write_json(tmp / DONE_MARKER, stats)
+        if log_dir:
+            atomic_write_json(Path(log_dir) / "warm_start.json", stats)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
