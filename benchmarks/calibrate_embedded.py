@@ -80,10 +80,9 @@ def next_pool(graded, teacher, rng: random.Random, replay: float, max_pool: int,
 
 def train_dpo(model_dir: Path, out_dir: Path, rows: list[dict], seed: int, lr: float, batch: int,
               weights: list[float] | None = None, loss_type: tuple[str, ...] = ("sigmoid", "sft")) -> dict:
+    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-
-    from datasets import Dataset
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from prosetting.teacher_model import arithmetic as ar
 from prosetting.teacher_model.base import Teacher, WriteRequest
 

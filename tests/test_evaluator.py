@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from prosetting.collectors.backends import Generation, Sampling, TransformersBackend
 from prosetting.processors.evaluator import evaluate, format_table, load_benchmark
 from prosetting.teacher_model import arithmetic

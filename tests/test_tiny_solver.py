@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from prosetting.collectors.data_normalizer import solver_messages
 from prosetting.trainers.tiny_solver import CHARS, build_tiny_solver, build_tokenizer
 

@@ -48,10 +48,9 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
                learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE,
                lr_scheduler: str = "cosine") -> dict:
     """SFT `base_dir` for `steps` steps and save model + tokenizer to `out_dir` (atomically); returns stats."""
+    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
-
-    from datasets import Dataset
 
     out_dir = Path(out_dir)
     if exclude is None:
