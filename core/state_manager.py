@@ -158,6 +158,7 @@ class StateManager:
         """Take the workspace; returns the stale lock taken over, if any. Raises if a live run holds it."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        stale = None
         for _ in range(3):
             try:
                 fd = os.open(self.paths.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -179,7 +180,7 @@ class StateManager:
                 fh.flush()
                 os.fsync(fh.fileno())
             self._locked = True
-            return locals().get("stale")
+            return stale
         raise WorkspaceLockedError(f"could not take the lock {self.paths.lock}; another run is starting")
 
     def release_lock(self) -> None:
