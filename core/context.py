@@ -20,6 +20,7 @@ class RunContext:
     cfg: Config
     sm: StateManager
     stop_event: threading.Event = field(default_factory=threading.Event)
+    log_file: Path | None = None  # the run's log, named in failure records
     _teacher: object = None
 
     @property

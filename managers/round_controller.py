@@ -23,7 +23,7 @@ from typing import Protocol
 from prosetting.collectors.trajectory_collector import run_collection
 from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
-from prosetting.core.io import atomic_write_json, read_json, read_jsonl
+from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.state_manager import STAGES, Paths, StateManager
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers.question_manager import load_questions_file
@@ -135,8 +135,6 @@ class RoundController:
         heldout = self.heldout_file()
         if heldout and not paths.heldout.exists():
             qs = load_questions_file(heldout, origin="heldout")
-            from prosetting.core.io import write_jsonl
-
             write_jsonl(paths.heldout, qs)
         self.evaluate("baseline", self.ctx.base_model())
 
@@ -233,10 +231,7 @@ class RoundController:
         for stage in STAGE_LIST:
             if self.sm.is_stage_done(r, stage.name):
                 continue
-            decision = self.driver.before_stage(self, r, stage)
-            if decision == "quit":
-                raise StopRun("quit")
-            if decision == "skip":
+            if self.driver.before_stage(self, r, stage) in ("quit", "skip"):
                 raise StopRun("quit")
             if not self.run_stage(r, stage):
                 self.finish_round(r, failed=True)
@@ -275,7 +270,7 @@ class RoundController:
     def record_failure(self, r: int | None, stage: str, exc: BaseException, log_file: str | None = None) -> None:
         state = self.sm.load_state()
         state["failures"].append({"round": r, "stage": stage, "error": f"{type(exc).__name__}: {exc}",
-                                  "log": log_file or (str(self.ctx.log_file) if getattr(self.ctx, "log_file", None) else None),
+                                  "log": log_file or (str(self.ctx.log_file) if self.ctx.log_file else None),
                                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self.sm.save_state(state)
 
@@ -314,10 +309,11 @@ class RoundController:
             files = self.discard_plan(r, stage)
             for p in files:
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            cache = read_json(self.paths.evaluations) or {}
-            for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
-                cache.pop(f"round_{rr}", None)
-            atomic_write_json(self.paths.evaluations, cache) if self.paths.evaluations.exists() else None
+            if self.paths.evaluations.exists():
+                cache = read_json(self.paths.evaluations)
+                for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
+                    cache.pop(f"round_{rr}", None)
+                atomic_write_json(self.paths.evaluations, cache)
             self.sm.reset_from(r, stage, self.cfg.TOTAL_ROUNDS)
         finally:
             self.sm.release_lock()
