@@ -1,14 +1,17 @@
 """Calibration of the embedded default: does a cheap imitation of the round loop beat its warm start?
 
-    nice -n 10 python benchmarks/calibrate_embedded.py --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/calibrate_embedded.py --seeds 0 1 2 --warm-levels 1 2 3 4 \
+        --warm-scheduler constant_with_warmup --warm-target 0.35 --warm-steps 600 --rounds 5 --train-start 1 \
+        --no-accumulate --batch 32 --lr 5e-4 --warmup-ratio 0.2 --loss-weights 0.1 1 --work /tmp/cal_F
 
-Per seed: build the tiny solver, warm-start it, then run rounds as the default run does: sample
-ATTEMPTS at --temperature for every pool question, grade by reference, pair correct x incorrect (the
-reference solution as chosen when all fail, at most 8 pairs per question), accumulate pairs, and from
---train-start on train one epoch of TRL DPO (sigmoid + sft) with the previous model as reference. The
-BuiltinTeacher evolves the pool by zone. Held-out greedy accuracy and Mean@4 (T=0.7) are measured after
-the warm start and after each trained round. Everything runs in one process; the real loop adds
-process start-up per stage.
+Per seed: build the tiny solver, warm-start it (to --warm-target validation greedy accuracy, or for
+--warm-steps), then run rounds as the default run does: sample ATTEMPTS at --temperature for every pool
+question, grade by reference, pair correct x incorrect (the reference solution as chosen when all fail,
+at most --max-pairs per question), optionally accumulate pairs, and from --train-start on train TRL DPO
+(--loss-type, --loss-weights) with the previous model as reference. The BuiltinTeacher evolves the pool
+by zone. Held-out greedy accuracy and Mean@4 (T=0.7) are measured after the warm start and after each
+trained round. Everything runs in one process; the real loop adds process start-up per stage.
+Two studies side by side need different --work folders (round models are written there by name).
 """
 
 from __future__ import annotations
@@ -79,15 +82,16 @@ def next_pool(graded, teacher, rng: random.Random, replay: float, max_pool: int,
 
 
 def train_dpo(model_dir: Path, out_dir: Path, rows: list[dict], seed: int, lr: float, batch: int,
-              weights: list[float] | None = None, loss_type: tuple[str, ...] = ("sigmoid", "sft")) -> dict:
+              weights: list[float] | None = None, loss_type: tuple[str, ...] = ("sigmoid", "sft"), epochs: int = 1,
+              warmup_ratio: float = 0.0, beta: float = 0.1) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    args = DPOConfig(output_dir=str(out_dir / "run"), loss_type=list(loss_type), loss_weights=weights, beta=0.1, learning_rate=lr,
-                     per_device_train_batch_size=batch, num_train_epochs=1, bf16=False, report_to="none",
+    args = DPOConfig(output_dir=str(out_dir / "run"), loss_type=list(loss_type), loss_weights=weights, beta=beta, learning_rate=lr, warmup_steps=warmup_ratio,
+                     per_device_train_batch_size=batch, num_train_epochs=epochs, bf16=False, report_to="none",
                      save_strategy="no", logging_steps=10, seed=seed, max_length=256, disable_tqdm=True,
                      dataloader_pin_memory=False)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
@@ -113,11 +117,13 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
     heldout = arithmetic.load_jsonl(arithmetic.HELDOUT_FILE)
     seeds = arithmetic.load_jsonl(arithmetic.SEED_FILE)
     size = dict(layers=a.layers, hidden=a.hidden, heads=a.hidden // 64, kv_heads=1, intermediate=4 * a.hidden)
-    cache = work / f"warm_s{seed}_n{a.warm_steps}_L{a.layers}h{a.hidden}_lv{''.join(map(str, a.warm_levels))}"
+    cache = work / (f"warm_s{seed}_n{a.warm_steps}_L{a.layers}h{a.hidden}_lv{''.join(map(str, a.warm_levels))}"
+                    f"_{a.warm_scheduler}_t{a.warm_target}")
     timings = {}
     if not (cache / "config.json").exists():
         build_tiny_solver(work / f"init_s{seed}", seed=seed, **size)
-        ws = warm_start(work / f"init_s{seed}", cache, steps=a.warm_steps, seed=seed, levels=tuple(a.warm_levels))
+        ws = warm_start(work / f"init_s{seed}", cache, steps=a.warm_steps, seed=seed, levels=tuple(a.warm_levels),
+                        lr_scheduler=a.warm_scheduler, target_accuracy=a.warm_target)
         timings["warm_start"] = ws["seconds"]
     model = cache
     history = [{"round": 0, **heldout_eval(model, heldout, seed)}]
@@ -130,7 +136,7 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
         t = time.time()
         graded = collect_and_grade(model, pool, a.attempts, a.temperature, seed * 100 + r, 64)
         t_collect = time.time() - t
-        new_pairs = make_pairs(graded, rng, 8)
+        new_pairs = make_pairs(graded, rng, a.max_pairs)
         pairs = pairs + new_pairs if a.accumulate else new_pairs
         acc = sum(sum(ok) for _, _, ok in graded) / max(1, sum(len(ok) for _, _, ok in graded))
         zones = [zone_of(sum(ok) / len(ok)) for _, _, ok in graded]
@@ -140,8 +146,8 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
         if r >= a.train_start and pairs:
             t = time.time()
             out = work / f"s{seed}_r{r}"
-            entry["train"] = train_dpo(model, out, copy.deepcopy(pairs), seed, a.lr, 16, a.loss_weights,
-                                       tuple(a.loss_type))
+            entry["train"] = train_dpo(model, out, copy.deepcopy(pairs), seed, a.lr, a.batch, a.loss_weights,
+                                       tuple(a.loss_type), a.epochs, a.warmup_ratio, a.beta)
             entry["train_s"] = round(time.time() - t, 1)
             if model != cache:
                 shutil.rmtree(model, ignore_errors=True)
@@ -159,6 +165,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--warm-steps", type=int, default=250)
     p.add_argument("--warm-levels", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--warm-scheduler", default="cosine")
+    p.add_argument("--warm-target", type=float, default=None, help="stop the warm start at this validation greedy accuracy")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--warmup-ratio", type=float, default=0.0)
+    p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--pool-levels", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden", type=int, default=128)
@@ -170,6 +182,7 @@ def main() -> None:
     p.add_argument("--loss-type", nargs="+", default=["sigmoid", "sft"])
     p.add_argument("--loss-weights", type=float, nargs="+", default=None, help="weights of sigmoid and sft")
     p.add_argument("--max-pool", type=int, default=250)
+    p.add_argument("--max-pairs", type=int, default=8)
     p.add_argument("--no-accumulate", dest="accumulate", action="store_false")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prosetting_calibration"))
     p.add_argument("--out", default=None, help="results JSON (default: <work>/calibration.json)")

@@ -126,7 +126,8 @@ class RoundController:
         if cfg.embedded and not (paths.base_model / "config.json").exists():
             from prosetting.trainers.warm_start import build_embedded_solver
 
-            log.info("building the embedded solver (tiny Qwen2, warm start %d SFT steps) in %s", cfg.WARMSTART_STEPS, paths.base_model)
+            log.info("building the embedded solver (tiny Qwen2, SFT warm start until %.0f%% validation accuracy, at most "
+                     "%d steps) in %s", 100 * cfg.WARMSTART_TARGET_ACCURACY, cfg.WARMSTART_STEPS, paths.base_model)
             build_embedded_solver(paths.base_model, cfg)
         if not paths.questions(1).exists():
             seeds = load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)

@@ -13,11 +13,15 @@ from prosetting.core.config import REDACTED, Config, ConfigError, describe_field
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_defaults_follow_the_seed():
-    cfg, sources = load_config(env_file=None, environ={})
+def test_defaults_follow_the_seed(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    cfg, sources = load_config(env_file=None, environ={"SOLVER_MODEL_PATH": str(tmp_path)})
     assert (cfg.TOTAL_ROUNDS, cfg.ATTEMPTS_PER_QUESTION, cfg.TEACHER_CONCURRENT_WORKERS) == (5, 8, 32)
-    assert (cfg.TRAIN_START_ROUND, cfg.REPLAY_RATIO) == (3, 0.2)
-    assert cfg.loss_types == ["sigmoid", "sft"]
+    assert (cfg.TRAIN_START_ROUND, cfg.REPLAY_RATIO, cfg.TRL_ACCUMULATE_ROUNDS) == (3, 0.2, True)
+    assert cfg.loss_types == ["sigmoid", "sft"] and cfg.TRL_LOSS_WEIGHTS == ""
+    assert set(sources.values()) == {"environment"}
+    embedded, sources = load_config(env_file=None, environ={})
+    assert (embedded.TRAIN_START_ROUND, embedded.TRL_ACCUMULATE_ROUNDS, embedded.loss_types) == (1, False, ["sft"])
     assert set(sources.values()) == {"embedded profile"}
 
 
@@ -39,7 +43,7 @@ def test_precedence_defaults_env_file_environment_command_line(tmp_path):
     pytest.param("COLLECTION_BACKEND", "vllm", "COLLECTION_BACKEND: vllm is not installed",
                  marks=pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")),
     ("TEACHER_BACKEND", "llm", "TEACHER_BASE_URL: required when TEACHER_BACKEND=llm"),
-    ("TRL_LOSS_WEIGHTS", "1.0", "TRL_LOSS_WEIGHTS: expected 2 weights"),
+    ("TRL_LOSS_WEIGHTS", "1.0,0.5", "TRL_LOSS_WEIGHTS: expected 1 weight (one per"),  # embedded: TRL_LOSS_TYPE=sft
     ("SOLVER_MODEL_PATH", "/nonexistent/model", "SOLVER_MODEL_PATH: expected a Hugging Face model folder"),
     ("QUESTIONS_FILE", "/nonexistent/q.json", "QUESTIONS_FILE: file not found"),
     ("NO_SUCH_KEY", "1", "NO_SUCH_KEY: unknown setting"),

@@ -47,3 +47,12 @@ def test_short_embedded_run_writes_summary_report_and_plot(tmp_path):
     report = (ws / "results" / "report.md").read_text()
     assert "Held-out greedy accuracy" in report and "| 2 |" in report
     assert "held-out" in out.stdout and "pool acc" in out.stdout  # the table after each round
+
+    # the embedded profile reaches the training process: NLL only, warm-up from 0 to 5e-4, then decay
+    spec = json.loads((ws / "training_runs" / "r2" / "spec.json").read_text())
+    assert (spec["loss_type"], spec["learning_rate"], spec["warmup_ratio"]) == (["sft"], 5e-4, 0.2)
+    rates = [h["learning_rate"] for h in json.loads((ws / "training_runs" / "r2" / "log_history.json").read_text())
+             if "learning_rate" in h]
+    assert rates[0] == 0.0 and 0 < max(rates) <= 5e-4
+    warm = json.loads((ws / "checkpoints" / "base_solver" / "warm_start.json").read_text())
+    assert warm["target_accuracy"] == 0.35 and warm["checks"] and warm["steps"] <= 60

@@ -92,3 +92,39 @@ def test_build_embedded_solver_runs_once(tmp_path):
     second = build_embedded_solver(dest, cfg)
     assert first == second and (dest / "model.safetensors").stat().st_mtime_ns == stamp
     assert [p.name for p in dest.parent.iterdir()] == ["base_solver"]
+
+
+@pytest.mark.slow
+def test_warm_start_stops_at_the_target_accuracy(tiny_dir, tmp_path):
+    from prosetting.trainers.warm_start import warm_start
+
+    reached = warm_start(tiny_dir, tmp_path / "a", steps=30, seed=0, batch_size=16, target_accuracy=0.0,
+                         check_every=10, validation_size=16)
+    assert reached["steps"] == 10 and [c["step"] for c in reached["checks"]] == [10]
+    assert json.loads((tmp_path / "a" / "warm_start.json").read_text())["steps"] == 10
+    never = warm_start(tiny_dir, tmp_path / "b", steps=30, seed=0, batch_size=16, target_accuracy=1.0,
+                       check_every=10, validation_size=16)  # a 30-step solver solves nothing
+    assert never["steps"] == 30 and [c["step"] for c in never["checks"]] == [10, 20, 30]
+    assert all(c["validation_greedy"] < 1.0 for c in never["checks"])
+
+
+@pytest.mark.slow
+def test_in_training_greedy_check_matches_the_evaluator(tiny_solver):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prosetting.collectors.backends import Sampling, TransformersBackend
+    from prosetting.trainers.warm_start import greedy_texts, validation_set
+
+    questions = validation_set(24, (1, 2, 3, 4), seed=5, exclude=set())
+    assert len({q["question"] for q in questions}) == 24
+    model = AutoModelForCausalLM.from_pretrained(tiny_solver)
+    model.train()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_solver)
+    tokenizer.padding_side = "right"
+    texts = greedy_texts(model, tokenizer, questions, max_new_tokens=40)
+    assert model.training and tokenizer.padding_side == "right"  # both restored
+    backend = TransformersBackend(str(tiny_solver))
+    chats = [solver_messages(q["question"]) for q in questions]
+    reference = backend.generate(chats, Sampling(n=1, temperature=0.0, max_new_tokens=40, seed=0))
+    assert texts == [g[0].text for g in reference]
+    assert any("=" in t for t in texts)  # the warm-started solver writes column steps

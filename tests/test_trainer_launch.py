@@ -49,8 +49,10 @@ def test_spec_carries_the_loss_and_resume_point(tmp_path):
     (run / "checkpoint-10" / "trainer_state.json").write_text("{}")
     (run / "checkpoint-5").mkdir()
     (run / "checkpoint-5" / "trainer_state.json").write_text("{}")
-    spec = build_spec(_cfg(TRL_SAVE_STEPS=5, TRL_LOSS_WEIGHTS="1,0.5"), tmp_path / "m", ["a.parquet"], [], run, 3)
+    cfg = _cfg(TRL_SAVE_STEPS=5, TRL_LOSS_TYPE="sigmoid,sft", TRL_LOSS_WEIGHTS="1,0.5", TRL_WARMUP_RATIO=0.25)
+    spec = build_spec(cfg, tmp_path / "m", ["a.parquet"], [], run, 3)
     assert spec["loss_type"] == ["sigmoid", "sft"] and spec["loss_weights"] == [1.0, 0.5]
+    assert spec["warmup_ratio"] == 0.25 and spec["seed"] == cfg.SEED + 3
     assert spec["resume_from_checkpoint"].endswith("checkpoint-10")
     assert build_spec(_cfg(), tmp_path / "m", [], [], run, 3)["resume_from_checkpoint"] is None
 

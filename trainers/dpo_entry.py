@@ -46,6 +46,7 @@ def main() -> None:
         per_device_eval_batch_size=spec["batch_size"],
         gradient_accumulation_steps=spec["grad_accum"],
         learning_rate=spec["learning_rate"],
+        warmup_steps=spec.get("warmup_ratio", 0.0),  # transformers 5: a float below 1 is a fraction of the steps
         num_train_epochs=spec["num_epochs"],
         beta=spec["beta"],
         loss_type=spec["loss_type"],

@@ -66,6 +66,7 @@ def build_spec(cfg: Config, model: Path, train: list[str], val: list[str], run_d
         "batch_size": cfg.TRL_BATCH_SIZE,
         "grad_accum": cfg.TRL_GRAD_ACCUM,
         "learning_rate": cfg.TRL_LEARNING_RATE,
+        "warmup_ratio": cfg.TRL_WARMUP_RATIO,
         "num_epochs": cfg.TRL_NUM_EPOCHS,
         "beta": cfg.TRL_BETA,
         "loss_type": cfg.loss_types,

@@ -23,7 +23,7 @@ from prosetting.trainers.tiny_solver import build_tiny_solver
 
 log = logging.getLogger(__name__)
 
-WARMSTART_LEVELS = (1, 2, 3)  # 1-2 digit sums; three-operand sums (level 4) are left to the rounds
+WARMSTART_LEVELS = (1, 2, 3, 4)  # the held-out set's levels; the rounds start from partial skill on each
 BATCH_SIZE = 64
 LEARNING_RATE = 3e-3
 MODEL_SIZE = {"layers": 4, "hidden": 128, "heads": 2, "kv_heads": 1}
@@ -46,10 +46,12 @@ def sft_rows(n: int, levels: tuple[int, ...], seed: int, exclude: set[str], syst
 def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int, log_dir: str | Path | None = None,
                levels: tuple[int, ...] = WARMSTART_LEVELS, exclude: set[str] | None = None,
                learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE,
-               lr_scheduler: str = "cosine") -> dict:
-    """SFT `base_dir` for `steps` steps and save model + tokenizer to `out_dir` (atomically); returns stats."""
+               lr_scheduler: str = "cosine", target_accuracy: float | None = None, check_every: int = 25,
+               validation_size: int = 128) -> dict:
+    """SFT `base_dir` for `steps` steps (or until `target_accuracy`) and save model + tokenizer to
+    `out_dir` (atomically); returns stats."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     out_dir = Path(out_dir)
@@ -61,9 +63,25 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        stats = {"steps": steps, "seed": seed, "levels": list(levels), "train_loss": None, "losses": []}
+        stats = {"steps": steps, "seed": seed, "levels": list(levels), "train_loss": None, "losses": [],
+                 "target_accuracy": target_accuracy, "checks": []}
         if steps > 0:
             rows = sft_rows(steps * batch_size, levels, seed, exclude)
+            callbacks = []
+            if target_accuracy is not None:
+                val = validation_set(validation_size, levels, seed + 1, exclude)
+
+                class StopAtTarget(TrainerCallback):
+                    def on_step_end(self, args, state, control, model=None, **kwargs):
+                        if state.global_step % check_every and state.global_step < state.max_steps:
+                            return
+                        acc = greedy_accuracy(model, tokenizer, val)
+                        stats["checks"].append({"step": state.global_step, "validation_greedy": round(acc, 4)})
+                        log.info("warm start step %d: validation greedy %.1f%%", state.global_step, 100 * acc)
+                        if acc >= target_accuracy:
+                            control.should_training_stop = True
+
+                callbacks.append(StopAtTarget())
             args = SFTConfig(
                 output_dir=str(tmp / "run"),
                 max_steps=steps,
@@ -83,8 +101,9 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
                 disable_tqdm=True,
             )
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                 processing_class=tokenizer)
+                                 processing_class=tokenizer, callbacks=callbacks)
             result = trainer.train()
+            stats["steps"] = trainer.state.global_step
             stats["train_loss"] = float(result.training_loss)
             stats["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
             model = trainer.model
@@ -99,9 +118,53 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("warm start: %d SFT steps on levels %s in %.0f s (final loss %s) -> %s", steps, list(levels),
+    log.info("warm start: %d SFT steps on levels %s in %.0f s (final loss %s) -> %s", stats["steps"], list(levels),
              stats["seconds"], stats["losses"][-1] if stats["losses"] else "n/a", out_dir)
     return stats
+
+
+def validation_set(n: int, levels: tuple[int, ...], seed: int, exclude: set[str]) -> list[dict]:
+    """n distinct problems, levels drawn uniformly, none of whose texts is in `exclude`."""
+    rng, out, seen = random.Random(seed), [], set(exclude)
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        q = arithmetic.make_problem(rng.choice(levels), rng)
+        if q["question"] not in seen:
+            seen.add(q["question"])
+            out.append(q)
+    return out
+
+
+def greedy_texts(model, tokenizer, questions: list[dict], max_new_tokens: int = 64) -> list[str]:
+    """Greedy completions of an in-memory model (one left-padded batch), restoring its train mode and the
+    tokenizer's padding side; the same texts TransformersBackend gives for a saved copy of the model."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        prompts = [tokenizer.apply_chat_template(solver_messages(q["question"]), tokenize=False,
+                                                 add_generation_prompt=True) for q in questions]
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+
+
+def greedy_accuracy(model, tokenizer, questions: list[dict], max_new_tokens: int = 64) -> float:
+    """Fraction of `questions` whose greedy completion's boxed answer matches the reference."""
+    from prosetting.collectors.data_normalizer import extract_boxed
+    from prosetting.teacher_model.rule_teacher import answers_match
+
+    texts = greedy_texts(model, tokenizer, questions, max_new_tokens)
+    hits = [answers_match(extract_boxed(t), str(q["answer"])) for q, t in zip(questions, texts, strict=True)]
+    return sum(hits) / len(hits) if hits else 0.0
 
 
 def build_embedded_solver(dest: str | Path, cfg) -> dict:
@@ -116,4 +179,6 @@ def build_embedded_solver(dest: str | Path, cfg) -> dict:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".init.") as scratch:
         init = build_tiny_solver(Path(scratch) / "init", seed=cfg.SEED, **MODEL_SIZE)
-        return warm_start(init, dest, steps=cfg.WARMSTART_STEPS, seed=cfg.SEED, exclude=exclude)
+        target = cfg.WARMSTART_TARGET_ACCURACY or None
+        return warm_start(init, dest, steps=cfg.WARMSTART_STEPS, seed=cfg.SEED, exclude=exclude, target_accuracy=target,
+                          lr_scheduler="constant_with_warmup" if target else "cosine")

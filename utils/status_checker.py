@@ -71,7 +71,8 @@ def check_model(cfg: Config, quick: bool) -> Check:
         if (base / "config.json").is_file():
             return Check("solver model", "ok", f"embedded tiny solver, already built in {base}")
         return Check("solver model", "ok", f"embedded tiny solver: built and warm-started in {base} on the first "
-                     f"run ({cfg.WARMSTART_STEPS} SFT steps, minutes on a CPU)")
+                     f"run (SFT until {cfg.WARMSTART_TARGET_ACCURACY:.0%} validation accuracy, at most {cfg.WARMSTART_STEPS} steps; "
+                     "minutes on a CPU)")
     folder = Path(cfg.SOLVER_MODEL_PATH)
     fix = f"point SOLVER_MODEL_PATH at a folder saved with save_pretrained (config.json, tokenizer, weights); now {folder}"
     try:
