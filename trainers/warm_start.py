@@ -63,7 +63,7 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        stats = {"steps": steps, "seed": seed, "levels": list(levels), "train_loss": None, "losses": [],
+        stats = {"steps": steps, "max_steps": steps, "seed": seed, "levels": list(levels), "train_loss": None, "losses": [],
                  "target_accuracy": target_accuracy, "checks": []}
         if steps > 0:
             rows = sft_rows(steps * batch_size, levels, seed, exclude)
