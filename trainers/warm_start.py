@@ -51,7 +51,7 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
     """SFT `base_dir` for `steps` steps (or until `target_accuracy`) and save model + tokenizer to
     `out_dir` (atomically); returns stats."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     out_dir = Path(out_dir)
@@ -77,7 +77,9 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
                             return
                         acc = greedy_accuracy(model, tokenizer, val)
                         stats["checks"].append({"step": state.global_step, "validation_greedy": round(acc, 4)})
-                        log.info("warm start step %d: validation greedy %.1f%%", state.global_step, 100 * acc)
+                        loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
+                        log.info("warm start step %d/%d: loss %.3f, validation greedy %.1f%% (target %.0f%%)",
+                                 state.global_step, state.max_steps, loss, 100 * acc, 100 * target_accuracy)
                         if acc >= target_accuracy:
                             control.should_training_stop = True
 
@@ -102,6 +104,7 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
             )
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                  processing_class=tokenizer, callbacks=callbacks)
+            trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; the losses go to warm_start.json
             result = trainer.train()
             stats["steps"] = trainer.state.global_step
             stats["train_loss"] = float(result.training_loss)
