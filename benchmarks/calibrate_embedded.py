@@ -51,14 +51,14 @@ def collect_and_grade(model_dir: Path, pool: list[dict], n: int, temperature: fl
     return graded
 
 
-def make_pairs(graded, rng: random.Random, max_pairs: int) -> list[dict]:
+def make_pairs(graded, rng: random.Random, max_pairs: int, reference_always: bool = False) -> list[dict]:
     rows = []
     for q, texts, ok in graded:
         right = sorted({t for t, o in zip(texts, ok, strict=True) if o})
         wrong = sorted({t for t, o in zip(texts, ok, strict=True) if not o})
         if not wrong:
             continue
-        chosen = right or [q["solution"]]
+        chosen = sorted(set(right) | {q["solution"]}) if reference_always else (right or [q["solution"]])
         pairs = [(c, r) for c in chosen for r in wrong]
         for c, r in rng.sample(pairs, min(max_pairs, len(pairs))):
             rows.append({"prompt": solver_messages(q["question"]),
@@ -136,7 +136,7 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
         t = time.time()
         graded = collect_and_grade(model, pool, a.attempts, a.temperature, seed * 100 + r, 64)
         t_collect = time.time() - t
-        new_pairs = make_pairs(graded, rng, a.max_pairs)
+        new_pairs = make_pairs(graded, rng, a.max_pairs, a.reference_always)
         pairs = pairs + new_pairs if a.accumulate else new_pairs
         acc = sum(sum(ok) for _, _, ok in graded) / max(1, sum(len(ok) for _, _, ok in graded))
         zones = [zone_of(sum(ok) / len(ok)) for _, _, ok in graded]
@@ -183,6 +183,8 @@ def main() -> None:
     p.add_argument("--loss-weights", type=float, nargs="+", default=None, help="weights of sigmoid and sft")
     p.add_argument("--max-pool", type=int, default=250)
     p.add_argument("--max-pairs", type=int, default=8)
+    p.add_argument("--reference-always", action="store_true",
+                   help="the reference solution is a chosen side for every question with a failed attempt")
     p.add_argument("--no-accumulate", dest="accumulate", action="store_false")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prosetting_calibration"))
     p.add_argument("--out", default=None, help="results JSON (default: <work>/calibration.json)")
