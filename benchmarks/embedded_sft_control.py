@@ -31,6 +31,7 @@ def main() -> None:
     from trl import SFTConfig, SFTTrainer
 
     from prosetting.collectors.backends import TransformersBackend
+    from prosetting.core.io import read_jsonl
     from prosetting.processors.evaluator import evaluate
     from prosetting.trainers.warm_start import sft_rows
 
@@ -40,7 +41,7 @@ def main() -> None:
     evaluations = json.loads((ws / "results" / "evaluations.json").read_text())
     base = ws / "checkpoints" / "base_solver"
     warm = json.loads((base / "warm_start.json").read_text())
-    heldout = [json.loads(line) for line in (ws / "data" / "heldout.jsonl").read_text().splitlines() if line.strip()]
+    heldout = read_jsonl(ws / "data" / "heldout.jsonl", repair=False)
     exclude = {q["question"] for q in heldout}
 
     def held_out_greedy(model_dir: Path) -> float:

@@ -44,14 +44,28 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+        self._attach(model, AutoTokenizer.from_pretrained(model_dir), max_sequences_per_forward)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, max_sequences_per_forward: int = 256) -> TransformersBackend:
+        """A backend over a model already in memory (e.g. inside a training loop). It sets the tokenizer's
+        padding side to left and uses the model in whatever mode it is in: the caller puts it in eval
+        mode and restores both afterwards."""
+        backend = cls.__new__(cls)
+        backend._attach(model, tokenizer, max_sequences_per_forward)
+        return backend
+
+    def _attach(self, model, tokenizer, max_sequences_per_forward: int) -> None:
+        import torch
+
         self.torch = torch
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model, self.tokenizer, self.device = model, tokenizer, model.device
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.max_sequences = max_sequences_per_forward
 
     def generate(self, chats: list[list[dict]], sampling: Sampling) -> list[list[Generation]]:
@@ -96,7 +110,7 @@ class TransformersBackend:
 
     def close(self) -> None:
         del self.model
-        if self.device == "cuda":
+        if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
 
 

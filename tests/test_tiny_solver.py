@@ -121,8 +121,12 @@ def test_in_training_greedy_check_matches_the_evaluator(tiny_solver):
     model.train()
     tokenizer = AutoTokenizer.from_pretrained(tiny_solver)
     tokenizer.padding_side = "right"
+    import torch
+
+    rng = torch.get_rng_state()
     texts = greedy_texts(model, tokenizer, questions, max_new_tokens=40)
     assert model.training and tokenizer.padding_side == "right"  # both restored
+    assert torch.equal(torch.get_rng_state(), rng)  # training's random stream is untouched
     backend = TransformersBackend(str(tiny_solver))
     chats = [solver_messages(q["question"]) for q in questions]
     reference = backend.generate(chats, Sampling(n=1, temperature=0.0, max_new_tokens=40, seed=0))

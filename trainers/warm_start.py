@@ -140,24 +140,24 @@ def validation_set(n: int, levels: tuple[int, ...], seed: int, exclude: set[str]
 
 
 def greedy_texts(model, tokenizer, questions: list[dict], max_new_tokens: int = 64) -> list[str]:
-    """Greedy completions of an in-memory model (one left-padded batch), restoring its train mode and the
-    tokenizer's padding side; the same texts TransformersBackend gives for a saved copy of the model."""
+    """Greedy completions of a model in the middle of training, through TransformersBackend (the texts it
+    gives for a saved copy of the model); the model's train mode, the tokenizer's padding side and torch's
+    random state are left as they were."""
     import torch
 
-    was_training = model.training
+    from prosetting.collectors.backends import Sampling, TransformersBackend
+
+    was_training, side = model.training, tokenizer.padding_side
     model.eval()
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        prompts = [tokenizer.apply_chat_template(solver_messages(q["question"]), tokenize=False,
-                                                 add_generation_prompt=True) for q in questions]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        with torch.random.fork_rng():  # the backend seeds torch per chunk; training must not notice
+            outs = TransformersBackend.from_model(model, tokenizer).generate(
+                [solver_messages(q["question"]) for q in questions],
+                Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=0))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
+    return [gens[0].text for gens in outs]
 
 
 def greedy_accuracy(model, tokenizer, questions: list[dict], max_new_tokens: int = 64) -> float:
