@@ -85,6 +85,14 @@ class Config:
     TRL_SAVE_STEPS: int = _f(0, "Save a resumable TRL checkpoint every N steps (0: only the final model).", minimum=0)
     TRL_ACCUMULATE_ROUNDS: bool = _f(True, "Train on the pairs of every round so far (true) or only the current round (false).")
 
+    # --- generator ---
+    GENERATOR_UTILITY_MU: float = _f(0.5, "Success rate at which a Teacher-written question is most useful to the Generator (utility peak).", minimum=0.0, maximum=1.0)
+    GENERATOR_UTILITY_SIGMA: float = _f(0.2, "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.", minimum=1e-6)
+    GENERATOR_TRAIN_START_ROUND: int = _f(2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1)
+    GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator (empty: a tiny character-level model built like the embedded solver).")
+    GENERATOR_LEARNING_RATE: float = _f(5e-4, "Learning rate of the Generator's weighted SFT.", minimum=0.0)
+    GENERATOR_NUM_EPOCHS: float = _f(3.0, "Epochs of the Generator's weighted SFT per trained round.", minimum=0.0)
+
     # --- embedded default: evaluation and warm start ---
     HELDOUT_K: int = _f(4, "Samples per held-out question for Mean@k (greedy accuracy is measured too); 0 skips evaluation.", minimum=0)
     EVAL_TEMPERATURE: float = _f(0.7, "Sampling temperature for Mean@k.", minimum=0.0)
