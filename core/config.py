@@ -90,6 +90,8 @@ class Config:
     GENERATOR_UTILITY_SIGMA: float = _f(0.2, "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.", minimum=1e-6)
     GENERATOR_TRAIN_START_ROUND: int = _f(2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1)
     GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator (empty: a tiny character-level model built like the embedded solver).")
+    QUESTION_WRITER: str = _f("teacher", "Who writes the next round's questions: the Teacher, the newest trained Generator, or both (mixed).", choices=("teacher", "generator", "mixed"))
+    GENERATOR_SHARE: float = _f(0.5, "With QUESTION_WRITER=mixed, the fraction of parent questions the Generator writes from.", minimum=0.0, maximum=1.0)
     GENERATOR_LEARNING_RATE: float = _f(5e-4, "Learning rate of the Generator's weighted SFT.", minimum=0.0)
     GENERATOR_NUM_EPOCHS: float = _f(3.0, "Epochs of the Generator's weighted SFT per trained round.", minimum=0.0)
 

@@ -28,7 +28,7 @@ from prosetting.core.state_manager import STAGES, Paths, StateManager
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers.question_manager import load_questions_file
 from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
-from prosetting.processors.reward_calculator import run_grading
+from prosetting.processors.generator_stage import run_grading_and_generator
 from prosetting.trainers.trl_trainer import run_training
 from prosetting.utils import report
 
@@ -49,7 +49,7 @@ class Stage:
 
 STAGE_LIST: tuple[Stage, ...] = (
     Stage("collect", run_collection, lambda p, r: [p.trajectories(r)], "trajectory collection"),
-    Stage("grade", run_grading, lambda p, r: [p.rewards(r)], "Teacher grading"),
+    Stage("grade", run_grading_and_generator, lambda p, r: [p.rewards(r)], "Teacher grading (+ Generator export/training)"),
     Stage("export", run_export, lambda p, r: [p.dataset_dir(r), p.solver_training(r)], "DPO export"),
     Stage("train", run_training, lambda p, r: [p.train_result(r), p.merged_solver(r), p.train_run_dir(r), p.train_log(r)],
           "TRL DPO training"),

@@ -90,7 +90,7 @@ def export_generator_training(paths, cfg, r: int) -> dict:
             s = graded["success_rate"] if graded else None
             record = {
                 "new_question_id": new["id"], "source": source, "zone": row["zone"], "attempt": attempt,
-                "new_question": new, "writer": (new.get("meta") or {}).get("writer", "teacher"),
+                "new_question": new, "writer": new.get("writer", "teacher"),
                 "prompt": generator_prompt(source, row["zone"], attempt),
                 "completion": generator_completion(new),
                 "graded": graded is not None, "success_rate": s,

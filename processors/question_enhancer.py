@@ -21,6 +21,7 @@ from tqdm import tqdm
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
 from prosetting.managers.question_manager import build_next_pool
+from prosetting.processors.question_writers import QuestionWriters
 from prosetting.teacher_model.base import WriteRequest
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,13 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     log.info("enhance r%d: %d questions to write from with the %s teacher (%d already written)",
              r, len(jobs), teacher.name, len(done))
     lock = threading.Lock()
+    writers = QuestionWriters(ctx, r)
 
     def write_one(job) -> None:
         index, q, req = job
         if ctx.stop_event.is_set():
             return
-        written = teacher.write_questions(req)
+        writer, written, rejected = writers.write(req)
         new = [{
             "id": f"r{r + 1:02d}-q{index:04d}-{k}",
             "question": w["question"],
@@ -76,13 +78,16 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
             "origin": ORIGIN_BY_ZONE[req.zone],
             "round": r + 1,
             "meta": w.get("meta") or {},
+            "writer": writer,
         } for k, w in enumerate(written)]
         with lock:
-            append_jsonl(out, [{"parent_id": q["id"], "zone": req.zone, "questions": new}])
+            append_jsonl(out, [{"parent_id": q["id"], "zone": req.zone, "writer": writer, "questions": new,
+                                "rejected": rejected}])
 
     if jobs:
         with ThreadPoolExecutor(max_workers=cfg.TEACHER_CONCURRENT_WORKERS) as pool:
             list(tqdm(pool.map(write_one, jobs), total=len(jobs), desc=f"round {r} enhance", unit="q", dynamic_ncols=True))
+    writers.close()
     ctx.check_stop()
 
     by_parent = {row["parent_id"]: row["questions"] for row in read_jsonl(out)}
@@ -94,9 +99,22 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         key = str((q.get("meta") or {}).get("level", "n/a"))
         levels[key] = levels.get(key, 0) + 1
     stats = {"written": len(new_questions), "next_pool": len(pool), **counts, "next_pool_levels": levels,
-             "seconds": round(time.time() - t0, 1)}
+             "writers": writer_counts(read_jsonl(out)), "seconds": round(time.time() - t0, 1)}
     log.info("enhance r%d: %d new questions; next pool %d (%s)", r, len(new_questions), len(pool), counts)
     return stats
+
+
+def writer_counts(rows: list[dict]) -> dict:
+    """Per writer: questions written (accepted + rejected), rejected, and the rejections by reason."""
+    counts: dict[str, dict] = {}
+    for row in rows:
+        c = counts.setdefault(row.get("writer", "teacher"), {"written": 0, "rejected": 0, "reasons": {}})
+        rejected = row.get("rejected", [])
+        c["written"] += len(row["questions"]) + len(rejected)
+        c["rejected"] += len(rejected)
+        for x in rejected:
+            c["reasons"][x["reason"]] = c["reasons"].get(x["reason"], 0) + 1
+    return counts
 
 
 def carry_pool_forward(ctx: RunContext, r: int) -> None:

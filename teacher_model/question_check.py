@@ -1,0 +1,34 @@
+"""The check every new question passes before it enters the pool, whichever writer wrote it.
+
+For the built-in arithmetic task the check is a rule: the question must parse as a built-in problem,
+its answer must equal the computed result, and it must not be a held-out question or a copy of its
+source. For any other Teacher, the Teacher grades the writer's own solution against the writer's
+answer (an LLM Teacher judges whether that solution is right); a wrong one is rejected.
+"""
+
+from __future__ import annotations
+
+from prosetting.teacher_model.arithmetic import BuiltinTeacher, params_of, problem_record
+
+
+def check_question(teacher, new: dict, source: dict) -> str | None:
+    """None when `new` may enter the pool, else the reason it is rejected (a short, countable phrase)."""
+    text, answer = (new.get("question") or "").strip(), str(new.get("answer") or "").strip()
+    if not text or not answer:
+        return "empty question or answer"
+    if text == source.get("question", "").strip():
+        return "copy of its source"
+    if isinstance(teacher, BuiltinTeacher):
+        if text in teacher.exclude:
+            return "held-out question"
+        try:
+            spec, values = params_of({"question": text})
+        except ValueError:
+            return "not a well-formed arithmetic question"
+        if problem_record(spec, values)["answer"] != answer:
+            return "wrong answer"
+        return None
+    attempt = {"attempt_id": "writer-check", "question_id": new.get("id", "new"), "round": new.get("round"),
+               "text": new.get("solution") or f"\\boxed{{{answer}}}", "answer": answer, "truncated": False}
+    verdict = teacher.grade({**new, "question": text, "answer": answer}, [attempt])[0]
+    return None if verdict["correct"] else f"teacher rejected: {verdict.get('reason', 'incorrect')}"

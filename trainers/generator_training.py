@@ -1,0 +1,102 @@
+"""Training the Generator in the round: launch, merge and verify exactly as the solver's training does.
+
+Reuses trainers/trl_trainer.py's launch command, streaming, shard merge and verification (by import),
+with its own entry point (trainers/generator_entry.py). Writes checkpoints/generator_rX/ and
+training_results/generator_rX_result.json. A run killed mid-launch is launched again from the start
+(or from its last TRL checkpoint when TRL_SAVE_STEPS is set); the result file is the done marker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from prosetting.core.context import RunContext
+from prosetting.core.io import atomic_write_json, read_json, replace_dir
+from prosetting.trainers import gpu_manager
+from prosetting.trainers import trl_trainer as solver_training
+
+log = logging.getLogger(__name__)
+
+ENTRY_MODULE = "prosetting.trainers.generator_entry"
+
+
+def generator_dir(paths, r: int) -> Path:
+    return paths.root / "checkpoints" / f"generator_r{r}"
+
+
+def generator_result(paths, r: int) -> Path:
+    return paths.root / "training_results" / f"generator_r{r}_result.json"
+
+
+def generator_records(paths, r: int) -> Path:
+    return paths.data / f"round_{r:02d}_generator_training.jsonl"
+
+
+def latest_generator(paths, r: int) -> Path | None:
+    """The newest Generator trained in a round <= r."""
+    for prev in range(r, 0, -1):
+        result = read_json(generator_result(paths, prev))
+        if result and result.get("trained") and generator_dir(paths, prev).is_dir():
+            return generator_dir(paths, prev)
+    return None
+
+
+def base_generator(ctx: RunContext) -> Path:
+    """GENERATOR_MODEL_PATH, or a tiny untrained model built like the embedded solver (once per workspace)."""
+    if ctx.cfg.GENERATOR_MODEL_PATH:
+        return Path(ctx.cfg.GENERATOR_MODEL_PATH)
+    out = ctx.paths.root / "checkpoints" / "generator_base"
+    if not (out / "config.json").is_file():
+        from prosetting.trainers.tiny_solver import build_tiny_solver
+
+        build_tiny_solver(out, seed=ctx.cfg.SEED)
+    return out
+
+
+def run_generator_training(ctx: RunContext, r: int) -> dict:
+    """Train generator_r on every weighted record exported so far (rounds < r), from the previous Generator."""
+    cfg, paths = ctx.cfg, ctx.paths
+    result_path = generator_result(paths, r)
+    if read_json(result_path):
+        return read_json(result_path)
+    files = [str(generator_records(paths, k)) for k in range(1, r) if generator_records(paths, k).is_file()]
+    weighted = sum(1 for f in files for line in Path(f).read_text().splitlines()
+                   if line.strip() and json.loads(line).get("weight") is not None
+                   and json.loads(line).get("writer", "teacher") == "teacher")  # learn from the Teacher only
+    if r < cfg.GENERATOR_TRAIN_START_ROUND or not weighted:
+        reason = "before GENERATOR_TRAIN_START_ROUND" if r < cfg.GENERATOR_TRAIN_START_ROUND else "no graded records"
+        result = {"round": r, "trained": False, "reason": reason}
+        atomic_write_json(result_path, result)
+        return result
+    model = latest_generator(paths, r - 1) or base_generator(ctx)
+    run_dir = paths.root / "training_runs" / f"generator_r{r}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir / "final", ignore_errors=True)
+    spec = solver_training.build_spec(cfg, model, files, [], run_dir, r)
+    spec.update(learning_rate=cfg.GENERATOR_LEARNING_RATE, num_epochs=cfg.GENERATOR_NUM_EPOCHS)
+    spec_path = run_dir / "spec.json"
+    atomic_write_json(spec_path, spec)
+    cmd = solver_training.launch_command(cfg, spec_path, gpu_manager.training_gpus())
+    cmd[cmd.index("prosetting.trainers.dpo_entry")] = ENTRY_MODULE
+    log_path = paths.logs / f"generator_r{r}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    log.info("generator r%d: %d weighted records from %s -> %s; log %s", r, weighted, model, generator_dir(paths, r), log_path)
+    code = solver_training._run_streaming(ctx, cmd, log_path, r)
+    if code != 0:
+        raise solver_training.TrainingFailed(f"Generator launch exited with {code}; read {log_path}")
+    final_dir = run_dir / "final"
+    merged = solver_training.merge_if_sharded(final_dir)
+    metrics = json.loads((final_dir / "metrics.json").read_text())
+    (final_dir / "metrics.json").unlink()
+    solver_training.verify_model_dir(final_dir)
+    replace_dir(final_dir, generator_dir(paths, r))
+    result = {"round": r, "trained": True, "base_model": str(model), "output": str(generator_dir(paths, r)),
+              "train_files": files, "fsdp_merged": merged, "wall_s": round(time.time() - t0, 1), **metrics}
+    atomic_write_json(result_path, result)
+    log.info("generator r%d: %d steps, loss %s -> %s", r, metrics["steps"], metrics["loss_first"], metrics["loss_last"])
+    return result
