@@ -48,3 +48,31 @@ class GeneratorWriter:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def generate_question_set(writer: GeneratorWriter, teacher, sources: list[dict], n: int, seed: int = 0) -> dict:
+    """Up to n checked questions written from `sources` (cycled), as harder variants; rejections by reason."""
+    import random
+
+    from prosetting.teacher_model.question_check import check_question
+
+    rng = random.Random(seed)
+    accepted: list[dict] = []
+    reasons: dict[str, int] = {}
+    written, seen = 0, {q["question"] for q in sources}
+    for i in range(max(n * 4, len(sources))):  # bounded: at most four tries per wanted question
+        if len(accepted) >= n:
+            break
+        source = sources[i % len(sources)]
+        req = WriteRequest(question=source, zone="mastered", success_rate=1.0, count=1, rng=rng)
+        for w in writer.write_questions(req):
+            written += 1
+            reason = check_question(teacher, w, source) or ("duplicate" if w["question"] in seen else None)
+            if reason is None:
+                seen.add(w["question"])
+                accepted.append({"id": f"gen-{len(accepted):05d}", **w, "parent_id": source.get("id"),
+                                 "origin": "generator", "writer": "generator"})
+            else:
+                reasons[reason] = reasons.get(reason, 0) + 1
+    return {"questions": accepted, "written": written, "accepted": len(accepted),
+            "acceptance_rate": round(len(accepted) / written, 4) if written else None, "rejected": reasons}

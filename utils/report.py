@@ -8,6 +8,7 @@ import time
 from prosetting.core.config import Config
 from prosetting.core.io import atomic_write_json, atomic_write_text, read_json
 from prosetting.core.state_manager import StateManager
+from prosetting.utils.writer_report import short, writer_figures
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
         "train": {k: train.get(k) for k in ("steps", "loss_first", "loss_last", "reward_accuracy_last", "wall_s")} if train.get("trained") else None,
         "next_pool": enhance.get("next_pool"),
         "new_questions": enhance.get("written"),
+        "writers": writer_figures(sm.paths, r),  # written / rejected / mean utility of accepted, per writer
         "stage_seconds": {s: (stages.get(s) or {}).get("seconds") for s in stages},
     }
 
@@ -54,7 +56,7 @@ def _fmt(x, pct=False) -> str:
 def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
     evaluations = read_json(sm.paths.evaluations) or {}
     base = evaluations.get("baseline")
-    head = f"{'round':>5} {'questions':>9} {'attempts':>8} {'pool acc':>8} {'pairs':>6} {'trained':>7} {'held-out':>8} {'next pool':>9}"
+    head = f"{'round':>5} {'questions':>9} {'attempts':>8} {'pool acc':>8} {'pairs':>6} {'trained':>7} {'held-out':>8} {'next pool':>9}  writers (written/rejected U=mean utility)"
     lines = [head, "-" * len(head)]
     if base:
         lines.append(f"{'start':>5} {'':>9} {'':>8} {'':>8} {'':>6} {'':>7} {_fmt(base['greedy'], True):>8} {'':>9}")
@@ -62,7 +64,7 @@ def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
         row = round_row(sm, r, evaluations)
         lines.append(f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['attempts']):>8} "
                      f"{_fmt(row['pool']['solver_accuracy'], True):>8} {_fmt(row['pairs']):>6} "
-                     f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}")
+                     f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}  {short(row['writers'])}")
     table = "\n".join(lines)
     print("\n" + table + "\n", flush=True)
     return table
@@ -130,6 +132,12 @@ def render_markdown(summary: dict, evaluations: dict) -> str:
         lines += ["| model | " + " | ".join(f"level {lv}" for lv in levels) + " |", "|---" * (len(levels) + 1) + "|"]
         for label, d in per_level.items():
             lines.append(f"| {label} | " + " | ".join(_fmt((d.get(lv) or {}).get("greedy"), True) for lv in levels) + " |")
+    writers = [(row["round"], name, f) for row in summary["rounds"] for name, f in sorted(row.get("writers", {}).items())]
+    if writers:
+        lines += ["", "Question writers (mean utility of accepted questions, graded by the next round):", "",
+                  "| round | writer | written | rejected | acceptance | graded | mean utility |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r} | {name} | {f['written']} | {f['rejected']} | {_fmt(f['acceptance_rate'], True)} | {f['graded']} | "
+                  f"{_fmt(f['mean_utility'])} |" for r, name, f in writers]
     if summary["errors"]:
         lines += ["", "## Errors", ""] + [f"- round {e['round']} {e['stage']}: {e['error']} (log: {e['log']})" for e in summary["errors"]]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,36 @@
+"""Per round and per writer (Teacher, Generator): questions written, rejected, and the mean utility of the
+accepted ones once the next round has graded them — whether the Generator has caught up with the Teacher."""
+
+from __future__ import annotations
+
+from prosetting.core.io import read_json, read_jsonl
+from prosetting.processors.generator_data import utility
+
+
+def writer_figures(paths, r: int) -> dict:
+    """{"teacher": {"written", "rejected", "accepted", "acceptance_rate", "graded", "mean_utility"}, ...}."""
+    cfg = read_json(paths.config) or {}
+    mu, sigma = float(cfg.get("GENERATOR_UTILITY_MU", 0.5)), float(cfg.get("GENERATOR_UTILITY_SIGMA", 0.2))
+    graded = {row["question_id"]: row["success_rate"] for row in read_jsonl(paths.rewards(r + 1))}
+    out: dict[str, dict] = {}
+    for row in read_jsonl(paths.enhanced_questions(r)):
+        f = out.setdefault(row.get("writer", "teacher"), {"written": 0, "rejected": 0, "utilities": []})
+        f["written"] += len(row["questions"]) + len(row.get("rejected", []))
+        f["rejected"] += len(row.get("rejected", []))
+        f["utilities"] += [utility(graded[q["id"]], mu, sigma) for q in row["questions"] if q["id"] in graded]
+    for f in out.values():
+        us = f.pop("utilities")
+        f["accepted"] = f["written"] - f["rejected"]
+        f["acceptance_rate"] = round(f["accepted"] / f["written"], 4) if f["written"] else None
+        f["graded"] = len(us)
+        f["mean_utility"] = round(sum(us) / len(us), 4) if us else None
+    return out
+
+
+def short(figures: dict) -> str:
+    """'teacher 40/0 U=0.61, generator 38/21 U=0.55' (written/rejected, mean utility of accepted)."""
+    parts = []
+    for name, f in sorted(figures.items()):
+        u = "-" if f["mean_utility"] is None else f"{f['mean_utility']:.2f}"
+        parts.append(f"{name} {f['written']}/{f['rejected']} U={u}")
+    return ", ".join(parts) or "-"
