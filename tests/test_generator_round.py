@@ -1,0 +1,173 @@
+"""The Generator in the round: the training export (weights, ungraded records, resume after SIGKILL),
+the check every writer's questions pass, and the Generator's training resumed after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prosetting.core.config import Config
+from prosetting.core.io import atomic_write_json, read_jsonl, write_jsonl
+from prosetting.core.state_manager import Paths
+from prosetting.processors.generator_data import export_generator_training
+from prosetting.teacher_model.arithmetic import BuiltinTeacher
+from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.question_check import check_question
+
+U = lambda s: math.exp(-((s - 0.5) ** 2) / 0.08)  # noqa: E731  (mu 0.5, sigma 0.2)
+
+
+def make_workspace(root: Path, parents: int, next_rates: list[float | None]) -> Paths:
+    """Round 1: `parents` learning-zone questions, each with one Teacher-written child; round 2 grades the
+    children with the given success rates (None: the child was not graded)."""
+    paths = Paths(root)
+    paths.data.mkdir(parents=True, exist_ok=True)
+    qs = [{"id": f"q{i}", "question": f"{i}+1=?", "answer": str(i + 1), "origin": "seed", "round": 1} for i in range(parents)]
+    atomic_write_json(paths.questions(1), qs)
+    write_jsonl(paths.trajectories(1), [{"question_id": q["id"], "attempts": [
+        {"attempt_id": f"{q['id']}-a0", "text": "\\boxed{0}", "answer": "0"},
+        {"attempt_id": f"{q['id']}-a1", "text": f"\\boxed{{{q['answer']}}}", "answer": q["answer"]}]} for q in qs])
+    write_jsonl(paths.rewards(1), [{"question_id": q["id"], "success_rate": 0.5, "zone": "learning", "verdicts": [
+        {"attempt_id": f"{q['id']}-a0", "correct": False, "reason": "wrong answer 0"},
+        {"attempt_id": f"{q['id']}-a1", "correct": True, "reason": "ok"}]} for q in qs])
+    write_jsonl(paths.enhanced_questions(1), [{"parent_id": q["id"], "zone": "learning", "writer": "teacher", "questions": [
+        {"id": f"r02-q{i:04d}-0", "question": f"{i}+2=?", "answer": str(i + 2), "solution": "s", "parent_id": q["id"],
+         "origin": "teacher_error_variant", "round": 2, "writer": "teacher"}], "rejected": []} for i, q in enumerate(qs)])
+    write_jsonl(paths.rewards(2), [{"question_id": f"r02-q{i:04d}-0", "success_rate": s, "zone": "learning", "verdicts": []}
+                                   for i, s in enumerate(next_rates) if s is not None])
+    return paths
+
+
+def test_export_weights_are_the_utility_of_the_next_rounds_success_rate(tmp_path):
+    rates = [0.5, 0.375, 1.0, 0.0, None]
+    paths = make_workspace(tmp_path, len(rates), rates)
+    stats = export_generator_training(paths, Config(), 1)
+    rows = read_jsonl(paths.data / "round_01_generator_training.jsonl")
+    assert stats["records"] == 5 and stats["graded"] == 4
+    assert [r["weight"] for r in rows[:4]] == pytest.approx([1.0, 0.8225775623, 0.0439369336, 0.0439369336])
+    assert [r["weight"] for r in rows[:4]] == pytest.approx([U(s) for s in rates[:4]])
+    assert rows[4]["graded"] is False and rows[4]["weight"] is None and "not in the next round" in rows[4]["ungraded_reason"]
+    first = rows[0]
+    assert first["zone"] == "learning" and first["attempt"]["correct"] is False
+    assert first["attempt"]["error_analysis"] == "wrong answer 0"  # the failed attempt the Teacher aimed at
+    assert first["source"]["id"] == "q0" and first["new_question"]["answer"] == "2"
+    assert "Student attempt: \\boxed{0}" in first["prompt"] and first["completion"] == " 0+2=?\nAnswer: 2\nSolution: s"
+    assert export_generator_training(paths, Config(), 1)["written_now"] == 0  # re-run: nothing twice
+
+
+def test_export_resumes_after_sigkill(tmp_path):
+    n = 3000
+    rates = [(i % 9) / 8 for i in range(n)]
+    killed = make_workspace(tmp_path / "killed", n, rates)
+    code = ("import sys; from prosetting.core.config import Config; from prosetting.core.state_manager import Paths; "
+            "from prosetting.processors.generator_data import export_generator_training as e; "
+            "e(Paths(__import__('pathlib').Path(sys.argv[1])), Config(), 1)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(killed.root)])
+    out = killed.data / "round_01_generator_training.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or out.stat().st_size < 20_000):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(read_jsonl(out))
+    assert 0 < partial < n, "the kill must land mid-export"
+    export_generator_training(killed, Config(), 1)
+    fresh = make_workspace(tmp_path / "fresh", n, rates)
+    export_generator_training(fresh, Config(), 1)
+    assert read_jsonl(out) == read_jsonl(fresh.data / "round_01_generator_training.jsonl")
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return BuiltinTeacher(exclude={"5+5=?"})
+
+
+def test_check_rejects_with_a_reason(builtin):
+    src = {"id": "s", "question": "12+30=?", "answer": "42"}
+    assert check_question(builtin, {"question": "13+31=?", "answer": "44"}, src) is None
+    assert check_question(builtin, {"question": "13+31=?", "answer": "45"}, src) == "wrong answer"
+    assert check_question(builtin, {"question": "12+30=?", "answer": "42"}, src) == "copy of its source"
+    assert check_question(builtin, {"question": "5+5=?", "answer": "10"}, src) == "held-out question"
+    assert check_question(builtin, {"question": "what is 1+", "answer": "1"}, src) == "not a well-formed arithmetic question"
+    assert check_question(builtin, {"question": "", "answer": ""}, src) == "empty question or answer"
+
+
+class ScriptedGenerator:
+    """Stands in for the Generator's model output (the check, not the model, is under test)."""
+
+    name = "generator"
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def write_questions(self, request):
+        return [dict(x) for x in self.outputs]
+
+    def close(self):
+        pass
+
+
+def test_generator_questions_pass_the_same_check_as_the_teachers(builtin, tmp_path):
+    from prosetting.processors.question_writers import QuestionWriters
+
+    cfg = Config(QUESTION_WRITER="mixed", GENERATOR_SHARE=1.0)
+    ctx = type("Ctx", (), {"cfg": cfg, "teacher": builtin, "paths": Paths(tmp_path)})()
+    writers = QuestionWriters(ctx, 1)
+    assert writers.generator is None and writers.choose("q") == "teacher"  # no Generator trained yet
+    src = {"id": "q1", "question": "12+30=?", "answer": "42", "meta": {}}
+    req = lambda: WriteRequest(question=src, zone="mastered", success_rate=1.0, count=1)  # noqa: E731
+    writers.generator = ScriptedGenerator([{"question": "13+31=?", "answer": "44"}, {"question": "13+31=?", "answer": "45"},
+                                           {"question": "hello", "answer": "1"}, {"question": "", "answer": ""}])
+    writer, accepted, rejected = writers.write(req())
+    assert writer == "generator" and [a["answer"] for a in accepted] == ["44"]
+    assert [r["reason"] for r in rejected] == ["wrong answer", "not a well-formed arithmetic question", "empty question or answer"]
+    writers.cfg = Config(QUESTION_WRITER="mixed", GENERATOR_SHARE=0.0)
+    writer, accepted, rejected = writers.write(WriteRequest(question={**src, "meta": {"family": "arithmetic"}}, zone="mastered",
+                                                            success_rate=1.0, count=2))
+    assert writer == "teacher" and len(accepted) + len(rejected) == 2 and not rejected  # the Teacher's pass the same check
+
+
+@pytest.mark.slow
+def test_generator_training_resumes_after_sigkill(tmp_path):
+    import psutil
+
+    from prosetting.trainers.generator_training import generator_dir, generator_result
+    from prosetting.trainers.tiny_solver import build_tiny_solver
+    from prosetting.trainers.trl_trainer import verify_model_dir
+
+    rates = [0.5, 0.25, 0.75, 1.0, 0.0, 0.625, 0.375, 0.5]
+    paths = make_workspace(tmp_path / "ws", len(rates), rates)
+    export_generator_training(paths, Config(), 1)
+    base = build_tiny_solver(tmp_path / "base", seed=0, layers=2)
+    code = ("import sys, pathlib, threading; from prosetting.core.config import Config; "
+            "from prosetting.core.state_manager import StateManager; from prosetting.core.context import RunContext; "
+            "from prosetting.trainers.generator_training import run_generator_training as t; "
+            "cfg = Config(GENERATOR_MODEL_PATH=sys.argv[2], QUESTION_WRITER='mixed', GENERATOR_NUM_EPOCHS=40.0, TRL_BATCH_SIZE=4); "
+            "print(t(RunContext(cfg, StateManager(pathlib.Path(sys.argv[1]))), 2))")
+    argv = [sys.executable, "-c", code, str(paths.root), str(base)]
+    proc = subprocess.Popen(argv)
+    log = paths.logs / "generator_r2.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or '"loss"' not in log.read_text() and "'loss'" not in log.read_text()):
+        time.sleep(0.2)
+    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)  # the orchestrator and the accelerate launch it started, by id
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    assert not generator_result(paths, 2).exists(), "the kill must land mid-training"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(generator_result(paths, 2).read_text())
+    assert result["trained"] and result["train_records"] == 8 and result["loss_last"] < result["loss_first"]
+    verify_model_dir(generator_dir(paths, 2))
