@@ -13,6 +13,8 @@ from prosetting.teacher_model.arithmetic import BuiltinTeacher, params_of, probl
 
 def check_question(teacher, new: dict, source: dict) -> str | None:
     """None when `new` may enter the pool, else the reason it is rejected (a short, countable phrase)."""
+    if "raw" in (new.get("meta") or {}):
+        return "unparsable output"  # the writer's text had no question/answer shape (see meta.raw)
     text, answer = (new.get("question") or "").strip(), str(new.get("answer") or "").strip()
     if not text or not answer:
         return "empty question or answer"

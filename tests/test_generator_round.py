@@ -98,6 +98,7 @@ def test_check_rejects_with_a_reason(builtin):
     assert check_question(builtin, {"question": "5+5=?", "answer": "10"}, src) == "held-out question"
     assert check_question(builtin, {"question": "what is 1+", "answer": "1"}, src) == "not a well-formed arithmetic question"
     assert check_question(builtin, {"question": "", "answer": ""}, src) == "empty question or answer"
+    assert check_question(builtin, {"question": "", "answer": "", "meta": {"raw": "x?"}}, src) == "unparsable output"
 
 
 class ScriptedGenerator:
