@@ -172,3 +172,20 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
     result = json.loads(generator_result(paths, 2).read_text())
     assert result["trained"] and result["train_records"] == 8 and result["loss_last"] < result["loss_first"]
     verify_model_dir(generator_dir(paths, 2))
+
+
+def test_writer_figures_per_writer(tmp_path):
+    from prosetting.core.io import append_jsonl
+    from prosetting.utils.writer_report import short, writer_figures
+
+    paths = make_workspace(tmp_path, 2, [0.5, 1.0])
+    append_jsonl(paths.enhanced_questions(1), [{"parent_id": "q0", "zone": "mastered", "writer": "generator",
+                                                "questions": [{"id": "r02-g", "question": "9+9=?", "answer": "18"}],
+                                                "rejected": [{"question": "x", "answer": "1", "reason": "wrong answer"}] * 3}])
+    append_jsonl(paths.rewards(2), [{"question_id": "r02-g", "success_rate": 0.375, "zone": "learning", "verdicts": []}])
+    f = writer_figures(paths, 1)
+    assert f["teacher"] == {"written": 2, "rejected": 0, "accepted": 2, "acceptance_rate": 1.0, "graded": 2,
+                            "mean_utility": pytest.approx((1.0 + U(1.0)) / 2, abs=1e-4)}
+    assert f["generator"]["written"] == 4 and f["generator"]["rejected"] == 3 and f["generator"]["acceptance_rate"] == 0.25
+    assert f["generator"]["mean_utility"] == pytest.approx(U(0.375), abs=1e-4)
+    assert short(f) == "generator 4/3 U=0.82, teacher 2/0 U=0.52"
