@@ -52,13 +52,27 @@ class Config:
     LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     # --- collection ---
-    COLLECTION_BACKEND: str = _f("transformers", "Engine that samples solutions.", choices=("transformers", "vllm"))
+    COLLECTION_BACKEND: str = _f("auto", "Engine that samples solutions and runs held-out evaluation: `vllm`, `transformers`, or `auto` (vLLM when it is installed and a GPU is visible, else transformers).", choices=("auto", "transformers", "vllm"))
+    COLLECTION_EXECUTOR: str = _f("local", "Where vLLM engines run: `local` (one worker process per engine on this machine) or `ray` (one Ray actor per engine, across a cluster).", choices=("local", "ray"))
+    RAY_ADDRESS: str = _f("", "Ray cluster to join with COLLECTION_EXECUTOR=ray (e.g. `auto` or `ray://head:10001`); empty starts a local Ray instance and stops it after the stage.")
     COLLECTION_BATCH_SIZE: int = _f(16, "Questions per collection batch; a batch is the unit that a resume never redoes.", minimum=1)
     SAMPLING_TEMPERATURE: float = _f(1.0, "Sampling temperature for collection.", minimum=0.0)
     SAMPLING_TOP_P: float = _f(1.0, "Nucleus sampling top-p for collection.", minimum=0.0, maximum=1.0)
     MAX_NEW_TOKENS: int = _f(512, "Longest solution sampled; longer ones are marked truncated.", minimum=1)
     SOLVER_SYSTEM_PROMPT: str = _f("Please reason step by step, and put your final answer within \\boxed{}.", "System message given to the solver (a chat template may ignore it).")
-    PHYSICAL_SOLVER_GPU: str = _f("", "Comma-separated GPU ids for collection engines (one engine per id); empty uses every visible GPU, or the CPU.")
+    SAMPLING_STOP: str = _f("", "Stop strings for collection, separated by `||` (e.g. `</answer>||Question:`); the stop string is not kept in the attempt.")
+    PHYSICAL_SOLVER_GPU: str = _f("", "Comma-separated GPU ids for collection engines; empty uses every visible GPU, or the CPU.")
+    TENSOR_PARALLEL_SIZE: int = _f(1, "GPUs per vLLM engine: PHYSICAL_SOLVER_GPU is cut into groups of this size, one independent engine per group.", minimum=1)
+    COLLECTION_CPU_ENGINES: int = _f(1, "vLLM engines on a machine without GPUs, each bound to its own share of the cores (the CPU stand-in for one engine per GPU).", minimum=1)
+    COLLECTION_BATCH_TIMEOUT: float = _f(1800.0, "Seconds one batch may take on an engine before the engine counts as hung, is killed and the batch goes to a fresh one.", minimum=1.0)
+    COLLECTION_ENGINE_START_TIMEOUT: float = _f(1800.0, "Seconds an engine may take to load the model before it counts as failed.", minimum=1.0)
+    COLLECTION_MAX_BATCH_RETRIES: int = _f(2, "Fresh workers one failed batch gets before the stage fails (the round loop then retries the stage).", minimum=0)
+    VLLM_GPU_MEMORY_UTILIZATION: float = _f(0.85, "Fraction of each GPU's memory a vLLM engine may take (weights, activations, KV cache); capped at 0.3 on the CPU.", minimum=0.05, maximum=1.0)
+    VLLM_MAX_MODEL_LEN: int = _f(0, "Longest prompt+solution a vLLM engine accepts; 0 uses the model's max_position_embeddings. Lower it to fit a larger KV cache.", minimum=0)
+    VLLM_MAX_NUM_SEQS: int = _f(0, "Most sequences a vLLM engine runs at once; 0 keeps vLLM's default.", minimum=0)
+    VLLM_ENFORCE_EAGER: bool = _f(False, "Disable CUDA graphs in vLLM (faster start, slower generation; try it when an engine fails to start).")
+    VLLM_DTYPE: str = _f("auto", "Weights dtype of vLLM engines: auto (the model's; float32 on the CPU), bfloat16, float16 or float32.", choices=("auto", "bfloat16", "float16", "float32"))
+    VLLM_CPU_KVCACHE_SPACE: float = _f(1.0, "GiB of KV cache per vLLM engine on the CPU build (VLLM_CPU_KVCACHE_SPACE).", minimum=0.1)
 
     # --- teacher ---
     TEACHER_BACKEND: str = _f("builtin", "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or `llm` (OpenAI-compatible endpoint).", choices=("builtin", "rule", "llm"))
@@ -116,7 +130,19 @@ class Config:
             if not self.TEACHER_BASE_URL.startswith(("http://", "https://")):
                 raise ConfigError(f"TEACHER_BASE_URL: expected an http(s) URL, got {self.TEACHER_BASE_URL!r}")
         if self.COLLECTION_BACKEND == "vllm" and importlib.util.find_spec("vllm") is None:
-            raise ConfigError("COLLECTION_BACKEND: vllm is not installed; `pip install -r requirements-vllm.txt` or use transformers")
+            raise ConfigError("COLLECTION_BACKEND: vllm is not installed; `bash scripts/install_vllm.sh` or use transformers")
+        if self.COLLECTION_EXECUTOR == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("COLLECTION_EXECUTOR: ray is not installed; `pip install -r requirements-ray.txt` or use local")
+        if self.PHYSICAL_SOLVER_GPU:
+            from prosetting.trainers.gpu_manager import parse_gpu_list
+
+            try:
+                ids = parse_gpu_list(self.PHYSICAL_SOLVER_GPU)
+            except ValueError as exc:
+                raise ConfigError(f"PHYSICAL_SOLVER_GPU: {exc}") from None
+            if len(ids) % self.TENSOR_PARALLEL_SIZE:
+                raise ConfigError(f"TENSOR_PARALLEL_SIZE: {self.TENSOR_PARALLEL_SIZE} does not divide the {len(ids)} GPUs of "
+                                  f"PHYSICAL_SOLVER_GPU={self.PHYSICAL_SOLVER_GPU}; list a multiple of it")
         terms = self.loss_types
         if not terms:
             raise ConfigError("TRL_LOSS_TYPE: expected at least one loss term, e.g. `sigmoid` or `sigmoid,sft`")
@@ -132,6 +158,10 @@ class Config:
             path = getattr(self, key)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{key}: file not found: {path}")
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return tuple(t for t in self.SAMPLING_STOP.split("||") if t)
 
     @property
     def loss_types(self) -> list[str]:
