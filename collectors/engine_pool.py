@@ -18,6 +18,7 @@ resume the round loop handles. The transformers backend runs in the stage's own 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import multiprocessing
 import os
@@ -29,7 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prosetting.collectors.backends import EngineSettings, Generation, Sampling, resolve_backend
+from prosetting.collectors.backends import (
+    EngineSettings,
+    Generation,
+    Sampling,
+    model_max_len,
+    resolve_backend,
+)
 
 log = logging.getLogger(__name__)
 
@@ -471,3 +478,62 @@ def open_pool(cfg, model_dir: str | Path, log_dir: Path, label: str, check_stop:
     return EnginePool(engines, batch_timeout=cfg.COLLECTION_BATCH_TIMEOUT, start_timeout=cfg.COLLECTION_ENGINE_START_TIMEOUT,
                       max_retries=cfg.COLLECTION_MAX_BATCH_RETRIES, check_stop=check_stop,
                       chunk_size=cfg.COLLECTION_BATCH_SIZE, on_close=on_close)
+
+
+# ---------------------------------------------------------------- before any engine starts
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def weights_gib(model_dir: str | Path, dtype: str = "auto") -> float | None:
+    """Size of the model's weights in GiB as an engine loads them (in `dtype`, or as stored)."""
+    model_dir = Path(model_dir)
+    files = list(model_dir.glob("*.safetensors")) or list(model_dir.glob("*.bin"))
+    if not files:
+        return None
+    size = sum(f.stat().st_size for f in files)
+    try:
+        stored = json.loads((model_dir / "config.json").read_text()).get("torch_dtype") or \
+            json.loads((model_dir / "config.json").read_text()).get("dtype")
+    except (OSError, ValueError):
+        stored = None
+    if dtype != "auto" and stored in _DTYPE_BYTES:
+        size = size * _DTYPE_BYTES[dtype] / _DTYPE_BYTES[stored]
+    return size / 2**30
+
+
+def check_engines(cfg, model_dir: str | Path | None, gpus: list) -> list[tuple[str, str]]:
+    """What stops the configured engines from starting, as (problem, fix) pairs (empty when they can). `gpus` is
+    `gpu_manager.query_gpus()`: GpuInfo(index, name, memory_total_mib, memory_free_mib)."""
+    if resolve_backend(cfg.COLLECTION_BACKEND) != "vllm":
+        return []
+    problems = []
+    visible = {g.index: g for g in gpus}
+    ids = solver_gpus(cfg) if cfg.PHYSICAL_SOLVER_GPU else sorted(visible)
+    absent = [i for i in ids if i not in visible]
+    if absent:
+        return [(f"PHYSICAL_SOLVER_GPU={cfg.PHYSICAL_SOLVER_GPU!r} names GPU(s) {absent} that are not there "
+                 f"(visible: {sorted(visible)})", "list only visible GPU ids, or leave it empty to use them all")]
+    if model_dir and (Path(model_dir) / "config.json").is_file():
+        limit = model_max_len(str(model_dir))
+        if cfg.VLLM_MAX_MODEL_LEN and limit and cfg.VLLM_MAX_MODEL_LEN > limit:
+            problems.append((f"VLLM_MAX_MODEL_LEN={cfg.VLLM_MAX_MODEL_LEN} is above the model's max_position_embeddings "
+                             f"({limit})", f"set it to at most {limit}, or 0"))
+        size = weights_gib(model_dir, cfg.VLLM_DTYPE)
+        if ids and size:
+            tp = cfg.TENSOR_PARALLEL_SIZE
+            for group in [ids[i : i + tp] for i in range(0, len(ids), tp)]:
+                budget = min(visible[i].memory_total_mib for i in group) / 1024 * cfg.VLLM_GPU_MEMORY_UTILIZATION
+                if size / tp > 0.9 * budget:
+                    problems.append((
+                        f"the solver's weights ({size:.1f} GiB, {size / tp:.1f} GiB per GPU at TENSOR_PARALLEL_SIZE={tp}) do "
+                        f"not fit in {budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION} of GPU "
+                        f"{group[0]}) with room for the KV cache", "raise TENSOR_PARALLEL_SIZE or VLLM_GPU_MEMORY_UTILIZATION"))
+                    break
+                short = [i for i in group if visible[i].memory_free_mib / 1024 < budget]
+                if short:
+                    g = visible[short[0]]
+                    problems.append((f"GPU {g.index} has {g.memory_free_mib / 1024:.1f} GiB free but an engine asks for "
+                                     f"{budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION})",
+                                     "free the GPU (see nvidia-smi) or lower VLLM_GPU_MEMORY_UTILIZATION"))
+                    break
+    return problems

@@ -30,7 +30,6 @@ from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.state_manager import StateManager
-
 from tests.conftest import write_questions
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -258,3 +257,37 @@ def test_ray_actors_write_the_files_the_local_executor_writes(tiny_solver, pool_
 
     assert not ray.is_initialized()  # the local instance it started is stopped
     assert read_json(tmp_path / "ray" / "data" / "round_01_questions.json") == pool_questions
+
+
+def test_engines_that_cannot_start_fail_before_any_stage(tmp_path):
+    from prosetting.trainers.gpu_manager import GpuInfo
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 4096, "torch_dtype": "bfloat16"}))
+    with open(model / "model.safetensors", "wb") as f:
+        f.truncate(16 * 2**30)  # a sparse 16 GiB file: an 8B solver in bf16
+    gpus = [GpuInfo(i, "H100", 81559, 80000) for i in range(2)]
+    cfg = dataclasses.replace(Config(), COLLECTION_BACKEND="vllm")
+    from prosetting.collectors.engine_pool import check_engines
+
+    assert check_engines(cfg, model, gpus) == []
+    small = [GpuInfo(i, "T4", 15360, 15000) for i in range(2)]
+    (problem, fix), = check_engines(cfg, model, small)
+    assert "16.0 GiB" in problem and "raise TENSOR_PARALLEL_SIZE" in fix
+    assert check_engines(dataclasses.replace(cfg, TENSOR_PARALLEL_SIZE=2), model, small) == []
+    (problem, fix), = check_engines(dataclasses.replace(cfg, PHYSICAL_SOLVER_GPU="0,7"), model, gpus)
+    assert "names GPU(s) [7] that are not there" in problem
+    busy = [GpuInfo(0, "H100", 81559, 20000)]
+    (problem, fix), = check_engines(dataclasses.replace(cfg, PHYSICAL_SOLVER_GPU="0"), model, busy)
+    assert "GPU 0 has 19.5 GiB free" in problem and "lower VLLM_GPU_MEMORY_UTILIZATION" in fix
+    (problem, _), = check_engines(dataclasses.replace(cfg, VLLM_MAX_MODEL_LEN=8192), model, gpus)
+    assert "VLLM_MAX_MODEL_LEN=8192" in problem
+
+
+def test_the_health_check_names_the_absent_gpu(tmp_path):
+    out = subprocess.run([sys.executable, "utils/status_checker.py", "--quick", "--workspace", str(tmp_path / "ws")],
+                         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLLECTION_BACKEND": "vllm", "PHYSICAL_SOLVER_GPU": "3"})
+    assert out.returncode != 0
+    assert "PHYSICAL_SOLVER_GPU='3' names GPU" in out.stdout or "names GPUs that are not visible" in out.stdout

