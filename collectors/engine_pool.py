@@ -330,6 +330,8 @@ class EnginePool:
         self.on_close = on_close
         self.failures: list[dict] = []
         self.started = False
+        self.created = time.monotonic()
+        self.first_ready: float | None = None  # monotonic time the first engine could take a batch
 
     @property
     def engines(self) -> list:
@@ -405,6 +407,7 @@ class EnginePool:
                     log.info("%s ready (pid %s) after %.0fs", slot.engine.spec.label, slot.engine.pid,
                              time.monotonic() - slot.since)
                     slot.state, slot.task, slot.start_failures = "idle", None, 0
+                    self.first_ready = self.first_ready or time.monotonic()
                 elif kind == "done":
                     task, slot.state, slot.task = slot.task, "idle", None
                     on_result(task, payload)
@@ -424,6 +427,11 @@ class EnginePool:
         self.run(tasks, lambda task, outs: results.__setitem__(task.id, outs))
         return [row for i in range(len(tasks)) for row in results[i]]
 
+    def timings(self) -> dict:
+        """Seconds until the first engine was ready, and from then to now (generation, with later engines' starts)."""
+        now, ready = time.monotonic(), self.first_ready or time.monotonic()
+        return {"engine_start_seconds": round(ready - self.created, 2), "generation_seconds": round(now - ready, 2)}
+
     def close(self) -> None:
         for slot in self.slots:
             try:
@@ -439,6 +447,17 @@ def _chunk_seed(seed: int, index: int) -> int:
 
 
 # ---------------------------------------------------------------- building a pool from the configuration
+def ray_gpus(cfg) -> list[int]:
+    """GPU slots on the Ray cluster: every GPU it has, or as many as PHYSICAL_SOLVER_GPU lists (the ids stand
+    for GPUs anywhere in the cluster; Ray places each actor and sets its CUDA_VISIBLE_DEVICES)."""
+    import ray
+
+    total = int(ray.cluster_resources().get("GPU", 0))
+    wanted = len(solver_gpus(cfg)) if cfg.PHYSICAL_SOLVER_GPU else total
+    if wanted > total:
+        raise CollectionFailed(f"PHYSICAL_SOLVER_GPU lists {wanted} GPUs but the Ray cluster has {total}: list at most "
+                               f"{total}, or leave it empty to use them all")
+    return list(range(wanted))
 def _ray_init(address: str, num_cpus: int):
     try:
         import ray
@@ -464,14 +483,15 @@ def open_pool(cfg, model_dir: str | Path, log_dir: Path, label: str, check_stop:
     if kind == "transformers" and cfg.COLLECTION_EXECUTOR == "local":
         engines = [InProcessEngine(EngineSpec(0, {}, label="engine 0 (in process)"), kind, str(model_dir), settings, None)]
         return EnginePool(engines, check_stop=check_stop, chunk_size=cfg.COLLECTION_BATCH_SIZE)
-    gpus = solver_gpus(cfg)
-    specs = plan_engines(gpus, cfg.TENSOR_PARALLEL_SIZE if gpus else 1, cfg.COLLECTION_CPU_ENGINES)
     on_close = None
     if cfg.COLLECTION_EXECUTOR == "ray":
-        on_close = _ray_init(cfg.RAY_ADDRESS, num_cpus=max(len(specs), os.cpu_count() or 1))
+        on_close = _ray_init(cfg.RAY_ADDRESS, num_cpus=max(cfg.COLLECTION_CPU_ENGINES, os.cpu_count() or 1))
+        gpus = ray_gpus(cfg)
         make = RayEngine
     else:
+        gpus = solver_gpus(cfg)
         make = LocalEngine
+    specs = plan_engines(gpus, cfg.TENSOR_PARALLEL_SIZE if gpus else 1, cfg.COLLECTION_CPU_ENGINES)
     engines = [make(s, kind, str(model_dir), settings, log_dir / f"{label}_engine{s.index}.log") for s in specs]
     log.info("%s: %d %s engine(s) via %s: %s", label, len(engines), kind, cfg.COLLECTION_EXECUTOR,
              "; ".join(s.label for s in specs))
@@ -504,8 +524,8 @@ def weights_gib(model_dir: str | Path, dtype: str = "auto") -> float | None:
 def check_engines(cfg, model_dir: str | Path | None, gpus: list) -> list[tuple[str, str]]:
     """What stops the configured engines from starting, as (problem, fix) pairs (empty when they can). `gpus` is
     `gpu_manager.query_gpus()`: GpuInfo(index, name, memory_total_mib, memory_free_mib)."""
-    if resolve_backend(cfg.COLLECTION_BACKEND) != "vllm":
-        return []
+    if resolve_backend(cfg.COLLECTION_BACKEND) != "vllm" or cfg.COLLECTION_EXECUTOR == "ray":
+        return []  # Ray places engines on the cluster's GPUs, not this machine's
     problems = []
     visible = {g.index: g for g in gpus}
     ids = solver_gpus(cfg) if cfg.PHYSICAL_SOLVER_GPU else sorted(visible)

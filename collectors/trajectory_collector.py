@@ -88,7 +88,7 @@ def run_collection(ctx: RunContext, r: int) -> dict:
     log.info("collect r%d: %d questions x %d attempts with %s on %s (%d of %d batches to do)",
              r, len(questions), cfg.ATTEMPTS_PER_QUESTION, model_dir, backend, len(todo), len(batches))
     t0 = time.time()
-    engines, failures = 0, []
+    engines, failures, timings = 0, [], {}
     if todo:
         tasks = [Task(i, [solver_messages(q["question"], cfg.SOLVER_SYSTEM_PROMPT) for q in batches[i]],
                       Sampling(n=cfg.ATTEMPTS_PER_QUESTION, temperature=cfg.SAMPLING_TEMPERATURE, top_p=cfg.SAMPLING_TOP_P,
@@ -111,6 +111,7 @@ def run_collection(ctx: RunContext, r: int) -> dict:
         engines = len(pool.engines)
         try:
             pool.run(tasks, save)
+            timings = pool.timings()
         finally:
             pool.close()
             bar.close()
@@ -136,6 +137,7 @@ def run_collection(ctx: RunContext, r: int) -> dict:
         "batches_reused": len(batches) - len(todo),
         "engine_failures": len(failures),
         "generated_tokens": sum(a["num_tokens"] for row in rows for a in row["attempts"]),
+        **timings,
         "seconds": round(time.time() - t0, 1),
     }
     log.info("collect r%d: wrote %s (%d questions, %d attempts, %d truncated; %d batches generated, %d reused) in %.1fs",

@@ -210,7 +210,7 @@ def test_two_vllm_engines_collect_what_one_does(tiny_solver, pool_questions, tmp
 @pytest.mark.slow
 def test_sigkill_mid_collection_resumes_without_regenerating_finished_batches(tiny_solver, pool_questions, tmp_path):
     ws = tmp_path / "ws"
-    reference = _collect(tmp_path / "ref", tiny_solver, pool_questions)
+    reference = _collect(tmp_path / "ref", tiny_solver, pool_questions, COLLECTION_BATCH_SIZE=2)
     cfg = _collect_cfg(ws, tiny_solver, COLLECTION_BATCH_SIZE=2)
     atomic_write_json(StateManager(cfg.workspace).paths.questions(1), pool_questions)
     script = (
@@ -241,6 +241,8 @@ def test_sigkill_mid_collection_resumes_without_regenerating_finished_batches(ti
     assert [r["question_id"] for r in rows] == [q["id"] for q in pool_questions]
     assert all(len(r["attempts"]) == 3 for r in rows)
     assert reference["questions"] == len(rows)
+    # the resumed file is the uninterrupted one, byte for byte (batch seeds, not engine state, decide the samples)
+    assert out.read_text() == (tmp_path / "ref" / "data" / "round_01_trajectories.jsonl").read_text()
 
 
 @needs_vllm
