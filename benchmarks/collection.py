@@ -105,17 +105,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attempts", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch", type=int, default=64, help="COLLECTION_BATCH_SIZE of our stage")
+    p.add_argument("--model", help="an existing model folder instead of the 30 M one built here (e.g. the embedded "
+                   "solver, workspace/checkpoints/base_solver); with it only (a) and (c) run, for COLLECTION_BACKEND=auto")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(out / "model")
+    model = Path(args.model) if args.model else build_model(out / "model")
     questions = make_questions(args.questions)
-    results = {"plain_vllm": plain_vllm(model, questions, args)}
-    print("b plain vLLM:", results["plain_vllm"], flush=True)
+    results = {}
+    if not args.model:
+        results["plain_vllm"] = plain_vllm(model, questions, args)
+        print("b plain vLLM:", results["plain_vllm"], flush=True)
     results["ours_vllm"] = our_stage(out / "ws_vllm", model, questions, args, COLLECTION_BACKEND="vllm")
     print("a ours, vLLM:", results["ours_vllm"], flush=True)
     results["ours_transformers"] = our_stage(out / "ws_tf", model, questions, args, COLLECTION_BACKEND="transformers")
     print("c ours, transformers:", results["ours_transformers"], flush=True)
+    if args.model:
+        a, c = results["ours_vllm"], results["ours_transformers"]
+        print(f"stage wall time: vLLM {a['wall_seconds']:.1f}s (engine start {a['engine_start_seconds']:.1f}s), "
+              f"transformers {c['wall_seconds']:.1f}s (model load {c['engine_start_seconds']:.1f}s)")
+        (out / "collection_model.json").write_text(json.dumps(results, indent=2))
+        return 0
     results["ours_vllm_2_engines"] = our_stage(out / "ws_vllm2", model, questions, args, COLLECTION_BACKEND="vllm",
                                                COLLECTION_CPU_ENGINES=2)
     print("d ours, vLLM, 2 engines:", results["ours_vllm_2_engines"], flush=True)

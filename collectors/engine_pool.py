@@ -18,6 +18,7 @@ resume the round loop handles. The transformers backend runs in the stage's own 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -121,6 +122,7 @@ def build_backend(kind: str, model_dir: str, settings: EngineSettings):
 
 def _worker_main(conn, env: dict, log_path: str, kind: str, model_dir: str, settings: EngineSettings) -> None:
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group: the stage decides
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -421,7 +423,7 @@ class EnginePool:
         """GenerationBackend: chats cut into fixed chunks (seeded by index, so the result does not depend on
         how many engines there are), spread over the engines, reassembled in order."""
         size = self.chunk_size
-        tasks = [Task(i, chats[s : s + size], Sampling(**{**sampling.__dict__, "seed": _chunk_seed(sampling.seed, i)}))
+        tasks = [Task(i, chats[s : s + size], dataclasses.replace(sampling, seed=_chunk_seed(sampling.seed, i)))
                  for i, s in enumerate(range(0, len(chats), size))]
         results: dict[int, list] = {}
         self.run(tasks, lambda task, outs: results.__setitem__(task.id, outs))
@@ -433,9 +435,13 @@ class EnginePool:
         return {"engine_start_seconds": round(ready - self.created, 2), "generation_seconds": round(now - ready, 2)}
 
     def close(self) -> None:
+        """Idle engines stop cleanly; one still loading or mid-batch (a stop request, a failure) is killed."""
         for slot in self.slots:
             try:
-                slot.engine.stop()
+                if slot.state in ("starting", "busy"):
+                    slot.engine.kill()
+                else:
+                    slot.engine.stop()
             except Exception as exc:  # closing must reach every engine
                 log.warning("%s: stop failed: %s", slot.engine.spec.label, exc)
         if self.on_close:
