@@ -26,6 +26,7 @@ from prosetting.core.config import Config
 from prosetting.trainers import gpu_manager
 
 PRESETS = ("single", "ddp", "fsdp", "deepspeed")
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
 
 
 class LaunchError(RuntimeError):
@@ -165,6 +166,9 @@ def remote_commands(cfg: Config, config_path: Path, module: str, args: list[str]
             if len(hosts) < cfg.NUM_MACHINES - 1:
                 raise LaunchError(f"TRAIN_HOSTS lists {len(hosts)} hosts; NUM_MACHINES={cfg.NUM_MACHINES} needs "
                                   f"{cfg.NUM_MACHINES - 1} (ranks 1..{cfg.NUM_MACHINES - 1})")
+            if hosts[rank - 1] in LOCAL_HOSTS:  # this machine: started directly (how the launch is tested on one box)
+                cmds.append(inner)
+                continue
             exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env_vars.items())
             remote = f"cd {shlex.quote(cwd)} && {exports} {shlex.join(inner)}".replace("  ", " ")
             cmds.append(["ssh", "-o", "BatchMode=yes", hosts[rank - 1], remote])
