@@ -152,3 +152,22 @@ def test_nvidia_smi_parsing_and_gpu_lists():
     assert gpu_manager.parse_gpu_list("0, 1,7") == [0, 1, 7]
     with pytest.raises(ValueError, match="'x'"):
         gpu_manager.parse_gpu_list("0,x")
+
+
+def test_accelerate_config_script_writes_a_server_config_on_a_cpu_machine(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.training_helpers import REPO
+
+    out = tmp_path / "fsdp8.yaml"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "accelerate_config.py"), "--env-file", str(tmp_path / "none"),
+                           "--out", str(out), "--set", "TRL_NUM_PROCESSES=8", "--set", "TRL_MIXED_PRECISION=bf16"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--env-file" in proc.stderr  # a missing env file is named
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "accelerate_config.py"), "--env-file", "", "--out", str(out),
+                           "--set", "TRL_NUM_PROCESSES=8", "--set", "TRL_MIXED_PRECISION=bf16"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    raw = yaml.safe_load(out.read_text())
+    assert raw["distributed_type"] == "FSDP" and raw["num_processes"] == 8 and raw["gpu_ids"] == "0,1,2,3,4,5,6,7"

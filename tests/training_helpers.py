@@ -8,6 +8,8 @@ from pathlib import Path
 
 from prosetting.core.config import load_config
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def cfg(**kw):
     return load_config(env_file=None, overrides={k: str(v) for k, v in kw.items()}, environ={})[0]
