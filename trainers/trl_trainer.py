@@ -79,7 +79,7 @@ def build_spec(cfg: Config, model: Path, train: list[str], val: list[str], run_d
         "mixed_precision": cfg.TRL_MIXED_PRECISION,
         # under fsdp, activation checkpointing is the accelerate config's (fsdp_activation_checkpointing)
         "gradient_checkpointing": cfg.TRL_GRADIENT_CHECKPOINTING and preset != "fsdp",
-        "precompute_ref_log_probs": cfg.TRL_PRECOMPUTE_REF_LOG_PROBS or cfg.TRL_REF_MODEL == "none",
+        "precompute_ref_log_probs": spec_precompute(cfg),
         "report_to": [t.strip() for t in cfg.TRL_REPORT_TO.split(",") if t.strip() and t.strip() != "none"],
         "lora_r": cfg.TRL_LORA_R,
         "lora_alpha": cfg.TRL_LORA_ALPHA,
@@ -88,6 +88,11 @@ def build_spec(cfg: Config, model: Path, train: list[str], val: list[str], run_d
         "seed": cfg.SEED + r,
         "resume_from_checkpoint": latest_checkpoint(run_dir) if cfg.TRL_SAVE_STEPS else None,
     }
+
+
+def spec_precompute(cfg: Config) -> bool:
+    """TRL 1.16 has no reference-free DPO path: with TRL_REF_MODEL=none the reference pass runs once, then is dropped."""
+    return cfg.TRL_PRECOMPUTE_REF_LOG_PROBS or cfg.TRL_REF_MODEL == "none"
 
 
 ENTRY = "prosetting.trainers.dpo_entry"
@@ -114,6 +119,9 @@ def run_training(ctx: RunContext, r: int) -> dict:
     shutil.rmtree(run_dir / "final", ignore_errors=True)
     gpus = launch.training_gpus(cfg)
     preset = launch.resolve_preset(cfg, gpus)
+    if preset == "fsdp" and spec_precompute(cfg):
+        log.warning("train r%d: precomputing reference log-probs under FSDP2 has crashed with a device mismatch "
+                    "(trl issue 6470); if it does, set TRL_PRECOMPUTE_REF_LOG_PROBS=false", r)
     ref = ctx.base_model() if cfg.TRL_REF_MODEL == "initial" and Path(model) != Path(ctx.base_model()) else None
     spec = build_spec(cfg, model, train, val, run_dir, r, ref_model=ref, preset=preset)
     spec_path = run_dir / "spec.json"
