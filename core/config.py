@@ -138,6 +138,11 @@ class Config:
             n = len(terms)
             raise ConfigError(f"TRL_LOSS_WEIGHTS: expected {n} weight{'s' if n > 1 else ''} (one per TRL_LOSS_TYPE term), "
                               f"got {self.TRL_LOSS_WEIGHTS!r}")
+        trackers = {t.strip() for t in self.TRL_REPORT_TO.split(",") if t.strip()}
+        if trackers - {"none", "tensorboard", "wandb", "trackio"}:
+            raise ConfigError(f"TRL_REPORT_TO: expected a comma list of none, tensorboard, wandb, trackio; got {self.TRL_REPORT_TO!r}")
+        if any(not g.strip().isdigit() for g in self.PHYSICAL_DPO_GPU.split(",") if self.PHYSICAL_DPO_GPU):
+            raise ConfigError(f"PHYSICAL_DPO_GPU: expected comma-separated GPU ids, got {self.PHYSICAL_DPO_GPU!r}")
         if self.TRL_REF_MODEL == "none" and set(terms) - {"sft"}:
             raise ConfigError(f"TRL_REF_MODEL: `none` needs reference-free losses (TRL_LOSS_TYPE=sft), got {self.TRL_LOSS_TYPE!r}")
         if self.TRL_LORA_R and self.TRL_DISTRIBUTED in ("fsdp", "deepspeed"):

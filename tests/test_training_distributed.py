@@ -132,3 +132,21 @@ def test_a_dying_training_process_is_reported_with_its_log_tail(tmp_path):
     msg = str(info.value)
     assert "exited with" in msg and "last lines of" in msg and "TRL_SAVE_STEPS" in msg and "Traceback" in msg
 
+
+
+def test_a_retry_resumes_from_the_newest_checkpoint(tmp_path):
+    import shutil
+
+    model = tiny_model(tmp_path / "m")
+    c = cfg(TRL_SAVE_STEPS=2, TRL_BATCH_SIZE=8, TRL_MAX_LENGTH=64, TRL_MIXED_PRECISION="bf16")
+    pairs, run, log = pairs_parquet(tmp_path / "p.parquet", 64), tmp_path / "run", tmp_path / "log"
+    first = run_stage(c, model, pairs, run, log)
+    assert first["steps"] == 8
+    assert first["model_dtype"] == first["ref_model_dtype"] == first["verified"]["dtype"] == "bfloat16"  # TRL's own reference too
+    for step in (6, 8):  # as if the launch had died after the checkpoint of step 4
+        shutil.rmtree(run / f"checkpoint-{step}")
+    second = run_stage(c, model, pairs, run, log)
+    retry_log = log.read_text().rsplit("=== round", 1)[1]
+    assert json.loads((run / "spec.json").read_text())["resume_from_checkpoint"].endswith("checkpoint-4")
+    assert second["steps"] == 8 and '"step": 5,' in retry_log and '"step": 1,' not in retry_log
+    assert second["verified"]["tensors_compared"] == 27

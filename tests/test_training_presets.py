@@ -84,6 +84,10 @@ def test_refused_combinations(tmp_path):
         cfg(TRL_REF_MODEL="none", TRL_LOSS_TYPE="sigmoid,sft")
     with pytest.raises(ConfigError, match="TRL_LORA_R"):
         cfg(TRL_LORA_R=8, TRL_DISTRIBUTED="fsdp")
+    with pytest.raises(ConfigError, match="TRL_REPORT_TO"):
+        cfg(TRL_REPORT_TO="tensorboard,mlflow")
+    with pytest.raises(ConfigError, match="PHYSICAL_DPO_GPU"):
+        cfg(PHYSICAL_DPO_GPU="0,a")
     with pytest.raises(ConfigError, match="MAIN_PROCESS_IP"):
         cfg(NUM_MACHINES=2, TRL_NUM_PROCESSES=2)
 

@@ -157,6 +157,8 @@ def main() -> None:
             "world_size": acc.num_processes,
             "distributed_type": str(acc.distributed_type).split(".")[-1],
             "model_dtype": str(dtype).replace("torch.", ""),
+            "torch_threads": torch.get_num_threads(),
+            "ref_model_dtype": str(acc.unwrap_model(trainer.ref_model).dtype).replace("torch.", "") if trainer.ref_model else None,
             "lora_merged": peft_config is not None,
             "peak_rss_mib_per_process": [round(p[0], 1) for p in peaks],
             "peak_gpu_mib_per_process": [round(p[1], 1) for p in peaks],

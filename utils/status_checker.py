@@ -226,9 +226,9 @@ def check_gpus(cfg: Config | None) -> Check:
         return Check("GPUs", "ok", "no GPU: every stage runs on the CPU (fine for the embedded solver)")
     text = ", ".join(f"{g.index}: {g.name} {g.memory_free_mib / 1024:.0f}/{g.memory_total_mib / 1024:.0f} GiB free" for g in gpus)
     busy = [g.index for g in gpus if g.memory_free_mib < 0.5 * g.memory_total_mib]
-    if cfg is not None and cfg.TRL_NUM_PROCESSES > len(gpus):
-        return Check("GPUs", "fail", f"TRL_NUM_PROCESSES={cfg.TRL_NUM_PROCESSES} but only {len(gpus)} GPU(s): {text}",
-                     f"set TRL_NUM_PROCESSES to at most {len(gpus)}")
+    if cfg is not None and cfg.TRL_NUM_PROCESSES // cfg.NUM_MACHINES > len(gpus):
+        return Check("GPUs", "fail", f"TRL_NUM_PROCESSES={cfg.TRL_NUM_PROCESSES} on {cfg.NUM_MACHINES} machine(s) but only "
+                     f"{len(gpus)} GPU(s) here: {text}", f"set TRL_NUM_PROCESSES to at most {len(gpus) * cfg.NUM_MACHINES}")
     if busy:
         return Check("GPUs", "warn", f"GPU(s) {busy} less than half free (another process uses them): {text}",
                      "see `nvidia-smi` for the processes, or pick other GPUs with PHYSICAL_SOLVER_GPU")
