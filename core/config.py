@@ -98,6 +98,20 @@ class Config:
     TRL_MAX_LENGTH: int = _f(1024, "Longest prompt+completion in tokens; longer pairs are truncated by TRL.", minimum=8)
     TRL_SAVE_STEPS: int = _f(0, "Save a resumable TRL checkpoint every N steps (0: only the final model).", minimum=0)
     TRL_ACCUMULATE_ROUNDS: bool = _f(True, "Train on the pairs of every round so far (true) or only the current round (false).")
+    TRL_DISTRIBUTED: str = _f("auto", "Launch preset written as training_runs/rX/accelerate_config.yaml: `auto` (fsdp on several GPUs, single on one, ddp for several CPU processes), `single`, `ddp`, `fsdp` (FSDP2) or `deepspeed` (ZeRO-3; needs `pip install deepspeed`).", choices=("auto", "single", "ddp", "fsdp", "deepspeed"))
+    PHYSICAL_DPO_GPU: str = _f("", "Comma-separated GPU ids training uses; empty uses every visible GPU (or the CPU).")
+    TRL_GRADIENT_CHECKPOINTING: bool = _f(False, "Recompute activations in the backward pass (FSDP activation checkpointing under fsdp): less memory, about a third more compute.")
+    TRL_REF_MODEL: str = _f("previous", "DPO reference: `previous` (the round's starting solver), `initial` (the first solver) or `none` (only with reference-free losses, TRL_LOSS_TYPE=sft: no reference model is kept).", choices=("previous", "initial", "none"))
+    TRL_PRECOMPUTE_REF_LOG_PROBS: bool = _f(False, "Compute the reference log-probs once before training and drop the reference model (saves its memory; not with fsdp, trl issue 6470).")
+    TRL_REPORT_TO: str = _f("none", "Comma list of trackers TRL reports to: none, tensorboard, wandb, trackio (logs under training_runs/rX/; tracker keys from the environment only).")
+    TRL_LORA_R: int = _f(0, "LoRA rank (peft); 0 trains every weight. The adapter is merged into the model before it leaves the stage.", minimum=0)
+    TRL_LORA_ALPHA: int = _f(16, "LoRA alpha (scale alpha/r).", minimum=1)
+    TRL_LORA_TARGET_MODULES: str = _f("all-linear", "Comma list of module names LoRA adapts, or `all-linear`.")
+    NUM_MACHINES: int = _f(1, "Machines training runs on; above 1 the stage starts the others' launches (srun in a Slurm allocation, else ssh to TRAIN_HOSTS).", minimum=1)
+    MACHINE_RANK: int = _f(0, "This machine's rank among NUM_MACHINES (0 is the one running the loop).", minimum=0)
+    MAIN_PROCESS_IP: str = _f("", "Address of machine rank 0, reachable from every machine (required when NUM_MACHINES > 1).")
+    MAIN_PROCESS_PORT: int = _f(0, "Rendezvous port on MAIN_PROCESS_IP; 0 picks a free one (single machine only).", minimum=0, maximum=65535)
+    TRAIN_HOSTS: str = _f("", "Comma list of the other machines' hosts for ssh (ranks 1..NUM_MACHINES-1, in order); empty inside Slurm uses srun.")
 
     # --- embedded default: evaluation and warm start ---
     HELDOUT_K: int = _f(4, "Samples per held-out question for Mean@k (greedy accuracy is measured too); 0 skips evaluation.", minimum=0)
@@ -150,6 +164,24 @@ class Config:
             n = len(terms)
             raise ConfigError(f"TRL_LOSS_WEIGHTS: expected {n} weight{'s' if n > 1 else ''} (one per TRL_LOSS_TYPE term), "
                               f"got {self.TRL_LOSS_WEIGHTS!r}")
+        trackers = {t.strip() for t in self.TRL_REPORT_TO.split(",") if t.strip()}
+        if trackers - {"none", "tensorboard", "wandb", "trackio"}:
+            raise ConfigError(f"TRL_REPORT_TO: expected a comma list of none, tensorboard, wandb, trackio; got {self.TRL_REPORT_TO!r}")
+        if any(not g.strip().isdigit() for g in self.PHYSICAL_DPO_GPU.split(",") if self.PHYSICAL_DPO_GPU):
+            raise ConfigError(f"PHYSICAL_DPO_GPU: expected comma-separated GPU ids, got {self.PHYSICAL_DPO_GPU!r}")
+        if self.TRL_REF_MODEL == "none" and set(terms) - {"sft"}:
+            raise ConfigError(f"TRL_REF_MODEL: `none` needs reference-free losses (TRL_LOSS_TYPE=sft), got {self.TRL_LOSS_TYPE!r}")
+        if self.TRL_LORA_R and self.TRL_DISTRIBUTED in ("fsdp", "deepspeed"):
+            raise ConfigError(f"TRL_LORA_R: LoRA is supported with TRL_DISTRIBUTED=single or ddp, not {self.TRL_DISTRIBUTED} "
+                              "(an 8B bf16 base with LoRA fits one 80 GB GPU; use ddp)")
+        if self.NUM_MACHINES > 1:
+            if not self.MAIN_PROCESS_IP or not self.MAIN_PROCESS_PORT:
+                raise ConfigError("MAIN_PROCESS_IP, MAIN_PROCESS_PORT: required when NUM_MACHINES > 1")
+            if self.MACHINE_RANK >= self.NUM_MACHINES:
+                raise ConfigError(f"MACHINE_RANK: expected a value < NUM_MACHINES={self.NUM_MACHINES}, got {self.MACHINE_RANK}")
+            if self.TRL_NUM_PROCESSES % self.NUM_MACHINES:
+                raise ConfigError(f"TRL_NUM_PROCESSES: expected a multiple of NUM_MACHINES={self.NUM_MACHINES} (processes in all), "
+                                  f"got {self.TRL_NUM_PROCESSES}")
         if self.TRL_ACCELERATE_CONFIG and not Path(self.TRL_ACCELERATE_CONFIG).is_file():
             raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
         if self.SOLVER_MODEL_PATH and not (Path(self.SOLVER_MODEL_PATH) / "config.json").is_file():
