@@ -321,6 +321,8 @@ class LLMTeacher:
                 why = f"no answer within TEACHER_TIMEOUT={self.timeout:g}s"
             except openai.APIConnectionError as exc:
                 why = f"connection failed ({self._scrub(str(exc.__cause__ or exc))[:200]})"
+            except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
+                why = f"malformed response body ({str(exc)[:120]})"
             else:
                 choice = resp.choices[0] if resp.choices else None
                 text = (choice.message.content if choice and choice.message else None) or ""

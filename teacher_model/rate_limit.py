@@ -18,7 +18,7 @@ from aiolimiter import AsyncLimiter
 
 
 class RateLimits:
-    def __init__(self, max_rpm: int = 0, max_tpm: int = 0):
+    def __init__(self, max_rpm: int = 0, max_tpm: int = 0, period_s: float = 60.0):
         self.max_rpm, self.max_tpm = max_rpm, max_tpm
         self._loop: asyncio.AbstractEventLoop | None = None
         if not (max_rpm or max_tpm):
@@ -27,7 +27,8 @@ class RateLimits:
         threading.Thread(target=self._loop.run_forever, name="teacher-rate-limit", daemon=True).start()
 
         async def build():
-            return (AsyncLimiter(max_rpm, 60) if max_rpm else None, AsyncLimiter(max_tpm, 60) if max_tpm else None)
+            return (AsyncLimiter(max_rpm, period_s) if max_rpm else None,
+                    AsyncLimiter(max_tpm, period_s) if max_tpm else None)
 
         self._rpm, self._tpm = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
 

@@ -5,9 +5,12 @@ real `openai` client talks to it unchanged:
 
     with TeacherServer(responder=lambda req: '{"correct": true, "reason": "ok"}') as server:
         server.fail_next(500, 429)          # the next two requests fail, then the responder answers
+        server.fail_next(DROP, MALFORMED)   # a dropped connection, then a 200 whose body is not JSON
+        server.pause(); server.resume()     # hold every answer (to kill a client between answers)
         client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         ...
-        server.requests                     # every request seen: method, path, headers (lower-case), json
+        server.requests                     # every request seen: method, path, headers (lower-case), json,
+                                            # and once answered: status, answered (time)
 
     python tests/teacher_server.py --port 8000 --model teacher   # by hand, for utils/status_checker.py
 """
@@ -22,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Responder = Callable[[dict], str]
+DROP = -1  # close the connection without an answer
+MALFORMED = -2  # answer 200 with a body that is not JSON
 
 ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
                429: "RateLimitError", 500: "InternalServerError", 503: "ServiceUnavailableError"}
@@ -40,6 +45,9 @@ class TeacherServer:
         self.model = model
         self.api_key = api_key  # when set, requests without `Authorization: Bearer <api_key>` get 401
         self.delay_s = delay_s
+        self.retry_after = "0"  # the Retry-After header of scripted 429s
+        self.open = threading.Event()  # cleared by pause(): answers wait until resume()
+        self.open.set()
         self.requests: list[dict] = []
         self._failures: list[tuple[int, float]] = []  # (status, delay): status 0 means "delay, then answer"
         self._lock = threading.Lock()
@@ -57,6 +65,12 @@ class TeacherServer:
         """The next `count` requests wait `seconds` before answering (to trip a client timeout)."""
         with self._lock:
             self._failures += [(0, seconds)] * count
+
+    def pause(self) -> None:
+        self.open.clear()
+
+    def resume(self) -> None:
+        self.open.set()
 
     @property
     def chat_requests(self) -> list[dict]:
@@ -131,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -140,14 +154,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
+            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (a timeout test): nothing to answer
+            return  # the client gave up (a timeout test): nothing to answer
+        rec = getattr(self, "_rec", None)
+        if rec is not None:
+            rec.update(status=status, answered=time.time())
 
     def _record(self, body: Any) -> None:
         state = self.server_state
+        self._rec = {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                     "json": body, "time": time.time()}
         with state._lock:
-            state.requests.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                   "json": body, "time": time.time()})
+            state.requests.append(self._rec)
 
     def _authorised(self) -> bool:
         key = self.server_state.api_key
@@ -189,9 +208,17 @@ class _Handler(BaseHTTPRequestHandler):
         delay = state.delay_s + (failure[1] if failure else 0.0)
         if delay:
             time.sleep(delay)
+        state.open.wait()
+        if failure and failure[0] == DROP:
+            self.close_connection = True
+            self.connection.shutdown(2)  # socket.SHUT_RDWR: the client sees the connection drop
+            return
+        if failure and failure[0] == MALFORMED:
+            self._send(200, b'{"id": "chatcmpl-broken", "choices": [{"mess')
+            return
         if failure and failure[0]:
             status = failure[0]
-            headers = {"Retry-After": "0"} if status == 429 else None
+            headers = {"Retry-After": state.retry_after} if status == 429 else None
             self._send(status, error_body(status, f"scripted failure {status}"), headers)
             return
         if body.get("model") != state.model:
