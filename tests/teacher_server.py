@@ -17,7 +17,9 @@ real `openai` client talks to it unchanged:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +36,37 @@ ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoun
 
 def default_responder(request: dict) -> str:
     return '{"correct": false, "reason": "scripted default"}'
+
+
+def _sum_question(text: str, shift: int) -> tuple[str, int] | None:
+    nums = [int(n) for n in re.findall(r"\d+", text)]
+    if len(nums) < 2:
+        return None
+    a, b = nums[0] + shift, nums[1] + 2 * shift
+    return f"{a}+{b}=?", a + b
+
+
+def socratic_responder(request: dict) -> str:
+    """A deterministic stand-in for a Teacher LLM on the arithmetic seeds: grades by comparing each attempt's
+    extracted answer with the reference, writes a shifted sum, passes re-checks of questions with a reference.
+    Every prompt of teacher_model/prompts.py gets an answer in the shape it asks for."""
+    prompt = request["messages"][-1]["content"]
+    first = request["messages"][1]["content"] if len(request["messages"]) > 1 else prompt
+    reference = (re.search(r"Reference answer:\s*(.+)", first) or [None, ""])[1].strip()
+    if "attempt(s):" in first:  # one request per question
+        extracted = re.findall(r"Extracted final answer: (.*)", first)
+        return json.dumps({"verdicts": [{"attempt": i, "correct": a.strip() == reference,
+                                         "error": "" if a.strip() == reference else f"{a.strip()} is not {reference}"}
+                                        for i, a in enumerate(extracted, 1)]})
+    if "Student's extracted final answer:" in first:
+        answer = re.search(r"Student's extracted final answer: (.*)", first)[1].strip()
+        return json.dumps({"correct": answer == reference, "reason": "compared", "error": "" if answer == reference else "wrong sum"})
+    if "check the problem itself" in first:
+        return json.dumps({"valid": bool(reference), "reason": "well posed" if reference else "no reference answer"})
+    problem = (re.search(r"Problem:\s*(.+)", first) or [None, ""])[1]
+    shift = 1 + int(hashlib.sha256(json.dumps(request.get("seed")).encode()).hexdigest(), 16) % 7
+    made = _sum_question(problem, shift) or (f"{shift}+{shift + 10}=?", 2 * shift + 10)
+    return json.dumps([{"question": made[0], "answer": str(made[1]), "solution": f"\\boxed{{{made[1]}}}"}])
 
 
 class TeacherServer:
