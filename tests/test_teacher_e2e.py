@@ -71,13 +71,15 @@ def test_sigkill_during_grading_then_rerun_repeats_no_answered_call(tmp_path, ti
     answered_keys = {request_key(r) for r in before}
     repeated = [r for r in after if request_key(r) in answered_keys]
     assert after and repeated == []
-    summary = json.loads((ws / "summary.json").read_text())
+    summary = json.loads((ws / "auto_training_summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds_done"] == [1, 2]
     for r in (1, 2):
         progress = json.loads((ws / f"round_{r:02d}_progress.json").read_text())["stages"]
         grade, enhance = progress["grade"]["stats"], progress["enhance"]["stats"]
         assert grade["teacher_usage"]["llm_verdicts"] > 0 and grade["ungraded"] == 0
-        assert enhance["written"] > 0 and enhance["teacher_usage"]["calls"] + enhance["teacher_usage"]["cache_hits"] > 0
+        # writing for learning/mastered questions, re-checks of too-difficult ones (cached after round 1)
+        assert enhance["teacher_usage"]["calls"] + enhance["teacher_usage"]["cache_hits"] > 0
+    assert json.loads((ws / "round_01_progress.json").read_text())["stages"]["enhance"]["stats"]["written"] > 0
     # round 1's grading after the resume answered the in-flight questions only; the rest came from the files
     usage_r1 = json.loads((ws / "round_01_progress.json").read_text())["stages"]["grade"]["stats"]["teacher_usage"]
     assert usage_r1["calls"] < 12 * 4
