@@ -46,16 +46,64 @@ def make_workspace(root: Path, server: TeacherServer, n: int, attempts: int, wor
     for q in questions:
         right = int(q["answer"])
         atts = [{"attempt_id": f"{q['id']}#r1a{k}", "question_id": q["id"], "round": 1,
-                 "text": f"Adding the units, then the tens, the total is \\boxed{{{right + k % 2}}}",
+                 "text": f"Attempt {k}: adding the units, then the tens, the total is \\boxed{{{right + k % 2}}}",
                  "answer": str(right + k % 2), "truncated": False, "num_tokens": 20} for k in range(attempts)]
         rows.append({"question_id": q["id"], "round": 1, "attempts": atts})
     append_jsonl(ctx.paths.trajectories(1), rows)
     return ctx
 
 
+class ServerProcess:
+    """The scripted server in its own process, as a real endpoint would be (not sharing our GIL)."""
+
+    def __init__(self, latency: float):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.model = "teacher-test"
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        server_py = Path(__file__).resolve().parent.parent / "tests" / "teacher_server.py"
+        self.proc = subprocess.Popen([sys.executable, str(server_py), "--port", str(self.port), "--socratic",
+                                      "--delay", str(latency)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc.stdout.readline()  # "serving ..." once it listens
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def client_ceiling(args, n: int = 640) -> dict:
+    """Requests per second of the bare openai client in `workers` threads against the same server: what this
+    machine allows at all (on a 2-core machine the client's own CPU, not the latency, is the limit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from openai import OpenAI
+
+    with ServerProcess(args.latency) as server:
+        client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0, http_client=httpx.Client(
+            limits=httpx.Limits(max_connections=args.workers + 4, max_keepalive_connections=args.workers + 4)))
+        messages = [{"role": "user", "content": "Problem:\n1+2=?\n\nReference answer:\n3"}]
+
+        def one(_):
+            client.chat.completions.create(model=server.model, messages=messages, temperature=0)
+
+        with ThreadPoolExecutor(args.workers) as pool:
+            list(pool.map(one, range(args.workers)))  # connections open
+            t0 = time.perf_counter()
+            list(pool.map(one, range(n)))
+        rate = n / (time.perf_counter() - t0)
+    ideal = args.workers / args.latency
+    return {"requests_per_s": round(rate, 1), "ideal": round(ideal, 1), "ratio": round(rate / ideal, 3)}
+
+
 def measure_unit(unit: str, args) -> dict:
-    with TeacherServer(responder=socratic_responder, delay_s=args.latency) as server, \
-            tempfile.TemporaryDirectory() as tmp:
+    with ServerProcess(args.latency) as server, tempfile.TemporaryDirectory() as tmp:
         ctx = make_workspace(Path(tmp), server, args.questions, args.attempts, args.workers, unit)
         ctx._teacher = LLMTeacher.from_config(ctx.cfg)
         t0 = time.perf_counter()
@@ -122,8 +170,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    results = {"settings": vars(args), "units": [measure_unit(u, args) for u in ("question", "attempt")],
-               "kill": repeats_after_kill(args)}
+    results = {"settings": vars(args), "client_ceiling": client_ceiling(args),
+               "units": [measure_unit(u, args) for u in ("question", "attempt")], "kill": repeats_after_kill(args)}
+    c = results["client_ceiling"]
+    print(f"bare openai client, {args.workers} threads: {c['requests_per_s']} requests/s of an ideal {c['ideal']} "
+          f"(ratio {c['ratio']:.2f}): this machine's ceiling")
     for row in results["units"]:
         print(f"{row['unit']:>8}: {row['graded_per_s']:7.1f} graded questions/s of an ideal {row['ideal_per_s']:.1f} "
               f"(ratio {row['ratio']:.2f}); per graded question {row['requests_per_question']} requests, "

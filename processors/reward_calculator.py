@@ -14,7 +14,6 @@ questions are ungraded; any re-run of the stage grades just those.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -50,7 +49,6 @@ def run_grading(ctx: RunContext, r: int) -> dict:
     log.info("grade r%d: %d questions with the %s teacher (%d already graded)", r, len(trajectories), teacher.name, len(done))
     t0 = time.time()
     before = teacher_stats(teacher)
-    lock = threading.Lock()
     ungraded: dict[str, str] = {}
 
     def grade_one(row: dict) -> dict | None:
@@ -64,10 +62,7 @@ def run_grading(ctx: RunContext, r: int) -> dict:
             return None
         if len(verdicts) != len(row["attempts"]):
             raise ValueError(f"teacher {teacher.name} returned {len(verdicts)} verdicts for {len(row['attempts'])} attempts of {q['id']}")
-        rec = score(q["id"], r, verdicts)
-        with lock:
-            append_jsonl(out, [rec])
-        return rec
+        return score(q["id"], r, verdicts)
 
     if todo:
         bar = tqdm(total=len(trajectories), initial=len(done), desc=f"round {r} grade", unit="q", dynamic_ncols=True)
@@ -85,9 +80,12 @@ def run_grading(ctx: RunContext, r: int) -> dict:
                     if not pending:
                         break
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        if fut.result() is not None:
-                            bar.update(1)
+                    # One fsync'd append for every question finished meanwhile; a kill before it loses
+                    # no paid call: their Teacher answers are in the call cache already.
+                    recs = [rec for rec in (fut.result() for fut in finished) if rec is not None]
+                    if recs:
+                        append_jsonl(out, recs)
+                        bar.update(len(recs))
             finally:
                 for fut in pending:
                     fut.cancel()

@@ -44,6 +44,9 @@ class CallCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._records: dict[str, dict] = {}
+        self._fd: int | None = None
+        self._sync_lock = threading.Lock()
+        self._written = self._synced = 0
         self._load()
 
     def _load(self) -> None:
@@ -75,11 +78,27 @@ class CallCache:
         return self._records.get(key)
 
     def put(self, key: str, text: str, usage: dict | None = None) -> None:
+        """Append one answered call; returns once its line is on disk. Concurrent callers share fsyncs
+        (group commit): one flush covers every line written before it started."""
         rec = {"key": key, "text": text, "usage": usage or {}}
         line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
-            with open(self.path, "ab") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(self._fd, line)  # one write of a whole line with O_APPEND: lines never interleave
             self._records[key] = rec
+            self._written += 1
+            mine, fd = self._written, self._fd
+        with self._sync_lock:
+            if self._synced >= mine:
+                return  # a flush that started after our write already covered it
+            with self._lock:
+                upto = self._written
+            os.fsync(fd)
+            self._synced = upto
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

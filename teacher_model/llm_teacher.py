@@ -25,6 +25,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 WRITE_TEMPERATURE = 0.7
+AGREEMENT_SAMPLE_EVERY = 8  # GRADING_MODE=llm: one attempt in 8 (by a hash of its id) is also checked by math-verify
 BACKOFF_MAX_S = 60.0
 
 
@@ -374,7 +376,9 @@ class LLMTeacher:
         rule: list[bool | None] = []
         undecided: list[int] = []
         for i, att in enumerate(attempts):
-            matched = att.get("answer") is not None and answers_match(att["answer"], reference)
+            # In `llm` mode math-verify decides nothing; it runs on a fixed sample only, for the agreement figure.
+            checked = self.grading_mode != "llm" or zlib.crc32(att["attempt_id"].encode()) % AGREEMENT_SAMPLE_EVERY == 0
+            matched = checked and att.get("answer") is not None and answers_match(att["answer"], reference)
             empty = att.get("answer") is None and bool(att.get("truncated"))
             rule.append(True if matched else False if empty else None)
             if self.grading_mode == "rule" or (self.grading_mode == "hybrid" and rule[i] is not None):

@@ -269,8 +269,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve a scripted Teacher on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default="teacher-test")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer (a fixed latency)")
+    parser.add_argument("--socratic", action="store_true", help="answer every Teacher prompt (socratic_responder)")
     args = parser.parse_args()
-    server = TeacherServer(model=args.model).start(args.port)
+    responder = socratic_responder if args.socratic else default_responder
+    server = TeacherServer(responder=responder, model=args.model, delay_s=args.delay).start(args.port)
     print(f"serving {args.model} at {server.base_url} (Ctrl+C to stop)", flush=True)
     try:
         threading.Event().wait()

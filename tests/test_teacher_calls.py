@@ -56,7 +56,8 @@ def test_question_unit_grades_all_undecided_attempts_in_one_request(tmp_path):
     assert stats["rule_verdicts"] == 1 and stats["llm_verdicts"] == 2 and stats["calls"] == 1
 
 
-def test_question_unit_reasks_say_what_was_wrong_and_llm_mode_measures_agreement(tmp_path):
+def test_question_unit_reasks_say_what_was_wrong_and_llm_mode_measures_agreement(tmp_path, monkeypatch):
+    monkeypatch.setattr("prosetting.teacher_model.llm_teacher.AGREEMENT_SAMPLE_EVERY", 1)  # check every attempt
     replies = iter([verdicts_reply((1, True, "")),  # attempt 2 missing: strict schema
                     verdicts_reply((1, True, ""), (2, False, "wrong carry"))])
     with TeacherServer(responder=lambda req: next(replies)) as server:
