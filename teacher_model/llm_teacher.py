@@ -229,7 +229,8 @@ class LLMTeacher:
 
     def __init__(self, client: OpenAI, model: str, base_url: str, max_retries: int = 3, timeout: float = 120.0,
                  backoff_s: float = 1.0, secret: str = "", cache: CallCache | None = None,
-                 limits: RateLimits | None = None, grading_mode: str = "hybrid", grading_unit: str = "question"):
+                 limits: RateLimits | None = None, grading_mode: str = "hybrid", grading_unit: str = "question",
+                 max_tokens: int = 0):
         self.client = client
         self.model = model
         self.base_url = base_url
@@ -240,6 +241,7 @@ class LLMTeacher:
         self.limits = limits or RateLimits()
         self.grading_mode = grading_mode
         self.grading_unit = grading_unit
+        self.max_tokens = max_tokens  # 0: the endpoint's default
         self._secret = secret  # only to scrub it from server messages we repeat
         self._jitter = random.Random()
         self._stats: Counter = Counter()
@@ -263,7 +265,7 @@ class LLMTeacher:
         return cls(client, cfg.TEACHER_MODEL_NAME, cfg.TEACHER_BASE_URL, max_retries=cfg.TEACHER_MAX_RETRIES,
                    timeout=cfg.TEACHER_TIMEOUT, backoff_s=backoff_s, secret=cfg.TEACHER_API_KEY,
                    cache=CallCache(cache_dir), limits=RateLimits(cfg.TEACHER_MAX_RPM, cfg.TEACHER_MAX_TPM),
-                   grading_mode=cfg.GRADING_MODE, grading_unit=cfg.TEACHER_GRADING_UNIT)
+                   grading_mode=cfg.GRADING_MODE, grading_unit=cfg.TEACHER_GRADING_UNIT, max_tokens=cfg.TEACHER_MAX_TOKENS)
 
     # --- accounting ---------------------------------------------------------------------------
     def count(self, **amounts: int) -> None:
@@ -298,16 +300,17 @@ class LLMTeacher:
     def complete(self, messages: list[dict], what: str, temperature: float = 0.0, seed: int | None = None) -> str:
         """The answer text of one chat completion: from the cache when it was answered before, else from
         the endpoint (within the rate limits, transport failures retried with backoff), then cached."""
-        key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed)
+        params = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.count(cache_hits=1)
             return hit["text"]
-        extra = {"seed": seed} if seed is not None else {}
+        extra = {**params, **({"seed": seed} if seed is not None else {})}
         tries = self.max_retries + 1
         why = ""
         for tried in range(1, tries + 1):
             retry_after = None
-            self.limits.acquire(estimate_tokens(messages))
+            self.limits.acquire(estimate_tokens(messages, self.max_tokens or 512))
             try:
                 resp = self.client.chat.completions.create(model=self.model, messages=messages,
                                                            temperature=temperature, **extra)
