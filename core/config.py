@@ -71,6 +71,8 @@ class Config:
     GRADING_MODE: str = _f("hybrid", "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).", choices=("rule", "hybrid", "llm"))
     TEACHER_GRADING_UNIT: str = _f("question", "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per attempt).", choices=("question", "attempt"))
     TEACHER_MAX_TOKENS: int = _f(0, "Most tokens in one Teacher answer (max_tokens); 0 leaves it to the endpoint.", minimum=0)
+    TEACHER_BATCH_API: bool = _f(False, "Send each Teacher stage's first requests through the endpoint's Files and Batches API (often half the price), then finish with ordinary calls.")
+    TEACHER_BATCH_POLL_SECONDS: float = _f(30.0, "Seconds between polls of a submitted Teacher batch.", minimum=0.01)
     TEACHER_CACHE_DIR: str = _f("", "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one across runs to never pay for a call twice.")
     TEACHER_MAX_RPM: int = _f(0, "Most Teacher requests per minute, shared by grading and writing; 0 means no limit.", minimum=0)
     TEACHER_MAX_TPM: int = _f(0, "Most Teacher tokens per minute (prompt estimate plus 512 for the answer); 0 means no limit.", minimum=0)

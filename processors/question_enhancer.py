@@ -24,7 +24,7 @@ from tqdm import tqdm
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
 from prosetting.managers.question_manager import build_next_pool
-from prosetting.teacher_model import teacher_stats, usage_since
+from prosetting.teacher_model import prompts, teacher_stats, usage_since
 from prosetting.teacher_model.base import WriteRequest
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ def make_request(question: dict, reward: dict, attempts: list[dict], count: int,
             failed_attempt = {**failed_attempt, "error_analysis": wrong[failed_attempt["attempt_id"]]["error"]}
     return WriteRequest(question=question, zone=zone, success_rate=reward["success_rate"],
                         failed_attempt=failed_attempt, count=count, rng=rng)
+
+
+def recheck_request(question: dict) -> list[dict]:
+    return prompts.recheck_messages(question)
 
 
 def run_enhancement(ctx: RunContext, r: int) -> dict:
@@ -72,6 +76,14 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     log.info("enhance r%d: %d questions to write from with the %s teacher (%d already written)",
              r, len(jobs), teacher.name, len(done))
     lock = threading.Lock()
+    batch_stats = {}
+    if jobs and cfg.TEACHER_BATCH_API and hasattr(teacher, "writing_request"):
+        from prosetting.teacher_model.batch import prefetch
+
+        requests = [teacher.writing_request(req) if req is not None else (recheck_request(q), 0.0, None)
+                    for _, q, req in jobs]
+        batch_stats = prefetch(teacher, [x for x in requests if x is not None],
+                               paths.data / f"round_{r:02d}_enhance_batch.json", cfg.TEACHER_BATCH_POLL_SECONDS)
 
     def write_one(job) -> None:
         index, q, req = job
@@ -116,7 +128,7 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         key = str((q.get("meta") or {}).get("level", "n/a"))
         levels[key] = levels.get(key, 0) + 1
     stats = {"written": len(new_questions), "next_pool": len(pool), **counts, "next_pool_levels": levels,
-             "dropped_flawed": len(dropped), "seconds": round(time.time() - t0, 1)}
+             "dropped_flawed": len(dropped), **batch_stats, "seconds": round(time.time() - t0, 1)}
     usage = usage_since(teacher, before, cfg)
     if usage:
         stats["teacher_usage"] = usage

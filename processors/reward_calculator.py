@@ -64,6 +64,13 @@ def run_grading(ctx: RunContext, r: int) -> dict:
             raise ValueError(f"teacher {teacher.name} returned {len(verdicts)} verdicts for {len(row['attempts'])} attempts of {q['id']}")
         return score(q["id"], r, verdicts)
 
+    batch_stats = {}
+    if todo and ctx.cfg.TEACHER_BATCH_API and hasattr(teacher, "grading_requests"):
+        from prosetting.teacher_model.batch import prefetch
+
+        requests = [req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])]
+        batch_stats = prefetch(teacher, requests, paths.data / f"round_{r:02d}_grade_batch.json",
+                               ctx.cfg.TEACHER_BATCH_POLL_SECONDS)
     if todo:
         bar = tqdm(total=len(trajectories), initial=len(done), desc=f"round {r} grade", unit="q", dynamic_ncols=True)
         workers = max(1, ctx.cfg.TEACHER_CONCURRENT_WORKERS)
@@ -114,6 +121,7 @@ def run_grading(ctx: RunContext, r: int) -> dict:
         "zones": zones,
         "teacher": teacher.name,
         "ungraded": len(ungraded),
+        **batch_stats,
         "seconds": round(time.time() - t0, 1),
     }
     usage = usage_since(teacher, before, ctx.cfg)

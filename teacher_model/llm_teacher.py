@@ -374,6 +374,24 @@ class LLMTeacher:
         most of the cost once the solver is good; in `llm` the Teacher judges it too and the two are compared
         (the agreement in the round's stats). The Teacher's error analysis of an incorrect attempt is kept in
         `error`: the question writer aims at it."""
+        verdicts, rule, undecided = self._rule_pass(question, attempts)
+        self.count(rule_verdicts=len(attempts) - len(undecided))
+        if undecided:
+            todo = [attempts[i] for i in undecided]
+            judged = (self._grade_question(question, todo) if self.grading_unit == "question"
+                      else [self._grade_attempt(question, a) for a in todo])
+            for i, v in zip(undecided, judged, strict=True):
+                verdicts[i] = v
+                if v["by"] == "llm":
+                    self.count(llm_verdicts=1)
+                    if rule[i] is not None:
+                        self.count(both_judged=1, agreed=int(rule[i] == v["correct"]))
+                else:
+                    self.count(fallback_verdicts=1)
+        return verdicts  # type: ignore[return-value]
+
+    def _rule_pass(self, question: dict, attempts: list[dict]) -> tuple[list, list, list[int]]:
+        """(verdicts the rule decides, the rule's view of each attempt, indexes left to the Teacher)."""
         reference = str(question["answer"])
         verdicts: list[dict | None] = [None] * len(attempts)
         rule: list[bool | None] = []
@@ -390,20 +408,27 @@ class LLMTeacher:
                 verdicts[i] = {"attempt_id": att["attempt_id"], "correct": bool(matched), "reason": reason, "by": "rule"}
             else:
                 undecided.append(i)
-        self.count(rule_verdicts=len(attempts) - len(undecided))
-        if undecided:
-            todo = [attempts[i] for i in undecided]
-            judged = (self._grade_question(question, todo) if self.grading_unit == "question"
-                      else [self._grade_attempt(question, a) for a in todo])
-            for i, v in zip(undecided, judged, strict=True):
-                verdicts[i] = v
-                if v["by"] == "llm":
-                    self.count(llm_verdicts=1)
-                    if rule[i] is not None:
-                        self.count(both_judged=1, agreed=int(rule[i] == v["correct"]))
-                else:
-                    self.count(fallback_verdicts=1)
-        return verdicts  # type: ignore[return-value]
+        return verdicts, rule, undecided
+
+    def grading_requests(self, question: dict, attempts: list[dict]) -> list[tuple[list[dict], float, int | None]]:
+        """The first request(s) grading would send for this question (messages, temperature, seed): for the Batch API."""
+        _, _, undecided = self._rule_pass(question, attempts)
+        todo = [attempts[i] for i in undecided]
+        if not todo:
+            return []
+        if self.grading_unit == "question":
+            return [(prompts.grade_question_messages(question, todo), 0.0, None)]
+        return [(prompts.grade_messages(question, a), 0.0, None) for a in todo]
+
+    def writing_request(self, request: WriteRequest) -> tuple[list[dict], float, int | None] | None:
+        """The first request write_questions would send (its seed drawn from a copy of the request's rng)."""
+        if request.zone not in ("learning", "mastered") or request.count <= 0:
+            return None
+        rng = random.Random()
+        rng.setstate(request.rng.getstate())
+        messages = prompts.write_messages(request.zone, request.question, request.success_rate,
+                                          request.failed_attempt, request.count)
+        return messages, WRITE_TEMPERATURE, rng.randrange(2**31)
 
     @staticmethod
     def _llm_verdict(att: dict, correct: bool, reason: str, error: str) -> dict:

@@ -7,6 +7,7 @@ real `openai` client talks to it unchanged:
         server.fail_next(500, 429)          # the next two requests fail, then the responder answers
         server.fail_next(DROP, MALFORMED)   # a dropped connection, then a 200 whose body is not JSON
         server.pause(); server.resume()     # hold every answer (to kill a client between answers)
+        server.batch_failures = {2}         # /v1/files, /v1/batches: line 2 of the next batch fails
         client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         ...
         server.requests                     # every request seen: method, path, headers (lower-case), json,
@@ -17,6 +18,7 @@ real `openai` client talks to it unchanged:
 
 from __future__ import annotations
 
+import email
 import hashlib
 import json
 import re
@@ -82,6 +84,10 @@ class TeacherServer:
         self.open = threading.Event()  # cleared by pause(): answers wait until resume()
         self.open.set()
         self.requests: list[dict] = []
+        self.files: dict[str, bytes] = {}  # /v1/files: id -> content
+        self.batches: dict[str, dict] = {}  # /v1/batches: id -> batch object
+        self.batch_seconds = 0.3  # how long a batch stays in_progress
+        self.batch_failures: set[int] = set()  # line numbers (0-based) of a batch answered with an error
         self._failures: list[tuple[int, float]] = []  # (status, delay): status 0 means "delay, then answer"
         self._lock = threading.Lock()
         self._counter = 0
@@ -104,6 +110,45 @@ class TeacherServer:
 
     def resume(self) -> None:
         self.open.set()
+
+    # --- the Files and Batches API -----------------------------------------------------------
+    def _new_id(self, prefix: str) -> str:
+        with self._lock:
+            self._counter += 1
+            return f"{prefix}-{self._counter:06d}"
+
+    def add_file(self, content: bytes) -> dict:
+        file_id = self._new_id("file")
+        self.files[file_id] = content
+        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                "filename": f"{file_id}.jsonl", "purpose": "batch", "status": "processed"}
+
+    def create_batch(self, body: dict) -> dict:
+        batch_id = self._new_id("batch")
+        batch = {"id": batch_id, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+                 "input_file_id": body.get("input_file_id"), "completion_window": body.get("completion_window", "24h"),
+                 "status": "in_progress", "created_at": int(time.time()), "output_file_id": None, "error_file_id": None,
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+        self.batches[batch_id] = batch
+        threading.Timer(self.batch_seconds, self._run_batch, args=(batch_id,)).start()
+        return batch
+
+    def _run_batch(self, batch_id: str) -> None:
+        batch = self.batches[batch_id]
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        out, errors = [], []
+        for i, line in enumerate(lines):
+            if i in self.batch_failures:
+                errors.append({"id": f"req-{i}", "custom_id": line["custom_id"], "response": None,
+                               "error": {"code": "server_error", "message": "scripted batch failure"}})
+            else:
+                out.append({"id": f"req-{i}", "custom_id": line["custom_id"], "error": None,
+                            "response": {"status_code": 200, "body": self._completion(line["body"])}})
+        dump = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()  # noqa: E731
+        batch.update(status="completed", completed_at=int(time.time()),
+                     output_file_id=self.add_file(dump(out))["id"] if out else None,
+                     error_file_id=self.add_file(dump(errors))["id"] if errors else None,
+                     request_counts={"total": len(lines), "completed": len(out), "failed": len(errors)})
 
     @property
     def chat_requests(self) -> list[dict]:
@@ -215,9 +260,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(None)
         if not self._authorised():
             return
-        if self.path.rstrip("/") in ("/v1/models", "/models"):
+        state, path = self.server_state, self.path.rstrip("/")
+        if path in ("/v1/models", "/models"):
             model = {"id": self.server_state.model, "object": "model", "created": 0, "owned_by": "prosetting-tests"}
             self._send(200, {"object": "list", "data": [model]})
+        elif path.startswith("/v1/batches/") and path.split("/")[-1] in state.batches:
+            self._send(200, state.batches[path.split("/")[-1]])
+        elif path.startswith("/v1/files/") and path.endswith("/content") and path.split("/")[-2] in state.files:
+            self._send(200, state.files[path.split("/")[-2]])
         else:
             self._send(404, error_body(404, f"no route {self.path}"))
 
@@ -225,6 +275,13 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server_state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if self.path.rstrip("/") == "/v1/files":  # multipart upload of a batch input file
+            self._record({"upload": len(raw)})
+            if self._authorised():
+                message = email.message_from_bytes(b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+                parts = [p for p in message.get_payload() if p.get_param("name", header="content-disposition") == "file"]
+                self._send(200, state.add_file(parts[0].get_payload(decode=True)))
+            return
         try:
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
@@ -233,6 +290,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._record(body)
         if not self._authorised():
+            return
+        if self.path.rstrip("/") == "/v1/batches":
+            self._send(200, state.create_batch(body))
             return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, error_body(404, f"no route {self.path}"))

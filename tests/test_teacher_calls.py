@@ -22,7 +22,7 @@ from prosetting.teacher_model import prompts
 from prosetting.teacher_model.call_cache import CACHE_FILE, CallCache
 from prosetting.teacher_model.llm_teacher import LLMTeacher, TeacherError
 from prosetting.teacher_model.rate_limit import RateLimits
-from tests.teacher_server import DROP, MALFORMED, TeacherServer
+from tests.teacher_server import DROP, MALFORMED, TeacherServer, socratic_responder
 
 QUESTION = {"id": "q1", "question": "What is 17+25?", "answer": "42", "solution": "\\boxed{42}"}
 
@@ -183,3 +183,33 @@ def test_gsm8k_and_math_rows_read_the_same_for_training_and_evaluation(tmp_path)
     pool, bench = load_questions_file(path), load_benchmark(path)
     assert [q["answer"] for q in pool] == [q["answer"] for q in bench] == ["1072", "\\frac{1}{2}", "2"]
     assert pool[0]["solution"] == "48+24 = 72" and pool[1]["solution"] == rows[1]["solution"]
+
+
+def test_batch_api_answers_the_stage_and_a_killed_poll_resumes_the_same_batch(tmp_path, monkeypatch):
+    import prosetting.teacher_model.batch as batch_module
+
+    with TeacherServer(responder=socratic_responder) as server:
+        ctx = stage_ctx(tmp_path, server, TEACHER_BATCH_API="true", TEACHER_BATCH_POLL_SECONDS="0.05")
+        server.batch_failures = {3}  # one line of the batch fails: an ordinary call answers it
+        server.batch_seconds = 0.5
+
+        def killed(seconds):  # the process dies during its first poll, after the batch id was saved
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(batch_module.time, "sleep", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_grading(ctx, 1)
+        state = json.loads((ctx.paths.data / "round_01_grade_batch.json").read_text())
+        assert list(server.batches) == [state["batch_id"]] and server.chat_requests == []
+        monkeypatch.undo()
+
+        ctx._teacher = LLMTeacher.from_config(ctx.cfg, backoff_s=0.01)  # a new process: empty counters
+        stats = run_grading(ctx, 1)
+        uploads = [r for r in server.requests if r["path"] == "/v1/files"]
+    assert len(uploads) == 1 and len(server.batches) == 1  # resumed by polling, never submitted again
+    assert stats["questions"] == 10 and stats["batch_requests"] == 10 and stats["batch_answered"] == 9
+    assert len(server.chat_requests) == 1 and stats["teacher_usage"]["batch_calls"] == 9
+    assert stats["teacher_usage"]["cache_hits"] == 9 and stats["teacher_usage"]["calls"] == 1
+    assert not (ctx.paths.data / "round_01_grade_batch.json").exists()
+    body = json.loads(server.files[state["input_file_id"]].decode().splitlines()[0])
+    assert body["url"] == "/v1/chat/completions" and body["body"]["model"] == server.model
