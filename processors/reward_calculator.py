@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
-from prosetting.teacher_model.llm_teacher import TeacherError
 from prosetting.teacher_model import teacher_stats, usage_since
 from prosetting.teacher_model.base import zone_of
+from prosetting.teacher_model.llm_teacher import TeacherError
 
 log = logging.getLogger(__name__)
 

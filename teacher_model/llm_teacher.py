@@ -34,9 +34,9 @@ from openai import OpenAI
 
 from prosetting.collectors.data_normalizer import extract_boxed
 from prosetting.teacher_model import prompts
+from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.call_cache import CallCache, call_key
 from prosetting.teacher_model.rate_limit import RateLimits, estimate_tokens
-from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.rule_teacher import answers_match
 
 log = logging.getLogger(__name__)
