@@ -17,6 +17,8 @@ import logging
 import time
 from pathlib import Path
 
+import openai
+
 from prosetting.core.io import atomic_write_json, read_json
 from prosetting.teacher_model import prompts
 from prosetting.teacher_model.call_cache import call_key
@@ -47,9 +49,15 @@ def prefetch(teacher, requests: list[tuple[list[dict], float, int | None]], stat
         if not lines:
             return {"batch_requests": 0}
         data = "".join(json.dumps(line) + "\n" for line in lines.values()).encode()
-        upload = teacher.client.files.create(file=(state_path.stem + ".jsonl", io.BytesIO(data)), purpose="batch")
-        batch = teacher.client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                              completion_window="24h")
+        try:
+            upload = teacher.client.files.create(file=(state_path.stem + ".jsonl", io.BytesIO(data)), purpose="batch")
+            batch = teacher.client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h")
+        except (openai.NotFoundError, openai.BadRequestError) as exc:
+            log.warning("teacher endpoint %s refused the Batches API (HTTP %s); these %d requests become ordinary "
+                        "calls. Set TEACHER_BATCH_API=false for endpoints without it (vLLM, SGLang)",
+                        teacher.base_url, exc.status_code, len(lines))
+            return {"batch_requests": 0}
         state = {"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines)}
         atomic_write_json(state_path, state)  # before the first poll: a resume polls this batch
         log.info("teacher batch %s submitted: %d requests (state in %s)", batch.id, len(lines), state_path)

@@ -277,7 +277,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         if self.path.rstrip("/") == "/v1/files":  # multipart upload of a batch input file
             self._record({"upload": len(raw)})
-            if self._authorised():
+            if state.files is None:  # scripted: an endpoint without the Files API
+                self._send(404, error_body(404, f"no route {self.path}"))
+            elif self._authorised():
                 message = email.message_from_bytes(b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
                 parts = [p for p in message.get_payload() if p.get_param("name", header="content-disposition") == "file"]
                 self._send(200, state.add_file(parts[0].get_payload(decode=True)))

@@ -213,3 +213,13 @@ def test_batch_api_answers_the_stage_and_a_killed_poll_resumes_the_same_batch(tm
     assert not (ctx.paths.data / "round_01_grade_batch.json").exists()
     body = json.loads(server.files[state["input_file_id"]].decode().splitlines()[0])
     assert body["url"] == "/v1/chat/completions" and body["body"]["model"] == server.model
+
+
+def test_batch_api_on_an_endpoint_without_it_falls_back_to_ordinary_calls(tmp_path, caplog):
+    with TeacherServer(responder=socratic_responder) as server:
+        ctx = stage_ctx(tmp_path, server, TEACHER_BATCH_API="true", TEACHER_BATCH_POLL_SECONDS="0.05")
+        server.files = None  # no Files API: /v1/files answers 404 like vLLM's server
+        with caplog.at_level(logging.WARNING):
+            stats = run_grading(ctx, 1)
+    assert stats["questions"] == 10 and stats["teacher_usage"]["calls"] == 10
+    assert "refused the Batches API" in caplog.text and "TEACHER_BATCH_API=false" in caplog.text
