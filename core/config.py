@@ -82,6 +82,17 @@ class Config:
     TEACHER_CONCURRENT_WORKERS: int = _f(32, "Concurrent Teacher calls in grading and enhancement.", minimum=1)
     TEACHER_TIMEOUT: float = _f(120.0, "Seconds before one Teacher request is abandoned and retried.", minimum=1.0)
     TEACHER_MAX_RETRIES: int = _f(3, "Retries of one Teacher request, with exponential backoff.", minimum=0)
+    GRADING_MODE: str = _f("hybrid", "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).", choices=("rule", "hybrid", "llm"))
+    TEACHER_GRADING_UNIT: str = _f("question", "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per attempt).", choices=("question", "attempt"))
+    TEACHER_MAX_TOKENS: int = _f(0, "Most tokens in one Teacher answer (max_tokens); 0 leaves it to the endpoint.", minimum=0)
+    TEACHER_BATCH_API: bool = _f(False, "Send each Teacher stage's first requests through the endpoint's Files and Batches API (often half the price), then finish with ordinary calls.")
+    TEACHER_BATCH_POLL_SECONDS: float = _f(30.0, "Seconds between polls of a submitted Teacher batch.", minimum=0.01)
+    TEACHER_CACHE_DIR: str = _f("", "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one across runs to never pay for a call twice.")
+    TEACHER_MAX_RPM: int = _f(0, "Most Teacher requests per minute, shared by grading and writing; 0 means no limit.", minimum=0)
+    TEACHER_MAX_TPM: int = _f(0, "Most Teacher tokens per minute (prompt estimate plus 512 for the answer); 0 means no limit.", minimum=0)
+    TEACHER_MAX_FAILURE_FRACTION: float = _f(0.1, "A Teacher stage fails only when more than this fraction of its questions got no answer from the endpoint; the rest are retried on resume.", minimum=0.0, maximum=1.0)
+    TEACHER_PRICE_PER_MTOK_IN: float = _f(0.0, "Price per million prompt tokens of the Teacher endpoint, for the cost in reports; 0 leaves cost out.", minimum=0.0)
+    TEACHER_PRICE_PER_MTOK_OUT: float = _f(0.0, "Price per million completion tokens of the Teacher endpoint, for the cost in reports.", minimum=0.0)
 
     # --- training (TRL DPO through accelerate) ---
     TRL_NUM_PROCESSES: int = _f(1, "Processes `accelerate launch` starts (one per GPU on a server).", minimum=1)

@@ -82,17 +82,9 @@ def format_table(result: dict) -> str:
 
 # ---------------------------------------------------------------- benchmark files
 def _reference_answer(row: dict) -> str | None:
-    answer = row.get("answer")
-    if answer is not None and str(answer).strip():
-        text = str(answer)
-        if "####" in text:  # GSM8K: the worked answer, then "#### 72"
-            text = text.rsplit("####", 1)[1]
-        boxed = extract_boxed(text)
-        text = (boxed if boxed is not None else text).strip()
-        return text.replace(",", "") if text.replace(",", "").lstrip("-").replace(".", "", 1).isdigit() else text
-    if row.get("solution"):
-        return extract_boxed(str(row["solution"]))
-    return None
+    from prosetting.managers.question_manager import read_reference  # the one reading of GSM8K and MATH rows
+
+    return read_reference(row)[0]
 
 
 def load_benchmark(path: str | Path) -> list[dict]:
