@@ -223,3 +223,28 @@ def test_batch_api_on_an_endpoint_without_it_falls_back_to_ordinary_calls(tmp_pa
             stats = run_grading(ctx, 1)
     assert stats["questions"] == 10 and stats["teacher_usage"]["calls"] == 10
     assert "refused the Batches API" in caplog.text and "TEACHER_BATCH_API=false" in caplog.text
+
+
+def test_too_difficult_questions_are_rechecked_and_flawed_ones_dropped_with_their_reason(tmp_path):
+    from prosetting.processors.question_enhancer import run_enhancement
+    from prosetting.processors.reward_calculator import score
+
+    def responder(req):
+        prompt = req["messages"][-1]["content"]
+        assert "check the problem itself" in prompt and req["temperature"] == 0
+        flawed = "What is 1+1?" in prompt
+        return json.dumps({"valid": not flawed, "reason": "the reference answer should be 2" if flawed else "fine"})
+
+    with TeacherServer(responder=responder) as server:
+        ctx = stage_ctx(tmp_path, server)
+        rows = read_jsonl(ctx.paths.trajectories(1))
+        append_jsonl(ctx.paths.rewards(1), [score(row["question_id"], 1, [
+            {"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]]) for row in rows])
+        stats = run_enhancement(ctx, 1)
+        assert len(server.chat_requests) == 10
+    pool = json.loads(ctx.paths.questions(2).read_text())
+    assert stats["dropped_flawed"] == 1 and len(pool) == 9 and "q1" not in {q["id"] for q in pool}
+    dropped = [row for row in read_jsonl(ctx.paths.enhanced_questions(1)) if row.get("dropped")]
+    assert dropped == [{"parent_id": "q1", "zone": "too_difficult", "questions": [],
+                        "dropped": "the reference answer should be 2"}]
+    assert stats["teacher_usage"]["calls"] == 10
