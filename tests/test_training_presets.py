@@ -175,3 +175,25 @@ def test_accelerate_config_script_writes_a_server_config_on_a_cpu_machine(tmp_pa
     assert proc.returncode == 0, proc.stderr
     raw = yaml.safe_load(out.read_text())
     assert raw["distributed_type"] == "FSDP" and raw["num_processes"] == 8 and raw["gpu_ids"] == "0,1,2,3,4,5,6,7"
+
+
+def test_a_launch_left_by_a_killed_parent_is_stopped_before_a_new_one(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from prosetting.trainers.trl_trainer import _stop_stale_launches
+
+    spec = str(tmp_path / "spec.json")
+    stale = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--spec", spec], start_new_session=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--spec", "elsewhere"], start_new_session=True)
+    try:
+        pid_file = tmp_path / "launch_pids.json"
+        pid_file.write_text(json.dumps([stale.pid, other.pid]))
+        _stop_stale_launches(pid_file, spec)
+        assert stale.wait(timeout=10) == -9 and other.poll() is None and not pid_file.exists()
+    finally:
+        for p in (stale, other):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

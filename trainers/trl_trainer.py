@@ -12,6 +12,7 @@ attempt resumes from the newest TRL checkpoint instead of starting the round's t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -159,7 +160,9 @@ def train_and_verify(cfg: Config, spec: dict, spec_path: Path, entry: str, log_p
         remotes = launch.remote_commands(cfg, config_path, entry, args)
     except launch.LaunchError as exc:
         raise TrainingFailed(str(exc)) from exc
-    returncode = _run_streaming(stop_event, [cmd, *remotes], log_path, r, launch.launch_env(config_path))
+    pid_file = run_dir / "launch_pids.json"
+    _stop_stale_launches(pid_file, str(spec_path))
+    returncode = _run_streaming(stop_event, [cmd, *remotes], log_path, r, launch.launch_env(config_path), pid_file)
     if returncode != 0:
         tail = _tail(log_path)
         advice = launch.failure_advice(tail, launch.resolve_preset(cfg, gpus))
@@ -188,7 +191,26 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _run_streaming(stop_event: threading.Event, cmds: list[list[str]], log_path: Path, r: int, env: dict[str, str]) -> int:
+def _stop_stale_launches(pid_file: Path, spec_path: str) -> None:
+    """A launch outlives a SIGKILLed parent (it runs in its own session): end it before training the round again."""
+    try:
+        pids = json.loads(pid_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue  # gone
+        if spec_path in cmdline:  # the same launch, not a recycled pid
+            log.warning("stopping launch %d left running by an earlier attempt on %s", pid, spec_path)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+def _run_streaming(stop_event: threading.Event, cmds: list[list[str]], log_path: Path, r: int, env: dict[str, str],
+                   pid_file: Path) -> int:
     """Run the launches (this machine's first) in their own process groups, output appended to the log.
 
     Returns the first non-zero exit status, else 0; a stop request or a dead launch stops the others.
@@ -201,6 +223,7 @@ def _run_streaming(stop_event: threading.Event, cmds: list[list[str]], log_path:
         fh.flush()
         procs = [subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env,
                                   start_new_session=True) for cmd in cmds]
+        pid_file.write_text(json.dumps([p.pid for p in procs]))
         try:
             while any(p.poll() is None for p in procs):
                 if any(p.returncode for p in procs if p.poll() is not None):
