@@ -158,12 +158,17 @@ class TransformersBackend:
             self.torch.cuda.empty_cache()
 
 
-def model_max_len(model_dir: str) -> int | None:
-    """The model's own context length (`max_position_embeddings`), read from its config.json."""
+def model_config(model_dir: str | Path) -> dict:
+    """The model's config.json as a dict; empty when it is missing or unreadable."""
     try:
-        config = json.loads((Path(model_dir) / "config.json").read_text())
+        return json.loads((Path(model_dir) / "config.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+
+
+def model_max_len(model_dir: str | Path) -> int | None:
+    """The model's own context length (`max_position_embeddings`), read from its config.json."""
+    config = model_config(model_dir)
     value = config.get("max_position_embeddings") or (config.get("text_config") or {}).get("max_position_embeddings")
     return int(value) if value else None
 
@@ -255,11 +260,12 @@ def resolve_backend(kind: str) -> str:
     return "vllm" if vllm_installed() and visible_gpus() else "transformers"
 
 
-def make_backend(kind: str, model_dir: str, **kwargs) -> GenerationBackend:
-    """One engine in this process (tests, tools); stages use `engine_pool.open_pool` instead."""
+def make_backend(kind: str, model_dir: str, settings: EngineSettings | None = None) -> GenerationBackend:
+    """One engine in this process: what an engine worker builds (stages go through `engine_pool.open_pool`).
+    `settings` are the vLLM engine's; transformers needs none."""
     kind = resolve_backend(kind)
     if kind == "transformers":
-        return TransformersBackend(model_dir, **kwargs)
+        return TransformersBackend(model_dir)
     if kind == "vllm":
-        return VllmBackend(model_dir, **kwargs)
+        return VllmBackend(model_dir, settings)
     raise ValueError(f"COLLECTION_BACKEND: unknown backend {kind!r}; expected auto, vllm or transformers")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import json
 import logging
 import multiprocessing
 import os
@@ -35,9 +34,12 @@ from prosetting.collectors.backends import (
     EngineSettings,
     Generation,
     Sampling,
+    make_backend,
+    model_config,
     model_max_len,
     resolve_backend,
 )
+from prosetting.core.io import tail_text
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +112,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def build_backend(kind: str, model_dir: str, settings: EngineSettings):
-    if kind == "vllm":
-        from prosetting.collectors.backends import VllmBackend
-
-        return VllmBackend(model_dir, settings)
-    from prosetting.collectors.backends import TransformersBackend
-
-    return TransformersBackend(model_dir)
-
-
 def _worker_main(conn, env: dict, log_path: str, kind: str, model_dir: str, settings: EngineSettings) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group: the stage decides
@@ -128,7 +120,7 @@ def _worker_main(conn, env: dict, log_path: str, kind: str, model_dir: str, sett
     os.dup2(fd, 2)
     os.environ.update(env)  # before torch or vLLM is imported: this engine sees only its own devices
     try:
-        backend = build_backend(kind, model_dir, settings)
+        backend = make_backend(kind, model_dir, settings)
     except BaseException:
         traceback.print_exc()
         conn.send(("failed", None, traceback.format_exc()))
@@ -149,13 +141,6 @@ def _worker_main(conn, env: dict, log_path: str, kind: str, model_dir: str, sett
             conn.send(("error", task_id, traceback.format_exc()))
             break  # an engine that raised mid-batch is not trusted with the next one
     backend.close()
-
-
-def log_tail(path: Path | str | None, lines: int = 30) -> str:
-    if not path or not Path(path).exists():
-        return "(no log)"
-    text = Path(path).read_text(errors="replace").splitlines()
-    return "\n".join(text[-lines:])
 
 
 class LocalEngine:
@@ -220,7 +205,7 @@ class InProcessEngine:
         self.pid = os.getpid()
 
     def start(self) -> None:
-        self.backend = build_backend(self.kind, self.model_dir, self.settings)
+        self.backend = make_backend(self.kind, self.model_dir, self.settings)
         self._out = ("ready", None, None)
 
     def send(self, task: Task) -> None:
@@ -260,7 +245,7 @@ class RayEngine:
                     os.dup2(fd, 1)
                     os.dup2(fd, 2)
                     os.environ.update({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"})  # Ray assigns GPUs
-                    self.backend = build_backend(kind, model_dir, settings)
+                    self.backend = make_backend(kind, model_dir, settings)
 
                 def pid(self):
                     return os.getpid()
@@ -345,7 +330,7 @@ class EnginePool:
 
     def _fail(self, slot: _Slot, reason: str, queue: deque, tries: dict) -> None:
         engine = slot.engine
-        tail = log_tail(getattr(engine, "log_path", None))
+        tail = tail_text(engine.log_path, 30)
         task = slot.task
         log.error("%s: %s; its log (%s) ends with:\n%s", engine.spec.label, reason, engine.log_path, tail)
         self.failures.append({"engine": engine.spec.label, "reason": reason, "task": task.id if task else None,
@@ -517,11 +502,8 @@ def weights_gib(model_dir: str | Path, dtype: str = "auto") -> float | None:
     if not files:
         return None
     size = sum(f.stat().st_size for f in files)
-    try:
-        stored = json.loads((model_dir / "config.json").read_text()).get("torch_dtype") or \
-            json.loads((model_dir / "config.json").read_text()).get("dtype")
-    except (OSError, ValueError):
-        stored = None
+    config = model_config(model_dir)
+    stored = config.get("torch_dtype") or config.get("dtype")
     if dtype != "auto" and stored in _DTYPE_BYTES:
         size = size * _DTYPE_BYTES[dtype] / _DTYPE_BYTES[stored]
     return size / 2**30

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prosetting.core.config import Config
 from prosetting.core.context import RunContext, StageInterrupted
-from prosetting.core.io import atomic_write_json, replace_dir
+from prosetting.core.io import atomic_write_json, replace_dir, tail_text
 from prosetting.datasets.data_saver import count_rows
 from prosetting.trainers import launch, model_io
 
@@ -164,7 +164,7 @@ def train_and_verify(cfg: Config, spec: dict, spec_path: Path, entry: str, log_p
     _stop_stale_launches(pid_file, str(spec_path))
     returncode = _run_streaming(stop_event, [cmd, *remotes], log_path, r, launch.launch_env(config_path), pid_file)
     if returncode != 0:
-        tail = _tail(log_path)
+        tail = tail_text(log_path, 40)
         advice = launch.failure_advice(tail, launch.resolve_preset(cfg, gpus))
         resume = (" With TRL_SAVE_STEPS set, the retry resumes from the newest checkpoint in " + str(run_dir)
                   if cfg.TRL_SAVE_STEPS else " Set TRL_SAVE_STEPS so that a retry resumes instead of starting over.")
@@ -185,10 +185,6 @@ def train_and_verify(cfg: Config, spec: dict, spec_path: Path, entry: str, log_p
         raise TrainingFailed(str(exc)) from exc
     return {**metrics, **finished, "verified": verified, "command": cmd, "remote_commands": remotes,
             "accelerate_config": str(config_path)}
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _stop_stale_launches(pid_file: Path, spec_path: str) -> None:
