@@ -22,7 +22,8 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-def make_attempt(question_id: str, round_: int, index: int, text: str, num_tokens: int, truncated: bool) -> dict:
+def make_attempt(question_id: str, round_: int, index: int, text: str, num_tokens: int, truncated: bool,
+                 finish_reason: str | None = None) -> dict:
     return {
         "attempt_id": f"{question_id}#r{round_}a{index}",
         "question_id": question_id,
@@ -31,6 +32,7 @@ def make_attempt(question_id: str, round_: int, index: int, text: str, num_token
         "answer": extract_boxed(text),
         "truncated": truncated,
         "num_tokens": num_tokens,
+        "finish_reason": finish_reason or ("length" if truncated else "stop"),
     }
 
 

@@ -1,23 +1,31 @@
 """Stage 1, collection: ATTEMPTS_PER_QUESTION sampled solutions per question from the round's solver.
 
 Reads  data/round_XX_questions.json and the round's solver model.
-Writes data/round_XX_trajectories.jsonl, one line per question: {"question_id", "round", "attempts": [...]}.
+Writes data/round_XX_trajectories.jsonl, one line per question: {"question_id", "round", "attempts": [...]},
+       in pool order whatever the number of engines.
 
-The pool is cut into fixed batches; each batch's seed derives from (SEED, round, batch index), so a
-resumed run regenerates exactly what an uninterrupted one would, and finished batches are never redone.
+The pool is cut into fixed batches of COLLECTION_BATCH_SIZE questions; each batch's seed derives from
+(SEED, round, batch index), never from the engine that runs it. Engines (collectors/engine_pool.py) pull
+batches; each finished batch is saved at once as data/round_XX_trajectories.parts/batch_NNNNN.jsonl, and
+the longest run of finished batches from the start is appended to the trajectories file and its part
+files removed. A restart, on any number of engines, reuses every finished batch and generates only the
+rest.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
-from prosetting.collectors.backends import Sampling, make_backend
+from prosetting.collectors.backends import Sampling, resolve_backend
 from prosetting.collectors.data_normalizer import make_attempt, solver_messages
+from prosetting.collectors.engine_pool import Task, open_pool
 from prosetting.core.context import RunContext
-from prosetting.core.io import append_jsonl, read_json, read_jsonl
+from prosetting.core.io import append_jsonl, read_json, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -26,43 +34,93 @@ def batch_seed(seed: int, round_: int, batch_index: int) -> int:
     return (seed * 1_000_003 + round_ * 10_007 + batch_index) % (2**31 - 1)
 
 
+def parts_dir(trajectories: Path) -> Path:
+    return trajectories.with_name(trajectories.name.replace(".jsonl", ".parts"))
+
+
+def part_file(parts: Path, index: int) -> Path:
+    return parts / f"batch_{index:05d}.jsonl"
+
+
+class InOrderMerge:
+    """Appends finished batches to the trajectories file in pool order, as soon as every earlier one is in."""
+
+    def __init__(self, out: Path, parts: Path, batches: list[list[dict]]):
+        self.out, self.parts, self.batches = out, parts, batches
+        self.merged = {row["question_id"] for row in read_jsonl(out)}
+        self.next = 0
+
+    def batch_merged(self, index: int) -> bool:
+        return all(q["id"] in self.merged for q in self.batches[index])
+
+    def flush(self) -> None:
+        while self.next < len(self.batches):
+            if self.batch_merged(self.next):
+                part_file(self.parts, self.next).unlink(missing_ok=True)
+                self.next += 1
+                continue
+            part = part_file(self.parts, self.next)
+            if not part.exists():
+                return
+            # A kill during an earlier append leaves a prefix of this batch in the file: add only the rest.
+            rows = [row for row in read_jsonl(part) if row["question_id"] not in self.merged]
+            append_jsonl(self.out, rows)
+            self.merged.update(row["question_id"] for row in rows)
+            part.unlink()
+            self.next += 1
+
+
 def run_collection(ctx: RunContext, r: int) -> dict:
     cfg, paths = ctx.cfg, ctx.paths
     questions = read_json(paths.questions(r))
     if questions is None:
         raise FileNotFoundError(f"{paths.questions(r)}: the round's question pool is missing")
     out = paths.trajectories(r)
-    done = {row["question_id"] for row in read_jsonl(out)}
+    parts = parts_dir(out)
+    parts.mkdir(parents=True, exist_ok=True)
     size = cfg.COLLECTION_BATCH_SIZE
     batches = [questions[i : i + size] for i in range(0, len(questions), size)]
-    todo = [(i, b) for i, b in enumerate(batches) if any(q["id"] not in done for q in b)]
+    merge = InOrderMerge(out, parts, batches)
+    merge.flush()
+    todo = [i for i in range(len(batches)) if not merge.batch_merged(i) and not part_file(parts, i).exists()]
     model_dir = ctx.solver_for_round(r)
-    log.info("collect r%d: %d questions x %d attempts with %s (%d of %d batches to do)",
-             r, len(questions), cfg.ATTEMPTS_PER_QUESTION, model_dir, len(todo), len(batches))
+    backend = resolve_backend(cfg.COLLECTION_BACKEND)
+    log.info("collect r%d: %d questions x %d attempts with %s on %s (%d of %d batches to do)",
+             r, len(questions), cfg.ATTEMPTS_PER_QUESTION, model_dir, backend, len(todo), len(batches))
     t0 = time.time()
+    engines, failures, timings = 0, [], {}
     if todo:
-        backend = make_backend(cfg.COLLECTION_BACKEND, str(model_dir))
+        tasks = [Task(i, [solver_messages(q["question"], cfg.SOLVER_SYSTEM_PROMPT) for q in batches[i]],
+                      Sampling(n=cfg.ATTEMPTS_PER_QUESTION, temperature=cfg.SAMPLING_TEMPERATURE, top_p=cfg.SAMPLING_TOP_P,
+                               max_new_tokens=cfg.MAX_NEW_TOKENS, seed=batch_seed(cfg.SEED, r, i), stop=cfg.stop_strings))
+                 for i in todo]
+        bar = tqdm(total=len(questions), initial=len(questions) - sum(len(batches[i]) for i in todo),
+                   desc=f"round {r} collect", unit="q", dynamic_ncols=True)
+
+        def save(task: Task, outs: list) -> None:
+            rows = []
+            for q, gens in zip(batches[task.id], outs, strict=True):
+                attempts = [make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason)
+                            for k, g in enumerate(gens)]
+                rows.append({"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts})
+            write_jsonl(part_file(parts, task.id), rows)  # atomic: a batch is saved whole or not at all
+            merge.flush()
+            bar.update(len(rows))
+
+        pool = open_pool(cfg, model_dir, paths.logs, f"collect_r{r}", check_stop=ctx.check_stop, kind=backend)
+        engines = len(pool.engines)
         try:
-            bar = tqdm(total=len(questions), initial=len(questions) - sum(len(b) for _, b in todo),
-                       desc=f"round {r} collect", unit="q", dynamic_ncols=True)
-            for index, batch in todo:
-                ctx.check_stop()
-                sampling = Sampling(n=cfg.ATTEMPTS_PER_QUESTION, temperature=cfg.SAMPLING_TEMPERATURE,
-                                    top_p=cfg.SAMPLING_TOP_P, max_new_tokens=cfg.MAX_NEW_TOKENS,
-                                    seed=batch_seed(cfg.SEED, r, index))
-                outs = backend.generate([solver_messages(q["question"], cfg.SOLVER_SYSTEM_PROMPT) for q in batch], sampling)
-                rows = []
-                for q, gens in zip(batch, outs, strict=True):
-                    if q["id"] in done:
-                        continue  # the batch was cut by a kill mid-append: keep what was saved
-                    attempts = [make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated) for k, g in enumerate(gens)]
-                    rows.append({"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts})
-                append_jsonl(out, rows)
-                done.update(row["question_id"] for row in rows)
-                bar.update(len(batch))
-            bar.close()
+            pool.run(tasks, save)
+            timings = pool.timings()
         finally:
-            backend.close()
+            pool.close()
+            bar.close()
+        failures = pool.failures
+    merge.flush()
+    missing = [q["id"] for q in questions if q["id"] not in merge.merged]
+    if missing:
+        raise RuntimeError(f"collect r{r}: {len(missing)} questions have no attempts after collection (first: {missing[0]})")
+    shutil.rmtree(parts, ignore_errors=True)
     rows = read_jsonl(out)
     attempts = [a for row in rows for a in row["attempts"]]
     stats = {
@@ -72,8 +130,17 @@ def run_collection(ctx: RunContext, r: int) -> dict:
         "truncated": sum(a["truncated"] for a in attempts),
         "mean_tokens": round(sum(a["num_tokens"] for a in attempts) / max(1, len(attempts)), 1),
         "model": str(model_dir),
+        "backend": backend,
+        "engines": engines,
+        "batches": len(batches),
+        "batches_generated": len(todo),
+        "batches_reused": len(batches) - len(todo),
+        "engine_failures": len(failures),
+        "generated_tokens": sum(a["num_tokens"] for row in rows for a in row["attempts"]),
+        **timings,
         "seconds": round(time.time() - t0, 1),
     }
-    log.info("collect r%d: wrote %s (%d questions, %d attempts, %d truncated) in %.1fs",
-             r, out.name, stats["questions"], stats["attempts"], stats["truncated"], stats["seconds"])
+    log.info("collect r%d: wrote %s (%d questions, %d attempts, %d truncated; %d batches generated, %d reused) in %.1fs",
+             r, out.name, stats["questions"], stats["attempts"], stats["truncated"], stats["batches_generated"],
+             stats["batches_reused"], stats["seconds"])
     return stats

@@ -52,13 +52,27 @@ class Config:
     LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     # --- collection ---
-    COLLECTION_BACKEND: str = _f("transformers", "Engine that samples solutions.", choices=("transformers", "vllm"))
+    COLLECTION_BACKEND: str = _f("auto", "Engine that samples solutions and runs held-out evaluation: `vllm`, `transformers`, or `auto` (vLLM when it is installed and a GPU is visible, else transformers).", choices=("auto", "transformers", "vllm"))
+    COLLECTION_EXECUTOR: str = _f("local", "Where vLLM engines run: `local` (one worker process per engine on this machine) or `ray` (one Ray actor per engine, across a cluster).", choices=("local", "ray"))
+    RAY_ADDRESS: str = _f("", "Ray cluster to join with COLLECTION_EXECUTOR=ray (e.g. `auto` or `ray://head:10001`); empty starts a local Ray instance and stops it after the stage.")
     COLLECTION_BATCH_SIZE: int = _f(16, "Questions per collection batch; a batch is the unit that a resume never redoes.", minimum=1)
     SAMPLING_TEMPERATURE: float = _f(1.0, "Sampling temperature for collection.", minimum=0.0)
     SAMPLING_TOP_P: float = _f(1.0, "Nucleus sampling top-p for collection.", minimum=0.0, maximum=1.0)
     MAX_NEW_TOKENS: int = _f(512, "Longest solution sampled; longer ones are marked truncated.", minimum=1)
     SOLVER_SYSTEM_PROMPT: str = _f("Please reason step by step, and put your final answer within \\boxed{}.", "System message given to the solver (a chat template may ignore it).")
-    PHYSICAL_SOLVER_GPU: str = _f("", "Comma-separated GPU ids for collection engines (one engine per id); empty uses every visible GPU, or the CPU.")
+    SAMPLING_STOP: str = _f("", "Stop strings for collection, separated by `||` (e.g. `</answer>||Question:`); the stop string is not kept in the attempt.")
+    PHYSICAL_SOLVER_GPU: str = _f("", "Comma-separated GPU ids for collection engines; empty uses every visible GPU, or the CPU.")
+    TENSOR_PARALLEL_SIZE: int = _f(1, "GPUs per vLLM engine: PHYSICAL_SOLVER_GPU is cut into groups of this size, one independent engine per group.", minimum=1)
+    COLLECTION_CPU_ENGINES: int = _f(1, "vLLM engines on a machine without GPUs, each bound to its own share of the cores (the CPU stand-in for one engine per GPU).", minimum=1)
+    COLLECTION_BATCH_TIMEOUT: float = _f(1800.0, "Seconds one batch may take on an engine before the engine counts as hung, is killed and the batch goes to a fresh one.", minimum=1.0)
+    COLLECTION_ENGINE_START_TIMEOUT: float = _f(1800.0, "Seconds an engine may take to load the model before it counts as failed.", minimum=1.0)
+    COLLECTION_MAX_BATCH_RETRIES: int = _f(2, "Fresh workers one failed batch gets before the stage fails (the round loop then retries the stage).", minimum=0)
+    VLLM_GPU_MEMORY_UTILIZATION: float = _f(0.85, "Fraction of each GPU's memory a vLLM engine may take (weights, activations, KV cache); capped at 0.3 on the CPU.", minimum=0.05, maximum=1.0)
+    VLLM_MAX_MODEL_LEN: int = _f(0, "Longest prompt+solution a vLLM engine accepts; 0 uses the model's max_position_embeddings. Lower it to fit a larger KV cache.", minimum=0)
+    VLLM_MAX_NUM_SEQS: int = _f(0, "Most sequences a vLLM engine runs at once; 0 keeps vLLM's default.", minimum=0)
+    VLLM_ENFORCE_EAGER: bool = _f(False, "Disable CUDA graphs in vLLM (faster start, slower generation; try it when an engine fails to start).")
+    VLLM_DTYPE: str = _f("auto", "Weights dtype of vLLM engines: auto (the model's; float32 on the CPU), bfloat16, float16 or float32.", choices=("auto", "bfloat16", "float16", "float32"))
+    VLLM_CPU_KVCACHE_SPACE: float = _f(1.0, "GiB of KV cache per vLLM engine on the CPU build (VLLM_CPU_KVCACHE_SPACE).", minimum=0.1)
 
     # --- teacher ---
     TEACHER_BACKEND: str = _f("builtin", "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or `llm` (OpenAI-compatible endpoint).", choices=("builtin", "rule", "llm"))
@@ -68,6 +82,17 @@ class Config:
     TEACHER_CONCURRENT_WORKERS: int = _f(32, "Concurrent Teacher calls in grading and enhancement.", minimum=1)
     TEACHER_TIMEOUT: float = _f(120.0, "Seconds before one Teacher request is abandoned and retried.", minimum=1.0)
     TEACHER_MAX_RETRIES: int = _f(3, "Retries of one Teacher request, with exponential backoff.", minimum=0)
+    GRADING_MODE: str = _f("hybrid", "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).", choices=("rule", "hybrid", "llm"))
+    TEACHER_GRADING_UNIT: str = _f("question", "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per attempt).", choices=("question", "attempt"))
+    TEACHER_MAX_TOKENS: int = _f(0, "Most tokens in one Teacher answer (max_tokens); 0 leaves it to the endpoint.", minimum=0)
+    TEACHER_BATCH_API: bool = _f(False, "Send each Teacher stage's first requests through the endpoint's Files and Batches API (often half the price), then finish with ordinary calls.")
+    TEACHER_BATCH_POLL_SECONDS: float = _f(30.0, "Seconds between polls of a submitted Teacher batch.", minimum=0.01)
+    TEACHER_CACHE_DIR: str = _f("", "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one across runs to never pay for a call twice.")
+    TEACHER_MAX_RPM: int = _f(0, "Most Teacher requests per minute, shared by grading and writing; 0 means no limit.", minimum=0)
+    TEACHER_MAX_TPM: int = _f(0, "Most Teacher tokens per minute (prompt estimate plus 512 for the answer); 0 means no limit.", minimum=0)
+    TEACHER_MAX_FAILURE_FRACTION: float = _f(0.1, "A Teacher stage fails only when more than this fraction of its questions got no answer from the endpoint; the rest are retried on resume.", minimum=0.0, maximum=1.0)
+    TEACHER_PRICE_PER_MTOK_IN: float = _f(0.0, "Price per million prompt tokens of the Teacher endpoint, for the cost in reports; 0 leaves cost out.", minimum=0.0)
+    TEACHER_PRICE_PER_MTOK_OUT: float = _f(0.0, "Price per million completion tokens of the Teacher endpoint, for the cost in reports.", minimum=0.0)
 
     # --- training (TRL DPO through accelerate) ---
     TRL_NUM_PROCESSES: int = _f(1, "Processes `accelerate launch` starts (one per GPU on a server).", minimum=1)
@@ -84,12 +109,26 @@ class Config:
     TRL_MAX_LENGTH: int = _f(1024, "Longest prompt+completion in tokens; longer pairs are truncated by TRL.", minimum=8)
     TRL_SAVE_STEPS: int = _f(0, "Save a resumable TRL checkpoint every N steps (0: only the final model).", minimum=0)
     TRL_ACCUMULATE_ROUNDS: bool = _f(True, "Train on the pairs of every round so far (true) or only the current round (false).")
+    TRL_DISTRIBUTED: str = _f("auto", "Launch preset written as training_runs/rX/accelerate_config.yaml: `auto` (fsdp on several GPUs, single on one, ddp for several CPU processes), `single`, `ddp`, `fsdp` (FSDP2) or `deepspeed` (ZeRO-3; needs `pip install deepspeed`).", choices=("auto", "single", "ddp", "fsdp", "deepspeed"))
+    PHYSICAL_DPO_GPU: str = _f("", "Comma-separated GPU ids training uses; empty uses every visible GPU (or the CPU).")
+    TRL_GRADIENT_CHECKPOINTING: bool = _f(False, "Recompute activations in the backward pass (FSDP activation checkpointing under fsdp): less memory, about a third more compute.")
+    TRL_REF_MODEL: str = _f("previous", "DPO reference: `previous` (the round's starting solver), `initial` (the first solver) or `none` (only with reference-free losses, TRL_LOSS_TYPE=sft: no reference model is kept).", choices=("previous", "initial", "none"))
+    TRL_PRECOMPUTE_REF_LOG_PROBS: bool = _f(False, "Compute the reference log-probs once before training and drop the reference model (saves its memory; not with fsdp, trl issue 6470).")
+    TRL_REPORT_TO: str = _f("none", "Comma list of trackers TRL reports to: none, tensorboard, wandb, trackio (logs under training_runs/rX/; tracker keys from the environment only).")
+    TRL_LORA_R: int = _f(0, "LoRA rank (peft); 0 trains every weight. The adapter is merged into the model before it leaves the stage.", minimum=0)
+    TRL_LORA_ALPHA: int = _f(16, "LoRA alpha (scale alpha/r).", minimum=1)
+    TRL_LORA_TARGET_MODULES: str = _f("all-linear", "Comma list of module names LoRA adapts, or `all-linear`.")
+    NUM_MACHINES: int = _f(1, "Machines training runs on; above 1 the stage starts the others' launches (srun in a Slurm allocation, else ssh to TRAIN_HOSTS).", minimum=1)
+    MACHINE_RANK: int = _f(0, "This machine's rank among NUM_MACHINES (0 is the one running the loop).", minimum=0)
+    MAIN_PROCESS_IP: str = _f("", "Address of machine rank 0, reachable from every machine (required when NUM_MACHINES > 1).")
+    MAIN_PROCESS_PORT: int = _f(0, "Rendezvous port on MAIN_PROCESS_IP; 0 picks a free one (single machine only).", minimum=0, maximum=65535)
+    TRAIN_HOSTS: str = _f("", "Comma list of the other machines' hosts for ssh (ranks 1..NUM_MACHINES-1, in order); empty inside Slurm uses srun.")
 
     # --- generator ---
     GENERATOR_UTILITY_MU: float = _f(0.5, "Success rate at which a Teacher-written question is most useful to the Generator (utility peak).", minimum=0.0, maximum=1.0)
     GENERATOR_UTILITY_SIGMA: float = _f(0.2, "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.", minimum=1e-6)
     GENERATOR_TRAIN_START_ROUND: int = _f(2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1)
-    GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator (empty: a tiny character-level model built like the embedded solver).")
+    GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).")
     QUESTION_WRITER: str = _f("teacher", "Who writes the next round's questions: the Teacher, the newest trained Generator, or both (mixed).", choices=("teacher", "generator", "mixed"))
     GENERATOR_SHARE: float = _f(0.5, "With QUESTION_WRITER=mixed, the fraction of parent questions the Generator writes from.", minimum=0.0, maximum=1.0)
     GENERATOR_LEARNING_RATE: float = _f(5e-4, "Learning rate of the Generator's weighted SFT.", minimum=0.0)
@@ -126,7 +165,19 @@ class Config:
             if not self.TEACHER_BASE_URL.startswith(("http://", "https://")):
                 raise ConfigError(f"TEACHER_BASE_URL: expected an http(s) URL, got {self.TEACHER_BASE_URL!r}")
         if self.COLLECTION_BACKEND == "vllm" and importlib.util.find_spec("vllm") is None:
-            raise ConfigError("COLLECTION_BACKEND: vllm is not installed; `pip install -r requirements-vllm.txt` or use transformers")
+            raise ConfigError("COLLECTION_BACKEND: vllm is not installed; `bash scripts/install_vllm.sh` or use transformers")
+        if self.COLLECTION_EXECUTOR == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("COLLECTION_EXECUTOR: ray is not installed; `pip install -r requirements-ray.txt` or use local")
+        if self.PHYSICAL_SOLVER_GPU:
+            from prosetting.trainers.gpu_manager import parse_gpu_list
+
+            try:
+                ids = parse_gpu_list(self.PHYSICAL_SOLVER_GPU)
+            except ValueError as exc:
+                raise ConfigError(f"PHYSICAL_SOLVER_GPU: {exc}") from None
+            if len(ids) % self.TENSOR_PARALLEL_SIZE:
+                raise ConfigError(f"TENSOR_PARALLEL_SIZE: {self.TENSOR_PARALLEL_SIZE} does not divide the {len(ids)} GPUs of "
+                                  f"PHYSICAL_SOLVER_GPU={self.PHYSICAL_SOLVER_GPU}; list a multiple of it")
         terms = self.loss_types
         if not terms:
             raise ConfigError("TRL_LOSS_TYPE: expected at least one loss term, e.g. `sigmoid` or `sigmoid,sft`")
@@ -134,6 +185,24 @@ class Config:
             n = len(terms)
             raise ConfigError(f"TRL_LOSS_WEIGHTS: expected {n} weight{'s' if n > 1 else ''} (one per TRL_LOSS_TYPE term), "
                               f"got {self.TRL_LOSS_WEIGHTS!r}")
+        trackers = {t.strip() for t in self.TRL_REPORT_TO.split(",") if t.strip()}
+        if trackers - {"none", "tensorboard", "wandb", "trackio"}:
+            raise ConfigError(f"TRL_REPORT_TO: expected a comma list of none, tensorboard, wandb, trackio; got {self.TRL_REPORT_TO!r}")
+        if any(not g.strip().isdigit() for g in self.PHYSICAL_DPO_GPU.split(",") if self.PHYSICAL_DPO_GPU):
+            raise ConfigError(f"PHYSICAL_DPO_GPU: expected comma-separated GPU ids, got {self.PHYSICAL_DPO_GPU!r}")
+        if self.TRL_REF_MODEL == "none" and set(terms) - {"sft"}:
+            raise ConfigError(f"TRL_REF_MODEL: `none` needs reference-free losses (TRL_LOSS_TYPE=sft), got {self.TRL_LOSS_TYPE!r}")
+        if self.TRL_LORA_R and self.TRL_DISTRIBUTED in ("fsdp", "deepspeed"):
+            raise ConfigError(f"TRL_LORA_R: LoRA is supported with TRL_DISTRIBUTED=single or ddp, not {self.TRL_DISTRIBUTED} "
+                              "(an 8B bf16 base with LoRA fits one 80 GB GPU; use ddp)")
+        if self.NUM_MACHINES > 1:
+            if not self.MAIN_PROCESS_IP or not self.MAIN_PROCESS_PORT:
+                raise ConfigError("MAIN_PROCESS_IP, MAIN_PROCESS_PORT: required when NUM_MACHINES > 1")
+            if self.MACHINE_RANK >= self.NUM_MACHINES:
+                raise ConfigError(f"MACHINE_RANK: expected a value < NUM_MACHINES={self.NUM_MACHINES}, got {self.MACHINE_RANK}")
+            if self.TRL_NUM_PROCESSES % self.NUM_MACHINES:
+                raise ConfigError(f"TRL_NUM_PROCESSES: expected a multiple of NUM_MACHINES={self.NUM_MACHINES} (processes in all), "
+                                  f"got {self.TRL_NUM_PROCESSES}")
         if self.TRL_ACCELERATE_CONFIG and not Path(self.TRL_ACCELERATE_CONFIG).is_file():
             raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
         if self.SOLVER_MODEL_PATH and not (Path(self.SOLVER_MODEL_PATH) / "config.json").is_file():
@@ -142,6 +211,10 @@ class Config:
             path = getattr(self, key)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{key}: file not found: {path}")
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return tuple(t for t in self.SAMPLING_STOP.split("||") if t)
 
     @property
     def loss_types(self) -> list[str]:

@@ -117,3 +117,10 @@ def replace_dir(src: Path, dst: Path) -> None:
     else:
         os.replace(src, dst)
     fsync_dir(dst.parent)
+
+
+def tail_text(path: str | os.PathLike | None, lines: int) -> str:
+    """The last `lines` lines of a log file, for error messages; "(no log)" when there is none."""
+    if not path or not Path(path).exists():
+        return "(no log)"
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])

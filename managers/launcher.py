@@ -87,10 +87,23 @@ def confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def check_collection_engines(cfg: Config) -> None:
+    """vLLM engines that could not start (absent GPUs, a model that does not fit) fail here, before any stage."""
+    from prosetting.collectors.engine_pool import check_engines
+    from prosetting.trainers.gpu_manager import query_gpus
+
+    if cfg.COLLECTION_BACKEND == "transformers":
+        return
+    problems = check_engines(cfg, cfg.SOLVER_MODEL_PATH or None, query_gpus())
+    if problems:
+        raise ConfigError("; ".join(f"{problem}: {fix}" for problem, fix in problems))
+
+
 def launch(args: Namespace) -> int:
     try:
         cfg, sources = load_config(args.env_file, overrides_from_args(args))
         check_inputs(cfg)
+        check_collection_engines(cfg)
     except (ConfigError, QuestionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,6 +11,8 @@ import random
 import re
 from pathlib import Path
 
+from prosetting.collectors.data_normalizer import extract_boxed
+
 
 class QuestionFileError(ValueError):
     """The questions file is missing or malformed; the message names the file and line."""
@@ -45,6 +47,35 @@ def _records(path: Path) -> list[tuple[int, object]]:
     return out
 
 
+def _clean_answer(text: str) -> str:
+    text = text.strip()
+    plain = text.replace(",", "")
+    return plain if plain.lstrip("-").replace(".", "", 1).isdigit() else text
+
+
+def read_reference(row: dict) -> tuple[str | None, str | None]:
+    """(reference answer, reference solution) of a question row, the one reading of users' data.
+
+    GSM8K: `answer` is a worked rationale ending in `#### 72`: the value after `####` is the answer and
+    the rationale before it the solution. MATH-style: `solution` ending in `\\boxed{...}`, with or without
+    an `answer`: the boxed value is the answer when `answer` is missing. A plain `answer` is kept as it is
+    (a `\\boxed{}` inside it is unwrapped). Thousands separators go from numeric answers.
+    """
+    answer, solution = row.get("answer"), row.get("solution")
+    solution = str(solution).strip() if solution is not None and str(solution).strip() else None
+    if answer is not None and str(answer).strip():
+        text = str(answer)
+        if "####" in text:
+            rationale, text = text.rsplit("####", 1)
+            solution = solution or (rationale.strip() or None)
+        boxed = extract_boxed(text)
+        return _clean_answer(boxed if boxed is not None else text), solution
+    if solution:
+        boxed = extract_boxed(solution)
+        return (_clean_answer(boxed) if boxed is not None else None), solution
+    return None, solution
+
+
 def load_questions_file(path: str | Path, origin: str = "seed") -> list[dict]:
     """Read and validate a questions file; every problem raises with file, line and what was expected."""
     path = Path(path)
@@ -59,9 +90,10 @@ def load_questions_file(path: str | Path, origin: str = "seed") -> list[dict]:
         text = item.get("question", item.get("problem"))
         if not isinstance(text, str) or not text.strip():
             raise QuestionFileError(f"{where}: missing or empty `question` text")
-        answer = item.get("answer")
-        if answer is None or (isinstance(answer, str) and not answer.strip()):
-            raise QuestionFileError(f"{where}: missing `answer` (the reference answer the Teacher grades against)")
+        answer, solution = read_reference(item)
+        if answer is None:
+            raise QuestionFileError(f"{where}: missing `answer` (the reference answer the Teacher grades against; "
+                                    "GSM8K `#### value` or a `solution` with \\boxed{...} also do)")
         qid = str(item.get("id", f"{path.stem}-{index:04d}"))
         if qid in seen_ids:
             raise QuestionFileError(f"{where}: duplicate id {qid!r} (first seen on line {seen_ids[qid]})")
@@ -69,8 +101,8 @@ def load_questions_file(path: str | Path, origin: str = "seed") -> list[dict]:
         questions.append({
             "id": qid,
             "question": text.strip(),
-            "answer": str(answer).strip(),
-            "solution": item.get("solution"),
+            "answer": answer,
+            "solution": solution,
             "parent_id": item.get("parent_id"),
             "origin": item.get("origin", origin),
             "round": max(1, int(item.get("round", 1))),
@@ -92,9 +124,8 @@ def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questio
     failed, mastered = [], []
     for q in questions:
         rec = rewards.get(q["id"])
-        if rec is None:
-            continue  # never graded (a failed round carried forward): nothing to learn from yet
-        (mastered if rec["zone"] == "mastered" else failed).append(q)
+        # Never graded (the Teacher endpoint failed for it): replayed like a failure, so it is graded next round.
+        (mastered if rec is not None and rec["zone"] == "mastered" else failed).append(q)
     rng = random.Random(f"{seed}:replay:{round_}")
     picked = sorted(rng.sample(range(len(mastered)), round(replay_ratio * len(mastered))))
     replay = [mastered[i] for i in picked]

@@ -152,17 +152,17 @@ class RoundController:
         cache = read_json(self.paths.evaluations) or {}
         if label in cache and cache[label].get("model") == str(model_dir):
             return cache[label]
-        from prosetting.collectors.backends import make_backend
+        from prosetting.collectors.engine_pool import open_pool
         from prosetting.processors.evaluator import evaluate
 
         questions = read_jsonl(self.paths.heldout)
-        backend = make_backend(cfg.COLLECTION_BACKEND, str(model_dir))
+        t0 = time.time()
+        pool = open_pool(cfg, model_dir, self.paths.logs, f"eval_{label}", check_stop=self.ctx.check_stop)
         try:
-            t0 = time.time()
-            result = evaluate(backend, questions, k=cfg.HELDOUT_K, temperature=cfg.EVAL_TEMPERATURE, seed=cfg.SEED,
+            result = evaluate(pool, questions, k=cfg.HELDOUT_K, temperature=cfg.EVAL_TEMPERATURE, seed=cfg.SEED,
                               max_new_tokens=cfg.MAX_NEW_TOKENS, system_prompt=cfg.SOLVER_SYSTEM_PROMPT)
         finally:
-            backend.close()
+            pool.close()
         result = {**result, "model": str(model_dir), "seconds": round(time.time() - t0, 1)}
         cache[label] = result
         atomic_write_json(self.paths.evaluations, cache)

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from prosetting.collectors.backends import Generation, GenerationBackend, Sampling
+from prosetting.collectors.backends import GenerationBackend, Sampling
 from prosetting.collectors.data_normalizer import extract_boxed, solver_messages
 from prosetting.teacher_model.rule_teacher import answers_match
 
@@ -82,17 +82,9 @@ def format_table(result: dict) -> str:
 
 # ---------------------------------------------------------------- benchmark files
 def _reference_answer(row: dict) -> str | None:
-    answer = row.get("answer")
-    if answer is not None and str(answer).strip():
-        text = str(answer)
-        if "####" in text:  # GSM8K: the worked answer, then "#### 72"
-            text = text.rsplit("####", 1)[1]
-        boxed = extract_boxed(text)
-        text = (boxed if boxed is not None else text).strip()
-        return text.replace(",", "") if text.replace(",", "").lstrip("-").replace(".", "", 1).isdigit() else text
-    if row.get("solution"):
-        return extract_boxed(str(row["solution"]))
-    return None
+    from prosetting.managers.question_manager import read_reference  # the one reading of GSM8K and MATH rows
+
+    return read_reference(row)[0]
 
 
 def load_benchmark(path: str | Path) -> list[dict]:
@@ -130,40 +122,3 @@ def load_benchmark(path: str | Path) -> list[dict]:
         raise ValueError(f"{path}: no questions (empty file)")
     log.info("loaded %d questions from %s", len(questions), path)
     return questions
-
-
-# ---------------------------------------------------------------- vLLM
-class VllmBackend:
-    """vLLM engine behind the GenerationBackend interface (GPU servers; on a CPU see NOTES.md).
-
-    The seed is the engine's: a per-request seed kills vLLM's CPU engine, so `Sampling.seed` is only
-    used when the engine is built.
-    """
-
-    def __init__(self, model_dir: str, seed: int = 0, gpu_memory_utilization: float = 0.85, max_model_len: int = 4096):
-        import torch
-        from vllm import LLM
-
-        if not torch.cuda.is_available():
-            gpu_memory_utilization = min(gpu_memory_utilization, 0.3)
-        self.llm = LLM(model=model_dir, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
-                       max_model_len=max_model_len)
-        self.tokenizer = self.llm.get_tokenizer()
-
-    def generate(self, chats: list[list[dict]], sampling: Sampling) -> list[list[Generation]]:
-        from vllm import SamplingParams
-
-        greedy = sampling.temperature <= 0
-        params = SamplingParams(n=1 if greedy else sampling.n, temperature=max(sampling.temperature, 0.0),
-                                top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_new_tokens)
-        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        result = []
-        for out in outs:
-            row = [Generation(text=o.text, num_tokens=len(o.token_ids), truncated=o.finish_reason == "length")
-                   for o in out.outputs]
-            result.append(row * sampling.n if greedy and sampling.n > 1 else row)
-        return result
-
-    def close(self) -> None:
-        del self.llm

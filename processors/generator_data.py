@@ -37,25 +37,32 @@ def generator_prompt(source: dict, zone: str, attempt: dict | None) -> str:
     lines = [f"Question: {source['question']}", f"Answer: {source['answer']}"]
     if attempt is not None:
         lines.append(f"Student attempt: {attempt.get('text', '')}")
+        if attempt.get("error_analysis"):
+            lines.append(f"Error analysis: {attempt['error_analysis']}")
     lines.append(ZONE_INSTRUCTION[zone])
     return "\n".join(lines) + "\nNew question:"
 
 
 def generator_completion(new: dict) -> str:
-    """What the Teacher wrote, in the form the Generator learns to write (and `parse_completion` reads back)."""
+    """What the Teacher wrote, in the form the Generator learns to write (and `parse_completion` reads back).
+
+    The worked solution comes before the answer, so a small Generator computes the answer it states
+    (the way the solver does) instead of having to guess it before the working.
+    """
     solution = f"\nSolution: {new['solution']}" if new.get("solution") else ""
-    return f" {new['question']}\nAnswer: {new['answer']}{solution}"
+    return f" {new['question']}{solution}\nAnswer: {new['answer']}"
 
 
 def parse_completion(text: str) -> dict | None:
     """Read a Generator completion back into {question, answer, solution}; None if it has no answer line."""
-    head, sep, rest = text.partition("\nAnswer:")
-    if not sep or not head.strip():
+    body, sep, answer = text.partition("\nAnswer:")
+    if not sep or not answer.strip():
         return None
-    answer, _, solution = rest.partition("\nSolution:")
-    if not answer.strip():
+    question, _, solution = body.partition("\nSolution:")
+    if not question.strip():
         return None
-    return {"question": head.strip(), "answer": answer.strip(), "solution": solution.strip() or None}
+    return {"question": question.strip(), "answer": answer.strip().splitlines()[0].strip(),
+            "solution": solution.strip() or None}
 
 
 def _attempt_for(question: dict, reward: dict, attempts: list[dict], cfg, r: int) -> dict | None:
@@ -65,7 +72,8 @@ def _attempt_for(question: dict, reward: dict, attempts: list[dict], cfg, r: int
         return None
     if req.failed_attempt is not None:
         wrong = next((v for v in reward["verdicts"] if v["attempt_id"] == req.failed_attempt["attempt_id"]), {})
-        return {**req.failed_attempt, "correct": False, "error_analysis": wrong.get("reason")}
+        analysis = req.failed_attempt.get("error_analysis") or wrong.get("error") or wrong.get("reason")
+        return {**req.failed_attempt, "correct": False, "error_analysis": analysis}
     right = {v["attempt_id"] for v in reward["verdicts"] if v["correct"]}
     ok = [a for a in attempts if a["attempt_id"] in right]
     return {**ok[0], "correct": True} if ok else None

@@ -4,8 +4,11 @@ Reads  data/round_XX_{questions.json, trajectories.jsonl, rewards.jsonl}.
 Writes data/round_XX_enhanced_questions.jsonl (one line per parent: what the Teacher wrote for it)
        and data/round_{XX+1}_questions.json (the next round's pool).
 
-Zones, as in Socratic-Zero: from a failed attempt in the learning zone, a question aimed at the error;
-from a mastered question, a harder variant; too-difficult questions go back unchanged.
+Zones, as in Socratic-Zero: from a failed attempt in the learning zone, a question aimed at the error
+(the Teacher's error analysis of that attempt, kept with its verdict, goes into the prompt); from a
+mastered question, a harder variant. A too-difficult question is re-checked by a Teacher that can
+(`recheck_question`): one it finds flawed, or whose reference answer it disputes, is dropped from the
+pool with its reason kept in the enhanced file; the rest go back unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
 from prosetting.managers.question_manager import build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
+from prosetting.teacher_model import prompts, teacher_stats, usage_since
 from prosetting.teacher_model.base import WriteRequest
 
 log = logging.getLogger(__name__)
@@ -36,12 +40,18 @@ def make_request(question: dict, reward: dict, attempts: list[dict], count: int,
     rng = random.Random(f"{seed}:enhance:{r}:{question['id']}")
     failed_attempt = None
     if zone == "learning":
-        wrong = {v["attempt_id"] for v in reward["verdicts"] if not v["correct"]}
+        wrong = {v["attempt_id"]: v for v in reward["verdicts"] if not v["correct"]}
         candidates = [a for a in attempts if a["attempt_id"] in wrong]
         answered = [a for a in candidates if a.get("answer") is not None] or candidates
         failed_attempt = rng.choice(answered) if answered else None
+        if failed_attempt is not None and wrong[failed_attempt["attempt_id"]].get("error"):
+            failed_attempt = {**failed_attempt, "error_analysis": wrong[failed_attempt["attempt_id"]]["error"]}
     return WriteRequest(question=question, zone=zone, success_rate=reward["success_rate"],
                         failed_attempt=failed_attempt, count=count, rng=rng)
+
+
+def recheck_request(question: dict) -> list[dict]:
+    return prompts.recheck_messages(question)
 
 
 def run_enhancement(ctx: RunContext, r: int) -> dict:
@@ -52,9 +62,14 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(paths.trajectories(r))}
     out = paths.enhanced_questions(r)
     done = {row["parent_id"] for row in read_jsonl(out)}
+    before = teacher_stats(teacher)
+    recheck = getattr(teacher, "recheck_question", None)
     jobs = []
     for index, q in enumerate(questions):
         if q["id"] in done or q["id"] not in rewards:
+            continue
+        if recheck is not None and rewards[q["id"]]["zone"] == "too_difficult":
+            jobs.append((index, q, None))
             continue
         req = make_request(q, rewards[q["id"]], attempts.get(q["id"], []), cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r)
         if req is not None:
@@ -63,10 +78,24 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
              r, len(jobs), teacher.name, len(done))
     lock = threading.Lock()
     writers = QuestionWriters(ctx, r)
+    batch_stats = {}
+    if jobs and cfg.TEACHER_BATCH_API and hasattr(teacher, "writing_request"):
+        from prosetting.teacher_model.batch import prefetch
+
+        requests = [teacher.writing_request(req) if req is not None else (recheck_request(q), 0.0, None)
+                    for _, q, req in jobs if req is None or writers.choose(q["id"]) == "teacher"]
+        batch_stats = prefetch(teacher, [x for x in requests if x is not None],
+                               paths.data / f"round_{r:02d}_enhance_batch.json", cfg.TEACHER_BATCH_POLL_SECONDS)
 
     def write_one(job) -> None:
         index, q, req = job
         if ctx.stop_event.is_set():
+            return
+        if req is None:  # a too-difficult question: re-checked, kept or dropped
+            keep, reason = recheck(q)
+            with lock:
+                append_jsonl(out, [{"parent_id": q["id"], "zone": "too_difficult", "questions": [],
+                                    **({} if keep else {"dropped": reason})}])
             return
         writer, written, rejected = writers.write(req)
         new = [{
@@ -90,16 +119,25 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     writers.close()
     ctx.check_stop()
 
-    by_parent = {row["parent_id"]: row["questions"] for row in read_jsonl(out)}
+    rows = read_jsonl(out)
+    by_parent = {row["parent_id"]: row["questions"] for row in rows}
+    dropped = {row["parent_id"]: row["dropped"] for row in rows if row.get("dropped")}
+    for qid, reason in dropped.items():
+        log.info("enhance r%d: dropped %s after the re-check: %s", r, qid, reason)
     new_questions = [nq for q in questions for nq in by_parent.get(q["id"], [])]  # pool order: deterministic
-    pool, counts = build_next_pool(questions, rewards, new_questions, cfg.REPLAY_RATIO, cfg.SEED, r, cfg.MAX_POOL_SIZE)
+    kept = [q for q in questions if q["id"] not in dropped]
+    pool, counts = build_next_pool(kept, rewards, new_questions, cfg.REPLAY_RATIO, cfg.SEED, r, cfg.MAX_POOL_SIZE)
     atomic_write_json(paths.questions(r + 1), pool)
     levels: dict[str, int] = {}
     for q in pool:
         key = str((q.get("meta") or {}).get("level", "n/a"))
         levels[key] = levels.get(key, 0) + 1
     stats = {"written": len(new_questions), "next_pool": len(pool), **counts, "next_pool_levels": levels,
-             "writers": writer_counts(read_jsonl(out)), "seconds": round(time.time() - t0, 1)}
+             "dropped_flawed": len(dropped), "writers": writer_counts(rows), **batch_stats,
+             "seconds": round(time.time() - t0, 1)}
+    usage = usage_since(teacher, before, cfg)
+    if usage:
+        stats["teacher_usage"] = usage
     log.info("enhance r%d: %d new questions; next pool %d (%s)", r, len(new_questions), len(pool), counts)
     return stats
 

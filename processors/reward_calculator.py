@@ -5,13 +5,15 @@ Writes data/round_XX_rewards.jsonl, one line per question:
     {"question_id", "round", "success_rate", "zone", "num_attempts", "num_correct", "verdicts": [...]}
 
 Questions are graded concurrently (TEACHER_CONCURRENT_WORKERS) and each is appended as soon as it is
-done, so a resume re-grades only the questions in flight when the run stopped.
+done, so a resume re-grades only the questions in flight when the run stopped (and their Teacher calls
+answered before the stop come from the call cache). A question whose Teacher calls all failed stays
+ungraded: the stage goes on, and fails at the end only when more than TEACHER_MAX_FAILURE_FRACTION of the
+questions are ungraded; any re-run of the stage grades just those.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -19,7 +21,9 @@ from tqdm import tqdm
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
+from prosetting.teacher_model import teacher_stats, usage_since
 from prosetting.teacher_model.base import zone_of
+from prosetting.teacher_model.llm_teacher import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +48,29 @@ def run_grading(ctx: RunContext, r: int) -> dict:
     todo = [row for row in trajectories if row["question_id"] not in done]
     log.info("grade r%d: %d questions with the %s teacher (%d already graded)", r, len(trajectories), teacher.name, len(done))
     t0 = time.time()
-    lock = threading.Lock()
+    before = teacher_stats(teacher)
+    ungraded: dict[str, str] = {}
 
-    def grade_one(row: dict) -> dict:
+    def grade_one(row: dict) -> dict | None:
         q = questions[row["question_id"]]
-        verdicts = teacher.grade(q, row["attempts"])
+        try:
+            verdicts = teacher.grade(q, row["attempts"])
+        except TeacherError as exc:
+            if exc.refused:  # a request the endpoint will never accept (bad key, unknown model): stop now
+                raise
+            ungraded[q["id"]] = str(exc)
+            return None
         if len(verdicts) != len(row["attempts"]):
             raise ValueError(f"teacher {teacher.name} returned {len(verdicts)} verdicts for {len(row['attempts'])} attempts of {q['id']}")
-        rec = score(q["id"], r, verdicts)
-        with lock:
-            append_jsonl(out, [rec])
-        return rec
+        return score(q["id"], r, verdicts)
 
+    batch_stats = {}
+    if todo and ctx.cfg.TEACHER_BATCH_API and hasattr(teacher, "grading_requests"):
+        from prosetting.teacher_model.batch import prefetch
+
+        requests = [req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])]
+        batch_stats = prefetch(teacher, requests, paths.data / f"round_{r:02d}_grade_batch.json",
+                               ctx.cfg.TEACHER_BATCH_POLL_SECONDS)
     if todo:
         bar = tqdm(total=len(trajectories), initial=len(done), desc=f"round {r} grade", unit="q", dynamic_ncols=True)
         workers = max(1, ctx.cfg.TEACHER_CONCURRENT_WORKERS)
@@ -72,14 +87,28 @@ def run_grading(ctx: RunContext, r: int) -> dict:
                     if not pending:
                         break
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        fut.result()
-                        bar.update(1)
+                    # One fsync'd append for every question finished meanwhile; a kill before it loses
+                    # no paid call: their Teacher answers are in the call cache already.
+                    recs = [rec for rec in (fut.result() for fut in finished) if rec is not None]
+                    if recs:
+                        append_jsonl(out, recs)
+                        bar.update(len(recs))
             finally:
                 for fut in pending:
                     fut.cancel()
                 bar.close()
         ctx.check_stop()
+    if ungraded:
+        share = len(ungraded) / max(1, len(trajectories))
+        last = next(reversed(ungraded.values()))
+        if share > ctx.cfg.TEACHER_MAX_FAILURE_FRACTION:
+            raise TeacherError(
+                f"{len(ungraded)} of {len(trajectories)} questions got no grade from the Teacher endpoint "
+                f"{ctx.cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={ctx.cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
+                f"last error: {last}. The graded ones are saved and answered calls are cached: fix the endpoint "
+                "(or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS) and run the same command again")
+        log.warning("grade r%d: %d question(s) ungraded (last error: %s); they go back into the next pool and "
+                    "any re-run of this stage grades them", r, len(ungraded), last)
 
     rewards = load_rewards(ctx, r)
     zones = {z: 0 for z in ("too_difficult", "learning", "mastered")}
@@ -91,7 +120,16 @@ def run_grading(ctx: RunContext, r: int) -> dict:
         "accuracy": round(sum(rec["num_correct"] for rec in rewards.values()) / max(1, total_attempts), 4),
         "zones": zones,
         "teacher": teacher.name,
+        "ungraded": len(ungraded),
+        **batch_stats,
         "seconds": round(time.time() - t0, 1),
     }
+    usage = usage_since(teacher, before, ctx.cfg)
+    if usage:
+        stats["teacher_usage"] = usage
+        log.info("grade r%d: teacher %d calls, %d cache hits, %d+%d tokens; verdicts %d by rule, %d by LLM, "
+                 "%d unusable replies, %d re-asks", r, usage["calls"], usage["cache_hits"], usage["prompt_tokens"],
+                 usage["completion_tokens"], usage.get("rule_verdicts", 0), usage.get("llm_verdicts", 0),
+                 usage.get("unusable_replies", 0), usage.get("reasks", 0))
     log.info("grade r%d: accuracy %.3f, zones %s, in %.1fs", r, stats["accuracy"], zones, stats["seconds"])
     return stats

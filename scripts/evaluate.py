@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import dataclasses
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
+from prosetting.collectors.backends import resolve_backend, vllm_installed
+from prosetting.collectors.engine_pool import open_pool
 from prosetting.core.config import Config
 from prosetting.core.io import atomic_write_json
 from prosetting.processors.evaluator import evaluate, format_table, load_benchmark
@@ -25,8 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature for Mean@k.")
     p.add_argument("--max-new-tokens", type=int, default=512, help="Longest generated solution.")
     p.add_argument("--seed", type=int, default=0, help="Sampling seed.")
-    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
-                   help="Generation engine; vllm needs the vllm package (falls back to transformers without it).")
+    p.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
+                   help="Generation engine, as COLLECTION_BACKEND: auto is vLLM when installed and a GPU is visible.")
+    p.add_argument("--gpus", default="", help="GPU ids for vLLM engines (PHYSICAL_SOLVER_GPU); empty: every visible GPU.")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per vLLM engine (TENSOR_PARALLEL_SIZE).")
     p.add_argument("--system-prompt", default=Config.SOLVER_SYSTEM_PROMPT, help="System message given to the solver.")
     p.add_argument("--out", help="Where to save the JSON result (default: <data stem>_eval.json next to the model).")
     return p.parse_args(argv)
@@ -45,22 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     backend_name = args.backend
-    if backend_name == "vllm" and importlib.util.find_spec("vllm") is None:
-        logging.warning("--backend vllm: the vllm package is not installed; using transformers instead")
-        backend_name = "transformers"
-    if backend_name == "vllm":
-        from prosetting.processors.evaluator import VllmBackend
-
-        backend = VllmBackend(args.model, seed=args.seed)
-    else:
-        from prosetting.collectors.backends import TransformersBackend
-
-        backend = TransformersBackend(args.model)
+    if backend_name == "vllm" and not vllm_installed():
+        print("--backend vllm: the vllm package is not installed (bash scripts/install_vllm.sh)", file=sys.stderr)
+        return 2
+    backend_name = resolve_backend(backend_name)
+    cfg = dataclasses.replace(Config(), COLLECTION_BACKEND=backend_name, PHYSICAL_SOLVER_GPU=args.gpus,
+                              TENSOR_PARALLEL_SIZE=args.tensor_parallel_size, SEED=args.seed)
+    pool = open_pool(cfg, args.model, Path(tempfile.mkdtemp(prefix="prosetting-evaluate-")), "evaluate")
     try:
-        result = evaluate(backend, questions, k=args.k, temperature=args.temperature, seed=args.seed,
+        result = evaluate(pool, questions, k=args.k, temperature=args.temperature, seed=args.seed,
                           max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt)
     finally:
-        backend.close()
+        pool.close()
     result.update({"model": str(args.model), "data": str(args.data), "backend": backend_name})
 
     out = Path(args.out) if args.out else Path(args.model) / f"{Path(args.data).stem}_eval.json"

@@ -17,3 +17,25 @@ def make_teacher(cfg):
 
         return LLMTeacher.from_config(cfg)
     raise ValueError(f"TEACHER_BACKEND: unknown teacher {cfg.TEACHER_BACKEND!r}")
+
+
+def teacher_stats(teacher) -> dict[str, int]:
+    """The Teacher's counters now (calls, tokens, cache hits, ...); {} for teachers that make no calls."""
+    stats = getattr(teacher, "stats", None)
+    return stats() if callable(stats) else {}
+
+
+def usage_since(teacher, before: dict[str, int], cfg) -> dict:
+    """What the Teacher did since `before`: calls, cache hits, tokens, cost (when priced), grading counts."""
+    now = teacher_stats(teacher)
+    delta = {k: now.get(k, 0) - before.get(k, 0) for k in now if now.get(k, 0) - before.get(k, 0)}
+    if not now:
+        return {}
+    for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens"):
+        delta.setdefault(k, 0)
+    if cfg.TEACHER_PRICE_PER_MTOK_IN or cfg.TEACHER_PRICE_PER_MTOK_OUT:
+        delta["cost"] = round(delta["prompt_tokens"] / 1e6 * cfg.TEACHER_PRICE_PER_MTOK_IN
+                              + delta["completion_tokens"] / 1e6 * cfg.TEACHER_PRICE_PER_MTOK_OUT, 6)
+    if delta.get("both_judged"):
+        delta["agreement"] = round(delta.get("agreed", 0) / delta["both_judged"], 4)
+    return delta

@@ -3,11 +3,18 @@
     TEACHER_BACKEND=llm TEACHER_BASE_URL=http://host:8000/v1 TEACHER_MODEL_NAME=Qwen2.5-72B-Instruct \
         python scripts/run_training.py
 
-One request per graded attempt and one per WriteRequest; the grading and enhancement stages call these
-from their thread pools (TEACHER_CONCURRENT_WORKERS), so this class keeps no per-call state. Transport
-failures (connection errors, timeouts, 429, 5xx) are retried TEACHER_MAX_RETRIES times with exponential
-backoff; answers that cannot be used (bad JSON, missing fields) are asked for again as many times.
-The API key is used by the client only: it never reaches a log line or an error message.
+Grading (GRADING_MODE): `rule` is math-verify alone; `hybrid` lets math-verify decide where it is decisive
+(a match with the reference) and asks the Teacher about the rest; `llm` asks the Teacher about every attempt.
+TEACHER_GRADING_UNIT=question sends one request per question with all its undecided attempts (as the
+paper does), `attempt` one request per attempt. The stages call this class from their thread pools
+(TEACHER_CONCURRENT_WORKERS requests in flight, one client and so one connection pool), under the shared
+TEACHER_MAX_RPM / TEACHER_MAX_TPM limits.
+
+Every answered call goes into the persistent cache (call_cache.py) before it is used, so a resumed or
+redone stage pays for nothing twice. Transport failures (connection errors, timeouts, 408, 429 with its
+Retry-After, 5xx) are retried TEACHER_MAX_RETRIES times with our own backoff (the client's is off); an
+unusable answer is asked for again with a follow-up message that says what was wrong with it. The API key
+is used by the client only: never in a cache key, a record, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ import json
 import logging
 import random
 import re
+import threading
 import time
+import zlib
+from collections import Counter
 from typing import Any
 
 import openai
@@ -25,6 +35,8 @@ from openai import OpenAI
 from prosetting.collectors.data_normalizer import extract_boxed
 from prosetting.teacher_model import prompts
 from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.call_cache import CallCache, call_key
+from prosetting.teacher_model.rate_limit import RateLimits, estimate_tokens
 from prosetting.teacher_model.rule_teacher import answers_match
 
 log = logging.getLogger(__name__)
@@ -32,11 +44,16 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 WRITE_TEMPERATURE = 0.7
+AGREEMENT_SAMPLE_EVERY = 8  # GRADING_MODE=llm: one attempt in 8 (by a hash of its id) is also checked by math-verify
 BACKOFF_MAX_S = 60.0
 
 
 class TeacherError(RuntimeError):
-    """The Teacher endpoint failed for good: retries spent, or a request it will never accept."""
+    """The Teacher endpoint failed for good: retries spent, or (`refused`) a request it will never accept."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
 
 
 class BadAnswer(ValueError):
@@ -101,14 +118,42 @@ def parse_verdict(text: str | None) -> tuple[bool, str]:
     obj = parse_json(text, accept=lambda o: isinstance(o, dict) and "correct" in o)
     if not isinstance(obj, dict) or "correct" not in obj:
         raise BadAnswer(f"expected an object with `correct`, got {str(obj)[:120]!r}")
-    value = obj["correct"]
+    return _as_bool(obj["correct"]), str(obj.get("reason") or "").strip()
+
+
+def _as_bool(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "yes", "correct"):
-        value = True
-    elif isinstance(value, str) and value.strip().lower() in ("false", "no", "incorrect"):
-        value = False
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "incorrect"):
+        return False
     if not isinstance(value, bool):
         raise BadAnswer(f"`correct` must be true or false, got {value!r}")
-    return value, str(obj.get("reason") or "").strip()
+    return value
+
+
+def parse_question_verdicts(text: str | None, n: int) -> list[tuple[bool, str]]:
+    """(correct, error analysis) for attempts 1..n from `{"verdicts": [{"attempt", "correct", "error"}]}`,
+    strictly: every attempt exactly once, nothing else."""
+    obj = parse_json(text, accept=lambda o: isinstance(o, dict) and "verdicts" in o)
+    items = obj.get("verdicts") if isinstance(obj, dict) else None
+    if not isinstance(items, list):
+        raise BadAnswer("expected an object with a `verdicts` list")
+    found: dict[int, tuple[bool, str]] = {}
+    for item in items:
+        number = item.get("attempt") if isinstance(item, dict) else None
+        if isinstance(number, str) and number.strip().isdigit():
+            number = int(number)
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= n:
+            raise BadAnswer(f"every verdict needs `attempt`, a number from 1 to {n}; got {str(item)[:80]!r}")
+        if number in found:
+            raise BadAnswer(f"attempt {number} has two verdicts")
+        if "correct" not in item:
+            raise BadAnswer(f"attempt {number} has no `correct`")
+        found[number] = (_as_bool(item["correct"]), str(item.get("error") or item.get("reason") or "").strip())
+    missing = [i for i in range(1, n + 1) if i not in found]
+    if missing:
+        raise BadAnswer(f"no verdict for attempt(s) {', '.join(map(str, missing))}; expected one for each of 1 to {n}")
+    return [found[i] for i in range(1, n + 1)]
 
 
 def _normalise(text: str) -> str:
@@ -130,7 +175,9 @@ def check_question(item: Any, parent_text: str) -> dict:
     if _normalise(question) == _normalise(parent_text):
         raise BadAnswer("the new question repeats the original")
     boxed = extract_boxed(solution)
-    if boxed is not None and not answers_match(boxed, answer):
+    if boxed is None:
+        raise BadAnswer("the solution has no \\boxed{} final answer to check")
+    if not answers_match(boxed, answer):
         raise BadAnswer(f"the solution's boxed answer {boxed!r} disagrees with answer {answer!r}")
     return {"question": question.strip(), "answer": answer, "solution": solution.strip()}
 
@@ -157,6 +204,23 @@ def parse_questions(text: str | None, parent_text: str) -> tuple[list[dict], lis
     return good, problems
 
 
+def parse_attempt_verdict(text: str | None) -> tuple[bool, str, str]:
+    """(correct, reason, error analysis) from one attempt's verdict."""
+    correct, reason = parse_verdict(text)
+    obj = parse_json(text, accept=lambda o: isinstance(o, dict) and "correct" in o)
+    return correct, reason, str(obj.get("error") or "").strip() if not correct else ""
+
+
+def parse_recheck(text: str | None) -> tuple[bool, str]:
+    obj = parse_json(text, accept=lambda o: isinstance(o, dict) and "valid" in o)
+    value = obj.get("valid")
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise BadAnswer(f"`valid` must be true or false, got {value!r}")
+    return value, str(obj.get("reason") or "").strip()
+
+
 # ---------------------------------------------------------------- the Teacher
 class LLMTeacher:
     """Teacher protocol over an OpenAI-compatible endpoint (vLLM, SGLang, OpenAI, ...)."""
@@ -164,25 +228,55 @@ class LLMTeacher:
     name = "llm"
 
     def __init__(self, client: OpenAI, model: str, base_url: str, max_retries: int = 3, timeout: float = 120.0,
-                 backoff_s: float = 1.0, secret: str = ""):
+                 backoff_s: float = 1.0, secret: str = "", cache: CallCache | None = None,
+                 limits: RateLimits | None = None, grading_mode: str = "hybrid", grading_unit: str = "question",
+                 max_tokens: int = 0):
         self.client = client
         self.model = model
         self.base_url = base_url
         self.max_retries = max_retries
         self.timeout = timeout
         self.backoff_s = backoff_s
+        self.cache = cache
+        self.limits = limits or RateLimits()
+        self.grading_mode = grading_mode
+        self.grading_unit = grading_unit
+        self.max_tokens = max_tokens  # 0: the endpoint's default
         self._secret = secret  # only to scrub it from server messages we repeat
         self._jitter = random.Random()
+        self._stats: Counter = Counter()
+        self._stats_lock = threading.Lock()
+        self.last_error = ""
 
     def __repr__(self) -> str:
         return f"LLMTeacher(model={self.model!r}, base_url={self.base_url!r})"
 
     @classmethod
     def from_config(cls, cfg, backoff_s: float = 1.0) -> LLMTeacher:
+        import httpx
+
+        # One connection pool for the whole run, sized to the requests in flight.
+        workers = cfg.TEACHER_CONCURRENT_WORKERS
+        http = httpx.Client(limits=httpx.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
+                            timeout=cfg.TEACHER_TIMEOUT)
         client = OpenAI(base_url=cfg.TEACHER_BASE_URL, api_key=cfg.TEACHER_API_KEY or "EMPTY",
-                        timeout=cfg.TEACHER_TIMEOUT, max_retries=0)
+                        timeout=cfg.TEACHER_TIMEOUT, max_retries=0, http_client=http)
+        cache_dir = cfg.TEACHER_CACHE_DIR or (cfg.workspace / "cache")
         return cls(client, cfg.TEACHER_MODEL_NAME, cfg.TEACHER_BASE_URL, max_retries=cfg.TEACHER_MAX_RETRIES,
-                   timeout=cfg.TEACHER_TIMEOUT, backoff_s=backoff_s, secret=cfg.TEACHER_API_KEY)
+                   timeout=cfg.TEACHER_TIMEOUT, backoff_s=backoff_s, secret=cfg.TEACHER_API_KEY,
+                   cache=CallCache(cache_dir), limits=RateLimits(cfg.TEACHER_MAX_RPM, cfg.TEACHER_MAX_TPM),
+                   grading_mode=cfg.GRADING_MODE, grading_unit=cfg.TEACHER_GRADING_UNIT, max_tokens=cfg.TEACHER_MAX_TOKENS)
+
+    # --- accounting ---------------------------------------------------------------------------
+    def count(self, **amounts: int) -> None:
+        with self._stats_lock:
+            self._stats.update(amounts)
+
+    def stats(self) -> dict[str, int]:
+        """Counters since the Teacher was built: calls, cache_hits, prompt/completion tokens, verdicts by
+        rule and by LLM, agreement, unusable replies, re-asks, failed requests. Stages report differences."""
+        with self._stats_lock:
+            return dict(self._stats)
 
     # --- transport ----------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
@@ -190,8 +284,8 @@ class LLMTeacher:
 
     def _delay(self, retry: int, retry_after: float | None) -> float:
         delay = min(BACKOFF_MAX_S, self.backoff_s * 2 ** (retry - 1)) * (1 + 0.25 * self._jitter.random())
-        if retry_after is not None and 0 < retry_after <= BACKOFF_MAX_S:
-            delay = max(delay, retry_after)
+        if retry_after is not None and retry_after > 0:
+            delay = max(delay, min(retry_after, 10 * BACKOFF_MAX_S))  # a per-minute quota may ask for minutes
         return delay
 
     def _refused(self, exc: openai.APIStatusError) -> TeacherError:
@@ -201,15 +295,22 @@ class LLMTeacher:
             status, "the server rejected the request; see its message")
         message = self._scrub(str(getattr(exc, "message", exc)))[:300]
         return TeacherError(f"Teacher endpoint {self.base_url} (model {self.model}) answered HTTP {status}: "
-                            f"{message}; {fix}")
+                            f"{message}; {fix}", refused=True)
 
     def complete(self, messages: list[dict], what: str, temperature: float = 0.0, seed: int | None = None) -> str:
-        """The answer text of one chat completion, retrying transport failures with backoff."""
-        extra = {"seed": seed} if seed is not None else {}
+        """The answer text of one chat completion: from the cache when it was answered before, else from
+        the endpoint (within the rate limits, transport failures retried with backoff), then cached."""
+        params = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            self.count(cache_hits=1)
+            return hit["text"]
+        extra = {**params, **({"seed": seed} if seed is not None else {})}
         tries = self.max_retries + 1
         why = ""
         for tried in range(1, tries + 1):
             retry_after = None
+            self.limits.acquire(estimate_tokens(messages, self.max_tokens or 512))
             try:
                 resp = self.client.chat.completions.create(model=self.model, messages=messages,
                                                            temperature=temperature, **extra)
@@ -225,9 +326,19 @@ class LLMTeacher:
                 why = f"no answer within TEACHER_TIMEOUT={self.timeout:g}s"
             except openai.APIConnectionError as exc:
                 why = f"connection failed ({self._scrub(str(exc.__cause__ or exc))[:200]})"
+            except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
+                why = f"malformed response body ({str(exc)[:120]})"
             else:
                 choice = resp.choices[0] if resp.choices else None
-                return (choice.message.content if choice and choice.message else None) or ""
+                text = (choice.message.content if choice and choice.message else None) or ""
+                usage = {"prompt_tokens": getattr(resp.usage, "prompt_tokens", 0) or 0,
+                         "completion_tokens": getattr(resp.usage, "completion_tokens", 0) or 0}
+                self.count(calls=1, **usage)
+                if self.cache is not None:
+                    self.cache.put(key, text, usage)
+                return text
+            self.count(failed_requests=1)
+            self.last_error = why
             if tried < tries:
                 delay = self._delay(tried, retry_after)
                 log.warning("teacher %s: %s; retry %d of %d in %.1fs", what, why, tried, self.max_retries, delay)
@@ -235,43 +346,136 @@ class LLMTeacher:
         raise TeacherError(
             f"Teacher endpoint {self.base_url} (model {self.model}) failed {tries} time(s) for {what}: {why}. "
             "Check that the server is up and TEACHER_BASE_URL is right; raise TEACHER_TIMEOUT or "
-            "TEACHER_MAX_RETRIES for a slow or busy server")
+            "TEACHER_MAX_RETRIES for a slow or busy server, or lower TEACHER_MAX_RPM for a rate-limited one")
+
+    def ask(self, messages: list[dict], parse, shape: str, what: str, temperature: float = 0.0,
+            seed: int | None = None):
+        """parse(answer) for the first usable answer; each re-ask carries the unusable reply and what was wrong
+        with it. Returns None when TEACHER_MAX_RETRIES re-asks gave nothing usable."""
+        for tried in range(1, self.max_retries + 2):
+            text = self.complete(messages, what, temperature=temperature, seed=seed)
+            try:
+                return parse(text)
+            except BadAnswer as exc:
+                self.count(unusable_replies=1)
+                more = tried <= self.max_retries
+                log.warning("teacher %s: unusable reply (%s)%s", what, exc,
+                            f"; asking again ({tried + 1} of {self.max_retries + 1})" if more else "")
+                if more:
+                    self.count(reasks=1)
+                    messages = prompts.reask_messages(messages, text, str(exc), shape)
+        return None
 
     # --- grading ------------------------------------------------------------------------------
     def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
-        """One verdict per attempt. An attempt whose extracted answer already matches the reference
-        (math-verify, `answers_match`) is correct without a Teacher call: that saves most of the
-        Teacher's cost once the solver is good. The Teacher judges the rest, one request each."""
-        return [self.grade_attempt(question, att) for att in attempts]
+        """One verdict per attempt ({"attempt_id", "correct", "reason", "by", "error"?}), in order.
 
-    def grade_attempt(self, question: dict, att: dict) -> dict:
-        def verdict(correct: bool, reason: str) -> dict:
-            return {"attempt_id": att["attempt_id"], "correct": correct, "reason": reason}
+        math-verify first (`answers_match`): in `hybrid` a match is correct with no Teacher call, which saves
+        most of the cost once the solver is good; in `llm` the Teacher judges it too and the two are compared
+        (the agreement in the round's stats). The Teacher's error analysis of an incorrect attempt is kept in
+        `error`: the question writer aims at it."""
+        verdicts, rule, undecided = self._rule_pass(question, attempts)
+        self.count(rule_verdicts=len(attempts) - len(undecided))
+        if undecided:
+            todo = [attempts[i] for i in undecided]
+            judged = (self._grade_question(question, todo) if self.grading_unit == "question"
+                      else [self._grade_attempt(question, a) for a in todo])
+            for i, v in zip(undecided, judged, strict=True):
+                verdicts[i] = v
+                if v["by"] == "llm":
+                    self.count(llm_verdicts=1)
+                    if rule[i] is not None:
+                        self.count(both_judged=1, agreed=int(rule[i] == v["correct"]))
+                else:
+                    self.count(fallback_verdicts=1)
+        return verdicts  # type: ignore[return-value]
 
+    def _rule_pass(self, question: dict, attempts: list[dict]) -> tuple[list, list, list[int]]:
+        """(verdicts the rule decides, the rule's view of each attempt, indexes left to the Teacher)."""
         reference = str(question["answer"])
-        if att.get("answer") is not None and answers_match(att["answer"], reference):
-            return verdict(True, "matches reference (rule check, no Teacher call)")
-        if att.get("answer") is None and att.get("truncated"):
-            return verdict(False, "truncated before a final answer (no Teacher call)")
-        messages = prompts.grade_messages(question, att)
+        verdicts: list[dict | None] = [None] * len(attempts)
+        rule: list[bool | None] = []
+        undecided: list[int] = []
+        for i, att in enumerate(attempts):
+            # In `llm` mode math-verify decides nothing; it runs on a fixed sample only, for the agreement figure.
+            checked = self.grading_mode != "llm" or zlib.crc32(att["attempt_id"].encode()) % AGREEMENT_SAMPLE_EVERY == 0
+            matched = checked and att.get("answer") is not None and answers_match(att["answer"], reference)
+            empty = att.get("answer") is None and bool(att.get("truncated"))
+            rule.append(True if matched else False if empty else None)
+            if self.grading_mode == "rule" or (self.grading_mode == "hybrid" and rule[i] is not None):
+                reason = ("matches reference (rule check, no Teacher call)" if matched else
+                          "truncated before a final answer (no Teacher call)" if empty else "rule check: no match")
+                verdicts[i] = {"attempt_id": att["attempt_id"], "correct": bool(matched), "reason": reason, "by": "rule"}
+            else:
+                undecided.append(i)
+        return verdicts, rule, undecided
+
+    def grading_requests(self, question: dict, attempts: list[dict]) -> list[tuple[list[dict], float, int | None]]:
+        """The first request(s) grading would send for this question (messages, temperature, seed): for the Batch API."""
+        _, _, undecided = self._rule_pass(question, attempts)
+        todo = [attempts[i] for i in undecided]
+        if not todo:
+            return []
+        if self.grading_unit == "question":
+            return [(prompts.grade_question_messages(question, todo), 0.0, None)]
+        return [(prompts.grade_messages(question, a), 0.0, None) for a in todo]
+
+    def writing_request(self, request: WriteRequest) -> tuple[list[dict], float, int | None] | None:
+        """The first request write_questions would send (its seed drawn from a copy of the request's rng)."""
+        if request.zone not in ("learning", "mastered") or request.count <= 0:
+            return None
+        rng = random.Random()
+        rng.setstate(request.rng.getstate())
+        messages = prompts.write_messages(request.zone, request.question, request.success_rate,
+                                          request.failed_attempt, request.count)
+        return messages, WRITE_TEMPERATURE, rng.randrange(2**31)
+
+    @staticmethod
+    def _llm_verdict(att: dict, correct: bool, reason: str, error: str) -> dict:
+        v = {"attempt_id": att["attempt_id"], "correct": correct, "reason": f"teacher: {reason}" if reason else "teacher",
+             "by": "llm"}
+        if not correct and error:
+            v["error"] = error
+        return v
+
+    @staticmethod
+    def _fallback(att: dict, reference: str) -> dict:
+        return {"attempt_id": att["attempt_id"], "correct": False, "by": "fallback",
+                "reason": "no usable Teacher verdict; rule check: no match"}
+
+    def _grade_attempt(self, question: dict, att: dict) -> dict:
         what = f"grading {att['attempt_id']}"
-        for tried in range(1, self.max_retries + 2):
-            text = self.complete(messages, what)
-            try:
-                correct, reason = parse_verdict(text)
-            except BadAnswer as exc:
-                log.warning("teacher %s: unusable verdict (%s)%s", what, exc,
-                            f"; asking again ({tried + 1} of {self.max_retries + 1})" if tried <= self.max_retries else "")
-                continue
-            return verdict(correct, f"teacher: {reason}" if reason else "teacher")
-        log.warning("teacher %s: no usable verdict in %d tries; the rule check decides (answer %r != %r)",
-                    what, self.max_retries + 1, att.get("answer"), reference)
-        return verdict(False, "no usable Teacher verdict; rule check: no match")
+        got = self.ask(prompts.grade_messages(question, att), parse_attempt_verdict, prompts.VERDICT_SHAPE, what)
+        if got is None:
+            log.warning("teacher %s: no usable verdict; the rule check decides (answer %r != %r)", what,
+                        att.get("answer"), question["answer"])
+            return self._fallback(att, str(question["answer"]))
+        correct, reason, error = got
+        return self._llm_verdict(att, correct, reason, error or (reason if not correct else ""))
+
+    def _grade_question(self, question: dict, todo: list[dict]) -> list[dict]:
+        what = f"grading {len(todo)} attempt(s) of {question.get('id', '?')}"
+        got = self.ask(prompts.grade_question_messages(question, todo),
+                       lambda text: parse_question_verdicts(text, len(todo)), prompts.QUESTION_VERDICTS_SHAPE, what)
+        if got is None:
+            log.warning("teacher %s: no usable verdicts; the rule check decides", what)
+            return [self._fallback(a, str(question["answer"])) for a in todo]
+        return [self._llm_verdict(a, correct, "", error) for a, (correct, error) in zip(todo, got, strict=True)]
 
     # --- question writing ---------------------------------------------------------------------
+    def recheck_question(self, question: dict) -> tuple[bool, str]:
+        """A too-difficult question checked at temperature 0: (keep, reason). Flawed or a disputed reference
+        answer: drop. No usable answer keeps it (the question is not blamed for the Teacher's reply)."""
+        got = self.ask(prompts.recheck_messages(question), parse_recheck, '{"valid": true or false, "reason": "..."}',
+                       f"re-checking {question.get('id', '?')}")
+        if got is None:
+            return True, "no usable re-check answer; kept"
+        return got
+
     def write_questions(self, request: WriteRequest) -> list[dict]:
         """Learning zone: questions aimed at the failed attempt's error; mastered: harder variants.
-        Invalid items are asked for again (TEACHER_MAX_RETRIES), then skipped with a warning."""
+        Invalid items are counted (`written_rejected`) and asked for again with what was wrong
+        (TEACHER_MAX_RETRIES), then skipped with a warning."""
         if request.zone not in ("learning", "mastered") or request.count <= 0:
             return []
         q = request.question
@@ -284,22 +488,29 @@ class LLMTeacher:
             meta["level"] = level + 1 if request.zone == "mastered" else level
         kept: list[dict] = []
         seen = {_normalise(q["question"])}
+        shape = '[{"question": "...", "answer": "...", "solution": "... \\\\boxed{...}"}]'
         for tried in range(1, self.max_retries + 2):
             text = self.complete(messages, what, temperature=WRITE_TEMPERATURE, seed=request.rng.randrange(2**31))
             try:
                 items, problems = parse_questions(text, q["question"])
+                self.count(written_rejected=len(problems))
             except BadAnswer as exc:
                 items, problems = [], [str(exc)]
+                self.count(unusable_replies=1)
             for item in items:
                 if _normalise(item["question"]) not in seen:
                     seen.add(_normalise(item["question"]))
                     kept.append({**item, "meta": dict(meta)})
             if len(kept) >= request.count:
+                self.count(written_accepted=request.count)
                 return kept[: request.count]
             why = "; ".join(problems) or "only duplicates"
             if tried <= self.max_retries:
                 log.warning("teacher %s: %d of %d usable (%s); asking again (%d of %d)", what, len(kept),
                             request.count, why, tried + 1, self.max_retries + 1)
+                self.count(reasks=1)
+                messages = prompts.reask_messages(messages, text, why, shape)
         log.warning("teacher %s: only %d of %d usable questions after %d tries (last: %s); skipping the rest",
                     what, len(kept), request.count, self.max_retries + 1, why)
+        self.count(written_accepted=len(kept))
         return kept

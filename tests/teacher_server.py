@@ -5,16 +5,23 @@ real `openai` client talks to it unchanged:
 
     with TeacherServer(responder=lambda req: '{"correct": true, "reason": "ok"}') as server:
         server.fail_next(500, 429)          # the next two requests fail, then the responder answers
+        server.fail_next(DROP, MALFORMED)   # a dropped connection, then a 200 whose body is not JSON
+        server.pause(); server.resume()     # hold every answer (to kill a client between answers)
+        server.batch_failures = {2}         # /v1/files, /v1/batches: line 2 of the next batch fails
         client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         ...
-        server.requests                     # every request seen: method, path, headers (lower-case), json
+        server.requests                     # every request seen: method, path, headers (lower-case), json,
+                                            # and once answered: status, answered (time)
 
     python tests/teacher_server.py --port 8000 --model teacher   # by hand, for utils/status_checker.py
 """
 
 from __future__ import annotations
 
+import email
+import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Responder = Callable[[dict], str]
+DROP = -1  # close the connection without an answer
+MALFORMED = -2  # answer 200 with a body that is not JSON
 
 ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
                429: "RateLimitError", 500: "InternalServerError", 503: "ServiceUnavailableError"}
@@ -29,6 +38,37 @@ ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoun
 
 def default_responder(request: dict) -> str:
     return '{"correct": false, "reason": "scripted default"}'
+
+
+def _sum_question(text: str, shift: int) -> tuple[str, int] | None:
+    nums = [int(n) for n in re.findall(r"\d+", text)]
+    if len(nums) < 2:
+        return None
+    a, b = nums[0] + shift, nums[1] + 2 * shift
+    return f"{a}+{b}=?", a + b
+
+
+def socratic_responder(request: dict) -> str:
+    """A deterministic stand-in for a Teacher LLM on the arithmetic seeds: grades by comparing each attempt's
+    extracted answer with the reference, writes a shifted sum, passes re-checks of questions with a reference.
+    Every prompt of teacher_model/prompts.py gets an answer in the shape it asks for."""
+    prompt = request["messages"][-1]["content"]
+    first = request["messages"][1]["content"] if len(request["messages"]) > 1 else prompt
+    reference = (re.search(r"Reference answer:\s*(.+)", first) or [None, ""])[1].strip()
+    if "attempt(s):" in first:  # one request per question
+        extracted = re.findall(r"Extracted final answer: (.*)", first)
+        return json.dumps({"verdicts": [{"attempt": i, "correct": a.strip() == reference,
+                                         "error": "" if a.strip() == reference else f"{a.strip()} is not {reference}"}
+                                        for i, a in enumerate(extracted, 1)]})
+    if "Student's extracted final answer:" in first:
+        answer = re.search(r"Student's extracted final answer: (.*)", first)[1].strip()
+        return json.dumps({"correct": answer == reference, "reason": "compared", "error": "" if answer == reference else "wrong sum"})
+    if "check the problem itself" in first:
+        return json.dumps({"valid": bool(reference), "reason": "well posed" if reference else "no reference answer"})
+    problem = (re.search(r"Problem:\s*(.+)", first) or [None, ""])[1]
+    shift = 1 + int(hashlib.sha256(json.dumps(request.get("seed")).encode()).hexdigest(), 16) % 7
+    made = _sum_question(problem, shift) or (f"{shift}+{shift + 10}=?", 2 * shift + 10)
+    return json.dumps([{"question": made[0], "answer": str(made[1]), "solution": f"\\boxed{{{made[1]}}}"}])
 
 
 class TeacherServer:
@@ -40,7 +80,14 @@ class TeacherServer:
         self.model = model
         self.api_key = api_key  # when set, requests without `Authorization: Bearer <api_key>` get 401
         self.delay_s = delay_s
+        self.retry_after = "0"  # the Retry-After header of scripted 429s
+        self.open = threading.Event()  # cleared by pause(): answers wait until resume()
+        self.open.set()
         self.requests: list[dict] = []
+        self.files: dict[str, bytes] = {}  # /v1/files: id -> content
+        self.batches: dict[str, dict] = {}  # /v1/batches: id -> batch object
+        self.batch_seconds = 0.3  # how long a batch stays in_progress
+        self.batch_failures: set[int] = set()  # line numbers (0-based) of a batch answered with an error
         self._failures: list[tuple[int, float]] = []  # (status, delay): status 0 means "delay, then answer"
         self._lock = threading.Lock()
         self._counter = 0
@@ -57,6 +104,51 @@ class TeacherServer:
         """The next `count` requests wait `seconds` before answering (to trip a client timeout)."""
         with self._lock:
             self._failures += [(0, seconds)] * count
+
+    def pause(self) -> None:
+        self.open.clear()
+
+    def resume(self) -> None:
+        self.open.set()
+
+    # --- the Files and Batches API -----------------------------------------------------------
+    def _new_id(self, prefix: str) -> str:
+        with self._lock:
+            self._counter += 1
+            return f"{prefix}-{self._counter:06d}"
+
+    def add_file(self, content: bytes) -> dict:
+        file_id = self._new_id("file")
+        self.files[file_id] = content
+        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                "filename": f"{file_id}.jsonl", "purpose": "batch", "status": "processed"}
+
+    def create_batch(self, body: dict) -> dict:
+        batch_id = self._new_id("batch")
+        batch = {"id": batch_id, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+                 "input_file_id": body.get("input_file_id"), "completion_window": body.get("completion_window", "24h"),
+                 "status": "in_progress", "created_at": int(time.time()), "output_file_id": None, "error_file_id": None,
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+        self.batches[batch_id] = batch
+        threading.Timer(self.batch_seconds, self._run_batch, args=(batch_id,)).start()
+        return batch
+
+    def _run_batch(self, batch_id: str) -> None:
+        batch = self.batches[batch_id]
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        out, errors = [], []
+        for i, line in enumerate(lines):
+            if i in self.batch_failures:
+                errors.append({"id": f"req-{i}", "custom_id": line["custom_id"], "response": None,
+                               "error": {"code": "server_error", "message": "scripted batch failure"}})
+            else:
+                out.append({"id": f"req-{i}", "custom_id": line["custom_id"], "error": None,
+                            "response": {"status_code": 200, "body": self._completion(line["body"])}})
+        dump = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()  # noqa: E731
+        batch.update(status="completed", completed_at=int(time.time()),
+                     output_file_id=self.add_file(dump(out))["id"] if out else None,
+                     error_file_id=self.add_file(dump(errors))["id"] if errors else None,
+                     request_counts={"total": len(lines), "completed": len(out), "failed": len(errors)})
 
     @property
     def chat_requests(self) -> list[dict]:
@@ -131,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -140,14 +232,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
+            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (a timeout test): nothing to answer
+            return  # the client gave up (a timeout test): nothing to answer
+        rec = getattr(self, "_rec", None)
+        if rec is not None:
+            rec.update(status=status, answered=time.time())
 
     def _record(self, body: Any) -> None:
         state = self.server_state
+        self._rec = {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                     "json": body, "time": time.time()}
         with state._lock:
-            state.requests.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                   "json": body, "time": time.time()})
+            state.requests.append(self._rec)
 
     def _authorised(self) -> bool:
         key = self.server_state.api_key
@@ -163,9 +260,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(None)
         if not self._authorised():
             return
-        if self.path.rstrip("/") in ("/v1/models", "/models"):
+        state, path = self.server_state, self.path.rstrip("/")
+        if path in ("/v1/models", "/models"):
             model = {"id": self.server_state.model, "object": "model", "created": 0, "owned_by": "prosetting-tests"}
             self._send(200, {"object": "list", "data": [model]})
+        elif path.startswith("/v1/batches/") and path.split("/")[-1] in state.batches:
+            self._send(200, state.batches[path.split("/")[-1]])
+        elif path.startswith("/v1/files/") and path.endswith("/content") and path.split("/")[-2] in state.files:
+            self._send(200, state.files[path.split("/")[-2]])
         else:
             self._send(404, error_body(404, f"no route {self.path}"))
 
@@ -173,6 +275,15 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server_state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if self.path.rstrip("/") == "/v1/files":  # multipart upload of a batch input file
+            self._record({"upload": len(raw)})
+            if state.files is None:  # scripted: an endpoint without the Files API
+                self._send(404, error_body(404, f"no route {self.path}"))
+            elif self._authorised():
+                message = email.message_from_bytes(b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+                parts = [p for p in message.get_payload() if p.get_param("name", header="content-disposition") == "file"]
+                self._send(200, state.add_file(parts[0].get_payload(decode=True)))
+            return
         try:
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
@@ -182,6 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(body)
         if not self._authorised():
             return
+        if self.path.rstrip("/") == "/v1/batches":
+            self._send(200, state.create_batch(body))
+            return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, error_body(404, f"no route {self.path}"))
             return
@@ -189,9 +303,17 @@ class _Handler(BaseHTTPRequestHandler):
         delay = state.delay_s + (failure[1] if failure else 0.0)
         if delay:
             time.sleep(delay)
+        state.open.wait()
+        if failure and failure[0] == DROP:
+            self.close_connection = True
+            self.connection.shutdown(2)  # socket.SHUT_RDWR: the client sees the connection drop
+            return
+        if failure and failure[0] == MALFORMED:
+            self._send(200, b'{"id": "chatcmpl-broken", "choices": [{"mess')
+            return
         if failure and failure[0]:
             status = failure[0]
-            headers = {"Retry-After": "0"} if status == 429 else None
+            headers = {"Retry-After": state.retry_after} if status == 429 else None
             self._send(status, error_body(status, f"scripted failure {status}"), headers)
             return
         if body.get("model") != state.model:
@@ -209,8 +331,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve a scripted Teacher on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default="teacher-test")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer (a fixed latency)")
+    parser.add_argument("--socratic", action="store_true", help="answer every Teacher prompt (socratic_responder)")
     args = parser.parse_args()
-    server = TeacherServer(model=args.model).start(args.port)
+    responder = socratic_responder if args.socratic else default_responder
+    server = TeacherServer(responder=responder, model=args.model, delay_s=args.delay).start(args.port)
     print(f"serving {args.model} at {server.base_url} (Ctrl+C to stop)", flush=True)
     try:
         threading.Event().wait()

@@ -22,11 +22,13 @@ def test_utility_matches_hand_computed_values():
 
 
 def test_completion_round_trips():
-    text = " What is 12+30?\nAnswer: 42\nSolution: 2+0=2; 1+3=4; \\boxed{42}"
+    text = " What is 12+30?\nSolution: 2+0=2; 1+3=4; \\boxed{42}\nAnswer: 42"
     assert parse_completion(text) == {"question": "What is 12+30?", "answer": "42",
                                       "solution": "2+0=2; 1+3=4; \\boxed{42}"}
     assert parse_completion(" What is 1+1?") is None
     assert parse_completion(" What is 1+1?\nAnswer: ") is None
+    assert parse_completion(" 1+1=?\nAnswer: 2\nAnswer: 3 and more")["answer"] == "2"  # the first answer line wins
+    assert parse_completion(" 1+1=?\nAnswer: 2")["solution"] is None
 
 
 # --- the weighted loss, on the loss TRL's trainer computes -------------------------------------------

@@ -59,7 +59,7 @@ def test_export_weights_are_the_utility_of_the_next_rounds_success_rate(tmp_path
     assert first["zone"] == "learning" and first["attempt"]["correct"] is False
     assert first["attempt"]["error_analysis"] == "wrong answer 0"  # the failed attempt the Teacher aimed at
     assert first["source"]["id"] == "q0" and first["new_question"]["answer"] == "2"
-    assert "Student attempt: \\boxed{0}" in first["prompt"] and first["completion"] == " 0+2=?\nAnswer: 2\nSolution: s"
+    assert "Student attempt: \\boxed{0}" in first["prompt"] and first["completion"] == " 0+2=?\nSolution: s\nAnswer: 2"
     assert export_generator_training(paths, Config(), 1)["written_now"] == 0  # re-run: nothing twice
 
 
@@ -142,7 +142,7 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
 
     from prosetting.trainers.generator_training import generator_dir, generator_result
     from prosetting.trainers.tiny_solver import build_tiny_solver
-    from prosetting.trainers.trl_trainer import verify_model_dir
+    from prosetting.trainers.model_io import verify_model_dir
 
     rates = [0.5, 0.25, 0.75, 1.0, 0.0, 0.625, 0.375, 0.5]
     paths = make_workspace(tmp_path / "ws", len(rates), rates)
@@ -171,7 +171,9 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(generator_result(paths, 2).read_text())
     assert result["trained"] and result["train_records"] == 8 and result["loss_last"] < result["loss_first"]
-    verify_model_dir(generator_dir(paths, 2))
+    assert result["verified"]["tensors_compared"] > 0  # checked against the training process's own fingerprint
+    assert (paths.root / "training_runs" / "generator_r2" / "accelerate_config.yaml").is_file()  # the solver's launch path
+    verify_model_dir(generator_dir(paths, 2), None)
 
 
 def test_writer_figures_per_writer(tmp_path):

@@ -34,10 +34,11 @@ def user_prompt(request: dict) -> str:
     return request["messages"][-1]["content"]
 
 
-def teacher_for(server: TeacherServer, max_retries: int = 3, timeout: float = 5.0) -> LLMTeacher:
+def teacher_for(server: TeacherServer, max_retries: int = 3, timeout: float = 5.0, unit: str = "attempt",
+                **kwargs) -> LLMTeacher:
     client = OpenAI(base_url=server.base_url, api_key=SECRET, timeout=timeout, max_retries=0)
     return LLMTeacher(client, server.model, server.base_url, max_retries=max_retries, timeout=timeout,
-                      backoff_s=0.01, secret=SECRET)
+                      backoff_s=0.01, secret=SECRET, grading_unit=unit, **kwargs)
 
 
 @pytest.fixture
@@ -131,7 +132,12 @@ def test_bad_json_is_asked_again_then_falls_back_to_the_rule(server, caplog):
     answers = iter(["I cannot decide.", '{"verdict": "yes"}', '{"correct": true, "reason": "fine"}'])
     server.responder = lambda req: next(answers)
     verdicts = teacher_for(server, max_retries=2).grade(QUESTION, [attempt(0, "7")])
-    assert verdicts[0] == {"attempt_id": "q1#r1a0", "correct": True, "reason": "teacher: fine"}
+    assert verdicts[0] == {"attempt_id": "q1#r1a0", "correct": True, "reason": "teacher: fine", "by": "llm"}
+    # Each re-ask carries the unusable reply and what was wrong with it: never the identical request again.
+    sent = [r["json"]["messages"] for r in server.chat_requests]
+    assert [len(m) for m in sent] == [2, 4, 6]
+    assert sent[1][2] == {"role": "assistant", "content": "I cannot decide."}
+    assert "could not be used" in sent[1][3]["content"] and '"correct"' in sent[1][3]["content"]
 
     server.responder = lambda req: "no JSON at all"
     with caplog.at_level(logging.WARNING):
@@ -208,7 +214,8 @@ def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
     with TeacherServer(responder=judge, model="judge-7b", api_key=SECRET) as server:
         cfg, _ = load_config(env_file=None, environ={}, overrides={
             "WORKSPACE_DIR": str(tmp_path / "ws"), "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": server.base_url,
-            "TEACHER_MODEL_NAME": "judge-7b", "TEACHER_API_KEY": SECRET, "TEACHER_CONCURRENT_WORKERS": "3"})
+            "TEACHER_MODEL_NAME": "judge-7b", "TEACHER_API_KEY": SECRET, "TEACHER_CONCURRENT_WORKERS": "3",
+            "TEACHER_GRADING_UNIT": "attempt"})
         ctx = RunContext(cfg=cfg, sm=StateManager(cfg.workspace))
         atomic_write_json(ctx.paths.questions(1), questions)
         rows = []
@@ -232,7 +239,14 @@ def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
     assert [rewards[f"q{i}"]["num_correct"] for i in range(1, 5)] == [2, 2, 2, 0]
     assert rewards["q1"]["zone"] == "learning" and rewards["q4"]["zone"] == "too_difficult"
     assert stats["zones"] == {"too_difficult": 1, "learning": 3, "mastered": 0}
-    assert len(server.chat_requests) == 3 * 2 + 3 + 1  # rule-matched attempts cost nothing; one 503 retried
+    # Rule-matched attempts cost nothing; q4's three identical attempts are one call and two cache hits;
+    # one 503 retried.
+    assert len(server.chat_requests) == 3 * 2 + 1 + 1
+    usage = stats["teacher_usage"]
+    assert usage["calls"] == 7 and usage["cache_hits"] == 2 and usage["failed_requests"] == 1
+    assert usage["rule_verdicts"] == 3 and usage["llm_verdicts"] == 9 and usage["prompt_tokens"] > 0
+    assert (ctx.paths.root / "cache" / "teacher_calls.jsonl").is_file()
+    assert SECRET not in (ctx.paths.root / "cache" / "teacher_calls.jsonl").read_text()
     assert "HTTP 503" in caplog.text
     assert SECRET not in caplog.text
     assert SECRET not in ctx.paths.rewards(1).read_text()

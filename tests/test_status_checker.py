@@ -167,3 +167,15 @@ def test_solver_model_folder_needs_tokenizer_and_weights(tmp_path, good):
     (model / "model.safetensors").write_bytes(b"\0" * 1024)
     rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(model)}, "--json")
     assert rc == 0 and by_name(report)["solver model"]["message"].endswith("(files present)")
+
+
+def test_training_hosts_are_checked_for_several_machines(tmp_path, good):
+    rc, report = run_checker(tmp_path, good, "--json")
+    assert by_name(report)["training hosts"]["status"] == "skip"
+    assert by_name(report)["training launch"]["message"].startswith("preset single")
+    two = {**good, "NUM_MACHINES": "2", "TRL_NUM_PROCESSES": "2", "MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": "29555"}
+    rc, report = run_checker(tmp_path, {**two, "TRAIN_HOSTS": "127.0.0.1"}, "--json")
+    assert by_name(report)["training hosts"]["status"] == "ok"
+    rc, report = run_checker(tmp_path, {**two, "TRAIN_HOSTS": "no-such-host.invalid"}, "--json")
+    hosts = by_name(report)["training hosts"]
+    assert rc != 0 and hosts["status"] == "fail" and "no-such-host.invalid" in hosts["message"] and "ssh" in hosts["fix"]

@@ -1,10 +1,12 @@
 """The training process that `accelerate launch` starts: TRL DPO on the exported parquet files.
 
-    accelerate launch --num_processes 8 -m prosetting.trainers.dpo_entry --spec training_runs/r3/spec.json
+    accelerate launch --config_file training_runs/r3/accelerate_config.yaml -m prosetting.trainers.dpo_entry \
+        --spec training_runs/r3/spec.json
 
 The spec (written by trainers/trl_trainer.py) names the model, the parquet files, the output folders
-and the hyperparameters. The main process writes the final model to `spec["final_dir"]` and
-`metrics.json` beside it; the parent merges FSDP shards if any and moves the model into place.
+and the hyperparameters. The main process writes the final model to `spec["final_dir"]` (sharded
+under FSDP), `weights_fingerprint.json` (what the parent verifies the merged folder against) and
+`metrics.json`; the parent merges, completes, verifies and moves the model into place.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -27,6 +30,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
+    from prosetting.trainers.model_io import DTYPES, FINGERPRINT_FILE, fingerprint
+
     torch.manual_seed(spec["seed"])
     files = {"train": spec["train_files"]}
     if spec.get("validation_files"):
@@ -37,11 +42,26 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    dtype = DTYPES[spec["mixed_precision"]]  # bf16 weights under bf16: never an fp32 copy per GPU
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+    ref_model = None
+    if spec.get("ref_model"):  # TRL_REF_MODEL=initial; `previous` lets TRL load the round's model in `dtype`
+        ref_model = AutoModelForCausalLM.from_pretrained(spec["ref_model"], dtype=dtype)
+    peft_config = None
+    if spec.get("lora_r"):
+        from peft import LoraConfig
+
+        targets = spec["lora_target_modules"]
+        peft_config = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], task_type="CAUSAL_LM",
+                                 target_modules=targets if targets == "all-linear" else targets.split(","))
+    report_to = spec.get("report_to") or ["none"]
+    if "tensorboard" in report_to:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(spec["output_dir"]) / "tensorboard"))
 
     has_eval = "validation" in data and len(data["validation"]) > 0
     config = DPOConfig(
         output_dir=spec["output_dir"],
+        run_name=spec.get("run_name"),
         per_device_train_batch_size=spec["batch_size"],
         per_device_eval_batch_size=spec["batch_size"],
         gradient_accumulation_steps=spec["grad_accum"],
@@ -56,11 +76,15 @@ def main() -> None:
         data_seed=spec["seed"],
         bf16=spec["mixed_precision"] == "bf16",
         fp16=spec["mixed_precision"] == "fp16",
+        use_cpu=not torch.cuda.is_available(),  # with the launch's ACCELERATE_USE_CPU: a gloo group, not N lone processes
+        gradient_checkpointing=bool(spec.get("gradient_checkpointing")),
+        precompute_ref_log_probs=bool(spec.get("precompute_ref_log_probs")),
+        model_init_kwargs={"dtype": dtype},
         logging_steps=1,
         save_strategy="steps" if spec["save_steps"] else "no",
         save_steps=spec["save_steps"] or 500,
         eval_strategy="epoch" if has_eval else "no",
-        report_to="none",
+        report_to=report_to,
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
@@ -74,24 +98,47 @@ def main() -> None:
 
     trainer = DPOTrainer(
         model=model,
+        ref_model=ref_model,
         args=config,
         train_dataset=data["train"],
         eval_dataset=data["validation"] if has_eval else None,
         processing_class=tokenizer,
+        peft_config=peft_config,
         callbacks=[Heartbeat()],
     )
+    acc = trainer.accelerator
+    print(json.dumps({"process": acc.process_index, "world_size": acc.num_processes,
+                      "distributed_type": str(acc.distributed_type).split(".")[-1]}), flush=True)
     resume = spec.get("resume_from_checkpoint")
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume if resume else None)
     duration = time.time() - t0
 
     final_dir = Path(spec["final_dir"])
-    trainer.save_model(str(final_dir))
+    if peft_config is not None:
+        # LoRA: merge the adapter into the base here, in the process that trained it (single or ddp).
+        if acc.is_main_process:
+            merged = acc.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(str(final_dir))
+            (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(merged.state_dict())))
+        acc.wait_for_everyone()
+    else:
+        state = acc.get_state_dict(trainer.model)  # a collective under FSDP: every rank calls it
+        if acc.is_main_process:
+            final_dir.mkdir(parents=True, exist_ok=True)
+            (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(state)))
+        del state
+        trainer.save_model(str(final_dir))
+
+    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                         torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0],
+                        device=acc.device)
+    peaks = acc.gather(peak.unsqueeze(0)).cpu().tolist()
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(final_dir))
         history = trainer.state.log_history
         losses = [h["loss"] for h in history if "loss" in h]
-        acc = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
+        accs = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
         margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
         evals = [h for h in history if "eval_loss" in h]
         metrics = {
@@ -102,12 +149,19 @@ def main() -> None:
             "loss_last": losses[-1] if losses else None,
             "loss_mean_first_quarter": _mean(losses[: max(1, len(losses) // 4)]),
             "loss_mean_last_quarter": _mean(losses[-max(1, len(losses) // 4):]),
-            "reward_accuracy_last": acc[-1] if acc else None,
-            "reward_accuracy_mean": _mean(acc),
+            "reward_accuracy_last": accs[-1] if accs else None,
+            "reward_accuracy_mean": _mean(accs),
             "reward_margin_last": margins[-1] if margins else None,
             "eval": evals[-1] if evals else None,
             "duration_s": round(duration, 2),
-            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "world_size": acc.num_processes,
+            "distributed_type": str(acc.distributed_type).split(".")[-1],
+            "model_dtype": str(dtype).replace("torch.", ""),
+            "torch_threads": torch.get_num_threads(),
+            "ref_model_dtype": str(acc.unwrap_model(trainer.ref_model).dtype).replace("torch.", "") if trainer.ref_model else None,
+            "lora_merged": peft_config is not None,
+            "peak_rss_mib_per_process": [round(p[0], 1) for p in peaks],
+            "peak_gpu_mib_per_process": [round(p[1], 1) for p in peaks],
             "log_history": history,
         }
         (final_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,10 +1,13 @@
 """The process `accelerate launch` starts to train the Generator: weighted SFT on utility-weighted records.
 
-    accelerate launch --cpu -m prosetting.trainers.generator_entry --spec training_runs/generator_r3/spec.json
+    accelerate launch --config_file training_runs/generator_r3/accelerate_config.yaml \
+        -m prosetting.trainers.generator_entry --spec training_runs/generator_r3/spec.json
 
-The spec (written by trainers/generator_training.py) names the base model, the JSON Lines records
-(prompt, completion, weight) and the output folders. The main process writes the model to
-`spec["final_dir"]` and `metrics.json` beside it; the parent merges shards if any and moves it into place.
+The spec (written by trainers/generator_training.py, the solver's spec plus the Generator's learning rate
+and epochs) names the base model, the JSON Lines records (prompt, completion, weight) and the output
+folders. Like trainers/dpo_entry.py, the main process writes the model to `spec["final_dir"]` (sharded
+under FSDP), `weights_fingerprint.json` and `metrics.json`; the parent (trl_trainer.train_and_verify)
+merges, completes, verifies and moves it into place.
 """
 
 from __future__ import annotations
@@ -16,51 +19,105 @@ import time
 from pathlib import Path
 
 
+def load_records(files: list[str]) -> list[dict]:
+    """The weighted records the Teacher wrote, as conversational prompt/completion rows with their weight."""
+    rows = []
+    for f in files:
+        for line in Path(f).read_text().splitlines():
+            if not line.strip():
+                continue
+            x = json.loads(line)
+            if x.get("weight") is None or x.get("writer", "teacher") != "teacher":  # learn from graded Teacher questions only
+                continue
+            # conversational, so TRL trains with the chat template the collection backend prompts with
+            rows.append({"prompt": [{"role": "user", "content": x["prompt"]}],
+                         "completion": [{"role": "assistant", "content": x["completion"]}],
+                         "weight": float(x["weight"])})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spec", required=True, help="JSON file written by generator_training.build_generator_spec")
+    parser.add_argument("--spec", required=True, help="JSON file written by generator_training.run_generator_training")
     args = parser.parse_args()
     spec = json.loads(Path(args.spec).read_text())
 
     import datasets  # Hugging Face datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig
 
     from prosetting.trainers.generator_trainer import WeightedSFTTrainer
+    from prosetting.trainers.model_io import DTYPES, FINGERPRINT_FILE, fingerprint
 
     torch.manual_seed(spec["seed"])
-    rows = [json.loads(line) for f in spec["train_files"] for line in Path(f).read_text().splitlines() if line.strip()]
-    # conversational, so the chat template TRL trains with is the one the collection backend prompts with
-    rows = [{"prompt": [{"role": "user", "content": x["prompt"]}],
-             "completion": [{"role": "assistant", "content": x["completion"]}], "weight": float(x["weight"])}
-            for x in rows if x.get("weight") is not None and x.get("writer", "teacher") == "teacher"]
+    rows = load_records(spec["train_files"])
     data = datasets.Dataset.from_list(rows)
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    dtype = DTYPES[spec["mixed_precision"]]
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+    peft_config = None
+    if spec.get("lora_r"):
+        from peft import LoraConfig
+
+        targets = spec["lora_target_modules"]
+        peft_config = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], task_type="CAUSAL_LM",
+                                 target_modules=targets if targets == "all-linear" else targets.split(","))
+    report_to = spec.get("report_to") or ["none"]
+    if "tensorboard" in report_to:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(spec["output_dir"]) / "tensorboard"))
     config = SFTConfig(
-        output_dir=spec["output_dir"], per_device_train_batch_size=spec["batch_size"],
-        gradient_accumulation_steps=spec["grad_accum"], learning_rate=spec["learning_rate"],
-        warmup_steps=spec.get("warmup_ratio", 0.0), num_train_epochs=spec["num_epochs"], loss_type="nll",
-        max_length=spec["max_length"], seed=spec["seed"], data_seed=spec["seed"],
-        bf16=spec["mixed_precision"] == "bf16", fp16=spec["mixed_precision"] == "fp16", logging_steps=1,
+        output_dir=spec["output_dir"], run_name=spec.get("run_name"),
+        per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=spec["grad_accum"],
+        learning_rate=spec["learning_rate"], warmup_steps=spec.get("warmup_ratio", 0.0),
+        num_train_epochs=spec["num_epochs"], loss_type="nll", max_length=spec["max_length"],
+        seed=spec["seed"], data_seed=spec["seed"],
+        bf16=spec["mixed_precision"] == "bf16", fp16=spec["mixed_precision"] == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=bool(spec.get("gradient_checkpointing")),
+        model_init_kwargs={"dtype": dtype}, logging_steps=1,
         save_strategy="steps" if spec["save_steps"] else "no", save_steps=spec["save_steps"] or 500,
-        report_to="none", dataloader_num_workers=0,
+        report_to=report_to, dataloader_num_workers=0,
     )
-    trainer = WeightedSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
+
+    class Heartbeat(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                print(json.dumps({"step": state.global_step, **logs}), flush=True)
+
+    trainer = WeightedSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
+                                 peft_config=peft_config, callbacks=[Heartbeat()])
+    acc = trainer.accelerator
+    print(json.dumps({"process": acc.process_index, "world_size": acc.num_processes,
+                      "distributed_type": str(acc.distributed_type).split(".")[-1]}), flush=True)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=spec.get("resume_from_checkpoint") or None)
+    duration = time.time() - t0
     final_dir = Path(spec["final_dir"])
-    trainer.save_model(str(final_dir))
+    if peft_config is not None:
+        if acc.is_main_process:
+            merged = acc.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(str(final_dir))
+            (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(merged.state_dict())))
+        acc.wait_for_everyone()
+    else:
+        state = acc.get_state_dict(trainer.model)  # a collective under FSDP
+        if acc.is_main_process:
+            final_dir.mkdir(parents=True, exist_ok=True)
+            (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(state)))
+        del state
+        trainer.save_model(str(final_dir))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(final_dir))
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        history = trainer.state.log_history
+        losses = [h["loss"] for h in history if "loss" in h]
         metrics = {"steps": trainer.state.global_step, "train_records": len(rows),
                    "weight_sum": round(sum(x["weight"] for x in rows), 4),
                    "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                   "duration_s": round(time.time() - t0, 2), "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+                   "duration_s": round(duration, 2), "world_size": acc.num_processes,
+                   "lora_merged": peft_config is not None, "log_history": history}
         (final_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 

@@ -1,9 +1,16 @@
 """Training the Generator in the round: launch, merge and verify exactly as the solver's training does.
 
-Reuses trainers/trl_trainer.py's launch command, streaming, shard merge and verification (by import),
-with its own entry point (trainers/generator_entry.py). Writes checkpoints/generator_rX/ and
-training_results/generator_rX_result.json. A run killed mid-launch is launched again from the start
-(or from its last TRL checkpoint when TRL_SAVE_STEPS is set); the result file is the done marker.
+Reuses the solver's path as it is: the same spec (trl_trainer.build_spec, with the Generator's learning
+rate and epochs), the same accelerate preset (TRL_DISTRIBUTED, TRL_NUM_PROCESSES, multi-node keys, LoRA,
+tracking) and `trl_trainer.train_and_verify` (launch, shard merge, verification against the training
+process's fingerprint), with its own entry point (trainers/generator_entry.py). Writes
+checkpoints/generator_rX/ and training_results/generator_rX_result.json. A run killed mid-launch is launched
+again from the start (or from its last TRL checkpoint when TRL_SAVE_STEPS is set); the result file is the
+done marker.
+
+The Generator starts from GENERATOR_MODEL_PATH; empty, from the embedded solver's warm start
+(checkpoints/base_solver: the tiny character-level model built and warm-started on column arithmetic, so it
+can already write a problem and its digit-by-digit trace), or, for a user's own solver, from that solver.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from pathlib import Path
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json, replace_dir
-from prosetting.trainers import gpu_manager
+from prosetting.trainers import launch
 from prosetting.trainers import trl_trainer as solver_training
 
 log = logging.getLogger(__name__)
@@ -46,15 +53,10 @@ def latest_generator(paths, r: int) -> Path | None:
 
 
 def base_generator(ctx: RunContext) -> Path:
-    """GENERATOR_MODEL_PATH, or a tiny untrained model built like the embedded solver (once per workspace)."""
+    """GENERATOR_MODEL_PATH, else the initial solver (for the embedded default: its warm-started tiny model)."""
     if ctx.cfg.GENERATOR_MODEL_PATH:
         return Path(ctx.cfg.GENERATOR_MODEL_PATH)
-    out = ctx.paths.root / "checkpoints" / "generator_base"
-    if not (out / "config.json").is_file():
-        from prosetting.trainers.tiny_solver import build_tiny_solver
-
-        build_tiny_solver(out, seed=ctx.cfg.SEED)
-    return out
+    return Path(ctx.base_model())
 
 
 def run_generator_training(ctx: RunContext, r: int) -> dict:
@@ -76,27 +78,23 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
     run_dir = paths.root / "training_runs" / f"generator_r{r}"
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run_dir / "final", ignore_errors=True)
-    spec = solver_training.build_spec(cfg, model, files, [], run_dir, r)
-    spec.update(learning_rate=cfg.GENERATOR_LEARNING_RATE, num_epochs=cfg.GENERATOR_NUM_EPOCHS)
+    gpus = launch.training_gpus(cfg)
+    preset = launch.resolve_preset(cfg, gpus)
+    spec = solver_training.build_spec(cfg, model, files, [], run_dir, r, preset=preset)
+    spec.update(learning_rate=cfg.GENERATOR_LEARNING_RATE, num_epochs=cfg.GENERATOR_NUM_EPOCHS,
+                run_name=f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}")
     spec_path = run_dir / "spec.json"
     atomic_write_json(spec_path, spec)
-    cmd = solver_training.launch_command(cfg, spec_path, gpu_manager.training_gpus())
-    cmd[cmd.index("prosetting.trainers.dpo_entry")] = ENTRY_MODULE
     log_path = paths.logs / f"generator_r{r}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    log.info("generator r%d: %d weighted records from %s -> %s; log %s", r, weighted, model, generator_dir(paths, r), log_path)
-    code = solver_training._run_streaming(ctx, cmd, log_path, r)
-    if code != 0:
-        raise solver_training.TrainingFailed(f"Generator launch exited with {code}; read {log_path}")
-    final_dir = run_dir / "final"
-    merged = solver_training.merge_if_sharded(final_dir)
-    metrics = json.loads((final_dir / "metrics.json").read_text())
-    (final_dir / "metrics.json").unlink()
-    solver_training.verify_model_dir(final_dir)
-    replace_dir(final_dir, generator_dir(paths, r))
+    log.info("generator r%d: %d weighted records from %s -> %s; preset %s; log %s", r, weighted, model,
+             generator_dir(paths, r), preset, log_path)
+    outcome = solver_training.train_and_verify(cfg, spec, spec_path, ENTRY_MODULE, log_path, gpus, r, ctx.stop_event)
+    replace_dir(Path(spec["final_dir"]), generator_dir(paths, r))
+    metrics = {k: v for k, v in outcome.items() if k not in ("command", "remote_commands")}
     result = {"round": r, "trained": True, "base_model": str(model), "output": str(generator_dir(paths, r)),
-              "train_files": files, "fsdp_merged": merged, "wall_s": round(time.time() - t0, 1), **metrics}
+              "train_files": files, "preset": preset, "log": str(log_path), "wall_s": round(time.time() - t0, 1), **metrics}
     atomic_write_json(result_path, result)
     log.info("generator r%d: %d steps, loss %s -> %s", r, metrics["steps"], metrics["loss_first"], metrics["loss_last"])
     return result

