@@ -44,11 +44,11 @@ def main() -> None:
     heldout = read_jsonl(ws / "data" / "heldout.jsonl", repair=False)
     exclude = {q["question"] for q in heldout}
 
-    def held_out_greedy(model_dir: Path) -> float:
+    def held_out_greedy(model_dir: Path) -> dict:
         backend = TransformersBackend(str(model_dir))
         r = evaluate(backend, heldout, k=0, max_new_tokens=cfg["MAX_NEW_TOKENS"])
         backend.close()
-        return r["greedy"]
+        return r
 
     rows = []
     model_dir = base
@@ -74,8 +74,10 @@ def main() -> None:
             tok.save_pretrained(out)
             shutil.rmtree(scratch / "run", ignore_errors=True)
             model_dir = out
-            acc = held_out_greedy(out)
+            ev = held_out_greedy(out)
+            acc = ev["greedy"]
             rows.append({"round": r, "steps": steps, "control_greedy": acc,
+                         "control_by_level": {k: v["greedy"] for k, v in ev["by_level"].items()},
                          "loop_greedy": evaluations[f"round_{r}"]["greedy"]})
             print(f"round {r}: {steps} steps  loop {100 * rows[-1]['loop_greedy']:5.1f}%  "
                   f"SFT control {100 * acc:5.1f}%", flush=True)

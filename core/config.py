@@ -44,6 +44,8 @@ class Config:
     TRAIN_START_ROUND: int = _f(3, "First round that trains the solver; earlier rounds only accumulate preference pairs.", minimum=1)
     ATTEMPTS_PER_QUESTION: int = _f(8, "Sampled solutions per question in collection.", minimum=1)
     SEED: int = _f(42, "Seed for sampling, pair selection, splits, question writing and training.", minimum=0)
+    CURRICULUM: str = _f("teacher", "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method) or `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds).", choices=("teacher", "static"))
+    REPLAY_FAILED: bool = _f(True, "Put every question the solver has not mastered back into the next pool (Socratic-Zero's replay of failures).")
     REPLAY_RATIO: float = _f(0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0)
     MAX_PAIRS_PER_QUESTION: int = _f(8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1)
     VALIDATION_FRACTION: float = _f(0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5)

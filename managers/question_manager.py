@@ -114,10 +114,12 @@ def load_questions_file(path: str | Path, origin: str = "seed") -> list[dict]:
 
 
 def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questions: list[dict],
-                    replay_ratio: float, seed: int, round_: int, max_size: int = 0) -> tuple[list[dict], dict]:
+                    replay_ratio: float, seed: int, round_: int, max_size: int = 0,
+                    replay_failed: bool = True) -> tuple[list[dict], dict]:
     """New questions, every failed question again, and a seeded random share of the mastered ones.
 
-    "Failed" means not mastered (success rate below 1), as in Socratic-Zero's replay of failures.
+    "Failed" means not mastered (success rate below 1), as in Socratic-Zero's replay of failures;
+    `replay_failed=False` leaves them out (an ablation), except questions never graded.
     Questions whose text is already in the pool are dropped, so a Teacher repeating itself cannot
     inflate the pool. Returns the pool and counts of where its questions came from.
     """
@@ -125,7 +127,12 @@ def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questio
     for q in questions:
         rec = rewards.get(q["id"])
         # Never graded (the Teacher endpoint failed for it): replayed like a failure, so it is graded next round.
-        (mastered if rec is not None and rec["zone"] == "mastered" else failed).append(q)
+        if rec is None:
+            failed.append(q)
+        elif rec["zone"] == "mastered":
+            mastered.append(q)
+        elif replay_failed:
+            failed.append(q)
     rng = random.Random(f"{seed}:replay:{round_}")
     picked = sorted(rng.sample(range(len(mastered)), round(replay_ratio * len(mastered))))
     replay = [mastered[i] for i in picked]

@@ -9,6 +9,11 @@ Zones, as in Socratic-Zero: from a failed attempt in the learning zone, a questi
 mastered question, a harder variant. A too-difficult question is re-checked by a Teacher that can
 (`recheck_question`): one it finds flawed, or whose reference answer it disputes, is dropped from the
 pool with its reason kept in the enhanced file; the rest go back unchanged.
+
+Who writes (QUESTION_WRITER: the Teacher, the newest trained Generator, or both) is chosen per parent by
+`question_writers.QuestionWriters`; every question, whoever wrote it, passes the same check before it may
+enter the pool, and the enhanced file records the writer and the rejections with their reasons.
+CURRICULUM=static (an ablation) writes nothing and replays the seed pool every round.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ def recheck_request(question: dict) -> list[dict]:
 def run_enhancement(ctx: RunContext, r: int) -> dict:
     cfg, paths, teacher = ctx.cfg, ctx.paths, ctx.teacher
     t0 = time.time()
+    if cfg.CURRICULUM == "static":  # the ablation: nothing written, the seed pool again
+        pool = read_json(paths.questions(1))
+        atomic_write_json(paths.questions(r + 1), pool)
+        log.info("enhance r%d: CURRICULUM=static, next pool = the %d seed questions again", r, len(pool))
+        return {"written": 0, "next_pool": len(pool), "curriculum": "static", "seconds": round(time.time() - t0, 1)}
     questions = read_json(paths.questions(r))
     rewards = {row["question_id"]: row for row in read_jsonl(paths.rewards(r))}
     attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(paths.trajectories(r))}
@@ -126,7 +136,8 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         log.info("enhance r%d: dropped %s after the re-check: %s", r, qid, reason)
     new_questions = [nq for q in questions for nq in by_parent.get(q["id"], [])]  # pool order: deterministic
     kept = [q for q in questions if q["id"] not in dropped]
-    pool, counts = build_next_pool(kept, rewards, new_questions, cfg.REPLAY_RATIO, cfg.SEED, r, cfg.MAX_POOL_SIZE)
+    pool, counts = build_next_pool(kept, rewards, new_questions, cfg.REPLAY_RATIO, cfg.SEED, r, cfg.MAX_POOL_SIZE,
+                                   replay_failed=cfg.REPLAY_FAILED)
     atomic_write_json(paths.questions(r + 1), pool)
     levels: dict[str, int] = {}
     for q in pool:

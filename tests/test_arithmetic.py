@@ -59,7 +59,9 @@ def test_shipped_files_are_reproduced_and_disjoint():
     seeds, heldout = ar.shipped_sets()
     assert ar.load_jsonl(ar.SEED_FILE) == seeds
     assert ar.load_jsonl(ar.HELDOUT_FILE) == heldout
-    assert 80 <= len(seeds) <= 120 and 150 <= len(heldout) <= 200
+    assert 80 <= len(seeds) <= 120 and 150 <= len(heldout) <= 240
+    levels = {q["meta"]["level"] for q in heldout}
+    assert levels == {1, 2, 3, 4, 5} and max(q["meta"]["level"] for q in seeds) == 4  # level 5: above the warm start
     assert seeds[0]["id"] == "seed-001" and heldout[0]["id"] == "heldout-001"
     assert not {q["question"] for q in seeds} & {q["question"] for q in heldout}
     assert len({q["question"] for q in seeds}) == len(seeds)

@@ -1,0 +1,229 @@
+"""What each part of the method earns on the embedded default: the full loop against its ablations, paired by seed.
+
+    python benchmarks/ablations.py --seeds 0 1 2 3 4 --jobs 2 --out ablations --update-readme
+
+Every variant is the real command line (`scripts/run_training.py --set SEED=s --set ...`) in its own
+workspace. Per seed the full loop runs first and builds the warm start; every other variant of that seed
+starts from a copy of the same warm-started solver (`checkpoints/base_solver`), so the variants of a seed
+differ only in what the variant changes. The same-budget SFT control (`embedded_sft_control.py`) trains
+from that warm start too, on the full loop's step counts.
+
+Variants (names for --variants):
+  full              the embedded default, as a new user runs it
+  static            CURRICULUM=static: no Teacher-written questions, the seed pool replayed every round
+  no_failed_replay  REPLAY_FAILED=false: questions the solver has not mastered are not put back
+  dpo_nll           TRL_LOSS_TYPE=sigmoid,sft: the DPO term beside the NLL term
+  apo_nll           TRL_LOSS_TYPE=apo_zero,sft: the anchored preference term (pushes the chosen side up)
+  sft_control       the same optimizer steps on reference solutions of problems drawn from the warm start's levels
+
+Writes `<out>/ablations.json` and `<out>/ablations.md`, and copies both to `results/` in the repository:
+per variant the held-out greedy accuracy after the last round (mean and standard deviation over the seeds,
+per level, level 5 being one rung above the warm start's levels that nothing trains on directly), and the
+per-seed paired difference against the full loop with its standard error. A difference counts as shown
+when it is more than twice its standard error. `--update-readme` replaces the table between the
+`<!-- ablations -->` markers of README.md. Extra `--set KEY=VALUE` pairs go to every loop run (the test
+suite uses them to shorten the runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+VARIANTS: dict[str, list[str]] = {
+    "full": [],
+    "static": ["CURRICULUM=static"],
+    "no_failed_replay": ["REPLAY_FAILED=false"],
+    "dpo_nll": ["TRL_LOSS_TYPE=sigmoid,sft"],
+    "apo_nll": ["TRL_LOSS_TYPE=apo_zero,sft"],
+    "sft_control": [],  # not a loop run: benchmarks/embedded_sft_control.py on the full loop's workspace
+}
+DESCRIPTIONS = {
+    "full": "full loop (the default)",
+    "static": "static pool (seed pool replayed, no Teacher questions)",
+    "no_failed_replay": "no replay of failed questions",
+    "dpo_nll": "DPO + NLL (`sigmoid,sft`)",
+    "apo_nll": "APO-zero + NLL (`apo_zero,sft`)",
+    "sft_control": "same-budget SFT on reference solutions",
+}
+
+
+def env_for(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def run_loop(variant: str, seed: int, out: Path, extra: list[str], threads: int) -> dict:
+    ws = out / variant / f"seed_{seed}"
+    log = out / variant / f"seed_{seed}.log"
+    summary_file = ws / "auto_training_summary.json"
+    if summary_file.exists():  # finished before: the benchmark resumes
+        return collect(variant, seed, ws, None)
+    if variant != "full":
+        base = out / "full" / f"seed_{seed}" / "checkpoints" / "base_solver"
+        target = ws / "checkpoints" / "base_solver"
+        if not target.exists():
+            shutil.copytree(base, target)
+    ws.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(REPO / "scripts" / "run_training.py"), "--workspace", str(ws), "--set", f"SEED={seed}"]
+    for kv in VARIANTS[variant] + extra:
+        cmd += ["--set", kv]
+    start = time.time()
+    with log.open("w") as fh:
+        rc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env_for(threads)).returncode
+    if rc != 0:
+        raise SystemExit(f"{variant} seed {seed}: run_training.py exited {rc}; see {log}")
+    return collect(variant, seed, ws, round(time.time() - start, 1))
+
+
+def collect(variant: str, seed: int, ws: Path, wall: float | None) -> dict:
+    evaluations = json.loads((ws / "results" / "evaluations.json").read_text())
+    last = sorted((k for k in evaluations if k.startswith("round_")), key=lambda k: int(k.split("_")[1]))[-1]
+    steps = 0
+    for f in sorted((ws / "training_results").glob("trl_r*_result.json")):
+        steps += json.loads(f.read_text()).get("steps") or 0
+    return {"variant": variant, "seed": seed, "warm_start": evaluations["baseline"]["greedy"],
+            "final": evaluations[last]["greedy"], "by_level": {k: v["greedy"] for k, v in evaluations[last]["by_level"].items()},
+            "warm_by_level": {k: v["greedy"] for k, v in evaluations["baseline"]["by_level"].items()},
+            "train_steps": steps, "wall_s": wall if wall is not None else json_wall(ws)}
+
+
+def json_wall(ws: Path) -> float | None:
+    try:
+        return json.loads((ws / "auto_training_summary.json").read_text()).get("wall_s")
+    except (OSError, ValueError):
+        return None
+
+
+def run_control(seed: int, out: Path, threads: int) -> dict:
+    ws = out / "full" / f"seed_{seed}"
+    result_file = ws / "results" / "sft_control.json"
+    if not result_file.exists():
+        log = out / "sft_control" / f"seed_{seed}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as fh:
+            rc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "embedded_sft_control.py"), "--workspace", str(ws)],
+                                cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env_for(threads)).returncode
+        if rc != 0:
+            raise SystemExit(f"sft_control seed {seed}: exited {rc}; see {log}")
+    r = json.loads(result_file.read_text())
+    last = r["rounds"][-1]
+    steps = sum(x["steps"] for x in r["rounds"])
+    return {"variant": "sft_control", "seed": seed, "warm_start": r["warm_start"], "final": last["control_greedy"],
+            "by_level": last.get("control_by_level", {}), "warm_by_level": {}, "train_steps": steps, "wall_s": None}
+
+
+def summarize(runs: list[dict], variants: list[str], seeds: list[int]) -> dict:
+    by = {(r["variant"], r["seed"]): r for r in runs}
+    levels = sorted({lv for r in runs for lv in r["by_level"]}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0))
+    table = {}
+    for v in variants:
+        rs = [by[(v, s)] for s in seeds if (v, s) in by]
+        finals = [r["final"] for r in rs]
+        row = {"n": len(rs), "mean": statistics.fmean(finals), "stdev": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+               "per_seed": {r["seed"]: r["final"] for r in rs},
+               "by_level": {lv: statistics.fmean([r["by_level"][lv] for r in rs if lv in r["by_level"]])
+                            for lv in levels if any(lv in r["by_level"] for r in rs)},
+               "train_steps": statistics.fmean([r["train_steps"] for r in rs]),
+               "wall_s_max": max((r["wall_s"] for r in rs if r["wall_s"]), default=None)}
+        if v != "full":
+            diffs = [by[(v, s)]["final"] - by[("full", s)]["final"] for s in seeds if (v, s) in by and ("full", s) in by]
+            if diffs:
+                se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+                row["paired_diff_vs_full"] = {"mean": statistics.fmean(diffs), "stderr": se, "per_seed": diffs,
+                                              "shown": len(diffs) > 1 and abs(statistics.fmean(diffs)) > 2 * se}
+        table[v] = row
+    warm = [by[("full", s)]["warm_start"] for s in seeds if ("full", s) in by]
+    return {"seeds": seeds, "levels": levels, "variants": table,
+            "warm_start": {"mean": statistics.fmean(warm) if warm else None,
+                           "by_level": {lv: statistics.fmean([by[("full", s)]["warm_by_level"].get(lv, 0.0) for s in seeds
+                                                              if ("full", s) in by]) for lv in levels}}}
+
+
+def markdown(summary: dict) -> str:
+    levels = summary["levels"]
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    head = ("| variant | held-out greedy % (mean ± sd) | paired diff vs full (± se) | "
+            + " | ".join(f"L{lv}" for lv in levels) + " | train steps |")
+    lines = [f"Seeds {', '.join(map(str, summary['seeds']))}; held-out greedy accuracy after the last round, per level "
+             f"(level 5 is above the warm start's range). Warm start: {pct(summary['warm_start']['mean'])} % "
+             f"({' / '.join(pct(summary['warm_start']['by_level'][lv]) for lv in levels)} per level).", "",
+             head, "|" + "---|" * (4 + len(levels))]
+    for v, row in summary["variants"].items():
+        d = row.get("paired_diff_vs_full")
+        diff = "" if d is None else f"{100 * d['mean']:+.1f} ± {100 * d['stderr']:.1f}{' (shown)' if d['shown'] else ''}"
+        lines.append(f"| {DESCRIPTIONS.get(v, v)} | {pct(row['mean'])} ± {pct(row['stdev'])} | {diff} | "
+                     + " | ".join(pct(row["by_level"][lv]) if lv in row["by_level"] else "" for lv in levels)
+                     + f" | {row['train_steps']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str) -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- ablations -->", "<!-- /ablations -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme}: no {start} ... {end} markers to put the table between")
+    a, b = text.index(start) + len(start), text.index(end)
+    readme.write_text(text[:a] + "\n" + table + text[b:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--out", default="ablations", help="folder for the workspaces, logs and results")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores/jobs threads)")
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--update-readme", action="store_true")
+    p.add_argument("--no-results-copy", action="store_true", help="do not copy the result into the repository's results/")
+    a = p.parse_args()
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    variants = ["full"] + [v for v in a.variants if v != "full"]
+    threads = max(1, (os.cpu_count() or 1) // a.jobs) if a.jobs > 1 else 0
+
+    def one(job):
+        v, s = job
+        r = run_control(s, out, threads) if v == "sft_control" else run_loop(v, s, out, a.extra, threads)
+        wall = "" if r["wall_s"] is None else f", {r['wall_s']:.0f} s"
+        print(f"{v:>17} seed {s:>3}: warm start {100 * r['warm_start']:5.1f}% -> {100 * r['final']:5.1f}%  "
+              f"({r['train_steps']} steps{wall})", flush=True)
+        return r
+
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:  # every seed's full loop first: the others copy its warm start
+        runs = list(pool.map(one, [("full", s) for s in a.seeds]))
+        runs += list(pool.map(one, [(v, s) for v in variants[1:] for s in a.seeds]))
+    summary = summarize(runs, variants, a.seeds)
+    summary["runs"] = runs
+    summary["extra"] = a.extra
+    summary["threads_per_run"] = threads or None
+    table = markdown(summary)
+    (out / "ablations.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "ablations.md").write_text(table)
+    if not a.no_results_copy:
+        (REPO / "results").mkdir(exist_ok=True)
+        shutil.copy(out / "ablations.json", REPO / "results" / "ablations.json")
+        shutil.copy(out / "ablations.md", REPO / "results" / "ablations.md")
+    if a.update_readme:
+        update_readme(table)
+    print("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
