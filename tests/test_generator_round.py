@@ -191,3 +191,46 @@ def test_writer_figures_per_writer(tmp_path):
     assert f["generator"]["written"] == 4 and f["generator"]["rejected"] == 3 and f["generator"]["acceptance_rate"] == 0.25
     assert f["generator"]["mean_utility"] == pytest.approx(U(0.375), abs=1e-4)
     assert short(f) == "generator 4/3 U=0.82, teacher 2/0 U=0.52"
+
+
+@pytest.mark.slow
+def test_mixed_writers_through_the_command_line(tmp_path):
+    """QUESTION_WRITER=mixed on a shortened embedded run: the Generator is trained in round 2 through the
+    solver's launch path, writes beside the Teacher in round 2's preparation, its questions go through the
+    same check, and both writers' figures reach the summary and the report."""
+    repo = Path(__file__).resolve().parent.parent
+    seeds = (repo / "data" / "seed_questions.jsonl").read_text().splitlines()
+    questions = tmp_path / "seeds.jsonl"
+    questions.write_text("\n".join(seeds[::4]) + "\n")
+    ws = tmp_path / "ws"
+    settings = {"WORKSPACE_DIR": ws, "QUESTIONS_FILE": questions, "TOTAL_ROUNDS": 3, "TRAIN_START_ROUND": 3,
+                "WARMSTART_STEPS": 50, "ATTEMPTS_PER_QUESTION": 4, "HELDOUT_K": 0, "QUESTION_WRITER": "mixed",
+                "GENERATOR_SHARE": 0.5, "GENERATOR_TRAIN_START_ROUND": 2, "GENERATOR_NUM_EPOCHS": 2}
+    cmd = [sys.executable, str(repo / "scripts" / "run_training.py"), "--env-file", os.devnull,
+           *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+    out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    paths = Paths(ws)
+    assert json.loads((ws / "training_results" / "generator_r1_result.json").read_text())["trained"] is False
+    trained = json.loads((ws / "training_results" / "generator_r2_result.json").read_text())
+    assert trained["trained"] and trained["base_model"] == str(ws / "checkpoints" / "base_solver")
+    assert trained["verified"]["tensors_compared"] > 0 and trained["train_records"] > 0
+    records = [json.loads(x) for x in (ws / "data" / "round_01_generator_training.jsonl").read_text().splitlines()]
+    assert records and all(r["writer"] == "teacher" for r in records)
+    assert any(r["weight"] is not None for r in records)
+
+    rows = [json.loads(x) for x in paths.enhanced_questions(2).read_text().splitlines()]
+    by_writer = {w: [r for r in rows if r.get("writer") == w] for w in ("teacher", "generator")}
+    assert by_writer["teacher"] and by_writer["generator"]  # both wrote in round 2 (GENERATOR_SHARE=0.5)
+    for row in by_writer["generator"]:
+        for q in row["questions"]:  # accepted: it passed the arithmetic check, and says who wrote it
+            assert q["writer"] == "generator" and check_question(BuiltinTeacher(), q, {"question": ""}) is None
+        assert all(x["reason"] for x in row["rejected"])
+    summary = json.loads((ws / "auto_training_summary.json").read_text())
+    figures = summary["rounds"][1]["writers"]
+    assert figures["generator"]["written"] == sum(len(r["questions"]) + len(r["rejected"]) for r in by_writer["generator"])
+    assert figures["teacher"]["written"] > 0
+    pool3 = json.loads(paths.questions(3).read_text())
+    assert {q.get("writer", "teacher") for q in pool3 if q.get("round") == 3} <= {"teacher", "generator"}
+    assert "Question writers" in (ws / "results" / "report.md").read_text()

@@ -67,3 +67,36 @@ def test_next_pool_is_new_plus_failed_plus_replayed_share_of_mastered():
     capped, c2 = build_next_pool(qs, rewards, new, replay_ratio=0.25, seed=1, round_=1, max_size=2)
     assert [q["id"] for q in capped] == ["q100", "q101"] and c2["cut_by_max_size"] == 3
     assert lineage("q100", {q["id"]: q for q in qs + new}) == ["q100", "q1"]
+    # REPLAY_FAILED=false (an ablation): the failed question stays out, an ungraded one still comes back
+    no_failed, c3 = build_next_pool(qs + [_q(50)], rewards, new, replay_ratio=0.25, seed=1, round_=1, replay_failed=False)
+    assert "q1" not in [q["id"] for q in no_failed] and "q50" in [q["id"] for q in no_failed]
+    assert c3["failed_replay"] == 1 and c3["mastered_replay"] == 2
+
+
+def test_static_curriculum_replays_the_seed_pool_and_writes_nothing(tmp_path):
+    """CURRICULUM=static (the ablation of the Teacher's questions): round r+1's pool is round 1's, no writer is asked."""
+    import threading
+
+    from prosetting.core.config import Config
+    from prosetting.core.io import atomic_write_json, write_jsonl
+    from prosetting.core.state_manager import Paths
+    from prosetting.processors.question_enhancer import run_enhancement
+
+    class NoWriting:
+        name = "none"
+
+        def write_questions(self, request):
+            raise AssertionError("CURRICULUM=static must not ask for questions")
+
+    paths = Paths(tmp_path)
+    paths.data.mkdir(parents=True)
+    seeds = [_q(i) for i in range(5)]
+    atomic_write_json(paths.questions(1), seeds)
+    atomic_write_json(paths.questions(3), [_q(9)])  # round 3's pool, after round 2's written questions
+    write_jsonl(paths.rewards(3), [{"question_id": "q9", "zone": "learning", "success_rate": 0.5, "verdicts": []}])
+    write_jsonl(paths.trajectories(3), [{"question_id": "q9", "attempts": []}])
+    ctx = type("Ctx", (), {"cfg": Config(CURRICULUM="static"), "paths": paths, "teacher": NoWriting(),
+                           "stop_event": threading.Event()})()
+    stats = run_enhancement(ctx, 3)
+    assert json.loads(paths.questions(4).read_text()) == seeds
+    assert stats["written"] == 0 and stats["curriculum"] == "static" and not paths.enhanced_questions(3).exists()
