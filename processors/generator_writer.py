@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prosetting.collectors.backends import Sampling, make_backend
+from prosetting.collectors.backends import EngineSettings, Sampling, make_backend
 from prosetting.processors.generator_data import generator_prompt, parse_completion
 from prosetting.teacher_model.base import WriteRequest
 
@@ -20,9 +20,9 @@ class GeneratorWriter:
     name = "generator"
 
     def __init__(self, model_dir: str | Path, backend: str = "transformers", temperature: float = 0.7,
-                 max_new_tokens: int = 160, seed: int = 0):
+                 max_new_tokens: int = 160, seed: int = 0, settings: EngineSettings | None = None):
         self.model_dir = str(model_dir)
-        self.backend = make_backend(backend, self.model_dir)
+        self.backend = make_backend(backend, self.model_dir, settings)  # vLLM: the collection engines' VLLM_* settings
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
         self.unparsable = 0
 

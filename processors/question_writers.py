@@ -32,9 +32,11 @@ class QuestionWriters:
             if model is None:
                 log.info("enhance r%d: no Generator trained yet; the Teacher writes every question", r)
             else:
+                from prosetting.collectors.backends import EngineSettings
                 from prosetting.processors.generator_writer import GeneratorWriter
 
-                self.generator = GeneratorWriter(model, backend=self.cfg.COLLECTION_BACKEND, seed=self.cfg.SEED)
+                self.generator = GeneratorWriter(model, backend=self.cfg.COLLECTION_BACKEND, seed=self.cfg.SEED,
+                                                 settings=EngineSettings.from_config(self.cfg))
                 log.info("enhance r%d: QUESTION_WRITER=%s with %s", r, self.cfg.QUESTION_WRITER, model)
 
     def choose(self, parent_id: str) -> str:

@@ -234,3 +234,13 @@ def test_mixed_writers_through_the_command_line(tmp_path):
     pool3 = json.loads(paths.questions(3).read_text())
     assert {q.get("writer", "teacher") for q in pool3 if q.get("round") == 3} <= {"teacher", "generator"}
     assert "Question writers" in (ws / "results" / "report.md").read_text()
+
+    # the trained Generator as a tool of its own: a checked question set written from seed questions
+    made = subprocess.run([sys.executable, str(repo / "scripts" / "generate_questions.py"), "--generator",
+                           str(ws / "checkpoints" / "generator_r2"), "--from", str(questions), "--n", "4",
+                           "--out", str(tmp_path / "new.jsonl")], cwd=repo, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TEACHER_BACKEND": "builtin"})
+    assert made.returncode == 0, made.stderr[-2000:]
+    report = json.loads(made.stdout[made.stdout.index("{"):])
+    assert report["written"] >= 4 and report["accepted"] == len((tmp_path / "new.jsonl").read_text().splitlines())
+    assert report["accepted"] + sum(report["rejected"].values()) == report["written"]
