@@ -72,8 +72,9 @@ def _attempt_for(question: dict, reward: dict, attempts: list[dict], cfg, r: int
         return None
     if req.failed_attempt is not None:
         wrong = next((v for v in reward["verdicts"] if v["attempt_id"] == req.failed_attempt["attempt_id"]), {})
-        analysis = req.failed_attempt.get("error_analysis") or wrong.get("error") or wrong.get("reason")
-        return {**req.failed_attempt, "correct": False, "error_analysis": analysis}
+        # exactly the attempt the writer was given (with the Teacher's error analysis when it wrote one), so the
+        # Generator's training prompt is the prompt it will be asked with; the verdict's reason kept beside it
+        return {**req.failed_attempt, "correct": False, "verdict_reason": wrong.get("reason")}
     right = {v["attempt_id"] for v in reward["verdicts"] if v["correct"]}
     ok = [a for a in attempts if a["attempt_id"] in right]
     return {**ok[0], "correct": True} if ok else None

@@ -57,7 +57,14 @@ def test_export_weights_are_the_utility_of_the_next_rounds_success_rate(tmp_path
     assert rows[4]["graded"] is False and rows[4]["weight"] is None and "not in the next round" in rows[4]["ungraded_reason"]
     first = rows[0]
     assert first["zone"] == "learning" and first["attempt"]["correct"] is False
-    assert first["attempt"]["error_analysis"] == "wrong answer 0"  # the failed attempt the Teacher aimed at
+    assert first["attempt"]["verdict_reason"] == "wrong answer 0"  # the failed attempt the Teacher aimed at
+    # the training prompt is the prompt a writer is given for the same parent in the round (no train/serve skew)
+    from prosetting.processors.generator_data import generator_prompt
+    from prosetting.processors.question_enhancer import make_request
+
+    q0 = json.loads(paths.questions(1).read_text())[0]
+    req = make_request(q0, read_jsonl(paths.rewards(1))[0], read_jsonl(paths.trajectories(1))[0]["attempts"], 1, Config().SEED, 1)
+    assert first["prompt"] == generator_prompt(q0, "learning", req.failed_attempt)
     assert first["source"]["id"] == "q0" and first["new_question"]["answer"] == "2"
     assert "Student attempt: \\boxed{0}" in first["prompt"] and first["completion"] == " 0+2=?\nSolution: s\nAnswer: 2"
     assert export_generator_training(paths, Config(), 1)["written_now"] == 0  # re-run: nothing twice
