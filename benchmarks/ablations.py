@@ -14,6 +14,7 @@ Variants (names for --variants):
   no_failed_replay  REPLAY_FAILED=false: questions the solver has not mastered are not put back
   dpo_nll           TRL_LOSS_TYPE=sigmoid,sft: the DPO term beside the NLL term
   apo_nll           TRL_LOSS_TYPE=apo_zero,sft: the anchored preference term (pushes the chosen side up)
+  dpo_trunc_nll     sigmoid,sft with DPO_TRUNCATE_REJECTED=true: the rejected side ends after its first differing step
   sft_control       the same optimizer steps on reference solutions of problems drawn from the warm start's levels
 
 Writes `<out>/ablations.json` and `<out>/ablations.md`, and copies both to `results/` in the repository:
@@ -47,6 +48,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_failed_replay": ["REPLAY_FAILED=false"],
     "dpo_nll": ["TRL_LOSS_TYPE=sigmoid,sft"],
     "apo_nll": ["TRL_LOSS_TYPE=apo_zero,sft"],
+    "dpo_trunc_nll": ["TRL_LOSS_TYPE=sigmoid,sft", "DPO_TRUNCATE_REJECTED=true"],
     "sft_control": [],  # not a loop run: benchmarks/embedded_sft_control.py on the full loop's workspace
 }
 DESCRIPTIONS = {
@@ -55,6 +57,7 @@ DESCRIPTIONS = {
     "no_failed_replay": "no replay of failed questions",
     "dpo_nll": "DPO + NLL (`sigmoid,sft`)",
     "apo_nll": "APO-zero + NLL (`apo_zero,sft`)",
+    "dpo_trunc_nll": "DPO + NLL, rejected cut after its first wrong step",
     "sft_control": "same-budget SFT on reference solutions",
 }
 

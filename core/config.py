@@ -48,6 +48,7 @@ class Config:
     REPLAY_FAILED: bool = _f(True, "Put every question the solver has not mastered back into the next pool (Socratic-Zero's replay of failures).")
     REPLAY_RATIO: float = _f(0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0)
     MAX_PAIRS_PER_QUESTION: int = _f(8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1)
+    DPO_TRUNCATE_REJECTED: bool = _f(False, "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.")
     VALIDATION_FRACTION: float = _f(0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5)
     NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per learning-zone or mastered question.", minimum=0)
     MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool (new questions kept first); 0 means no bound.", minimum=0)

@@ -5,7 +5,10 @@ Writes datasets/round_XX/{train,validation}.parquet, dataset_info.json and data/
 
 Per question: every correct attempt against every incorrect one (Cartesian product), duplicates
 removed, at most MAX_PAIRS_PER_QUESTION sampled with a seed of (SEED, round, question). When every
-attempt failed and the question has a reference solution, the reference is the chosen side.
+attempt failed and the question has a reference solution, the reference is the chosen side. With
+DPO_TRUNCATE_REJECTED the rejected side ends after its first step that differs from the chosen side: in a
+sequence-level preference loss the shared steps cancel, and what follows the first error (often correct
+work from a wrong intermediate) is not pushed down.
 Questions, not pairs, are split 90/10, so no question is on both sides.
 
     load_dataset("parquet", data_files={"train": "datasets/round_03/train.parquet"})
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 
 from prosetting.collectors.data_normalizer import solver_messages
@@ -26,8 +30,20 @@ from prosetting.datasets.data_saver import save_pairs_parquet
 log = logging.getLogger(__name__)
 
 
+_STEP_END = re.compile(r"(?<=[;\n])")
+
+
+def truncate_after_first_difference(chosen: str, rejected: str) -> str:
+    """`rejected` up to and including its first step that is not the chosen text's step at the same place."""
+    steps_c, steps_r = _STEP_END.split(chosen), _STEP_END.split(rejected)
+    for i, step in enumerate(steps_r):
+        if i >= len(steps_c) or step != steps_c[i]:
+            return "".join(steps_r[: i + 1])
+    return rejected
+
+
 def build_pairs(question: dict, attempts: list[dict], verdicts: list[dict], max_pairs: int, seed: int,
-                round_: int, system_prompt: str = "") -> tuple[list[dict], str]:
+                round_: int, system_prompt: str = "", truncate_rejected: bool = False) -> tuple[list[dict], str]:
     """Preference rows for one question and the source of its chosen side ("attempts", "reference", "none")."""
     correct_ids = {v["attempt_id"] for v in verdicts if v["correct"]}
 
@@ -55,7 +71,8 @@ def build_pairs(question: dict, attempts: list[dict], verdicts: list[dict], max_
     rows = [{
         "prompt": prompt,
         "chosen": [{"role": "assistant", "content": c["text"]}],
-        "rejected": [{"role": "assistant", "content": r["text"]}],
+        "rejected": [{"role": "assistant", "content": truncate_after_first_difference(c["text"], r["text"])
+                      if truncate_rejected else r["text"]}],
         "question_id": question["id"],
         "round": round_,
         "chosen_id": c["attempt_id"],
@@ -85,7 +102,7 @@ def run_export(ctx: RunContext, r: int) -> dict:
         if q["id"] not in rewards:
             continue
         rows, source = build_pairs(q, attempts[q["id"]], rewards[q["id"]]["verdicts"], cfg.MAX_PAIRS_PER_QUESTION,
-                                   cfg.SEED, r, cfg.SOLVER_SYSTEM_PROMPT)
+                                   cfg.SEED, r, cfg.SOLVER_SYSTEM_PROMPT, cfg.DPO_TRUNCATE_REJECTED)
         rows_by_q[q["id"]] = rows
         per_question.append({"question_id": q["id"], "zone": rewards[q["id"]]["zone"],
                              "success_rate": rewards[q["id"]]["success_rate"], "pairs": len(rows), "chosen_source": source})
@@ -104,6 +121,7 @@ def run_export(ctx: RunContext, r: int) -> dict:
         "chosen_from_reference": sum(1 for p in per_question if p["chosen_source"] == "reference"),
         "questions_without_pairs": len(per_question) - len(with_pairs),
         "max_pairs_per_question": cfg.MAX_PAIRS_PER_QUESTION,
+        "rejected_truncated_after_first_difference": cfg.DPO_TRUNCATE_REJECTED,
         "seed": cfg.SEED,
     }
     atomic_write_json(out_dir / "dataset_info.json", info)

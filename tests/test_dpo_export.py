@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prosetting.datasets.data_saver import save_pairs_parquet
-from prosetting.datasets.dpo_data_converter import build_pairs, split_questions
+from prosetting.datasets.dpo_data_converter import build_pairs, split_questions, truncate_after_first_difference
 
 Q = {"id": "q1", "question": "12+34=?", "answer": "46", "solution": "2+4+0=6; 1+3+0=4; \\boxed{46}"}
 
@@ -45,6 +45,20 @@ def test_reference_solution_is_chosen_when_every_attempt_failed():
     assert build_pairs(no_ref, attempts, verdicts, 8, 0, 1) == ([], "none")
     all_right, v = _attempts([("c1", True)])
     assert build_pairs(Q, all_right, v, 8, 0, 1) == ([], "none")
+
+
+def test_rejected_cut_after_its_first_differing_step():
+    right = "2+4+0=6; 1+3+0=4; \\boxed{46}"
+    carry = "2+4+0=6; 1+4+0=5; \\boxed{56}"  # wrong second step, the rest follows from it
+    assert truncate_after_first_difference(right, carry) == "2+4+0=6; 1+4+0=5;"
+    assert truncate_after_first_difference(right, "2+5+0=7; 1+3+0=4; \\boxed{47}") == "2+5+0=7;"
+    assert truncate_after_first_difference("a\nb\nc", "a\nx\ny") == "a\nx\n"  # lines are steps too
+    assert truncate_after_first_difference(right, right[:-3]) == right[:-3]  # cut short inside the last step: kept
+    attempts, verdicts = _attempts([(right, True), (carry, False)])
+    full, _ = build_pairs(Q, attempts, verdicts, max_pairs=8, seed=0, round_=1)
+    cut, _ = build_pairs(Q, attempts, verdicts, max_pairs=8, seed=0, round_=1, truncate_rejected=True)
+    assert full[0]["rejected"][0]["content"] == carry
+    assert cut[0]["rejected"][0]["content"] == "2+4+0=6; 1+4+0=5;" and cut[0]["chosen"] == full[0]["chosen"]
 
 
 def test_split_keeps_each_question_on_one_side():
