@@ -60,21 +60,29 @@ def base_generator(ctx: RunContext) -> Path:
 
 
 def run_generator_training(ctx: RunContext, r: int) -> dict:
-    """Train generator_r on every weighted record exported so far (rounds < r), from the previous Generator."""
+    """Train generator_r from the previous Generator on the weighted records it has not seen yet.
+
+    The first Generator learns from every record exported so far (rounds < r) starting from the base model;
+    each later one continues from the newest trained Generator on the rounds exported since that one was
+    trained, so every record is seen GENERATOR_NUM_EPOCHS times over the run and a round's training time
+    does not grow with the run's length.
+    """
     cfg, paths = ctx.cfg, ctx.paths
     result_path = generator_result(paths, r)
     if read_json(result_path):
         return read_json(result_path)
-    files = [str(generator_records(paths, k)) for k in range(1, r) if generator_records(paths, k).is_file()]
+    previous = latest_generator(paths, r - 1)
+    first_new = int(previous.name.rsplit("_r", 1)[1]) if previous else 1  # generator_rP learnt rounds < P
+    files = [str(generator_records(paths, k)) for k in range(first_new, r) if generator_records(paths, k).is_file()]
     weighted = sum(1 for f in files for line in Path(f).read_text().splitlines()
                    if line.strip() and json.loads(line).get("weight") is not None
                    and json.loads(line).get("writer", "teacher") == "teacher")  # learn from the Teacher only
     if r < cfg.GENERATOR_TRAIN_START_ROUND or not weighted:
-        reason = "before GENERATOR_TRAIN_START_ROUND" if r < cfg.GENERATOR_TRAIN_START_ROUND else "no graded records"
+        reason = "before GENERATOR_TRAIN_START_ROUND" if r < cfg.GENERATOR_TRAIN_START_ROUND else "no new graded records"
         result = {"round": r, "trained": False, "reason": reason}
         atomic_write_json(result_path, result)
         return result
-    model = latest_generator(paths, r - 1) or base_generator(ctx)
+    model = previous or base_generator(ctx)
     run_dir = paths.root / "training_runs" / f"generator_r{r}"
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run_dir / "final", ignore_errors=True)
