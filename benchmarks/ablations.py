@@ -15,6 +15,7 @@ Variants (names for --variants):
   dpo_nll           TRL_LOSS_TYPE=sigmoid,sft: the DPO term beside the NLL term
   apo_nll           TRL_LOSS_TYPE=apo_zero,sft: the anchored preference term (pushes the chosen side up)
   dpo_trunc_nll     sigmoid,sft with DPO_TRUNCATE_REJECTED=true: the rejected side ends after its first differing step
+  dpo_trunc_small   the same with TRL_LOSS_WEIGHTS=0.1,1.0: the DPO term at a tenth of the NLL term's weight
   sft_control       the same optimizer steps on reference solutions of problems drawn from the warm start's levels
 
 Writes `<out>/ablations.json` and `<out>/ablations.md`, and copies both to `results/` in the repository:
@@ -49,6 +50,7 @@ VARIANTS: dict[str, list[str]] = {
     "dpo_nll": ["TRL_LOSS_TYPE=sigmoid,sft"],
     "apo_nll": ["TRL_LOSS_TYPE=apo_zero,sft"],
     "dpo_trunc_nll": ["TRL_LOSS_TYPE=sigmoid,sft", "DPO_TRUNCATE_REJECTED=true"],
+    "dpo_trunc_small": ["TRL_LOSS_TYPE=sigmoid,sft", "DPO_TRUNCATE_REJECTED=true", "TRL_LOSS_WEIGHTS=0.1,1.0"],
     "sft_control": [],  # not a loop run: benchmarks/embedded_sft_control.py on the full loop's workspace
 }
 DESCRIPTIONS = {
@@ -58,6 +60,7 @@ DESCRIPTIONS = {
     "dpo_nll": "DPO + NLL (`sigmoid,sft`)",
     "apo_nll": "APO-zero + NLL (`apo_zero,sft`)",
     "dpo_trunc_nll": "DPO + NLL, rejected cut after its first wrong step",
+    "dpo_trunc_small": "same, DPO term weighted 0.1",
     "sft_control": "same-budget SFT on reference solutions",
 }
 
