@@ -183,6 +183,21 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
     verify_model_dir(generator_dir(paths, 2), None)
 
 
+def test_each_generator_continues_on_the_records_it_has_not_learnt(tmp_path):
+    from prosetting.trainers.generator_training import generator_dir, generator_records, generator_result, records_to_learn
+
+    paths = Paths(tmp_path)
+    for k in (1, 2, 3, 4):
+        generator_records(paths, k).parent.mkdir(parents=True, exist_ok=True)
+        generator_records(paths, k).write_text("{}\n")
+    assert records_to_learn(paths, 3) == (None, [str(generator_records(paths, k)) for k in (1, 2)])  # first: all so far
+    generator_dir(paths, 3).mkdir(parents=True)
+    atomic_write_json(generator_result(paths, 3), {"round": 3, "trained": True})  # learnt rounds 1-2
+    atomic_write_json(generator_result(paths, 4), {"round": 4, "trained": False, "reason": "no new graded records"})
+    previous, files = records_to_learn(paths, 5)
+    assert previous == generator_dir(paths, 3) and files == [str(generator_records(paths, k)) for k in (3, 4)]
+
+
 def test_writer_figures_per_writer(tmp_path):
     from prosetting.core.io import append_jsonl
     from prosetting.utils.writer_report import short, writer_figures

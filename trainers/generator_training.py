@@ -59,6 +59,13 @@ def base_generator(ctx: RunContext) -> Path:
     return Path(ctx.base_model())
 
 
+def records_to_learn(paths, r: int) -> tuple[Path | None, list[str]]:
+    """The Generator round r continues from (None: the base model) and the record files it has not learnt yet."""
+    previous = latest_generator(paths, r - 1)
+    first_new = int(previous.name.rsplit("_r", 1)[1]) if previous else 1  # generator_rP learnt rounds < P
+    return previous, [str(generator_records(paths, k)) for k in range(first_new, r) if generator_records(paths, k).is_file()]
+
+
 def run_generator_training(ctx: RunContext, r: int) -> dict:
     """Train generator_r from the previous Generator on the weighted records it has not seen yet.
 
@@ -71,9 +78,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
     result_path = generator_result(paths, r)
     if read_json(result_path):
         return read_json(result_path)
-    previous = latest_generator(paths, r - 1)
-    first_new = int(previous.name.rsplit("_r", 1)[1]) if previous else 1  # generator_rP learnt rounds < P
-    files = [str(generator_records(paths, k)) for k in range(first_new, r) if generator_records(paths, k).is_file()]
+    previous, files = records_to_learn(paths, r)
     weighted = sum(1 for f in files for line in Path(f).read_text().splitlines()
                    if line.strip() and json.loads(line).get("weight") is not None
                    and json.loads(line).get("writer", "teacher") == "teacher")  # learn from the Teacher only
