@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import time
 from pathlib import Path
@@ -27,10 +26,16 @@ def main() -> None:
 
     import datasets  # Hugging Face datasets; our own `datasets/` folder is a namespace subpackage and cannot hide it
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from prosetting.trainers.model_io import DTYPES, FINGERPRINT_FILE, fingerprint
+    from prosetting.trainers.entry_common import (
+        heartbeat,
+        load_tokenizer_and_model,
+        lora_config,
+        report_to,
+        save_final,
+    )
 
     torch.manual_seed(spec["seed"])
     files = {"train": spec["train_files"]}
@@ -39,24 +44,11 @@ def main() -> None:
     data = datasets.load_dataset("parquet", data_files=files)
     data = data.select_columns(["prompt", "chosen", "rejected"])
 
-    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = DTYPES[spec["mixed_precision"]]  # bf16 weights under bf16: never an fp32 copy per GPU
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+    tokenizer, model, dtype = load_tokenizer_and_model(spec)
     ref_model = None
     if spec.get("ref_model"):  # TRL_REF_MODEL=initial; `previous` lets TRL load the round's model in `dtype`
         ref_model = AutoModelForCausalLM.from_pretrained(spec["ref_model"], dtype=dtype)
-    peft_config = None
-    if spec.get("lora_r"):
-        from peft import LoraConfig
-
-        targets = spec["lora_target_modules"]
-        peft_config = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], task_type="CAUSAL_LM",
-                                 target_modules=targets if targets == "all-linear" else targets.split(","))
-    report_to = spec.get("report_to") or ["none"]
-    if "tensorboard" in report_to:
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(spec["output_dir"]) / "tensorboard"))
+    peft_config = lora_config(spec)
 
     has_eval = "validation" in data and len(data["validation"]) > 0
     config = DPOConfig(
@@ -84,17 +76,10 @@ def main() -> None:
         save_strategy="steps" if spec["save_steps"] else "no",
         save_steps=spec["save_steps"] or 500,
         eval_strategy="epoch" if has_eval else "no",
-        report_to=report_to,
+        report_to=report_to(spec),
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
-
-    class Heartbeat(TrainerCallback):
-        """A line per logging step, so the parent's log shows progress even without a terminal."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                print(json.dumps({"step": state.global_step, **logs}), flush=True)
 
     trainer = DPOTrainer(
         model=model,
@@ -104,7 +89,7 @@ def main() -> None:
         eval_dataset=data["validation"] if has_eval else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[Heartbeat()],
+        callbacks=[heartbeat()],
     )
     acc = trainer.accelerator
     print(json.dumps({"process": acc.process_index, "world_size": acc.num_processes,
@@ -115,20 +100,7 @@ def main() -> None:
     duration = time.time() - t0
 
     final_dir = Path(spec["final_dir"])
-    if peft_config is not None:
-        # LoRA: merge the adapter into the base here, in the process that trained it (single or ddp).
-        if acc.is_main_process:
-            merged = acc.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(str(final_dir))
-            (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(merged.state_dict())))
-        acc.wait_for_everyone()
-    else:
-        state = acc.get_state_dict(trainer.model)  # a collective under FSDP: every rank calls it
-        if acc.is_main_process:
-            final_dir.mkdir(parents=True, exist_ok=True)
-            (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(state)))
-        del state
-        trainer.save_model(str(final_dir))
+    save_final(trainer, peft_config, final_dir)
 
     peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                          torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0],

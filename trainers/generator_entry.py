@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -44,30 +43,22 @@ def main() -> None:
 
     import datasets  # Hugging Face datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig
 
+    from prosetting.trainers.entry_common import (
+        heartbeat,
+        load_tokenizer_and_model,
+        lora_config,
+        report_to,
+        save_final,
+    )
     from prosetting.trainers.generator_trainer import WeightedSFTTrainer
-    from prosetting.trainers.model_io import DTYPES, FINGERPRINT_FILE, fingerprint
 
     torch.manual_seed(spec["seed"])
     rows = load_records(spec["train_files"])
     data = datasets.Dataset.from_list(rows)
-    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = DTYPES[spec["mixed_precision"]]
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
-    peft_config = None
-    if spec.get("lora_r"):
-        from peft import LoraConfig
-
-        targets = spec["lora_target_modules"]
-        peft_config = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], task_type="CAUSAL_LM",
-                                 target_modules=targets if targets == "all-linear" else targets.split(","))
-    report_to = spec.get("report_to") or ["none"]
-    if "tensorboard" in report_to:
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(spec["output_dir"]) / "tensorboard"))
+    tokenizer, model, dtype = load_tokenizer_and_model(spec)
+    peft_config = lora_config(spec)
     config = SFTConfig(
         output_dir=spec["output_dir"], run_name=spec.get("run_name"),
         per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=spec["grad_accum"],
@@ -79,16 +70,11 @@ def main() -> None:
         gradient_checkpointing=bool(spec.get("gradient_checkpointing")),
         model_init_kwargs={"dtype": dtype}, logging_steps=1,
         save_strategy="steps" if spec["save_steps"] else "no", save_steps=spec["save_steps"] or 500,
-        report_to=report_to, dataloader_num_workers=0,
+        report_to=report_to(spec), dataloader_num_workers=0,
     )
 
-    class Heartbeat(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                print(json.dumps({"step": state.global_step, **logs}), flush=True)
-
     trainer = WeightedSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
-                                 peft_config=peft_config, callbacks=[Heartbeat()])
+                                 peft_config=peft_config, callbacks=[heartbeat()])
     acc = trainer.accelerator
     print(json.dumps({"process": acc.process_index, "world_size": acc.num_processes,
                       "distributed_type": str(acc.distributed_type).split(".")[-1]}), flush=True)
@@ -96,19 +82,7 @@ def main() -> None:
     trainer.train(resume_from_checkpoint=spec.get("resume_from_checkpoint") or None)
     duration = time.time() - t0
     final_dir = Path(spec["final_dir"])
-    if peft_config is not None:
-        if acc.is_main_process:
-            merged = acc.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(str(final_dir))
-            (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(merged.state_dict())))
-        acc.wait_for_everyone()
-    else:
-        state = acc.get_state_dict(trainer.model)  # a collective under FSDP
-        if acc.is_main_process:
-            final_dir.mkdir(parents=True, exist_ok=True)
-            (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(state)))
-        del state
-        trainer.save_model(str(final_dir))
+    save_final(trainer, peft_config, final_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(final_dir))
         history = trainer.state.log_history
