@@ -27,8 +27,8 @@ from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_j
 from prosetting.core.state_manager import STAGES, Paths, StateManager
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers.question_manager import load_questions_file
-from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
 from prosetting.processors.generator_stage import run_grading_and_generator
+from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
 from prosetting.trainers.trl_trainer import run_training
 from prosetting.utils import report
 

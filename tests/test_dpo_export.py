@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from prosetting.datasets.data_saver import save_pairs_parquet
-from prosetting.datasets.dpo_data_converter import build_pairs, split_questions, truncate_after_first_difference
+from prosetting.datasets.dpo_data_converter import (
+    build_pairs,
+    split_questions,
+    truncate_after_first_difference,
+)
 
 Q = {"id": "q1", "question": "12+34=?", "answer": "46", "solution": "2+4+0=6; 1+3+0=4; \\boxed{46}"}
 

@@ -148,8 +148,8 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
     import psutil
 
     from prosetting.trainers.generator_training import generator_dir, generator_result
-    from prosetting.trainers.tiny_solver import build_tiny_solver
     from prosetting.trainers.model_io import verify_model_dir
+    from prosetting.trainers.tiny_solver import build_tiny_solver
 
     rates = [0.5, 0.25, 0.75, 1.0, 0.0, 0.625, 0.375, 0.5]
     paths = make_workspace(tmp_path / "ws", len(rates), rates)
@@ -184,7 +184,12 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
 
 
 def test_each_generator_continues_on_the_records_it_has_not_learnt(tmp_path):
-    from prosetting.trainers.generator_training import generator_dir, generator_records, generator_result, records_to_learn
+    from prosetting.trainers.generator_training import (
+        generator_dir,
+        generator_records,
+        generator_result,
+        records_to_learn,
+    )
 
     paths = Paths(tmp_path)
     for k in (1, 2, 3, 4):

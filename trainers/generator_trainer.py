@@ -33,7 +33,7 @@ class WeightedCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         weights = [float(ex.get(WEIGHT_COLUMN, 1.0)) for ex in examples]
         batch = self.base([{k: v for k, v in ex.items() if k != WEIGHT_COLUMN} for ex in examples])
-        per_token = [torch.full((len(ex["input_ids"]),), w) for ex, w in zip(examples, weights)]
+        per_token = [torch.full((len(ex["input_ids"]),), w) for ex, w in zip(examples, weights, strict=True)]
         if self.base.padding_free:
             per_token = [torch.cat(per_token)]
         width = batch["labels"].shape[1]
