@@ -122,6 +122,21 @@ class Paths:
     def train_log(self, r: int) -> Path:
         return self.logs / f"trl_r{r}.log"
 
+    def generator_records(self, r: int) -> Path:
+        return self._data(r, "generator_training.jsonl")
+
+    def generator_dir(self, r: int) -> Path:
+        return self.root / "checkpoints" / f"generator_r{r}"
+
+    def generator_result(self, r: int) -> Path:
+        return self.root / "training_results" / f"generator_r{r}_result.json"
+
+    def generator_run_dir(self, r: int) -> Path:
+        return self.root / "training_runs" / f"generator_r{r}"
+
+    def generator_log(self, r: int) -> Path:
+        return self.logs / f"generator_r{r}.log"
+
 
 def _pid_alive(pid: int) -> bool:
     try:

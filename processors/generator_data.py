@@ -82,7 +82,7 @@ def _attempt_for(question: dict, reward: dict, attempts: list[dict], cfg, r: int
 
 def export_generator_training(paths, cfg, r: int) -> dict:
     """Write data/round_XX_generator_training.jsonl for round r (needs round r+1's rewards for the weights)."""
-    out: Path = paths.data / f"round_{r:02d}_generator_training.jsonl"
+    out: Path = paths.generator_records(r)
     done = {row["new_question_id"] for row in read_jsonl(out)}
     questions = {q["id"]: q for q in read_json(paths.questions(r))}
     rewards = {row["question_id"]: row for row in read_jsonl(paths.rewards(r))}

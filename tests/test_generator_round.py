@@ -147,7 +147,6 @@ def test_generator_questions_pass_the_same_check_as_the_teachers(builtin, tmp_pa
 def test_generator_training_resumes_after_sigkill(tmp_path):
     import psutil
 
-    from prosetting.trainers.generator_training import generator_dir, generator_result
     from prosetting.trainers.model_io import verify_model_dir
     from prosetting.trainers.tiny_solver import build_tiny_solver
 
@@ -173,34 +172,29 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
         except ProcessLookupError:
             pass
     proc.wait()
-    assert not generator_result(paths, 2).exists(), "the kill must land mid-training"
+    assert not paths.generator_result(2).exists(), "the kill must land mid-training"
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(generator_result(paths, 2).read_text())
+    result = json.loads(paths.generator_result(2).read_text())
     assert result["trained"] and result["train_records"] == 8 and result["loss_last"] < result["loss_first"]
     assert result["verified"]["tensors_compared"] > 0  # checked against the training process's own fingerprint
     assert (paths.root / "training_runs" / "generator_r2" / "accelerate_config.yaml").is_file()  # the solver's launch path
-    verify_model_dir(generator_dir(paths, 2), None)
+    verify_model_dir(paths.generator_dir(2), None)
 
 
 def test_each_generator_continues_on_the_records_it_has_not_learnt(tmp_path):
-    from prosetting.trainers.generator_training import (
-        generator_dir,
-        generator_records,
-        generator_result,
-        records_to_learn,
-    )
+    from prosetting.trainers.generator_training import records_to_learn
 
     paths = Paths(tmp_path)
     for k in (1, 2, 3, 4):
-        generator_records(paths, k).parent.mkdir(parents=True, exist_ok=True)
-        generator_records(paths, k).write_text("{}\n")
-    assert records_to_learn(paths, 3) == (None, [str(generator_records(paths, k)) for k in (1, 2)])  # first: all so far
-    generator_dir(paths, 3).mkdir(parents=True)
-    atomic_write_json(generator_result(paths, 3), {"round": 3, "trained": True})  # learnt rounds 1-2
-    atomic_write_json(generator_result(paths, 4), {"round": 4, "trained": False, "reason": "no new graded records"})
+        paths.generator_records(k).parent.mkdir(parents=True, exist_ok=True)
+        paths.generator_records(k).write_text("{}\n")
+    assert records_to_learn(paths, 3) == (None, [str(paths.generator_records(k)) for k in (1, 2)])  # first: all so far
+    paths.generator_dir(3).mkdir(parents=True)
+    atomic_write_json(paths.generator_result(3), {"round": 3, "trained": True})  # learnt rounds 1-2
+    atomic_write_json(paths.generator_result(4), {"round": 4, "trained": False, "reason": "no new graded records"})
     previous, files = records_to_learn(paths, 5)
-    assert previous == generator_dir(paths, 3) and files == [str(generator_records(paths, k)) for k in (3, 4)]
+    assert previous == paths.generator_dir(3) and files == [str(paths.generator_records(k)) for k in (3, 4)]
 
 
 def test_writer_figures_per_writer(tmp_path):

@@ -31,24 +31,12 @@ log = logging.getLogger(__name__)
 ENTRY_MODULE = "prosetting.trainers.generator_entry"
 
 
-def generator_dir(paths, r: int) -> Path:
-    return paths.root / "checkpoints" / f"generator_r{r}"
-
-
-def generator_result(paths, r: int) -> Path:
-    return paths.root / "training_results" / f"generator_r{r}_result.json"
-
-
-def generator_records(paths, r: int) -> Path:
-    return paths.data / f"round_{r:02d}_generator_training.jsonl"
-
-
 def latest_generator(paths, r: int) -> Path | None:
     """The newest Generator trained in a round <= r."""
     for prev in range(r, 0, -1):
-        result = read_json(generator_result(paths, prev))
-        if result and result.get("trained") and generator_dir(paths, prev).is_dir():
-            return generator_dir(paths, prev)
+        result = read_json(paths.generator_result(prev))
+        if result and result.get("trained") and paths.generator_dir(prev).is_dir():
+            return paths.generator_dir(prev)
     return None
 
 
@@ -63,7 +51,7 @@ def records_to_learn(paths, r: int) -> tuple[Path | None, list[str]]:
     """The Generator round r continues from (None: the base model) and the record files it has not learnt yet."""
     previous = latest_generator(paths, r - 1)
     first_new = int(previous.name.rsplit("_r", 1)[1]) if previous else 1  # generator_rP learnt rounds < P
-    return previous, [str(generator_records(paths, k)) for k in range(first_new, r) if generator_records(paths, k).is_file()]
+    return previous, [str(paths.generator_records(k)) for k in range(first_new, r) if paths.generator_records(k).is_file()]
 
 
 def run_generator_training(ctx: RunContext, r: int) -> dict:
@@ -75,7 +63,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
     does not grow with the run's length.
     """
     cfg, paths = ctx.cfg, ctx.paths
-    result_path = generator_result(paths, r)
+    result_path = paths.generator_result(r)
     if read_json(result_path):
         return read_json(result_path)
     previous, files = records_to_learn(paths, r)
@@ -88,7 +76,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
         atomic_write_json(result_path, result)
         return result
     model = previous or base_generator(ctx)
-    run_dir = paths.root / "training_runs" / f"generator_r{r}"
+    run_dir = paths.generator_run_dir(r)
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run_dir / "final", ignore_errors=True)
     gpus = launch.training_gpus(cfg)
@@ -98,15 +86,15 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
                 run_name=f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}")
     spec_path = run_dir / "spec.json"
     atomic_write_json(spec_path, spec)
-    log_path = paths.logs / f"generator_r{r}.log"
+    log_path = paths.generator_log(r)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     log.info("generator r%d: %d weighted records from %s -> %s; preset %s; log %s", r, weighted, model,
-             generator_dir(paths, r), preset, log_path)
+             paths.generator_dir(r), preset, log_path)
     outcome = solver_training.train_and_verify(cfg, spec, spec_path, ENTRY_MODULE, log_path, gpus, r, ctx.stop_event)
-    replace_dir(Path(spec["final_dir"]), generator_dir(paths, r))
+    replace_dir(Path(spec["final_dir"]), paths.generator_dir(r))
     metrics = {k: v for k, v in outcome.items() if k not in ("command", "remote_commands")}
-    result = {"round": r, "trained": True, "base_model": str(model), "output": str(generator_dir(paths, r)),
+    result = {"round": r, "trained": True, "base_model": str(model), "output": str(paths.generator_dir(r)),
               "train_files": files, "preset": preset, "log": str(log_path), "wall_s": round(time.time() - t0, 1), **metrics}
     atomic_write_json(result_path, result)
     log.info("generator r%d: %d steps, loss %s -> %s", r, metrics["steps"], metrics["loss_first"], metrics["loss_last"])
