@@ -20,19 +20,12 @@ from pathlib import Path
 
 def load_records(files: list[str]) -> list[dict]:
     """The weighted records the Teacher wrote, as conversational prompt/completion rows with their weight."""
-    rows = []
-    for f in files:
-        for line in Path(f).read_text().splitlines():
-            if not line.strip():
-                continue
-            x = json.loads(line)
-            if x.get("weight") is None or x.get("writer", "teacher") != "teacher":  # learn from graded Teacher questions only
-                continue
-            # conversational, so TRL trains with the chat template the collection backend prompts with
-            rows.append({"prompt": [{"role": "user", "content": x["prompt"]}],
-                         "completion": [{"role": "assistant", "content": x["completion"]}],
-                         "weight": float(x["weight"])})
-    return rows
+    from prosetting.trainers.generator_training import learnable_records
+
+    # conversational, so TRL trains with the chat template the collection backend prompts with
+    return [{"prompt": [{"role": "user", "content": x["prompt"]}],
+             "completion": [{"role": "assistant", "content": x["completion"]}],
+             "weight": float(x["weight"])} for x in learnable_records(files)]
 
 
 def main() -> None:

@@ -15,14 +15,13 @@ can already write a problem and its digit-by-digit trace), or, for a user's own 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 from pathlib import Path
 
 from prosetting.core.context import RunContext
-from prosetting.core.io import atomic_write_json, read_json, replace_dir
+from prosetting.core.io import atomic_write_json, read_json, read_jsonl, replace_dir
 from prosetting.trainers import launch
 from prosetting.trainers import trl_trainer as solver_training
 
@@ -47,6 +46,12 @@ def base_generator(ctx: RunContext) -> Path:
     return Path(ctx.base_model())
 
 
+def learnable_records(files: list[str]) -> list[dict]:
+    """The records a Generator learns from: questions the Teacher wrote that the next round graded (a weight)."""
+    return [x for f in files for x in read_jsonl(f, repair=False)
+            if x.get("weight") is not None and x.get("writer", "teacher") == "teacher"]
+
+
 def records_to_learn(paths, r: int) -> tuple[Path | None, list[str]]:
     """The Generator round r continues from (None: the base model) and the record files it has not learnt yet."""
     previous = latest_generator(paths, r - 1)
@@ -67,9 +72,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
     if read_json(result_path):
         return read_json(result_path)
     previous, files = records_to_learn(paths, r)
-    weighted = sum(1 for f in files for line in Path(f).read_text().splitlines()
-                   if line.strip() and json.loads(line).get("weight") is not None
-                   and json.loads(line).get("writer", "teacher") == "teacher")  # learn from the Teacher only
+    weighted = len(learnable_records(files))
     if r < cfg.GENERATOR_TRAIN_START_ROUND or not weighted:
         reason = "before GENERATOR_TRAIN_START_ROUND" if r < cfg.GENERATOR_TRAIN_START_ROUND else "no new graded records"
         result = {"round": r, "trained": False, "reason": reason}
