@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prosetting.core.io import read_json, read_jsonl
 from prosetting.processors.generator_data import utility
+from prosetting.processors.question_enhancer import writer_counts
 
 
 def writer_figures(paths, r: int) -> dict:
@@ -12,18 +13,15 @@ def writer_figures(paths, r: int) -> dict:
     cfg = read_json(paths.config) or {}
     mu, sigma = float(cfg.get("GENERATOR_UTILITY_MU", 0.5)), float(cfg.get("GENERATOR_UTILITY_SIGMA", 0.2))
     graded = {row["question_id"]: row["success_rate"] for row in read_jsonl(paths.rewards(r + 1))}
+    rows = read_jsonl(paths.enhanced_questions(r))
     out: dict[str, dict] = {}
-    for row in read_jsonl(paths.enhanced_questions(r)):
-        f = out.setdefault(row.get("writer", "teacher"), {"written": 0, "rejected": 0, "utilities": []})
-        f["written"] += len(row["questions"]) + len(row.get("rejected", []))
-        f["rejected"] += len(row.get("rejected", []))
-        f["utilities"] += [utility(graded[q["id"]], mu, sigma) for q in row["questions"] if q["id"] in graded]
-    for f in out.values():
-        us = f.pop("utilities")
-        f["accepted"] = f["written"] - f["rejected"]
-        f["acceptance_rate"] = round(f["accepted"] / f["written"], 4) if f["written"] else None
-        f["graded"] = len(us)
-        f["mean_utility"] = round(sum(us) / len(us), 4) if us else None
+    for name, c in writer_counts(rows).items():
+        us = [utility(graded[q["id"]], mu, sigma) for row in rows if row.get("writer", "teacher") == name
+              for q in row["questions"] if q["id"] in graded]
+        accepted = c["written"] - c["rejected"]
+        out[name] = {"written": c["written"], "rejected": c["rejected"], "accepted": accepted,
+                     "acceptance_rate": round(accepted / c["written"], 4) if c["written"] else None,
+                     "graded": len(us), "mean_utility": round(sum(us) / len(us), 4) if us else None}
     return out
 
 
