@@ -54,7 +54,7 @@ def generate_question_set(writer: GeneratorWriter, teacher, sources: list[dict],
     """Up to n checked questions written from `sources` (cycled), as harder variants; rejections by reason."""
     import random
 
-    from prosetting.teacher_model.question_check import check_question
+    from prosetting.processors.question_writers import check_written
 
     rng = random.Random(seed)
     accepted: list[dict] = []
@@ -65,14 +65,13 @@ def generate_question_set(writer: GeneratorWriter, teacher, sources: list[dict],
             break
         source = sources[i % len(sources)]
         req = WriteRequest(question=source, zone="mastered", success_rate=1.0, count=1, rng=rng)
-        for w in writer.write_questions(req):
-            written += 1
-            reason = check_question(teacher, w, source) or ("duplicate" if w["question"] in seen else None)
-            if reason is None:
-                seen.add(w["question"])
-                accepted.append({"id": f"gen-{len(accepted):05d}", **w, "parent_id": source.get("id"),
-                                 "origin": "generator", "writer": "generator"})
-            else:
-                reasons[reason] = reasons.get(reason, 0) + 1
+        new = writer.write_questions(req)
+        ok, rejected = check_written(teacher, new, source, seen)
+        written += len(new)
+        for w in ok:
+            accepted.append({"id": f"gen-{len(accepted):05d}", **w, "parent_id": source.get("id"),
+                             "origin": "generator", "writer": "generator"})
+        for x in rejected:
+            reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
     return {"questions": accepted, "written": written, "accepted": len(accepted),
             "acceptance_rate": round(len(accepted) / written, 4) if written else None, "rejected": reasons}

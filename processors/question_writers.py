@@ -22,6 +22,22 @@ from prosetting.trainers.generator_training import latest_generator
 log = logging.getLogger(__name__)
 
 
+def check_written(teacher, written: list[dict], source: dict, seen: set[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """(accepted, rejected) of one writer's questions from `source`: `check_question`, and with `seen` (texts
+    already accepted, updated) a repeat of one of them is rejected as a duplicate."""
+    accepted, rejected = [], []
+    for w in written:
+        reason = check_question(teacher, w, source)
+        if reason is None and seen is not None:
+            reason = "duplicate" if w["question"] in seen else None
+            seen.add(w["question"])
+        if reason is None:
+            accepted.append(w)
+        else:
+            rejected.append({"question": w.get("question"), "answer": w.get("answer"), "reason": reason})
+    return accepted, rejected
+
+
 class QuestionWriters:
     def __init__(self, ctx: RunContext, r: int):
         self.cfg, self.r, self.teacher = ctx.cfg, r, ctx.teacher
@@ -54,13 +70,7 @@ class QuestionWriters:
                 written = self.generator.write_questions(req)
         else:
             written = self.teacher.write_questions(req)
-        accepted, rejected = [], []
-        for w in written:
-            reason = check_question(self.teacher, w, req.question)
-            if reason is None:
-                accepted.append(w)
-            else:
-                rejected.append({"question": w.get("question"), "answer": w.get("answer"), "reason": reason})
+        accepted, rejected = check_written(self.teacher, written, req.question)
         return writer, accepted, rejected
 
     def close(self) -> None:
