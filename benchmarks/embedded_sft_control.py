@@ -44,7 +44,7 @@ def main() -> None:
     heldout = read_jsonl(ws / "data" / "heldout.jsonl", repair=False)
     exclude = {q["question"] for q in heldout}
 
-    def held_out_greedy(model_dir: Path) -> dict:
+    def held_out(model_dir: Path) -> dict:
         backend = TransformersBackend(str(model_dir))
         r = evaluate(backend, heldout, k=0, max_new_tokens=cfg["MAX_NEW_TOKENS"])
         backend.close()
@@ -74,7 +74,7 @@ def main() -> None:
             tok.save_pretrained(out)
             shutil.rmtree(scratch / "run", ignore_errors=True)
             model_dir = out
-            ev = held_out_greedy(out)
+            ev = held_out(out)
             acc = ev["greedy"]
             rows.append({"round": r, "steps": steps, "control_greedy": acc,
                          "control_by_level": {k: v["greedy"] for k, v in ev["by_level"].items()},
