@@ -29,6 +29,7 @@ import zlib
 from collections import Counter
 from typing import Any
 
+import httpx2
 import openai
 from openai import OpenAI
 
@@ -253,12 +254,11 @@ class LLMTeacher:
 
     @classmethod
     def from_config(cls, cfg, backoff_s: float = 1.0) -> LLMTeacher:
-        import httpx
-
-        # One connection pool for the whole run, sized to the requests in flight.
+        # One connection pool for the whole run, sized to the requests in flight; httpx2 is the HTTP client the
+        # openai package itself runs on (openai.DefaultHttpxClient is an httpx2.Client).
         workers = cfg.TEACHER_CONCURRENT_WORKERS
-        http = httpx.Client(limits=httpx.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
-                            timeout=cfg.TEACHER_TIMEOUT)
+        http = httpx2.Client(limits=httpx2.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
+                             timeout=cfg.TEACHER_TIMEOUT)
         client = OpenAI(base_url=cfg.TEACHER_BASE_URL, api_key=cfg.TEACHER_API_KEY or "EMPTY",
                         timeout=cfg.TEACHER_TIMEOUT, max_retries=0, http_client=http)
         cache_dir = cfg.TEACHER_CACHE_DIR or (cfg.workspace / "cache")
