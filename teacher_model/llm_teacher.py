@@ -297,23 +297,29 @@ class LLMTeacher:
         return TeacherError(f"Teacher endpoint {self.base_url} (model {self.model}) answered HTTP {status}: "
                             f"{message}; {fix}", refused=True)
 
+    def request(self, messages: list[dict], temperature: float, seed: int | None) -> tuple[str, dict]:
+        """(cache key, chat completions body) of one call: the one key both ordinary calls and the Batch API
+        (batch.py) use, so an answer from either is found by the other."""
+        params = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
+        body = {"model": self.model, "messages": messages, "temperature": temperature, **params,
+                **({"seed": seed} if seed is not None else {})}
+        return key, body
+
     def complete(self, messages: list[dict], what: str, temperature: float = 0.0, seed: int | None = None) -> str:
         """The answer text of one chat completion: from the cache when it was answered before, else from
         the endpoint (within the rate limits, transport failures retried with backoff), then cached."""
-        params = {"max_tokens": self.max_tokens} if self.max_tokens else {}
-        key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
+        key, body = self.request(messages, temperature, seed)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.count(cache_hits=1)
             return hit["text"]
-        extra = {**params, **({"seed": seed} if seed is not None else {})}
         tries = self.max_retries + 1
         why = ""
         for tried in range(1, tries + 1):
             retry_after = None
             self.limits.acquire(estimate_tokens(messages, self.max_tokens or 512))
             try:
-                resp = self.client.chat.completions.create(model=self.model, messages=messages,
-                                                           temperature=temperature, **extra)
+                resp = self.client.chat.completions.create(**body)
             except openai.APIStatusError as exc:
                 if exc.status_code not in (408, 429) and exc.status_code < 500:
                     raise self._refused(exc) from None

@@ -245,8 +245,8 @@ def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
     usage = stats["teacher_usage"]
     assert usage["calls"] == 7 and usage["cache_hits"] == 2 and usage["failed_requests"] == 1
     assert usage["rule_verdicts"] == 3 and usage["llm_verdicts"] == 9 and usage["prompt_tokens"] > 0
-    assert (ctx.paths.root / "cache" / "teacher_calls.jsonl").is_file()
-    assert SECRET not in (ctx.paths.root / "cache" / "teacher_calls.jsonl").read_text()
+    assert (ctx.paths.root / "cache" / "teacher_calls.sqlite3").is_file()
+    assert not any(SECRET.encode() in p.read_bytes() for p in (ctx.paths.root / "cache").iterdir())
     assert "HTTP 503" in caplog.text
     assert SECRET not in caplog.text
     assert SECRET not in ctx.paths.rewards(1).read_text()

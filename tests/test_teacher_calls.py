@@ -19,7 +19,7 @@ from prosetting.processors.evaluator import load_benchmark
 from prosetting.processors.question_enhancer import make_request
 from prosetting.processors.reward_calculator import run_grading
 from prosetting.teacher_model import prompts
-from prosetting.teacher_model.call_cache import CACHE_FILE, CallCache
+from prosetting.teacher_model.call_cache import CallCache
 from prosetting.teacher_model.llm_teacher import LLMTeacher, TeacherError
 from prosetting.teacher_model.rate_limit import RateLimits
 from tests.teacher_server import DROP, MALFORMED, TeacherServer, socratic_responder
@@ -78,24 +78,18 @@ def test_rule_mode_makes_no_call(tmp_path):
     assert [v["correct"] for v in out] == [True, False] and server.chat_requests == []
 
 
-def test_the_cache_answers_a_second_teacher_and_survives_a_cut_last_line(tmp_path):
+def test_the_cache_answers_a_second_teacher_and_never_holds_the_key(tmp_path):
     reply = verdicts_reply((1, False, "no"))
     with TeacherServer(responder=lambda req: reply) as server:
         first = make_teacher(server, tmp_path).grade(QUESTION, [attempt(1, "7")])
         other = {**QUESTION, "id": "q2", "question": "What is 2+2?", "answer": "4"}
         make_teacher(server, tmp_path).grade(other, [attempt(1, "5", "q2")])
         assert len(server.chat_requests) == 2
-        path = tmp_path / "cache" / CACHE_FILE
-        lines = path.read_bytes().splitlines(keepends=True)
-        path.write_bytes(lines[0] + lines[1][: len(lines[1]) // 2])  # a SIGKILL in the middle of the second write
         teacher = make_teacher(server, tmp_path)
-        assert teacher.grade(QUESTION, [attempt(1, "7")]) == first
-        assert len(server.chat_requests) == 2 and teacher.stats() == {"cache_hits": 1, "rule_verdicts": 0, "llm_verdicts": 1}
-        teacher.grade(other, [attempt(1, "5", "q2")])  # the cut record is asked again, and appended cleanly
-        assert len(server.chat_requests) == 3
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(records) == 2 and all(set(r) == {"key", "text", "usage"} for r in records)
-    assert "sk-x" not in path.read_text()
+        assert teacher.grade(QUESTION, [attempt(1, "7")]) == first and teacher.grade(other, [attempt(1, "5", "q2")])
+        assert len(server.chat_requests) == 2 and teacher.stats() == {"cache_hits": 2, "rule_verdicts": 0, "llm_verdicts": 2}
+    assert len(CallCache(tmp_path / "cache")) == 2
+    assert not any(b"sk-x" in p.read_bytes() for p in (tmp_path / "cache").iterdir())
 
 
 def test_drops_malformed_bodies_and_429_retry_after_are_retried(tmp_path, caplog):

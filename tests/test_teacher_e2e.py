@@ -83,7 +83,7 @@ def test_sigkill_during_grading_then_rerun_repeats_no_answered_call(tmp_path, ti
     # round 1's grading after the resume answered the in-flight questions only; the rest came from the files
     usage_r1 = json.loads((ws / "round_01_progress.json").read_text())["stages"]["grade"]["stats"]["teacher_usage"]
     assert usage_r1["calls"] < 12 * 4
-    assert (ws / "cache" / "teacher_calls.jsonl").is_file()
+    assert (ws / "cache" / "teacher_calls.sqlite3").is_file()
     pool2 = json.loads((ws / "data" / "round_02_questions.json").read_text())
     assert any(q["origin"].startswith("teacher_") for q in pool2)
     assert summary.get("teacher_cost") is not None and summary["teacher_cost"] > 0
