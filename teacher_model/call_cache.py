@@ -138,6 +138,11 @@ class CallCache:
                 raise
         return added
 
+    def discard(self, key: str) -> None:
+        """Forget one call (an answer that turned out unusable), so that the next run asks it again."""
+        with self._write_lock:
+            self._write.execute("DELETE FROM calls WHERE key = ?", (key,))
+
     def close(self) -> None:
         with self._write_lock, self._read_lock:
             self._read.close()

@@ -281,6 +281,7 @@ def test_engines_that_cannot_start_fail_before_any_stage(tmp_path):
     assert "VLLM_MAX_MODEL_LEN=8192" in problem
 
 
+@needs_vllm  # the configuration check refuses COLLECTION_BACKEND=vllm before the GPUs where vLLM is absent
 def test_the_health_check_names_the_absent_gpu(tmp_path):
     out = subprocess.run([sys.executable, "utils/status_checker.py", "--quick", "--workspace", str(tmp_path / "ws")],
                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
