@@ -327,3 +327,13 @@ def test_a_recheck_failing_four_times_does_not_fail_the_enhancement_stage(tmp_pa
     assert {q["id"] for q in pool} == {f"q{i}" for i in range(10)}  # the unchecked question is kept
     checked = {row["parent_id"] for row in read_jsonl(ctx.paths.enhanced_questions(1))}
     assert len(checked) == 9 and "q0" not in checked  # a re-run of the stage would check just that one
+
+
+def test_a_written_question_without_a_usable_check_is_rejected_as_unchecked(tmp_path):
+    from prosetting.teacher_model.question_check import check_question
+
+    with TeacherServer(responder=lambda req: WRONG_SHAPE) as server:
+        teacher = make_teacher(server, tmp_path, mode="llm", max_retries=1)
+        new = {"question": "What is 19+23?", "answer": "42", "solution": "9+3=12; 1+2+1=4; \\boxed{42}"}
+        assert check_question(teacher, new, QUESTION) == "no usable Teacher verdict"
+        assert len(server.chat_requests) == 2
