@@ -82,12 +82,12 @@ def client_ceiling(args, n: int = 640) -> dict:
     machine allows at all (on a 2-core machine the client's own CPU, not the latency, is the limit)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import httpx
+    import httpx2
     from openai import OpenAI
 
     with ServerProcess(args.latency) as server:
-        client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0, http_client=httpx.Client(
-            limits=httpx.Limits(max_connections=args.workers + 4, max_keepalive_connections=args.workers + 4)))
+        client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0, http_client=httpx2.Client(
+            limits=httpx2.Limits(max_connections=args.workers + 4, max_keepalive_connections=args.workers + 4)))
         messages = [{"role": "user", "content": "Problem:\n1+2=?\n\nReference answer:\n3"}]
 
         def one(_):

@@ -93,7 +93,8 @@ class Config:
     TEACHER_CACHE_DIR: str = _f("", "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one across runs to never pay for a call twice.")
     TEACHER_MAX_RPM: int = _f(0, "Most Teacher requests per minute, shared by grading and writing; 0 means no limit.", minimum=0)
     TEACHER_MAX_TPM: int = _f(0, "Most Teacher tokens per minute (prompt estimate plus 512 for the answer); 0 means no limit.", minimum=0)
-    TEACHER_MAX_FAILURE_FRACTION: float = _f(0.1, "A Teacher stage fails only when more than this fraction of its questions got no answer from the endpoint; the rest are retried on resume.", minimum=0.0, maximum=1.0)
+    TEACHER_MAX_FAILURE_FRACTION: float = _f(0.1, "A Teacher stage (grading, writing, re-checks) fails only when more than this fraction of its questions got no usable answer from the endpoint; the rest are retried on resume.", minimum=0.0, maximum=1.0)
+    TEACHER_MAX_UNUSABLE_FRACTION: float = _f(0.5, "A Teacher stage stops before its next request, and fails, once more than this fraction of its replies were not in the JSON shape asked for (counted from 10 unusable replies on); 1 turns the check off.", minimum=0.0, maximum=1.0)
     TEACHER_PRICE_PER_MTOK_IN: float = _f(0.0, "Price per million prompt tokens of the Teacher endpoint, for the cost in reports; 0 leaves cost out.", minimum=0.0)
     TEACHER_PRICE_PER_MTOK_OUT: float = _f(0.0, "Price per million completion tokens of the Teacher endpoint, for the cost in reports.", minimum=0.0)
 

@@ -75,7 +75,10 @@ class Driver(Protocol):
 
 
 class AutoDriver:
-    """Unattended: retries AUTO_RETRY_MAX times AUTO_RETRY_INTERVAL apart, then stops or moves on."""
+    """Unattended: retries AUTO_RETRY_MAX times AUTO_RETRY_INTERVAL apart, then stops or moves on. An error
+    that says asking again cannot help (`retryable` false: a Teacher endpoint that refuses our requests or
+    does not answer in the asked shape) stops the run at once: a retry or the next round would pay for the
+    same failure again."""
 
     def __init__(self, cfg: Config, sleep: Callable[[float], bool] | None = None):
         self.cfg = cfg
@@ -86,6 +89,8 @@ class AutoDriver:
 
     def on_failure(self, controller, r, stage, error, tries) -> str:
         cfg = self.cfg
+        if getattr(error, "retryable", True) is False:
+            return "stop"
         if cfg.AUTO_RETRY_ENABLED and tries <= cfg.AUTO_RETRY_MAX:
             log.warning("round %d %s failed (try %d of %d): %s; retrying in %.0fs", r, stage.name, tries,
                         cfg.AUTO_RETRY_MAX + 1, error, cfg.AUTO_RETRY_INTERVAL)

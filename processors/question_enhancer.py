@@ -13,6 +13,10 @@ pool with its reason kept in the enhanced file; the rest go back unchanged.
 Who writes (QUESTION_WRITER: the Teacher, the newest trained Generator, or both) is chosen per parent by
 `question_writers.QuestionWriters`; every question, whoever wrote it, passes the same check before it may
 enter the pool, and the enhanced file records the writer and the rejections with their reasons.
+A parent whose Teacher requests failed (retries spent, or no usable reply) gets no line: as in grading, the
+stage goes on and fails at the end only when more than TEACHER_MAX_FAILURE_FRACTION of its parents failed,
+and any re-run writes for just those. A Teacher whose replies are mostly not in the asked shape stops the
+stage before its next request (TEACHER_MAX_UNUSABLE_FRACTION).
 CURRICULUM=static (an ablation) writes nothing and replays the seed pool every round.
 """
 
@@ -22,16 +26,15 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-
-from tqdm import tqdm
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
 from prosetting.managers.question_manager import build_next_pool
+from prosetting.processors.concurrent import run_concurrently
 from prosetting.processors.question_writers import QuestionWriters
-from prosetting.teacher_model import prompts, teacher_stats, usage_since
+from prosetting.teacher_model import prompts, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.llm_teacher import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +100,21 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         batch_stats = prefetch(teacher, [x for x in requests if x is not None],
                                paths.data / f"round_{r:02d}_enhance_batch.json", cfg.TEACHER_BATCH_POLL_SECONDS)
 
+    failed: dict[str, str] = {}
+
     def write_one(job) -> None:
         index, q, req = job
         if ctx.stop_event.is_set():
             return
+        try:
+            write_for(index, q, req)
+        except TeacherError as exc:
+            if exc.refused:  # a request the endpoint will never accept, or replies it cannot use: stop now
+                raise
+            with lock:
+                failed[q["id"]] = str(exc)
+
+    def write_for(index: int, q: dict, req: WriteRequest | None) -> None:
         if req is None:  # a too-difficult question: re-checked, kept or dropped
             keep, reason = recheck(q)
             with lock:
@@ -123,11 +137,25 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
             append_jsonl(out, [{"parent_id": q["id"], "zone": req.zone, "writer": writer, "questions": new,
                                 "rejected": rejected}])
 
-    if jobs:
-        with ThreadPoolExecutor(max_workers=cfg.TEACHER_CONCURRENT_WORKERS) as pool:
-            list(tqdm(pool.map(write_one, jobs), total=len(jobs), desc=f"round {r} enhance", unit="q", dynamic_ncols=True))
-    writers.close()
+    try:
+        if jobs:
+            with watching(teacher, f"round {r} question writing and re-checks"):
+                run_concurrently(jobs, write_one, cfg.TEACHER_CONCURRENT_WORKERS, ctx.stop_event,
+                                 desc=f"round {r} enhance")
+    finally:
+        writers.close()
     ctx.check_stop()
+    if failed:
+        total = len(jobs) + len(done)
+        last = next(reversed(failed.values()))
+        if len(failed) / max(1, total) > cfg.TEACHER_MAX_FAILURE_FRACTION:
+            raise TeacherError(
+                f"{len(failed)} of {total} questions got nothing written or re-checked by the Teacher endpoint "
+                f"{cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
+                f"last error: {last}. What was written is saved and answered calls are cached: fix the endpoint "
+                "and run the same command again")
+        log.warning("enhance r%d: %d question(s) got nothing written or re-checked (last error: %s); none is "
+                    "dropped, nothing new comes from them this round", r, len(failed), last)
 
     rows = read_jsonl(out)
     by_parent = {row["parent_id"]: row["questions"] for row in rows}
@@ -144,7 +172,7 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         key = str((q.get("meta") or {}).get("level", "n/a"))
         levels[key] = levels.get(key, 0) + 1
     stats = {"written": len(new_questions), "next_pool": len(pool), **counts, "next_pool_levels": levels,
-             "dropped_flawed": len(dropped), "writers": writer_counts(rows), **batch_stats,
+             "dropped_flawed": len(dropped), "writers": writer_counts(rows), "failed": len(failed), **batch_stats,
              "seconds": round(time.time() - t0, 1)}
     usage = usage_since(teacher, before, cfg)
     if usage:

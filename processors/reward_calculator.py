@@ -6,22 +6,23 @@ Writes data/round_XX_rewards.jsonl, one line per question:
 
 Questions are graded concurrently (TEACHER_CONCURRENT_WORKERS) and each is appended as soon as it is
 done, so a resume re-grades only the questions in flight when the run stopped (and their Teacher calls
-answered before the stop come from the call cache). A question whose Teacher calls all failed stays
-ungraded: the stage goes on, and fails at the end only when more than TEACHER_MAX_FAILURE_FRACTION of the
-questions are ungraded; any re-run of the stage grades just those.
+answered before the stop come from the call cache). A question is graded only when each attempt has a
+verdict from a check that really ran (math-verify where it decides, the Teacher's usable verdict for the
+rest): one whose Teacher calls failed, or gave no usable verdict, stays ungraded. The stage goes on, and
+fails at the end only when more than TEACHER_MAX_FAILURE_FRACTION of the questions are ungraded; any re-run
+of the stage grades just those. A Teacher whose replies are mostly not in the asked shape stops the stage
+before its next request (TEACHER_MAX_UNUSABLE_FRACTION).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-from tqdm import tqdm
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
-from prosetting.teacher_model import teacher_stats, usage_since
+from prosetting.processors.concurrent import run_concurrently
+from prosetting.teacher_model import teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import zone_of
 from prosetting.teacher_model.llm_teacher import TeacherError
 
@@ -71,32 +72,17 @@ def run_grading(ctx: RunContext, r: int) -> dict:
         requests = [req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])]
         batch_stats = prefetch(teacher, requests, paths.data / f"round_{r:02d}_grade_batch.json",
                                ctx.cfg.TEACHER_BATCH_POLL_SECONDS)
+    def save(results: list) -> None:
+        # One fsync'd append for every question finished meanwhile; a kill before it loses no paid call:
+        # their Teacher answers are in the call cache already.
+        recs = [rec for rec in results if rec is not None]
+        if recs:
+            append_jsonl(out, recs)
+
     if todo:
-        bar = tqdm(total=len(trajectories), initial=len(done), desc=f"round {r} grade", unit="q", dynamic_ncols=True)
-        workers = max(1, ctx.cfg.TEACHER_CONCURRENT_WORKERS)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending = set()
-            items = iter(todo)
-            try:
-                while True:
-                    while len(pending) < workers * 2 and not ctx.stop_event.is_set():
-                        row = next(items, None)
-                        if row is None:
-                            break
-                        pending.add(pool.submit(grade_one, row))
-                    if not pending:
-                        break
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    # One fsync'd append for every question finished meanwhile; a kill before it loses
-                    # no paid call: their Teacher answers are in the call cache already.
-                    recs = [rec for rec in (fut.result() for fut in finished) if rec is not None]
-                    if recs:
-                        append_jsonl(out, recs)
-                        bar.update(len(recs))
-            finally:
-                for fut in pending:
-                    fut.cancel()
-                bar.close()
+        with watching(teacher, f"round {r} grading"):
+            run_concurrently(todo, grade_one, ctx.cfg.TEACHER_CONCURRENT_WORKERS, ctx.stop_event, done=save,
+                             desc=f"round {r} grade", total=len(trajectories), initial=len(done))
         ctx.check_stop()
     if ungraded:
         share = len(ungraded) / max(1, len(trajectories))

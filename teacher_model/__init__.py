@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 
 def make_teacher(cfg):
     if cfg.TEACHER_BACKEND == "rule":
@@ -17,6 +19,13 @@ def make_teacher(cfg):
 
         return LLMTeacher.from_config(cfg)
     raise ValueError(f"TEACHER_BACKEND: unknown teacher {cfg.TEACHER_BACKEND!r}")
+
+
+def watching(teacher, stage: str):
+    """A context in which a Teacher that makes calls counts `stage`'s replies on their own and stops the stage
+    once too many are unusable; nothing for Teachers that make no calls."""
+    watch = getattr(teacher, "watching", None)
+    return watch(stage) if callable(watch) else nullcontext()
 
 
 def teacher_stats(teacher) -> dict[str, int]:

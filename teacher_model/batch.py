@@ -20,8 +20,6 @@ from pathlib import Path
 import openai
 
 from prosetting.core.io import atomic_write_json, read_json
-from prosetting.teacher_model import prompts
-from prosetting.teacher_model.call_cache import call_key
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +27,7 @@ DONE = {"completed", "failed", "expired", "cancelled"}
 
 
 def _line(teacher, messages: list[dict], temperature: float, seed: int | None) -> tuple[str, dict]:
-    params = {"max_tokens": teacher.max_tokens} if teacher.max_tokens else {}
-    key = call_key(teacher.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
-    body = {"model": teacher.model, "messages": messages, "temperature": temperature, **params,
-            **({"seed": seed} if seed is not None else {})}
+    key, body = teacher.request(messages, temperature, seed)
     return key, {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
@@ -68,7 +63,7 @@ def prefetch(teacher, requests: list[tuple[list[dict], float, int | None]], stat
         if batch.status in DONE:
             break
         time.sleep(poll_s)
-    answered = 0
+    records = []
     if batch.output_file_id:
         text = teacher.client.files.content(batch.output_file_id).text
         for raw in text.splitlines():
@@ -80,10 +75,11 @@ def prefetch(teacher, requests: list[tuple[list[dict], float, int | None]], stat
             choices = body.get("choices") or [{}]
             content = ((choices[0] or {}).get("message") or {}).get("content") or ""
             usage = {k: (body.get("usage") or {}).get(k, 0) or 0 for k in ("prompt_tokens", "completion_tokens")}
-            teacher.cache.put(row["custom_id"], content, usage)
+            records.append((row["custom_id"], content, usage))
             teacher.count(batch_calls=1, prompt_tokens=usage["prompt_tokens"],
                           completion_tokens=usage["completion_tokens"])
-            answered += 1
+    teacher.cache.put_many(records)  # one transaction for the whole batch
+    answered = len(records)
     failed = state["requests"] - answered
     if failed:
         log.warning("teacher batch %s (%s): %d of %d requests unanswered; they become ordinary calls",

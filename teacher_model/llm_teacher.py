@@ -13,8 +13,12 @@ TEACHER_MAX_RPM / TEACHER_MAX_TPM limits.
 Every answered call goes into the persistent cache (call_cache.py) before it is used, so a resumed or
 redone stage pays for nothing twice. Transport failures (connection errors, timeouts, 408, 429 with its
 Retry-After, 5xx) are retried TEACHER_MAX_RETRIES times with our own backoff (the client's is off); an
-unusable answer is asked for again with a follow-up message that says what was wrong with it. The API key
-is used by the client only: never in a cache key, a record, a log line or an error message.
+unusable answer (not the JSON shape asked for) is dropped from the cache and asked for again with a
+follow-up message that says what was wrong with it. An item with no usable answer after that raises
+NoUsableAnswer: it stays ungraded (never graded incorrect), unwritten or unchecked, like one whose requests
+failed. Inside `watching(stage)` the stage's replies are counted (reply_check.py): once too many are
+unusable, every thread stops before its next request and the stage fails with one of the replies. The API
+key is used by the client only: never in a cache key, a record, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx2
 import openai
 from openai import OpenAI
 
@@ -37,6 +44,7 @@ from prosetting.teacher_model import prompts
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.call_cache import CallCache, call_key
 from prosetting.teacher_model.rate_limit import RateLimits, estimate_tokens
+from prosetting.teacher_model.reply_check import ReplyCheck
 from prosetting.teacher_model.rule_teacher import answers_match
 
 log = logging.getLogger(__name__)
@@ -49,11 +57,21 @@ BACKOFF_MAX_S = 60.0
 
 
 class TeacherError(RuntimeError):
-    """The Teacher endpoint failed for good: retries spent, or (`refused`) a request it will never accept."""
+    """The Teacher endpoint failed for good: retries spent, or (`refused`) asking again cannot help: a request
+    it will never accept, or a model that does not answer in the shape asked for. A refused error stops the
+    stage at once and is not retried by the round loop."""
 
     def __init__(self, message: str, refused: bool = False):
         super().__init__(message)
         self.refused = refused
+
+    @property
+    def retryable(self) -> bool:
+        return not self.refused
+
+
+class NoUsableAnswer(TeacherError):
+    """One item's replies were all unusable, re-asks included: it stays ungraded (or unwritten, unchecked)."""
 
 
 class BadAnswer(ValueError):
@@ -230,7 +248,7 @@ class LLMTeacher:
     def __init__(self, client: OpenAI, model: str, base_url: str, max_retries: int = 3, timeout: float = 120.0,
                  backoff_s: float = 1.0, secret: str = "", cache: CallCache | None = None,
                  limits: RateLimits | None = None, grading_mode: str = "hybrid", grading_unit: str = "question",
-                 max_tokens: int = 0):
+                 max_tokens: int = 0, max_unusable_fraction: float = 0.5):
         self.client = client
         self.model = model
         self.base_url = base_url
@@ -242,6 +260,8 @@ class LLMTeacher:
         self.grading_mode = grading_mode
         self.grading_unit = grading_unit
         self.max_tokens = max_tokens  # 0: the endpoint's default
+        self.max_unusable_fraction = max_unusable_fraction
+        self._check = ReplyCheck("Teacher calls", max_unusable_fraction)
         self._secret = secret  # only to scrub it from server messages we repeat
         self._jitter = random.Random()
         self._stats: Counter = Counter()
@@ -253,19 +273,19 @@ class LLMTeacher:
 
     @classmethod
     def from_config(cls, cfg, backoff_s: float = 1.0) -> LLMTeacher:
-        import httpx
-
-        # One connection pool for the whole run, sized to the requests in flight.
+        # One connection pool for the whole run, sized to the requests in flight; httpx2 is the HTTP client the
+        # openai package itself runs on (openai.DefaultHttpxClient is an httpx2.Client).
         workers = cfg.TEACHER_CONCURRENT_WORKERS
-        http = httpx.Client(limits=httpx.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
-                            timeout=cfg.TEACHER_TIMEOUT)
+        http = httpx2.Client(limits=httpx2.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
+                             timeout=cfg.TEACHER_TIMEOUT)
         client = OpenAI(base_url=cfg.TEACHER_BASE_URL, api_key=cfg.TEACHER_API_KEY or "EMPTY",
                         timeout=cfg.TEACHER_TIMEOUT, max_retries=0, http_client=http)
         cache_dir = cfg.TEACHER_CACHE_DIR or (cfg.workspace / "cache")
         return cls(client, cfg.TEACHER_MODEL_NAME, cfg.TEACHER_BASE_URL, max_retries=cfg.TEACHER_MAX_RETRIES,
                    timeout=cfg.TEACHER_TIMEOUT, backoff_s=backoff_s, secret=cfg.TEACHER_API_KEY,
                    cache=CallCache(cache_dir), limits=RateLimits(cfg.TEACHER_MAX_RPM, cfg.TEACHER_MAX_TPM),
-                   grading_mode=cfg.GRADING_MODE, grading_unit=cfg.TEACHER_GRADING_UNIT, max_tokens=cfg.TEACHER_MAX_TOKENS)
+                   grading_mode=cfg.GRADING_MODE, grading_unit=cfg.TEACHER_GRADING_UNIT, max_tokens=cfg.TEACHER_MAX_TOKENS,
+                   max_unusable_fraction=cfg.TEACHER_MAX_UNUSABLE_FRACTION)
 
     # --- accounting ---------------------------------------------------------------------------
     def count(self, **amounts: int) -> None:
@@ -277,6 +297,31 @@ class LLMTeacher:
         rule and by LLM, agreement, unusable replies, re-asks, failed requests. Stages report differences."""
         with self._stats_lock:
             return dict(self._stats)
+
+    # --- usable replies -----------------------------------------------------------------------
+    @contextmanager
+    def watching(self, stage: str) -> Iterator[None]:
+        """Count `stage`'s replies on their own: it fails once too many are unusable (reply_check.py)."""
+        self._check = ReplyCheck(stage, self.max_unusable_fraction)
+        try:
+            yield
+        finally:
+            self._check = ReplyCheck("Teacher calls", self.max_unusable_fraction)
+
+    def _stop_if_tripped(self) -> None:
+        message = self._check.failure(self.model, self.base_url)
+        if message:
+            raise TeacherError(message, refused=True)
+
+    def _judged(self, messages: list[dict], temperature: float, seed: int | None, reply: str,
+                problem: str | None, shape: str) -> None:
+        """Record one parsed reply; an unusable one leaves the cache (a re-run asks again) and may stop the stage."""
+        if problem is not None:
+            self.count(unusable_replies=1)
+            if self.cache is not None:
+                self.cache.discard(self.request(messages, temperature, seed)[0])
+        if self._check.record(problem is None, reply, problem or "", shape):
+            self._stop_if_tripped()
 
     # --- transport ----------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
@@ -297,23 +342,30 @@ class LLMTeacher:
         return TeacherError(f"Teacher endpoint {self.base_url} (model {self.model}) answered HTTP {status}: "
                             f"{message}; {fix}", refused=True)
 
+    def request(self, messages: list[dict], temperature: float, seed: int | None) -> tuple[str, dict]:
+        """(cache key, chat completions body) of one call: the one key both ordinary calls and the Batch API
+        (batch.py) use, so an answer from either is found by the other."""
+        params = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
+        body = {"model": self.model, "messages": messages, "temperature": temperature, **params,
+                **({"seed": seed} if seed is not None else {})}
+        return key, body
+
     def complete(self, messages: list[dict], what: str, temperature: float = 0.0, seed: int | None = None) -> str:
         """The answer text of one chat completion: from the cache when it was answered before, else from
         the endpoint (within the rate limits, transport failures retried with backoff), then cached."""
-        params = {"max_tokens": self.max_tokens} if self.max_tokens else {}
-        key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
+        self._stop_if_tripped()  # the stage is failing: no request after that
+        key, body = self.request(messages, temperature, seed)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.count(cache_hits=1)
             return hit["text"]
-        extra = {**params, **({"seed": seed} if seed is not None else {})}
         tries = self.max_retries + 1
         why = ""
         for tried in range(1, tries + 1):
             retry_after = None
             self.limits.acquire(estimate_tokens(messages, self.max_tokens or 512))
             try:
-                resp = self.client.chat.completions.create(model=self.model, messages=messages,
-                                                           temperature=temperature, **extra)
+                resp = self.client.chat.completions.create(**body)
             except openai.APIStatusError as exc:
                 if exc.status_code not in (408, 429) and exc.status_code < 500:
                     raise self._refused(exc) from None
@@ -351,20 +403,25 @@ class LLMTeacher:
     def ask(self, messages: list[dict], parse, shape: str, what: str, temperature: float = 0.0,
             seed: int | None = None):
         """parse(answer) for the first usable answer; each re-ask carries the unusable reply and what was wrong
-        with it. Returns None when TEACHER_MAX_RETRIES re-asks gave nothing usable."""
+        with it. Raises NoUsableAnswer when TEACHER_MAX_RETRIES re-asks gave nothing usable."""
         for tried in range(1, self.max_retries + 2):
             text = self.complete(messages, what, temperature=temperature, seed=seed)
             try:
-                return parse(text)
+                got = parse(text)
             except BadAnswer as exc:
-                self.count(unusable_replies=1)
+                self._judged(messages, temperature, seed, text, str(exc), shape)
                 more = tried <= self.max_retries
                 log.warning("teacher %s: unusable reply (%s)%s", what, exc,
                             f"; asking again ({tried + 1} of {self.max_retries + 1})" if more else "")
                 if more:
                     self.count(reasks=1)
                     messages = prompts.reask_messages(messages, text, str(exc), shape)
-        return None
+                problem = str(exc)
+                continue
+            self._judged(messages, temperature, seed, text, None, shape)
+            return got
+        raise NoUsableAnswer(f"Teacher model {self.model} gave no usable reply for {what} in {self.max_retries + 1} "
+                             f"tries (last: {problem}); expected {shape}")
 
     # --- grading ------------------------------------------------------------------------------
     def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
@@ -382,12 +439,9 @@ class LLMTeacher:
                       else [self._grade_attempt(question, a) for a in todo])
             for i, v in zip(undecided, judged, strict=True):
                 verdicts[i] = v
-                if v["by"] == "llm":
-                    self.count(llm_verdicts=1)
-                    if rule[i] is not None:
-                        self.count(both_judged=1, agreed=int(rule[i] == v["correct"]))
-                else:
-                    self.count(fallback_verdicts=1)
+                self.count(llm_verdicts=1)
+                if rule[i] is not None:
+                    self.count(both_judged=1, agreed=int(rule[i] == v["correct"]))
         return verdicts  # type: ignore[return-value]
 
     def _rule_pass(self, question: dict, attempts: list[dict]) -> tuple[list, list, list[int]]:
@@ -438,18 +492,9 @@ class LLMTeacher:
             v["error"] = error
         return v
 
-    @staticmethod
-    def _fallback(att: dict, reference: str) -> dict:
-        return {"attempt_id": att["attempt_id"], "correct": False, "by": "fallback",
-                "reason": "no usable Teacher verdict; rule check: no match"}
-
     def _grade_attempt(self, question: dict, att: dict) -> dict:
         what = f"grading {att['attempt_id']}"
         got = self.ask(prompts.grade_messages(question, att), parse_attempt_verdict, prompts.VERDICT_SHAPE, what)
-        if got is None:
-            log.warning("teacher %s: no usable verdict; the rule check decides (answer %r != %r)", what,
-                        att.get("answer"), question["answer"])
-            return self._fallback(att, str(question["answer"]))
         correct, reason, error = got
         return self._llm_verdict(att, correct, reason, error or (reason if not correct else ""))
 
@@ -457,20 +502,14 @@ class LLMTeacher:
         what = f"grading {len(todo)} attempt(s) of {question.get('id', '?')}"
         got = self.ask(prompts.grade_question_messages(question, todo),
                        lambda text: parse_question_verdicts(text, len(todo)), prompts.QUESTION_VERDICTS_SHAPE, what)
-        if got is None:
-            log.warning("teacher %s: no usable verdicts; the rule check decides", what)
-            return [self._fallback(a, str(question["answer"])) for a in todo]
         return [self._llm_verdict(a, correct, "", error) for a, (correct, error) in zip(todo, got, strict=True)]
 
     # --- question writing ---------------------------------------------------------------------
     def recheck_question(self, question: dict) -> tuple[bool, str]:
         """A too-difficult question checked at temperature 0: (keep, reason). Flawed or a disputed reference
-        answer: drop. No usable answer keeps it (the question is not blamed for the Teacher's reply)."""
-        got = self.ask(prompts.recheck_messages(question), parse_recheck, '{"valid": true or false, "reason": "..."}',
-                       f"re-checking {question.get('id', '?')}")
-        if got is None:
-            return True, "no usable re-check answer; kept"
-        return got
+        answer: drop. No usable answer raises NoUsableAnswer: the question stays unchecked (and kept)."""
+        return self.ask(prompts.recheck_messages(question), parse_recheck, '{"valid": true or false, "reason": "..."}',
+                        f"re-checking {question.get('id', '?')}")
 
     def write_questions(self, request: WriteRequest) -> list[dict]:
         """Learning zone: questions aimed at the failed attempt's error; mastered: harder variants.
@@ -489,14 +528,18 @@ class LLMTeacher:
         kept: list[dict] = []
         seen = {_normalise(q["question"])}
         shape = '[{"question": "...", "answer": "...", "solution": "... \\\\boxed{...}"}]'
+        usable = 0
         for tried in range(1, self.max_retries + 2):
-            text = self.complete(messages, what, temperature=WRITE_TEMPERATURE, seed=request.rng.randrange(2**31))
+            seed = request.rng.randrange(2**31)
+            text = self.complete(messages, what, temperature=WRITE_TEMPERATURE, seed=seed)
             try:
                 items, problems = parse_questions(text, q["question"])
                 self.count(written_rejected=len(problems))
+                usable += 1
+                self._judged(messages, WRITE_TEMPERATURE, seed, text, None, shape)
             except BadAnswer as exc:
                 items, problems = [], [str(exc)]
-                self.count(unusable_replies=1)
+                self._judged(messages, WRITE_TEMPERATURE, seed, text, str(exc), shape)
             for item in items:
                 if _normalise(item["question"]) not in seen:
                     seen.add(_normalise(item["question"]))
@@ -510,6 +553,9 @@ class LLMTeacher:
                             request.count, why, tried + 1, self.max_retries + 1)
                 self.count(reasks=1)
                 messages = prompts.reask_messages(messages, text, why, shape)
+        if not usable:
+            raise NoUsableAnswer(f"Teacher model {self.model} gave no usable reply for {what} in "
+                                 f"{self.max_retries + 1} tries (last: {why}); expected {shape}")
         log.warning("teacher %s: only %d of %d usable questions after %d tries (last: %s); skipping the rest",
                     what, len(kept), request.count, self.max_retries + 1, why)
         self.count(written_accepted=len(kept))

@@ -9,6 +9,7 @@ answer (an LLM Teacher judges whether that solution is right); a wrong one is re
 from __future__ import annotations
 
 from prosetting.teacher_model.arithmetic import BuiltinTeacher, params_of, problem_record
+from prosetting.teacher_model.llm_teacher import NoUsableAnswer
 
 
 def check_question(teacher, new: dict, source: dict) -> str | None:
@@ -32,5 +33,8 @@ def check_question(teacher, new: dict, source: dict) -> str | None:
         return None
     attempt = {"attempt_id": "writer-check", "question_id": new.get("id", "new"), "round": new.get("round"),
                "text": new.get("solution") or f"\\boxed{{{answer}}}", "answer": answer, "truncated": False}
-    verdict = teacher.grade({**new, "question": text, "answer": answer}, [attempt])[0]
+    try:
+        verdict = teacher.grade({**new, "question": text, "answer": answer}, [attempt])[0]
+    except NoUsableAnswer:
+        return "no usable Teacher verdict"  # unchecked is not accepted; too many of these stop the stage
     return None if verdict["correct"] else f"teacher rejected: {verdict.get('reason', 'incorrect')}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -12,6 +13,21 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The optional engines (scripts/install_vllm.sh): their tests skip where vLLM or Ray is not installed, except
+# where the environment promises they are: .ci/run sets PROSETTING_REQUIRE_ENGINES=1 for its full tier, after
+# install_vllm.sh, so that a broken engine install fails there instead of skipping. Its first tier
+# (requirements.txt alone) leaves it unset: a missing engine is expected there.
+ENGINES_REQUIRED = os.environ.get("PROSETTING_REQUIRE_ENGINES") == "1"
+
+
+def needs(module: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None and not ENGINES_REQUIRED,
+                              reason=f"{module} is not installed (bash scripts/install_vllm.sh adds it)")
+
+
+needs_vllm = needs("vllm")
+needs_ray = needs("ray")
 
 
 @pytest.fixture(scope="session")

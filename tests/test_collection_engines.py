@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import signal
@@ -30,12 +29,7 @@ from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.state_manager import StateManager
-from tests.conftest import write_questions
-
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
-HAS_RAY = importlib.util.find_spec("ray") is not None
-# CI installs the engine (.ci/run): there a missing vLLM is a failure, never a skip.
-needs_vllm = pytest.mark.skipif(not HAS_VLLM and not os.environ.get("CI"), reason="vllm is not installed")
+from tests.conftest import needs_ray, needs_vllm, write_questions
 
 
 # ---------------------------------------------------------------- placement and settings
@@ -247,7 +241,7 @@ def test_sigkill_mid_collection_resumes_without_regenerating_finished_batches(ti
 
 @needs_vllm
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_RAY and not os.environ.get("CI"), reason="ray is not installed")
+@needs_ray
 def test_ray_actors_write_the_files_the_local_executor_writes(tiny_solver, pool_questions, tmp_path):
     local = _collect(tmp_path / "local", tiny_solver, pool_questions, COLLECTION_CPU_ENGINES=2)
     ray_stats = _collect(tmp_path / "ray", tiny_solver, pool_questions, COLLECTION_CPU_ENGINES=2, COLLECTION_EXECUTOR="ray")
@@ -287,6 +281,7 @@ def test_engines_that_cannot_start_fail_before_any_stage(tmp_path):
     assert "VLLM_MAX_MODEL_LEN=8192" in problem
 
 
+@needs_vllm  # the configuration check refuses COLLECTION_BACKEND=vllm before the GPUs where vLLM is absent
 def test_the_health_check_names_the_absent_gpu(tmp_path):
     out = subprocess.run([sys.executable, "utils/status_checker.py", "--quick", "--workspace", str(tmp_path / "ws")],
                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,

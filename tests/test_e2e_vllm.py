@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_questions
-from tests.test_collection_engines import needs_vllm
+from tests.conftest import needs_vllm, write_questions
 
 REPO = Path(__file__).resolve().parent.parent
 

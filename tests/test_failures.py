@@ -11,7 +11,7 @@ import pytest
 from prosetting.core.config import load_config
 from prosetting.managers.round_controller import RoundController
 from tests.conftest import write_questions
-from tests.teacher_server import TeacherServer
+from tests.teacher_server import TeacherServer, socratic_responder
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_failed_stage_is_retried_then_the_run_moves_on_or_stops(tmp_path, tiny_s
 
 
 def test_a_teacher_that_recovers_between_tries_lets_the_round_finish(tmp_path, tiny_solver):
-    with TeacherServer(responder=lambda req: '{"correct": false, "reason": "wrong"}') as server:
+    with TeacherServer(responder=socratic_responder) as server:
         server.fail_next(503)  # one request fails: the stage fails once, the retry succeeds
         cfg = _config(tmp_path, tiny_solver, server, TOTAL_ROUNDS=1, TEACHER_CONCURRENT_WORKERS=1)
         summary = RoundController(cfg).run()

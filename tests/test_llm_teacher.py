@@ -16,7 +16,13 @@ from prosetting.core.state_manager import StateManager
 from prosetting.processors.reward_calculator import run_grading
 from prosetting.teacher_model import make_teacher, prompts
 from prosetting.teacher_model.base import WriteRequest
-from prosetting.teacher_model.llm_teacher import LLMTeacher, TeacherError, parse_json, parse_verdict
+from prosetting.teacher_model.llm_teacher import (
+    LLMTeacher,
+    NoUsableAnswer,
+    TeacherError,
+    parse_json,
+    parse_verdict,
+)
 from tests.teacher_server import TeacherServer
 
 SECRET = "sk-test-SECRET-4f9a1c"
@@ -128,7 +134,7 @@ def test_wrong_api_key_is_not_retried_and_never_shown(server, caplog):
     assert len(server.chat_requests) == 1
 
 
-def test_bad_json_is_asked_again_then_falls_back_to_the_rule(server, caplog):
+def test_bad_json_is_asked_again_then_leaves_the_attempt_ungraded(server, caplog):
     answers = iter(["I cannot decide.", '{"verdict": "yes"}', '{"correct": true, "reason": "fine"}'])
     server.responder = lambda req: next(answers)
     verdicts = teacher_for(server, max_retries=2).grade(QUESTION, [attempt(0, "7")])
@@ -139,11 +145,13 @@ def test_bad_json_is_asked_again_then_falls_back_to_the_rule(server, caplog):
     assert sent[1][2] == {"role": "assistant", "content": "I cannot decide."}
     assert "could not be used" in sent[1][3]["content"] and '"correct"' in sent[1][3]["content"]
 
+    # Never a usable verdict: the attempt is not graded at all (before, the rule's "no match" marked it incorrect).
     server.responder = lambda req: "no JSON at all"
-    with caplog.at_level(logging.WARNING):
-        verdicts = teacher_for(server, max_retries=1).grade(QUESTION, [attempt(1, "7")])
-    assert verdicts[0]["correct"] is False and "no usable Teacher verdict" in verdicts[0]["reason"]
-    assert "rule check decides" in caplog.text
+    with caplog.at_level(logging.WARNING), pytest.raises(NoUsableAnswer) as err:
+        teacher_for(server, max_retries=1).grade(QUESTION, [attempt(1, "7")])
+    assert not err.value.refused and f"Teacher model {server.model}" in str(err.value)
+    assert "in 2 tries" in str(err.value) and prompts.VERDICT_SHAPE in str(err.value)
+    assert "unusable reply" in caplog.text
 
 
 # ---------------------------------------------------------------- question writing
@@ -245,8 +253,8 @@ def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
     usage = stats["teacher_usage"]
     assert usage["calls"] == 7 and usage["cache_hits"] == 2 and usage["failed_requests"] == 1
     assert usage["rule_verdicts"] == 3 and usage["llm_verdicts"] == 9 and usage["prompt_tokens"] > 0
-    assert (ctx.paths.root / "cache" / "teacher_calls.jsonl").is_file()
-    assert SECRET not in (ctx.paths.root / "cache" / "teacher_calls.jsonl").read_text()
+    assert (ctx.paths.root / "cache" / "teacher_calls.sqlite3").is_file()
+    assert not any(SECRET.encode() in p.read_bytes() for p in (ctx.paths.root / "cache").iterdir())
     assert "HTTP 503" in caplog.text
     assert SECRET not in caplog.text
     assert SECRET not in ctx.paths.rewards(1).read_text()

@@ -19,7 +19,7 @@ from prosetting.processors.evaluator import load_benchmark
 from prosetting.processors.question_enhancer import make_request
 from prosetting.processors.reward_calculator import run_grading
 from prosetting.teacher_model import prompts
-from prosetting.teacher_model.call_cache import CACHE_FILE, CallCache
+from prosetting.teacher_model.call_cache import CallCache
 from prosetting.teacher_model.llm_teacher import LLMTeacher, TeacherError
 from prosetting.teacher_model.rate_limit import RateLimits
 from tests.teacher_server import DROP, MALFORMED, TeacherServer, socratic_responder
@@ -78,24 +78,18 @@ def test_rule_mode_makes_no_call(tmp_path):
     assert [v["correct"] for v in out] == [True, False] and server.chat_requests == []
 
 
-def test_the_cache_answers_a_second_teacher_and_survives_a_cut_last_line(tmp_path):
+def test_the_cache_answers_a_second_teacher_and_never_holds_the_key(tmp_path):
     reply = verdicts_reply((1, False, "no"))
     with TeacherServer(responder=lambda req: reply) as server:
         first = make_teacher(server, tmp_path).grade(QUESTION, [attempt(1, "7")])
         other = {**QUESTION, "id": "q2", "question": "What is 2+2?", "answer": "4"}
         make_teacher(server, tmp_path).grade(other, [attempt(1, "5", "q2")])
         assert len(server.chat_requests) == 2
-        path = tmp_path / "cache" / CACHE_FILE
-        lines = path.read_bytes().splitlines(keepends=True)
-        path.write_bytes(lines[0] + lines[1][: len(lines[1]) // 2])  # a SIGKILL in the middle of the second write
         teacher = make_teacher(server, tmp_path)
-        assert teacher.grade(QUESTION, [attempt(1, "7")]) == first
-        assert len(server.chat_requests) == 2 and teacher.stats() == {"cache_hits": 1, "rule_verdicts": 0, "llm_verdicts": 1}
-        teacher.grade(other, [attempt(1, "5", "q2")])  # the cut record is asked again, and appended cleanly
-        assert len(server.chat_requests) == 3
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(records) == 2 and all(set(r) == {"key", "text", "usage"} for r in records)
-    assert "sk-x" not in path.read_text()
+        assert teacher.grade(QUESTION, [attempt(1, "7")]) == first and teacher.grade(other, [attempt(1, "5", "q2")])
+        assert len(server.chat_requests) == 2 and teacher.stats() == {"cache_hits": 2, "rule_verdicts": 0, "llm_verdicts": 2}
+    assert len(CallCache(tmp_path / "cache")) == 2
+    assert not any(b"sk-x" in p.read_bytes() for p in (tmp_path / "cache").iterdir())
 
 
 def test_drops_malformed_bodies_and_429_retry_after_are_retried(tmp_path, caplog):
@@ -163,6 +157,18 @@ def test_a_few_ungraded_questions_do_not_fail_the_stage(tmp_path):
         server.fail_next(500, 500)
         stats = run_grading(ctx, 1)
     assert stats["ungraded"] == 1 and stats["questions"] == 9
+
+
+def test_one_bad_reply_of_three_does_not_stop_a_stage_ten_of_ten_do():
+    from prosetting.teacher_model.reply_check import ReplyCheck
+
+    check = ReplyCheck("a stage", 0.5)
+    assert [check.record(ok) for ok in (True, False, True)] == [False, False, False]
+    check = ReplyCheck("a stage", 0.5)
+    assert not any(check.record(False, "so", "no JSON", "{}") for _ in range(9)) and check.record(False)
+    assert check.failure("m", "http://x/v1").startswith("Teacher model m at http://x/v1: 10 of 10 replies in a stage")
+    check = ReplyCheck("a stage", 1.0)  # 1 turns the check off
+    assert not any(check.record(False) for _ in range(50))
 
 
 def test_the_error_analysis_reaches_the_question_writer():
@@ -248,3 +254,86 @@ def test_too_difficult_questions_are_rechecked_and_flawed_ones_dropped_with_thei
     assert dropped == [{"parent_id": "q1", "zone": "too_difficult", "questions": [],
                         "dropped": "the reference answer should be 2"}]
     assert stats["teacher_usage"]["calls"] == 10
+
+
+# ---------------------------------------------------------------- a Teacher that does not answer in the asked shape
+WRONG_SHAPE = "Looking at the student's work, I believe the final answer is right. Well done!"
+
+
+def test_replies_in_the_wrong_shape_stop_grading_before_the_next_request(tmp_path):
+    with TeacherServer(responder=lambda req: WRONG_SHAPE, model="chatty-7b") as server:
+        ctx = stage_ctx(tmp_path, server, GRADING_MODE="llm")  # 4 workers, 1 re-ask per question
+        with pytest.raises(TeacherError) as err:
+            run_grading(ctx, 1)
+        sent = len(server.chat_requests)
+    message = str(err.value)
+    assert err.value.refused and not err.value.retryable
+    assert "Teacher model chatty-7b at http://127.0.0.1" in message and "round 1 grading" in message
+    assert "not in the JSON shape asked for" in message and "TEACHER_MAX_UNUSABLE_FRACTION=0.5" in message
+    assert WRONG_SHAPE in message and prompts.QUESTION_VERDICTS_SHAPE in message
+    # It stopped at the 10th unusable reply: at most the 3 other workers' requests were already in flight.
+    assert 10 <= sent <= 13
+    assert read_jsonl(ctx.paths.rewards(1)) == []  # no question graded incorrect by default
+    assert len(CallCache(tmp_path / "ws" / "cache")) == 0  # unusable replies are not kept: a re-run asks again
+
+
+def test_a_few_unusable_replies_leave_their_questions_ungraded_never_incorrect(tmp_path):
+    def responder(req):  # two questions never get a usable verdict; the rest are graded normally
+        first = req["messages"][1]["content"]
+        return WRONG_SHAPE if ("What is 3+3?" in first or "What is 7+7?" in first) else socratic_responder(req)
+
+    with TeacherServer(responder=responder) as server:
+        ctx = stage_ctx(tmp_path, server, TEACHER_MAX_FAILURE_FRACTION="0.2")  # hybrid: math-verify first
+        rows = read_jsonl(ctx.paths.trajectories(1))
+        rows[3]["attempts"][0]["answer"] = "6"  # q3: one attempt matches the reference, the other needs the Teacher
+        ctx.paths.trajectories(1).unlink()
+        append_jsonl(ctx.paths.trajectories(1), rows)
+        stats = run_grading(ctx, 1)
+    rewards = {row["question_id"]: row for row in read_jsonl(ctx.paths.rewards(1))}
+    assert stats["ungraded"] == 2 and set(rewards) == {f"q{i}" for i in range(10)} - {"q3", "q7"}
+    assert all(v["by"] in ("rule", "llm") for row in rewards.values() for v in row["verdicts"])
+    assert stats["teacher_usage"]["unusable_replies"] == 4  # 2 questions x (1 + 1 re-ask): under the minimum of 10
+
+
+def test_wrong_shape_question_writing_stops_the_enhancement_stage(tmp_path):
+    from prosetting.processors.question_enhancer import run_enhancement
+    from prosetting.processors.reward_calculator import score
+
+    with TeacherServer(responder=lambda req: "Here is a harder problem: what is 2+3+4?") as server:
+        ctx = stage_ctx(tmp_path, server, NEW_QUESTIONS_PER_PARENT="1")
+        rows = read_jsonl(ctx.paths.trajectories(1))
+        append_jsonl(ctx.paths.rewards(1), [score(row["question_id"], 1, [
+            {"attempt_id": a["attempt_id"], "correct": True, "reason": "x"} for a in row["attempts"]]) for row in rows])
+        with pytest.raises(TeacherError, match=r"question writing and re-checks.*Expected: \[\{\"question\"") as err:
+            run_enhancement(ctx, 1)
+        assert err.value.refused and len(server.chat_requests) <= 13
+    assert not ctx.paths.questions(2).exists()
+
+
+def test_a_recheck_failing_four_times_does_not_fail_the_enhancement_stage(tmp_path):
+    from prosetting.processors.question_enhancer import run_enhancement
+    from prosetting.processors.reward_calculator import score
+
+    with TeacherServer(responder=socratic_responder) as server:
+        ctx = stage_ctx(tmp_path, server, TEACHER_MAX_RETRIES="3", TEACHER_CONCURRENT_WORKERS="1")
+        rows = read_jsonl(ctx.paths.trajectories(1))
+        append_jsonl(ctx.paths.rewards(1), [score(row["question_id"], 1, [
+            {"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]]) for row in rows])
+        server.fail_next(500, 500, 500, 500)  # the first re-check's request and its 3 retries
+        stats = run_enhancement(ctx, 1)
+        assert len(server.chat_requests) == 4 + 9  # q0 failed for good, the other 9 re-checked
+    assert stats["failed"] == 1  # 1 of 10: not more than TEACHER_MAX_FAILURE_FRACTION=0.1
+    pool = json.loads(ctx.paths.questions(2).read_text())
+    assert {q["id"] for q in pool} == {f"q{i}" for i in range(10)}  # the unchecked question is kept
+    checked = {row["parent_id"] for row in read_jsonl(ctx.paths.enhanced_questions(1))}
+    assert len(checked) == 9 and "q0" not in checked  # a re-run of the stage would check just that one
+
+
+def test_a_written_question_without_a_usable_check_is_rejected_as_unchecked(tmp_path):
+    from prosetting.teacher_model.question_check import check_question
+
+    with TeacherServer(responder=lambda req: WRONG_SHAPE) as server:
+        teacher = make_teacher(server, tmp_path, mode="llm", max_retries=1)
+        new = {"question": "What is 19+23?", "answer": "42", "solution": "9+3=12; 1+2+1=4; \\boxed{42}"}
+        assert check_question(teacher, new, QUESTION) == "no usable Teacher verdict"
+        assert len(server.chat_requests) == 2

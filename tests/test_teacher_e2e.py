@@ -83,7 +83,31 @@ def test_sigkill_during_grading_then_rerun_repeats_no_answered_call(tmp_path, ti
     # round 1's grading after the resume answered the in-flight questions only; the rest came from the files
     usage_r1 = json.loads((ws / "round_01_progress.json").read_text())["stages"]["grade"]["stats"]["teacher_usage"]
     assert usage_r1["calls"] < 12 * 4
-    assert (ws / "cache" / "teacher_calls.jsonl").is_file()
+    assert (ws / "cache" / "teacher_calls.sqlite3").is_file()
     pool2 = json.loads((ws / "data" / "round_02_questions.json").read_text())
     assert any(q["origin"].startswith("teacher_") for q in pool2)
     assert summary.get("teacher_cost") is not None and summary["teacher_cost"] > 0
+
+
+def test_a_teacher_that_never_answers_in_the_asked_shape_stops_the_run_in_round_1_grading(tmp_path, tiny_solver):
+    """The issue's run: every request answered, never in the JSON shape asked for, GRADING_MODE=llm. It used to
+    "complete" two rounds with every attempt graded incorrect; now round 1's grading stops it, saying why."""
+    ws = tmp_path / "ws"
+    reply = "I have checked the student's solution carefully and it looks correct to me."
+    with TeacherServer(responder=lambda req: reply, model="chatty-7b") as server:
+        args = settings(ws, tiny_solver, write_questions(tmp_path / "q.jsonl", 12), server)
+        args += ["--set", "AUTO_RETRY_ENABLED=true", "--set", "AUTO_RETRY_INTERVAL=0",  # retrying cannot help
+                 "--set", "TEACHER_GRADING_UNIT=question"]
+        out = subprocess.run(command(args), capture_output=True, text=True, timeout=600)
+        sent = len(server.chat_requests)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-3000:]
+    assert "round 1 grade failed" in text and "Teacher model chatty-7b at http://127.0.0.1" in text
+    assert "were not in the JSON shape asked for" in text and reply in text and '{"verdicts": [{"attempt"' in text
+    assert sent <= 10 + 3  # stopped at the 10th unusable reply; only the other 3 workers' requests were in flight
+    progress = json.loads((ws / "round_01_progress.json").read_text())["stages"]
+    assert progress["grade"]["status"] == "failed" and progress["grade"]["attempts"] == 1  # not retried
+    assert not (ws / "data" / "round_01_rewards.jsonl").exists() or not (ws / "data" / "round_01_rewards.jsonl").read_text()
+    summary = json.loads((ws / "auto_training_summary.json").read_text())
+    assert summary["status"] == "failed" and summary["rounds_done"] == []
+    assert "not in the JSON shape asked for" in summary["errors"][0]["error"]

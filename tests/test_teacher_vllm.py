@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from prosetting.core.config import load_config
@@ -19,9 +19,9 @@ from prosetting.core.state_manager import StateManager
 from prosetting.processors.reward_calculator import run_grading
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.llm_teacher import LLMTeacher
+from tests.conftest import needs_vllm
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("vllm")
+pytestmark = [pytest.mark.slow, needs_vllm]
 
 
 def free_port() -> int:
@@ -50,9 +50,9 @@ def vllm_server(tmp_path_factory):
             assert proc.poll() is None, "vLLM server exited: " + (root / "server.log").read_text()[-3000:]
             assert time.time() < deadline, "vLLM server did not answer in 300 s"
             try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                if httpx2.get(f"{base_url}/models", timeout=2).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(1)
         yield base_url
