@@ -17,6 +17,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from prosetting.core.models import MODEL_KEYS, check_model_setting
+
 SECRET_KEYS = frozenset({"TEACHER_API_KEY"})
 REDACTED = "***redacted***"
 
@@ -37,7 +39,8 @@ class Config:
 
     # --- run and workspace ---
     WORKSPACE_DIR: str = _f("./workspace", "Folder holding every file of the run (state, data, datasets, checkpoints, logs).")
-    SOLVER_MODEL_PATH: str = _f("", "Hugging Face model folder of the initial solver; empty builds and warm-starts the embedded tiny solver.")
+    SOLVER_MODEL_PATH: str = _f("", "Initial solver: a Hugging Face model folder or a Hub id (e.g. Qwen/Qwen3-8B, fetched once through the Hub cache); empty builds and warm-starts the embedded tiny solver.")
+    SOLVER_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in SOLVER_MODEL_PATH; empty is main. The resolved commit is recorded and kept on resume.")
     QUESTIONS_FILE: str = _f("", "Seed questions, JSON list or JSON Lines with `question` and `answer`; empty uses the shipped arithmetic seeds.")
     HELDOUT_FILE: str = _f("", "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one when the solver is embedded.")
     TOTAL_ROUNDS: int = _f(5, "Number of co-evolution rounds.", minimum=1)
@@ -131,7 +134,8 @@ class Config:
     GENERATOR_UTILITY_MU: float = _f(0.5, "Success rate at which a Teacher-written question is most useful to the Generator (utility peak).", minimum=0.0, maximum=1.0)
     GENERATOR_UTILITY_SIGMA: float = _f(0.2, "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.", minimum=1e-6)
     GENERATOR_TRAIN_START_ROUND: int = _f(2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1)
-    GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).")
+    GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator, a folder or a Hub id; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).")
+    GENERATOR_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in GENERATOR_MODEL_PATH; empty is main.")
     QUESTION_WRITER: str = _f("teacher", "Who writes the next round's questions: the Teacher, the newest trained Generator, or both (mixed).", choices=("teacher", "generator", "mixed"))
     GENERATOR_SHARE: float = _f(0.5, "With QUESTION_WRITER=mixed, the fraction of parent questions the Generator writes from.", minimum=0.0, maximum=1.0)
     GENERATOR_LEARNING_RATE: float = _f(1e-5, "Learning rate of the Generator's weighted SFT.", minimum=0.0)
@@ -208,8 +212,10 @@ class Config:
                                   f"got {self.TRL_NUM_PROCESSES}")
         if self.TRL_ACCELERATE_CONFIG and not Path(self.TRL_ACCELERATE_CONFIG).is_file():
             raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
-        if self.SOLVER_MODEL_PATH and not (Path(self.SOLVER_MODEL_PATH) / "config.json").is_file():
-            raise ConfigError(f"SOLVER_MODEL_PATH: expected a Hugging Face model folder with config.json, got {self.SOLVER_MODEL_PATH!r}")
+        for key, revision_key in MODEL_KEYS:
+            problem = check_model_setting(key, getattr(self, key), getattr(self, revision_key))
+            if problem:
+                raise ConfigError(problem)
         for key in ("QUESTIONS_FILE", "HELDOUT_FILE"):
             path = getattr(self, key)
             if path and not Path(path).is_file():
@@ -343,7 +349,8 @@ def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str
 
 def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """Keys whose value differs between a saved configuration and the current one (secrets excluded)."""
-    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+    keys = {f.name for f in fields(Config)}  # training_config.json also records what the run resolved
+    return [(k, old.get(k), new.get(k)) for k in sorted((set(old) | set(new)) & keys)
             if k not in SECRET_KEYS and old.get(k) != new.get(k)]
 
 

@@ -9,6 +9,7 @@ from argparse import Namespace
 
 from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.io import read_json
+from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model
 from prosetting.core.state_manager import STAGES, StateManager, WorkspaceLockedError
 from prosetting.managers.question_manager import QuestionFileError, load_questions_file
 from prosetting.utils.logging_setup import setup_logging
@@ -50,8 +51,16 @@ def describe_plan(cfg: Config) -> str:
     sm = StateManager(cfg.workspace)
     ctx = RunContext(cfg=cfg, sm=sm)
     state = sm.load_state()
+    models = {}
+    for key, revision_key in MODEL_KEYS:  # from the cache only: a dry run downloads nothing
+        value, revision = getattr(cfg, key), getattr(cfg, revision_key) or None
+        if value:
+            cached = cached_model(value, revision)
+            ctx.models[key] = cached or ResolvedModel(value=value, path=f"{value} (not cached yet)", repo_id=value)
+            models[key] = cached.describe() if cached else f"{value} from the Hub, not in the local cache: downloaded at the start"
     lines = [f"workspace      {cfg.workspace} (state: {state['status']})",
-             f"solver         {cfg.SOLVER_MODEL_PATH or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
+             f"solver         {models.get('SOLVER_MODEL_PATH') or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
+             *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
              f"questions      {cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS}",
              f"teacher        {cfg.TEACHER_BACKEND}" + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
              f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at T={cfg.SAMPLING_TEMPERATURE}",
@@ -94,7 +103,9 @@ def check_collection_engines(cfg: Config) -> None:
 
     if cfg.COLLECTION_BACKEND == "transformers":
         return
-    problems = check_engines(cfg, cfg.SOLVER_MODEL_PATH or None, query_gpus())
+    # a Hub id not cached yet is downloaded at the start and checked by the engines as they load
+    model = cached_model(cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION or None) if cfg.SOLVER_MODEL_PATH else None
+    problems = check_engines(cfg, model.path if model else None, query_gpus())
     if problems:
         raise ConfigError("; ".join(f"{problem}: {fix}" for problem, fix in problems))
 

@@ -24,6 +24,7 @@ from prosetting.collectors.trajectory_collector import run_collection
 from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
+from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.state_manager import STAGES, Paths, StateManager
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers.question_manager import load_questions_file
@@ -119,10 +120,13 @@ class RoundController:
         return changes
 
     def prepare(self) -> None:
-        """Everything before round 1: config, initial solver, round-1 pool, held-out baseline."""
+        """Everything before round 1: config, models, initial solver, round-1 pool, held-out baseline."""
         paths, cfg = self.paths, self.cfg
         self.check_config_change()
-        atomic_write_json(paths.config, self.cfg.to_dict())
+        saved = read_json(paths.config) or {}
+        self.resolve_models(saved.get("resolved_models") or {})
+        atomic_write_json(paths.config, {**self.cfg.to_dict(),
+                                         "resolved_models": {k: m.to_dict() for k, m in self.ctx.models.items()}})
         if cfg.embedded and not (paths.base_model / "config.json").exists():
             from prosetting.trainers.warm_start import build_embedded_solver
 
@@ -138,6 +142,16 @@ class RoundController:
             qs = load_questions_file(heldout, origin="heldout")
             write_jsonl(paths.heldout, qs)
         self.evaluate("baseline", self.ctx.base_model())
+
+    def resolve_models(self, recorded: dict) -> None:
+        """SOLVER_MODEL_PATH and GENERATOR_MODEL_PATH as local folders, once per run; a Hub id at the commit
+        recorded by an earlier start of this workspace, so a resumed run keeps its snapshot."""
+        for key, revision_key in MODEL_KEYS:
+            value = getattr(self.cfg, key)
+            if value:
+                self.ctx.models[key] = model = resolve_for_run(value, getattr(self.cfg, revision_key), recorded.get(key))
+                if model.repo_id:
+                    log.info("%s: %s", key, model.describe())
 
     def heldout_file(self) -> Path | None:
         if self.cfg.HELDOUT_FILE:
@@ -211,6 +225,10 @@ class RoundController:
             status = "stopped" if str(exc) == "quit" else "failed"
         except KeyboardInterrupt:
             status = "interrupted"
+        except ModelNotFound as exc:
+            log.error("%s", exc)
+            self.record_failure(None, "setup", exc)
+            status = "failed"
         except Exception as exc:
             log.exception("run failed outside any stage: %s", exc)
             self.record_failure(None, "setup", exc)

@@ -179,3 +179,29 @@ def test_training_hosts_are_checked_for_several_machines(tmp_path, good):
     rc, report = run_checker(tmp_path, {**two, "TRAIN_HOSTS": "no-such-host.invalid"}, "--json")
     hosts = by_name(report)["training hosts"]
     assert rc != 0 and hosts["status"] == "fail" and "no-such-host.invalid" in hosts["message"] and "ssh" in hosts["fix"]
+
+
+def test_hub_models_not_in_the_cache_are_named_with_the_fix(tmp_path, good, monkeypatch):
+    """Offline, a Hub id in the cache passes as its snapshot folder; one not cached fails with `hf download`."""
+    from tests.hub_cache import add_model
+
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (model / "tokenizer.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 2048)
+    snapshot = add_model(cache, "org/solver", model)
+    settings = {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/writer"}
+    rc, report = run_checker(tmp_path, settings, "--json")
+    checks = by_name(report)
+    assert rc == 1 and checks["configuration"]["status"] == "ok"
+    assert checks["solver model"]["status"] == "ok"
+    assert checks["solver model"]["message"].startswith(f"org/solver@main, commit {snapshot.name} in the local cache: {snapshot}")
+    writer = checks["generator model"]
+    assert writer["status"] == "fail" and "GENERATOR_MODEL_PATH=org/writer: not in the local Hugging Face cache" in writer["message"]
+    assert writer["fix"].startswith("hf download org/writer") and str(cache) in writer["fix"]
+    rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(tmp_path / "missing" / "model")}, "--json")
+    assert rc == 1 and "neither an existing folder nor a Hugging Face Hub id" in by_name(report)["configuration"]["message"]

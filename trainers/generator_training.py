@@ -42,7 +42,7 @@ def latest_generator(paths, r: int) -> Path | None:
 def base_generator(ctx: RunContext) -> Path:
     """GENERATOR_MODEL_PATH, else the initial solver (for the embedded default: its warm-started tiny model)."""
     if ctx.cfg.GENERATOR_MODEL_PATH:
-        return Path(ctx.cfg.GENERATOR_MODEL_PATH)
+        return ctx.model_path("GENERATOR_MODEL_PATH")
     return Path(ctx.base_model())
 
 
