@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,7 +18,10 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from prosetting.core.eval_spec import EvalSpecError, parse_eval_sets
 from prosetting.core.models import MODEL_KEYS, check_model_setting
+
+log = logging.getLogger(__name__)
 
 SECRET_KEYS = frozenset({"TEACHER_API_KEY"})
 REDACTED = "***redacted***"
@@ -142,7 +146,8 @@ class Config:
     GENERATOR_NUM_EPOCHS: float = _f(2.0, "Epochs over each round's new weighted records (each trained Generator continues from the previous one).", minimum=0.0)
 
     # --- embedded default: evaluation and warm start ---
-    HELDOUT_K: int = _f(4, "Samples per held-out question for Mean@k (greedy accuracy is measured too); 0 skips evaluation.", minimum=0)
+    EVAL_SETS: str = _f("", "Named evaluation sets, measured at the start and after every trained round beside the held-out set: `NAME=SOURCE` entries separated by commas, a SOURCE being a file, a local dataset folder or hub:ID[:CONFIG[:SPLIT]] (README, Evaluation sets).")
+    EVAL_K: int = _f(32, "Samples per question for Mean@k on every evaluation set (greedy accuracy is measured too); 0 skips evaluation. Was HELDOUT_K.", minimum=0)
     EVAL_TEMPERATURE: float = _f(0.7, "Sampling temperature for Mean@k.", minimum=0.0)
     WARMSTART_STEPS: int = _f(600, "Most SFT steps of the embedded solver's warm start (built once per workspace).", minimum=0)
     WARMSTART_TARGET_ACCURACY: float = _f(0.35, "The warm start stops at the first check (every 25 steps) where greedy accuracy on fresh validation problems reaches this; 0 runs all WARMSTART_STEPS.", minimum=0.0, maximum=1.0)
@@ -220,6 +225,10 @@ class Config:
             path = getattr(self, key)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{key}: file not found: {path}")
+        try:
+            parse_eval_sets(self.EVAL_SETS)
+        except EvalSpecError as exc:
+            raise ConfigError(f"EVAL_SETS: {exc}") from None
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -278,9 +287,13 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     "TRL_LEARNING_RATE": 5e-4,
     "TRL_WARMUP_RATIO": 0.2,
     "TRL_LOSS_TYPE": "sft",
+    "EVAL_K": 4,
     "GENERATOR_LEARNING_RATE": 3e-3,
     "GENERATOR_NUM_EPOCHS": 60.0,
 }
+
+# Keys that were renamed: the old name is still read (the new one wins when both are set).
+RENAMED = {"HELDOUT_K": "EVAL_K"}
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -324,10 +337,15 @@ def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str
         elif str(env_file) != ".env":
             raise ConfigError(f"--env-file: file not found: {env_file}")
     env = os.environ if environ is None else environ
-    layers.append(("environment", {k: v for k, v in env.items() if k in kinds}))
+    layers.append(("environment", {k: v for k, v in env.items() if k in kinds or k in RENAMED}))
     layers.append(("command line", dict(overrides or {})))
 
     for source, layer in layers:
+        for old, new in RENAMED.items():
+            if old in layer:
+                raw = layer.pop(old)
+                layer.setdefault(new, raw)
+                log.warning("%s (from %s) is now called %s; read as %s=%s", old, source, new, new, layer[new])
         for key, raw in layer.items():
             if key not in kinds:
                 if source == "command line":

@@ -8,10 +8,12 @@ import sys
 from argparse import Namespace
 
 from prosetting.core.config import Config, ConfigError, load_config
+from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
 from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model
 from prosetting.core.state_manager import STAGES, StateManager, WorkspaceLockedError
 from prosetting.managers.question_manager import QuestionFileError, load_questions_file
+from prosetting.processors.eval_sets import EvalSetError, load_eval_set
 from prosetting.utils.logging_setup import setup_logging
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,15 @@ def check_inputs(cfg: Config) -> None:
         load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
     if cfg.HELDOUT_FILE:
         load_questions_file(cfg.HELDOUT_FILE, origin="heldout")
+    sm, sources = StateManager(cfg.workspace), None
+    for spec in parse_eval_sets(cfg.EVAL_SETS):  # local sets read now, so a bad row fails before any stage
+        if spec.kind != "hub":
+            sources = sources if sources is not None else (read_json(sm.paths.eval_sources) or {})
+            if not (sm.paths.eval_set(spec.name).exists() and sources.get(spec.name) == spec.text):
+                try:
+                    load_eval_set(spec)
+                except EvalSetError as exc:
+                    raise ConfigError(f"EVAL_SETS: {exc}") from None
 
 
 def describe_plan(cfg: Config) -> str:
@@ -62,6 +73,7 @@ def describe_plan(cfg: Config) -> str:
              f"solver         {models.get('SOLVER_MODEL_PATH') or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
              *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
              f"questions      {cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS}",
+             f"evaluation     {describe_evaluation(cfg)}",
              f"teacher        {cfg.TEACHER_BACKEND}" + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
              f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at T={cfg.SAMPLING_TEMPERATURE}",
              f"training       TRL DPO loss {cfg.TRL_LOSS_TYPE}, beta {cfg.TRL_BETA}, lr {cfg.TRL_LEARNING_RATE}, "
@@ -86,6 +98,16 @@ def describe_plan(cfg: Config) -> str:
         lines.append(f"round {r}: {pool_text}; solver {solver}")
         lines.append("   " + "; ".join(cells))
     return "\n".join(lines)
+
+
+def describe_evaluation(cfg: Config) -> str:
+    from prosetting.managers.round_controller import DEFAULT_HELDOUT
+
+    heldout = cfg.HELDOUT_FILE or (DEFAULT_HELDOUT if cfg.embedded else "")
+    sets = ([f"heldout ({heldout})"] if heldout else []) + [f"{s.name} ({s.describe()})" for s in parse_eval_sets(cfg.EVAL_SETS)]
+    if not cfg.EVAL_K or not sets:
+        return "none" if sets else "none (no HELDOUT_FILE or EVAL_SETS)"
+    return f"greedy and Mean@{cfg.EVAL_K} at T={cfg.EVAL_TEMPERATURE}, at the start and after every trained round: " + "; ".join(sets)
 
 
 def confirm(question: str) -> bool:

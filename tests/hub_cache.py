@@ -56,3 +56,30 @@ def add_model(cache_dir: Path, repo_id: str, folder: Path, revision: str = "main
     (storage / "refs").mkdir(parents=True, exist_ok=True)
     (storage / "refs" / revision).write_text(commit)
     return snapshot
+
+
+def add_dataset(datasets_cache: Path, repo_id: str, splits: dict, config: str = "default",
+                commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """A Hub dataset as `load_dataset(repo_id, config)` leaves it in the datasets cache, prepared by datasets' own
+    parquet builder: `{namespace}___{name}/{config}/0.0.0/{commit}/` with the arrow files and dataset_info.json,
+    which is what an offline `load_dataset` (HF_HUB_OFFLINE=1) reads. `splits` maps split names to Datasets."""
+    import shutil
+    import tempfile
+
+    from datasets.naming import camelcase_to_snakecase
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    namespace, name = repo_id.split("/")
+    name = camelcase_to_snakecase(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for split, data in splits.items():
+            files[split] = [str(Path(tmp) / f"{split}.parquet")]
+            data.to_parquet(files[split][0])
+        builder = Parquet(cache_dir=str(Path(tmp) / "build"), dataset_name=name, config_name=config, config_id=config,
+                          hash=commit, data_files=files)
+        builder.download_and_prepare()
+        target = Path(datasets_cache) / f"{namespace}___{name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(Path(tmp) / "build" / name, target, dirs_exist_ok=True)
+    return target / config / "0.0.0" / commit

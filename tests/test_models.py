@@ -11,7 +11,13 @@ import pytest
 
 from prosetting.core import models
 from prosetting.core.config import ConfigError, load_config
-from prosetting.core.models import ModelNotFound, check_model_setting, is_hub_id, resolve_for_run, resolve_model
+from prosetting.core.models import (
+    ModelNotFound,
+    check_model_setting,
+    is_hub_id,
+    resolve_for_run,
+    resolve_model,
+)
 from tests.hub_cache import add_model
 
 

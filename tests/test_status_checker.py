@@ -205,3 +205,26 @@ def test_hub_models_not_in_the_cache_are_named_with_the_fix(tmp_path, good, monk
     assert writer["fix"].startswith("hf download org/writer") and str(cache) in writer["fix"]
     rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(tmp_path / "missing" / "model")}, "--json")
     assert rc == 1 and "neither an existing folder nor a Hugging Face Hub id" in by_name(report)["configuration"]["message"]
+
+
+def test_eval_sets_are_checked_before_the_run(tmp_path, good, monkeypatch):
+    """A Hub dataset in the datasets cache passes offline, one that is not fails with the command that fetches it, a
+    local file with a bad row fails naming the row."""
+    import datasets
+
+    from tests.hub_cache import add_dataset
+
+    cache = tmp_path / "datasets-cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    add_dataset(cache, "org/bench", {"test": datasets.Dataset.from_list([{"problem": "1+1?", "answer": "2"}] * 3)})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?"}\n')
+    sets = f"bench=hub:org/bench,gsm8k=hub:openai/gsm8k:main:test,mine={bad}"
+    rc, report = run_checker(tmp_path, {**good, "EVAL_SETS": sets}, "--json")
+    checks = by_name(report)
+    assert rc == 1 and checks["eval set bench"]["status"] == "ok" and "in the datasets cache" in checks["eval set bench"]["message"]
+    gsm = checks["eval set gsm8k"]
+    assert gsm["status"] == "fail" and "HF_HUB_OFFLINE=1" in gsm["message"]
+    assert "datasets.load_dataset('openai/gsm8k', 'main', split='test')" in gsm["fix"]
+    assert checks["eval set mine"]["status"] == "fail" and "line 1: no reference answer" in checks["eval set mine"]["message"]

@@ -199,6 +199,64 @@ def check_questions(cfg: Config) -> list[Check]:
     return checks
 
 
+def check_eval_sets(cfg: Config, quick: bool, timeout: float) -> list[Check]:
+    """Each EVAL_SETS set: read from its file or folder (a bad row fails here), or found in the datasets cache; a Hub
+    dataset that is not cached fails offline and, online, is looked up on the Hub."""
+    from prosetting.core.eval_spec import parse_eval_sets
+    from prosetting.processors.eval_sets import EvalSetError, hub_dataset_cached, load_eval_set
+
+    sm = StateManager(cfg.workspace)
+    sources = read_json(sm.paths.eval_sources) or {}
+    checks = []
+    for spec in parse_eval_sets(cfg.EVAL_SETS, check_paths=False):
+        name, copy = f"eval set {spec.name}", sm.paths.eval_set(spec.name)
+        if copy.exists() and sources.get(spec.name) == spec.text:
+            n = sum(1 for line in copy.read_text().splitlines() if line.strip())
+            checks.append(Check(name, "ok", f"{n} questions already read into {copy}"))
+            continue
+        if spec.kind == "hub":
+            cached = hub_dataset_cached(spec)
+            if cached is None:
+                checks.append(check_hub_dataset(name, spec, timeout))
+                continue
+            if quick:
+                checks.append(Check(name, "ok", f"{spec.describe()}: in the datasets cache ({cached})"))
+                continue
+        try:
+            n = len(load_eval_set(spec))
+        except EvalSetError as exc:
+            checks.append(Check(name, "fail", str(exc), "fix the source or its EVAL_SETS entry (README, Evaluation sets)"))
+            continue
+        checks.append(Check(name, "ok", f"{n} questions from {spec.describe()}"))
+    return checks
+
+
+def check_hub_dataset(name: str, spec, timeout: float) -> Check:
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    call = f"datasets.load_dataset({spec.dataset_id!r}, {spec.config!r}, split={spec.split or 'test'!r})"
+    fix = f'python -c "import datasets; {call}" where the Hub is reachable, with the same HF_HOME / HF_DATASETS_CACHE'
+    if constants.HF_HUB_OFFLINE:
+        return Check(name, "fail", f"{spec.describe()}: not in the datasets cache and HF_HUB_OFFLINE=1 forbids "
+                     "downloading it", fix)
+    try:
+        info = HfApi().dataset_info(spec.dataset_id, revision=spec.revision, timeout=timeout)
+    except GatedRepoError:
+        return Check(name, "fail", f"{spec.dataset_id} is gated on the Hub", f"accept its terms at https://huggingface.co/"
+                     f"datasets/{spec.dataset_id} and log in (`hf auth login`), then {fix}")
+    except RepositoryNotFoundError:
+        return Check(name, "fail", f"{spec.dataset_id}: no such dataset on the Hub (or a private one without a login)",
+                     f"check the id at https://huggingface.co/datasets/{spec.dataset_id}, or use a local file or folder")
+    except RevisionNotFoundError:
+        return Check(name, "fail", f"{spec.dataset_id} has no revision {spec.revision!r}", "fix ?revision= in EVAL_SETS")
+    except Exception as exc:
+        return Check(name, "warn", f"{spec.describe()}: not in the datasets cache, and the Hub did not answer "
+                     f"({type(exc).__name__}: {exc})", fix)
+    return Check(name, "warn", f"{spec.describe()}: on the Hub (commit {(info.sha or '?')[:12]}), not cached yet: read "
+                 "at the run's start", fix)
+
+
 # ---------------------------------------------------------------- machine
 def check_workspace(cfg: Config) -> Check:
     root = cfg.workspace
@@ -461,7 +519,9 @@ def run_checks(env_file: str | None = ".env", workspace: str | None = None, quic
     check, cfg = check_config(env_file, workspace)
     checks = [check]
     if cfg is not None:
-        checks += [*check_models(cfg, quick, 3.0 if quick else 10.0), *check_questions(cfg), check_workspace(cfg)]
+        timeout = 3.0 if quick else 10.0
+        checks += [*check_models(cfg, quick, timeout), *check_questions(cfg), *check_eval_sets(cfg, quick, timeout),
+                   check_workspace(cfg)]
     checks += [*check_packages(cfg, quick), check_gpus(cfg)]
     if cfg is not None:
         checks.append(check_collection_engines(cfg))
