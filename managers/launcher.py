@@ -7,6 +7,7 @@ import shlex
 import sys
 from argparse import Namespace
 
+from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
@@ -137,6 +138,10 @@ def launch(args: Namespace) -> int:
         cfg, sources = load_config(args.env_file, overrides_from_args(args))
         check_inputs(cfg)
         check_collection_engines(cfg)
+        missing = tracking.missing_packages(cfg)
+        if missing:
+            raise ConfigError(f"TRL_REPORT_TO: {', '.join(missing)} not installed; pip install {' '.join(missing)}, "
+                              "or leave them out of TRL_REPORT_TO")
     except (ConfigError, QuestionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -27,13 +27,14 @@ from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.state_manager import STAGES, Paths, StateManager
+from prosetting.core.tracking import RoundTracker, TrackingError, round_scalars
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers.question_manager import load_questions_file
 from prosetting.processors.eval_sets import EvalSetError, load_eval_set
 from prosetting.processors.generator_stage import run_grading_and_generator
 from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
 from prosetting.trainers.trl_trainer import run_training
-from prosetting.utils import report
+from prosetting.utils import eval_report, report
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class RoundController:
         self.sources = sources or {}
         self.started = time.time()
         self._signals_seen = 0
+        self.tracker: RoundTracker | None = None
 
     @property
     def paths(self) -> Paths:
@@ -141,6 +143,7 @@ class RoundController:
         """Everything before round 1: config, models, initial solver, round-1 pool, held-out baseline."""
         paths, cfg = self.paths, self.cfg
         self.check_config_change()
+        self.tracker = RoundTracker.from_config(cfg)
         saved = read_json(paths.config) or {}
         self.prepare_eval_sets()
         self.resolve_models(saved.get("resolved_models") or {})
@@ -161,6 +164,7 @@ class RoundController:
             qs = load_questions_file(heldout, origin="heldout")
             write_jsonl(paths.heldout, qs)
         self.evaluate("baseline", self.ctx.base_model())
+        self.track()
 
     def resolve_models(self, recorded: dict) -> None:
         """SOLVER_MODEL_PATH and GENERATOR_MODEL_PATH as local folders, once per run; a Hub id at the commit
@@ -273,7 +277,7 @@ class RoundController:
             status = "stopped" if str(exc) == "quit" else "failed"
         except KeyboardInterrupt:
             status = "interrupted"
-        except (ModelNotFound, EvalSetError) as exc:
+        except (ModelNotFound, EvalSetError, TrackingError) as exc:
             log.error("%s", exc)
             self.record_failure(None, "setup", exc)
             status = "failed"
@@ -289,6 +293,8 @@ class RoundController:
             state["runs"][-1].update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), status=status)
             self.sm.save_state(state)
             summary = report.write_summary(self.cfg, self.sm, status, self.started)
+            if self.tracker is not None:
+                self.tracker.close()
             self.sm.release_lock()
         if status == "interrupted":
             log.warning("stopped; state saved. Continue with the same command (workspace %s)", self.paths.root)
@@ -357,6 +363,21 @@ class RoundController:
         state["current_round"] = r + 1
         self.sm.save_state(state)
         report.print_round_table(self.cfg, self.sm, r)
+        self.track()
+
+    def track(self) -> None:
+        """Send the start's and every finished round's figures that the trackers do not have yet (TRL_REPORT_TO)."""
+        if self.tracker is None:
+            return
+        evaluations = read_json(self.paths.evaluations) or {}
+        state = self.sm.load_state()
+        finished = sorted(set(state["completed_rounds"]) | set(state["failed_rounds"]))
+        rounds = [(r, bool((read_json(self.paths.train_result(r)) or {}).get("trained"))) for r in finished]
+        table = eval_report.eval_table(evaluations, rounds, self.cfg.EVAL_K)
+        by_round = {row["round"]: row for row in (table or {}).get("rows", [])}
+        self.tracker.log(0, round_scalars(None, by_round.get(0)))
+        for r, _ in rounds:
+            self.tracker.log(r, round_scalars(report.round_row(self.sm, r, evaluations), by_round.get(r)))
 
     # --- redo from a point ------------------------------------------------------------------
     def discard_plan(self, r: int, stage: str) -> list[Path]:

@@ -27,6 +27,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, diff_configs, load_config
 from prosetting.core.io import read_json
 from prosetting.core.models import (
@@ -319,6 +320,12 @@ def check_packages(cfg: Config | None, quick: bool) -> list[Check]:
                             "pip install vllm, or set COLLECTION_BACKEND=transformers") if needed
                       else Check("vllm", "ok", "not installed (optional: only COLLECTION_BACKEND=vllm needs it)"))
     checks.append(check_datasets_is_hf(quick))
+    if cfg is not None and tracking.targets(cfg):
+        missing = tracking.missing_packages(cfg)
+        checks.append(Check("trackers", "fail", f"TRL_REPORT_TO={cfg.TRL_REPORT_TO}: {', '.join(missing)} not installed",
+                            f"pip install {' '.join(missing)}, or leave them out of TRL_REPORT_TO") if missing else
+                      Check("trackers", "ok", f"{', '.join(tracking.targets(cfg))}: round figures in "
+                            f"{cfg.workspace / 'tracking'} and the trainers' steps, one run per workspace"))
     return checks
 
 
