@@ -102,3 +102,40 @@ def test_offline_errors_say_what_to_run(tmp_path, hub_cache):
     assert models.cached_model("org/tiny") is None
     folder = model_folder(tmp_path / "local")
     assert resolve_model(str(folder)).path == str(folder.resolve()) and resolve_model(str(folder)).commit is None
+
+
+@pytest.fixture
+def online_hub(tmp_path, monkeypatch):
+    """A local server speaking the Hub's protocol, and an empty cache, online."""
+    from huggingface_hub import constants
+
+    from tests.hub_server import HubServer
+
+    cache = tmp_path / "hub"
+    with HubServer({"org/tiny": model_folder(tmp_path / "served", "s")}) as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield hub, cache
+
+
+def test_online_the_id_is_downloaded_once_then_read_offline(online_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    hub, cache = online_hub
+    assert models.cached_model("org/tiny") is None  # nothing asked of the server for a cache-only look
+    resolved = resolve_model("org/tiny")
+    commit = hub.repos["org/tiny"].commit
+    assert resolved.commit == commit and Path(resolved.path) == cache / "models--org--tiny" / "snapshots" / commit
+    assert json.loads((Path(resolved.path) / "config.json").read_text())["marker"] == "s"
+    assert sum(r.startswith("GET /org/tiny/resolve/") for r in hub.requests) == 3  # every file fetched once
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert resolve_model("org/tiny") == resolved and models.cached_model("org/tiny").path == resolved.path
+
+
+def test_online_an_unknown_id_or_revision_fails_with_the_fix(online_hub):
+    with pytest.raises(ModelNotFound, match=r"org/nope: no such model on the Hub .*if you meant a local folder"):
+        resolve_model("org/nope")
+    with pytest.raises(ModelNotFound, match=r"has no revision 'v9'"):
+        resolve_model("org/tiny", "v9")

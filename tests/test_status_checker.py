@@ -228,3 +228,26 @@ def test_eval_sets_are_checked_before_the_run(tmp_path, good, monkeypatch):
     assert gsm["status"] == "fail" and "HF_HUB_OFFLINE=1" in gsm["message"]
     assert "datasets.load_dataset('openai/gsm8k', 'main', split='test')" in gsm["fix"]
     assert checks["eval set mine"]["status"] == "fail" and "line 1: no reference answer" in checks["eval set mine"]["message"]
+
+
+def test_online_an_unknown_model_fails_and_an_uncached_one_says_what_it_downloads(tmp_path, good, monkeypatch):
+    """Against a server speaking the Hub's protocol (HF_ENDPOINT): a known id not in the cache is a warning with its
+    size, an unknown id fails with the fix."""
+    from tests.hub_server import HubServer
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (model / "model.safetensors").write_bytes(b"\0" * 3 * 1024**2)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with HubServer({"org/solver": model}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/typo"},
+                                 "--json")
+    checks = by_name(report)
+    solver, writer = checks["solver model"], checks["generator model"]
+    assert rc == 1 and solver["status"] == "warn" and "the run downloads 3 MiB before its first stage" in solver["message"]
+    assert solver["fix"].startswith("hf download org/solver")
+    assert writer["status"] == "fail" and "GENERATOR_MODEL_PATH=org/typo: no such model on the Hub" in writer["message"]
+    assert "https://huggingface.co/org/typo" in writer["fix"] and "set GENERATOR_MODEL_PATH to a model folder" in writer["fix"]

@@ -134,8 +134,9 @@ def check_hub_model(name: str, key: str, repo_id: str, revision: str | None, tim
         return Check(name, "warn", f"{key}={repo_id}: not in the local cache, and the Hub did not answer "
                      f"({type(exc).__name__}: {exc})", fix)
     size = sum((s.size or 0) for s in info.siblings or [] if s.size and _downloaded(s.rfilename)) / GIB
+    amount = f"{size:.1f} GiB" if size >= 0.1 else f"{size * 1024:.0f} MiB"
     return Check(name, "warn", f"{key}={repo_id}: on the Hub (commit {(info.sha or '?')[:12]}) but not in the local "
-                 f"cache: the run downloads {size:.1f} GiB before its first stage", fix)
+                 f"cache: the run downloads {amount} before its first stage", fix)
 
 
 def _downloaded(filename: str) -> bool:
