@@ -119,3 +119,37 @@ def test_a_hub_dataset_offline_from_the_datasets_cache(tmp_path, monkeypatch):
     with pytest.raises(EvalSetError, match=r"EVAL_SETS gsm8k \(Hub dataset openai/gsm8k, config main, split test\): cannot "
                                            r"be read: .*Load it once where the Hub is reachable.*datasets.load_dataset"):
         load_eval_set(missing)
+
+
+@pytest.mark.slow
+def test_evaluate_cli_with_a_hub_id_and_several_sets(tmp_path):
+    """scripts/evaluate.py --model ORG/NAME (offline, from a Hub cache) --sets a=FILE,b=FOLDER."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import datasets
+
+    from prosetting.trainers.tiny_solver import build_tiny_solver
+    from tests.hub_cache import add_model
+
+    repo = Path(__file__).resolve().parent.parent
+    snapshot = add_model(tmp_path / "hub", "org/tiny", build_tiny_solver(tmp_path / "tiny", seed=0, layers=2))
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text("".join(json.dumps(r) + "\n" for r in GSM_ROWS[:3]))
+    (tmp_path / "math").mkdir()
+    datasets.Dataset.from_list(MATH_ROWS[:4]).to_parquet(str(tmp_path / "math" / "test-00000-of-00001.parquet"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = tmp_path / "res.json"
+    proc = subprocess.run([sys.executable, str(repo / "scripts" / "evaluate.py"), "--model", "org/tiny", "--sets",
+                           f"gsm={gsm},math={tmp_path / 'math'}", "--k", "2", "--max-new-tokens", "8", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["commit"] == snapshot.name and result["model_path"] == str(snapshot)
+    assert {n: r["n"] for n, r in result["results"].items()} == {"gsm": 3, "math": 4} and "average" in result
+    assert "gsm:" in proc.stdout and "average over 2 sets" in proc.stdout
+    missing = subprocess.run([sys.executable, str(repo / "scripts" / "evaluate.py"), "--model", "org/absent", "--data",
+                              str(gsm)], capture_output=True, text=True, timeout=600, env=env)
+    assert missing.returncode == 2 and "--model: org/absent: not in the local Hugging Face cache" in missing.stderr
