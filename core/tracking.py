@@ -73,6 +73,17 @@ def launch_env(cfg) -> dict[str, str]:
             "WANDB_PROJECT": os.environ.get("WANDB_PROJECT", "prosetting"), "WANDB_DIR": str(cfg.workspace / "tracking")}
 
 
+def forget_rounds(workspace, first: int) -> None:
+    """A redo from round `first` (--from-round) replaces those rounds: the trackers get them again when they end,
+    and tensorboard hides the older events from that step on (the next writer opens with purge_step)."""
+    path = workspace / "tracking" / "run.json"
+    state = read_json(path)
+    if state and state.get("logged"):
+        state["logged"] = {t: [s for s in steps if s < first] for t, steps in state["logged"].items()}
+        state["tensorboard_purge_step"] = min(first, state.get("tensorboard_purge_step", first))
+        atomic_write_json(path, state)
+
+
 class RoundTracker:
     def __init__(self, cfg, chosen: list[str]):
         self.cfg, self.targets = cfg, chosen
@@ -115,7 +126,11 @@ class RoundTracker:
         if self._tensorboard is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tensorboard = SummaryWriter(log_dir=str(self.root / "tensorboard"))
+            state = read_json(self.root / "run.json") or {}
+            purge = state.pop("tensorboard_purge_step", None)  # a redo: events from this step on are replaced
+            self._tensorboard = SummaryWriter(log_dir=str(self.root / "tensorboard"), purge_step=purge)
+            if purge is not None:
+                atomic_write_json(self.root / "run.json", state)
         for tag, value in scalars.items():
             self._tensorboard.add_scalar(tag, value, global_step=step)
         self._tensorboard.flush()

@@ -27,7 +27,7 @@ from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.state_manager import STAGES, Paths, StateManager
-from prosetting.core.tracking import RoundTracker, TrackingError, round_scalars
+from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers.question_manager import load_questions_file
 from prosetting.processors.eval_sets import EvalSetError, load_eval_set
@@ -403,6 +403,7 @@ class RoundController:
                     cache.pop(f"round_{rr}", None)
                 atomic_write_json(self.paths.evaluations, cache)
             self.sm.reset_from(r, stage, self.cfg.TOTAL_ROUNDS)
+            forget_rounds(self.cfg.workspace, r)
         finally:
             self.sm.release_lock()
         return files

@@ -50,6 +50,13 @@ def test_tensorboard_round_figures_and_a_resume_that_appends(tmp_path):
     assert set(raw.values()) == {1} and len(raw) == 10  # every (tag, round) written exactly once
     assert len(list(folder.glob("events.out.tfevents.*"))) == 2
     assert second.logged("tensorboard") == [0, 1, 2, 3, 4]
+    tracking.forget_rounds(cfg.workspace, 3)  # --from-round 3: rounds 3 and 4 are redone and sent again
+    third = tracking.RoundTracker.from_config(cfg)
+    for step in (0, 1, 2, 3, 4):
+        third.log(step, {"eval/heldout/greedy": 0.5, "pool/questions": 200 + step})
+    third.close()
+    scalars, raw = read_events(folder)
+    assert scalars["pool/questions"] == [(0, 100.0), (1, 101.0), (2, 102.0), (3, 203.0), (4, 204.0)]
 
 
 def test_the_training_launches_join_the_workspace_run(tmp_path, monkeypatch):
