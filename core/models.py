@@ -74,6 +74,13 @@ def hub_hint(repo_id: str, revision: str | None) -> str:
     return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "") + " (older installs: huggingface-cli download)"
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def resolve_model(value: str, revision: str | None = None, local_only: bool = False) -> ResolvedModel:
     """The local folder for a folder or a Hub id; downloads what the cache lacks unless offline or `local_only`.
 

@@ -11,7 +11,7 @@ from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
-from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model
+from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model, hub_hint, hub_offline
 from prosetting.core.state_manager import STAGES, StateManager, WorkspaceLockedError
 from prosetting.managers.question_manager import QuestionFileError, load_questions_file
 from prosetting.processors.eval_sets import EvalSetError, load_eval_set
@@ -69,7 +69,9 @@ def describe_plan(cfg: Config) -> str:
         if value:
             cached = cached_model(value, revision)
             ctx.models[key] = cached or ResolvedModel(value=value, path=f"{value} (not cached yet)", repo_id=value)
-            models[key] = cached.describe() if cached else f"{value} from the Hub, not in the local cache: downloaded at the start"
+            models[key] = cached.describe() if cached else f"{value} from the Hub, not in the local cache: " + (
+                f"HF_HUB_OFFLINE=1, so the run stops at its start ({hub_hint(value, revision)})" if hub_offline()
+                else "downloaded at the start")
     lines = [f"workspace      {cfg.workspace} (state: {state['status']})",
              f"solver         {models.get('SOLVER_MODEL_PATH') or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
              *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
