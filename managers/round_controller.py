@@ -23,14 +23,15 @@ from typing import Protocol
 from prosetting.collectors.trajectory_collector import run_collection
 from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
-from prosetting.core.eval_spec import parse_eval_sets
-from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
+from prosetting.core.io import atomic_write_json, read_json, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.state_manager import STAGES, Paths, StateManager
 from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
 from prosetting.datasets.dpo_data_converter import run_export
+from prosetting.managers import evaluation
+from prosetting.managers.evaluation import EvalSet
 from prosetting.managers.question_manager import load_questions_file
-from prosetting.processors.eval_sets import EvalSetError, load_eval_set
+from prosetting.processors.eval_sets import EvalSetError
 from prosetting.processors.generator_stage import run_grading_and_generator
 from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
 from prosetting.trainers.trl_trainer import run_training
@@ -41,22 +42,6 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_QUESTIONS = REPO_ROOT / "data" / "seed_questions.jsonl"
 DEFAULT_HELDOUT = REPO_ROOT / "data" / "heldout.jsonl"
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    name: str
-    source: str  # the held-out file, or the EVAL_SETS entry it was read from
-    file: Path  # its questions in the workspace
-
-
-def eval_record(model_dir: Path, sets: dict[str, dict], order: list[str], seconds: float) -> dict:
-    """One evaluation of a model: the first set's figures at the top, every set under `sets`, their mean."""
-    names = [n for n in order if n in sets]
-    first = sets[names[0]]
-    average = {k: sum(sets[n][k] for n in names) / len(names) for k in ("greedy", "mean_at_k")}
-    return {**{k: v for k, v in first.items() if k != "source"}, "model": str(model_dir), "seconds": seconds,
-            "primary": names[0], "sets": {n: sets[n] for n in names}, "average": average}
 
 
 @dataclass(frozen=True)
@@ -145,7 +130,7 @@ class RoundController:
         self.check_config_change()
         self.tracker = RoundTracker.from_config(cfg)
         saved = read_json(paths.config) or {}
-        self.prepare_eval_sets()
+        evaluation.prepare_eval_sets(cfg, paths)
         self.resolve_models(saved.get("resolved_models") or {})
         atomic_write_json(paths.config, {**self.cfg.to_dict(),
                                          "resolved_models": {k: m.to_dict() for k, m in self.ctx.models.items()}})
@@ -182,59 +167,11 @@ class RoundController:
         return DEFAULT_HELDOUT if self.cfg.embedded else None
 
     def eval_sets(self) -> list[EvalSet]:
-        """The sets every evaluation measures: the held-out set (HELDOUT_FILE, or the embedded one) first, then EVAL_SETS."""
-        heldout = self.heldout_file()
-        sets = [EvalSet("heldout", str(heldout), self.paths.heldout)] if heldout else []
-        return sets + [EvalSet(s.name, s.text, self.paths.eval_set(s.name))
-                       for s in parse_eval_sets(self.cfg.EVAL_SETS, check_paths=False)]
-
-    def prepare_eval_sets(self) -> None:
-        """Read each EVAL_SETS set once into data/eval/NAME.jsonl; the run and its resumes use that copy."""
-        sources = read_json(self.paths.eval_sources) or {}
-        for spec in parse_eval_sets(self.cfg.EVAL_SETS):
-            path = self.paths.eval_set(spec.name)
-            if path.exists() and sources.get(spec.name) == spec.text:
-                continue
-            write_jsonl(path, load_eval_set(spec))
-            sources[spec.name] = spec.text
-            atomic_write_json(self.paths.eval_sources, sources)
+        return evaluation.eval_sets(self.cfg, self.paths, self.heldout_file())
 
     def evaluate(self, label: str, model_dir: Path) -> dict | None:
-        """Greedy and Mean@k of a model on every evaluation set, cached in results/evaluations.json under `label`.
-
-        One set of engines serves every set; each set's result is saved as soon as it is measured, so a stop
-        costs at most the set in flight. The record keeps the first set's figures at its top level (the held-out
-        set where there is one), its sets under `sets` and their mean under `average`.
-        """
-        cfg, sets = self.cfg, [s for s in self.eval_sets() if s.file.exists()]
-        if not cfg.EVAL_K or not sets:
-            return None
-        cache = read_json(self.paths.evaluations) or {}
-        record = cache.get(label) or {}
-        done = dict(record.get("sets") or ({"heldout": record} if "greedy" in record else {}))
-        if record.get("model") != str(model_dir):
-            done = {}
-        todo = [s for s in sets if s.name not in done or done[s.name].get("source", s.source) != s.source]
-        if not todo:
-            return record
-        from prosetting.collectors.engine_pool import open_pool
-        from prosetting.processors.evaluator import evaluate
-
-        t0 = time.time() - record.get("seconds", 0.0) if done else time.time()
-        pool = open_pool(cfg, model_dir, self.paths.logs, f"eval_{label}", check_stop=self.ctx.check_stop)
-        try:
-            for s in todo:
-                result = evaluate(pool, read_jsonl(s.file), k=cfg.EVAL_K, temperature=cfg.EVAL_TEMPERATURE, seed=cfg.SEED,
-                                  max_new_tokens=cfg.MAX_NEW_TOKENS, system_prompt=cfg.SOLVER_SYSTEM_PROMPT)
-                done[s.name] = {**result, "source": s.source}
-                record = eval_record(model_dir, done, [x.name for x in sets], round(time.time() - t0, 1))
-                cache[label] = record
-                atomic_write_json(self.paths.evaluations, cache)
-                log.info("%s %s: greedy %.3f, mean@%d %.3f (%d questions, %.1fs)", s.name, label, result["greedy"],
-                         cfg.EVAL_K, result["mean_at_k"], result["n"], result["seconds"])
-        finally:
-            pool.close()
-        return record
+        """Every evaluation set on a model, cached in results/evaluations.json under `label` (managers/evaluation.py)."""
+        return evaluation.evaluate_model(self.ctx, label, model_dir, self.eval_sets())
 
     # --- the loop ---------------------------------------------------------------------------
     def _install_signals(self) -> dict:
