@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+
+from prosetting.core.eval_spec import EvalSpecError, parse_eval_sets
+from prosetting.core.models import MODEL_KEYS, check_model_setting
+
+log = logging.getLogger(__name__)
 
 SECRET_KEYS = frozenset({"TEACHER_API_KEY"})
 REDACTED = "***redacted***"
@@ -37,7 +43,8 @@ class Config:
 
     # --- run and workspace ---
     WORKSPACE_DIR: str = _f("./workspace", "Folder holding every file of the run (state, data, datasets, checkpoints, logs).")
-    SOLVER_MODEL_PATH: str = _f("", "Hugging Face model folder of the initial solver; empty builds and warm-starts the embedded tiny solver.")
+    SOLVER_MODEL_PATH: str = _f("", "Initial solver: a Hugging Face model folder or a Hub id (e.g. Qwen/Qwen3-8B, fetched once through the Hub cache); empty builds and warm-starts the embedded tiny solver.")
+    SOLVER_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in SOLVER_MODEL_PATH; empty is main. The resolved commit is recorded and kept on resume.")
     QUESTIONS_FILE: str = _f("", "Seed questions, JSON list or JSON Lines with `question` and `answer`; empty uses the shipped arithmetic seeds.")
     HELDOUT_FILE: str = _f("", "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one when the solver is embedded.")
     TOTAL_ROUNDS: int = _f(5, "Number of co-evolution rounds.", minimum=1)
@@ -132,14 +139,16 @@ class Config:
     GENERATOR_UTILITY_MU: float = _f(0.5, "Success rate at which a Teacher-written question is most useful to the Generator (utility peak).", minimum=0.0, maximum=1.0)
     GENERATOR_UTILITY_SIGMA: float = _f(0.2, "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.", minimum=1e-6)
     GENERATOR_TRAIN_START_ROUND: int = _f(2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1)
-    GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).")
+    GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator, a folder or a Hub id; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).")
+    GENERATOR_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in GENERATOR_MODEL_PATH; empty is main.")
     QUESTION_WRITER: str = _f("teacher", "Who writes the next round's questions: the Teacher, the newest trained Generator, or both (mixed).", choices=("teacher", "generator", "mixed"))
     GENERATOR_SHARE: float = _f(0.5, "With QUESTION_WRITER=mixed, the fraction of parent questions the Generator writes from.", minimum=0.0, maximum=1.0)
     GENERATOR_LEARNING_RATE: float = _f(1e-5, "Learning rate of the Generator's weighted SFT.", minimum=0.0)
     GENERATOR_NUM_EPOCHS: float = _f(2.0, "Epochs over each round's new weighted records (each trained Generator continues from the previous one).", minimum=0.0)
 
     # --- embedded default: evaluation and warm start ---
-    HELDOUT_K: int = _f(4, "Samples per held-out question for Mean@k (greedy accuracy is measured too); 0 skips evaluation.", minimum=0)
+    EVAL_SETS: str = _f("", "Named evaluation sets, measured at the start and after every trained round beside the held-out set: `NAME=SOURCE` entries separated by commas, a SOURCE being a file, a local dataset folder or hub:ID[:CONFIG[:SPLIT]] (README, Evaluation sets).")
+    EVAL_K: int = _f(32, "Samples per question for Mean@k on every evaluation set (greedy accuracy is measured too); 0 skips evaluation. Was HELDOUT_K.", minimum=0)
     EVAL_TEMPERATURE: float = _f(0.7, "Sampling temperature for Mean@k.", minimum=0.0)
     WARMSTART_STEPS: int = _f(600, "Most SFT steps of the embedded solver's warm start (built once per workspace).", minimum=0)
     WARMSTART_TARGET_ACCURACY: float = _f(0.35, "The warm start stops at the first check (every 25 steps) where greedy accuracy on fresh validation problems reaches this; 0 runs all WARMSTART_STEPS.", minimum=0.0, maximum=1.0)
@@ -209,12 +218,18 @@ class Config:
                                   f"got {self.TRL_NUM_PROCESSES}")
         if self.TRL_ACCELERATE_CONFIG and not Path(self.TRL_ACCELERATE_CONFIG).is_file():
             raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
-        if self.SOLVER_MODEL_PATH and not (Path(self.SOLVER_MODEL_PATH) / "config.json").is_file():
-            raise ConfigError(f"SOLVER_MODEL_PATH: expected a Hugging Face model folder with config.json, got {self.SOLVER_MODEL_PATH!r}")
+        for key, revision_key in MODEL_KEYS:
+            problem = check_model_setting(key, getattr(self, key), getattr(self, revision_key))
+            if problem:
+                raise ConfigError(problem)
         for key in ("QUESTIONS_FILE", "HELDOUT_FILE"):
             path = getattr(self, key)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{key}: file not found: {path}")
+        try:
+            parse_eval_sets(self.EVAL_SETS)
+        except EvalSpecError as exc:
+            raise ConfigError(f"EVAL_SETS: {exc}") from None
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -273,9 +288,13 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     "TRL_LEARNING_RATE": 5e-4,
     "TRL_WARMUP_RATIO": 0.2,
     "TRL_LOSS_TYPE": "sft",
+    "EVAL_K": 4,
     "GENERATOR_LEARNING_RATE": 3e-3,
     "GENERATOR_NUM_EPOCHS": 60.0,
 }
+
+# Keys that were renamed: the old name is still read (the new one wins when both are set).
+RENAMED = {"HELDOUT_K": "EVAL_K"}
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -319,10 +338,15 @@ def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str
         elif str(env_file) != ".env":
             raise ConfigError(f"--env-file: file not found: {env_file}")
     env = os.environ if environ is None else environ
-    layers.append(("environment", {k: v for k, v in env.items() if k in kinds}))
+    layers.append(("environment", {k: v for k, v in env.items() if k in kinds or k in RENAMED}))
     layers.append(("command line", dict(overrides or {})))
 
     for source, layer in layers:
+        for old, new in RENAMED.items():
+            if old in layer:
+                raw = layer.pop(old)
+                layer.setdefault(new, raw)
+                log.warning("%s (from %s) is now called %s; read as %s=%s", old, source, new, new, layer[new])
         for key, raw in layer.items():
             if key not in kinds:
                 if source == "command line":
@@ -344,7 +368,8 @@ def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str
 
 def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """Keys whose value differs between a saved configuration and the current one (secrets excluded)."""
-    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+    keys = {f.name for f in fields(Config)}  # training_config.json also records what the run resolved
+    return [(k, old.get(k), new.get(k)) for k in sorted((set(old) | set(new)) & keys)
             if k not in SECRET_KEYS and old.get(k) != new.get(k)]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prosetting.core.config import Config
 from prosetting.core.io import read_json
+from prosetting.core.models import ResolvedModel, resolve_model
 from prosetting.core.state_manager import Paths, StateManager
 
 
@@ -22,6 +23,9 @@ class RunContext:
     stop_event: threading.Event = field(default_factory=threading.Event)
     log_file: Path | None = None  # the run's log, named in failure records
     _teacher: object = None
+    # SOLVER_MODEL_PATH / GENERATOR_MODEL_PATH resolved to local folders (round_controller.prepare fills it from the
+    # commits recorded in training_config.json; anything else resolves on first use)
+    models: dict[str, ResolvedModel] = field(default_factory=dict)
 
     @property
     def paths(self) -> Paths:
@@ -40,8 +44,14 @@ class RunContext:
             self._teacher = make_teacher(self.cfg)
         return self._teacher
 
+    def model_path(self, key: str) -> Path:
+        """The local folder of a model setting (a folder as it is, a Hub id as its cached snapshot)."""
+        if key not in self.models:
+            self.models[key] = resolve_model(getattr(self.cfg, key), getattr(self.cfg, key.replace("_PATH", "_REVISION")) or None)
+        return Path(self.models[key].path)
+
     def base_model(self) -> Path:
-        return Path(self.cfg.SOLVER_MODEL_PATH) if self.cfg.SOLVER_MODEL_PATH else self.paths.base_model
+        return self.model_path("SOLVER_MODEL_PATH") if self.cfg.SOLVER_MODEL_PATH else self.paths.base_model
 
     def solver_for_round(self, r: int) -> Path:
         """Round r samples with the newest merged solver trained before it, else the initial one."""

@@ -83,6 +83,19 @@ class Paths:
     def evaluations(self) -> Path:
         return self.root / "results" / "evaluations.json"
 
+    def eval_set(self, name: str) -> Path:
+        """An EVAL_SETS set's questions, read once from its source (data/eval/sources.json says which)."""
+        return self.data / "eval" / f"{name}.jsonl"
+
+    @property
+    def eval_sources(self) -> Path:
+        return self.data / "eval" / "sources.json"
+
+    @property
+    def tracking(self) -> Path:
+        """Live tracking of the round figures: tensorboard/ events, run.json (run ids, rounds already logged)."""
+        return self.root / "tracking"
+
     def progress(self, r: int) -> Path:
         return self.root / f"round_{r:02d}_progress.json"
 

@@ -7,10 +7,14 @@ import shlex
 import sys
 from argparse import Namespace
 
+from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, load_config
+from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
+from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model, hub_hint, hub_offline
 from prosetting.core.state_manager import STAGES, StateManager, WorkspaceLockedError
 from prosetting.managers.question_manager import QuestionFileError, load_questions_file
+from prosetting.processors.eval_sets import EvalSetError, load_eval_set
 from prosetting.utils.logging_setup import setup_logging
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,15 @@ def check_inputs(cfg: Config) -> None:
         load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
     if cfg.HELDOUT_FILE:
         load_questions_file(cfg.HELDOUT_FILE, origin="heldout")
+    sm, sources = StateManager(cfg.workspace), None
+    for spec in parse_eval_sets(cfg.EVAL_SETS):  # local sets read now, so a bad row fails before any stage
+        if spec.kind != "hub":
+            sources = sources if sources is not None else (read_json(sm.paths.eval_sources) or {})
+            if not (sm.paths.eval_set(spec.name).exists() and sources.get(spec.name) == spec.text):
+                try:
+                    load_eval_set(spec)
+                except EvalSetError as exc:
+                    raise ConfigError(f"EVAL_SETS: {exc}") from None
 
 
 def describe_plan(cfg: Config) -> str:
@@ -50,9 +63,20 @@ def describe_plan(cfg: Config) -> str:
     sm = StateManager(cfg.workspace)
     ctx = RunContext(cfg=cfg, sm=sm)
     state = sm.load_state()
+    models = {}
+    for key, revision_key in MODEL_KEYS:  # from the cache only: a dry run downloads nothing
+        value, revision = getattr(cfg, key), getattr(cfg, revision_key) or None
+        if value:
+            cached = cached_model(value, revision)
+            ctx.models[key] = cached or ResolvedModel(value=value, path=f"{value} (not cached yet)", repo_id=value)
+            models[key] = cached.describe() if cached else f"{value} from the Hub, not in the local cache: " + (
+                f"HF_HUB_OFFLINE=1, so the run stops at its start ({hub_hint(value, revision)})" if hub_offline()
+                else "downloaded at the start")
     lines = [f"workspace      {cfg.workspace} (state: {state['status']})",
-             f"solver         {cfg.SOLVER_MODEL_PATH or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
+             f"solver         {models.get('SOLVER_MODEL_PATH') or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
+             *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
              f"questions      {cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS}",
+             f"evaluation     {describe_evaluation(cfg)}",
              f"teacher        {cfg.TEACHER_BACKEND}" + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
              f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at T={cfg.SAMPLING_TEMPERATURE}",
              f"training       TRL DPO loss {cfg.TRL_LOSS_TYPE}, beta {cfg.TRL_BETA}, lr {cfg.TRL_LEARNING_RATE}, "
@@ -79,6 +103,16 @@ def describe_plan(cfg: Config) -> str:
     return "\n".join(lines)
 
 
+def describe_evaluation(cfg: Config) -> str:
+    from prosetting.managers.round_controller import DEFAULT_HELDOUT
+
+    heldout = cfg.HELDOUT_FILE or (DEFAULT_HELDOUT if cfg.embedded else "")
+    sets = ([f"heldout ({heldout})"] if heldout else []) + [f"{s.name} ({s.describe()})" for s in parse_eval_sets(cfg.EVAL_SETS)]
+    if not cfg.EVAL_K or not sets:
+        return "none" if sets else "none (no HELDOUT_FILE or EVAL_SETS)"
+    return f"greedy and Mean@{cfg.EVAL_K} at T={cfg.EVAL_TEMPERATURE}, at the start and after every trained round: " + "; ".join(sets)
+
+
 def confirm(question: str) -> bool:
     try:
         answer = input(f"{question} [y/N] ")
@@ -94,7 +128,9 @@ def check_collection_engines(cfg: Config) -> None:
 
     if cfg.COLLECTION_BACKEND == "transformers":
         return
-    problems = check_engines(cfg, cfg.SOLVER_MODEL_PATH or None, query_gpus())
+    # a Hub id not cached yet is downloaded at the start and checked by the engines as they load
+    model = cached_model(cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION or None) if cfg.SOLVER_MODEL_PATH else None
+    problems = check_engines(cfg, model.path if model else None, query_gpus())
     if problems:
         raise ConfigError("; ".join(f"{problem}: {fix}" for problem, fix in problems))
 
@@ -104,6 +140,10 @@ def launch(args: Namespace) -> int:
         cfg, sources = load_config(args.env_file, overrides_from_args(args))
         check_inputs(cfg)
         check_collection_engines(cfg)
+        missing = tracking.missing_packages(cfg)
+        if missing:
+            raise ConfigError(f"TRL_REPORT_TO: {', '.join(missing)} not installed; pip install {' '.join(missing)}, "
+                              "or leave them out of TRL_REPORT_TO")
     except (ConfigError, QuestionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

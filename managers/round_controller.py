@@ -23,14 +23,19 @@ from typing import Protocol
 from prosetting.collectors.trajectory_collector import run_collection
 from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
-from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
+from prosetting.core.io import atomic_write_json, read_json, write_jsonl
+from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.state_manager import STAGES, Paths, StateManager
+from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
 from prosetting.datasets.dpo_data_converter import run_export
+from prosetting.managers import evaluation
+from prosetting.managers.evaluation import EvalSet
 from prosetting.managers.question_manager import load_questions_file
+from prosetting.processors.eval_sets import EvalSetError
 from prosetting.processors.generator_stage import run_grading_and_generator
 from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
 from prosetting.trainers.trl_trainer import run_training
-from prosetting.utils import report
+from prosetting.utils import eval_report, report
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,7 @@ class RoundController:
         self.sources = sources or {}
         self.started = time.time()
         self._signals_seen = 0
+        self.tracker: RoundTracker | None = None
 
     @property
     def paths(self) -> Paths:
@@ -124,10 +130,15 @@ class RoundController:
         return changes
 
     def prepare(self) -> None:
-        """Everything before round 1: config, initial solver, round-1 pool, held-out baseline."""
+        """Everything before round 1: config, models, initial solver, round-1 pool, held-out baseline."""
         paths, cfg = self.paths, self.cfg
         self.check_config_change()
-        atomic_write_json(paths.config, self.cfg.to_dict())
+        self.tracker = RoundTracker.from_config(cfg)
+        saved = read_json(paths.config) or {}
+        evaluation.prepare_eval_sets(cfg, paths)
+        self.resolve_models(saved.get("resolved_models") or {})
+        atomic_write_json(paths.config, {**self.cfg.to_dict(),
+                                         "resolved_models": {k: m.to_dict() for k, m in self.ctx.models.items()}})
         if cfg.embedded and not (paths.base_model / "config.json").exists():
             from prosetting.trainers.warm_start import build_embedded_solver
 
@@ -143,37 +154,29 @@ class RoundController:
             qs = load_questions_file(heldout, origin="heldout")
             write_jsonl(paths.heldout, qs)
         self.evaluate("baseline", self.ctx.base_model())
+        self.track()
+
+    def resolve_models(self, recorded: dict) -> None:
+        """SOLVER_MODEL_PATH and GENERATOR_MODEL_PATH as local folders, once per run; a Hub id at the commit
+        recorded by an earlier start of this workspace, so a resumed run keeps its snapshot."""
+        for key, revision_key in MODEL_KEYS:
+            value = getattr(self.cfg, key)
+            if value:
+                self.ctx.models[key] = model = resolve_for_run(value, getattr(self.cfg, revision_key), recorded.get(key))
+                if model.repo_id:
+                    log.info("%s: %s", key, model.describe())
 
     def heldout_file(self) -> Path | None:
         if self.cfg.HELDOUT_FILE:
             return Path(self.cfg.HELDOUT_FILE)
         return DEFAULT_HELDOUT if self.cfg.embedded else None
 
-    def evaluate(self, label: str, model_dir: Path) -> dict | None:
-        """Held-out evaluation of a model, cached in results/evaluations.json under `label`."""
-        cfg = self.cfg
-        if not cfg.HELDOUT_K or not self.paths.heldout.exists():
-            return None
-        cache = read_json(self.paths.evaluations) or {}
-        if label in cache and cache[label].get("model") == str(model_dir):
-            return cache[label]
-        from prosetting.collectors.engine_pool import open_pool
-        from prosetting.processors.evaluator import evaluate
+    def eval_sets(self) -> list[EvalSet]:
+        return evaluation.eval_sets(self.cfg, self.paths, self.heldout_file())
 
-        questions = read_jsonl(self.paths.heldout)
-        t0 = time.time()
-        pool = open_pool(cfg, model_dir, self.paths.logs, f"eval_{label}", check_stop=self.ctx.check_stop)
-        try:
-            result = evaluate(pool, questions, k=cfg.HELDOUT_K, temperature=cfg.EVAL_TEMPERATURE, seed=cfg.SEED,
-                              max_new_tokens=cfg.MAX_NEW_TOKENS, system_prompt=cfg.SOLVER_SYSTEM_PROMPT)
-        finally:
-            pool.close()
-        result = {**result, "model": str(model_dir), "seconds": round(time.time() - t0, 1)}
-        cache[label] = result
-        atomic_write_json(self.paths.evaluations, cache)
-        log.info("held-out %s: greedy %.3f, mean@%d %.3f (%d questions, %.1fs)", label, result["greedy"],
-                 cfg.HELDOUT_K, result["mean_at_k"], result["n"], result["seconds"])
-        return result
+    def evaluate(self, label: str, model_dir: Path) -> dict | None:
+        """Every evaluation set on a model, cached in results/evaluations.json under `label` (managers/evaluation.py)."""
+        return evaluation.evaluate_model(self.ctx, label, model_dir, self.eval_sets())
 
     # --- the loop ---------------------------------------------------------------------------
     def _install_signals(self) -> dict:
@@ -216,6 +219,10 @@ class RoundController:
             status = "stopped" if str(exc) == "quit" else "failed"
         except KeyboardInterrupt:
             status = "interrupted"
+        except (ModelNotFound, EvalSetError, TrackingError) as exc:
+            log.error("%s", exc)
+            self.record_failure(None, "setup", exc)
+            status = "failed"
         except Exception as exc:
             log.exception("run failed outside any stage: %s", exc)
             self.record_failure(None, "setup", exc)
@@ -228,6 +235,8 @@ class RoundController:
             state["runs"][-1].update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), status=status)
             self.sm.save_state(state)
             summary = report.write_summary(self.cfg, self.sm, status, self.started)
+            if self.tracker is not None:
+                self.tracker.close()
             self.sm.release_lock()
         if status == "interrupted":
             log.warning("stopped; state saved. Continue with the same command (workspace %s)", self.paths.root)
@@ -296,6 +305,21 @@ class RoundController:
         state["current_round"] = r + 1
         self.sm.save_state(state)
         report.print_round_table(self.cfg, self.sm, r)
+        self.track()
+
+    def track(self) -> None:
+        """Send the start's and every finished round's figures that the trackers do not have yet (TRL_REPORT_TO)."""
+        if self.tracker is None:
+            return
+        evaluations = read_json(self.paths.evaluations) or {}
+        state = self.sm.load_state()
+        finished = sorted(set(state["completed_rounds"]) | set(state["failed_rounds"]))
+        rounds = [(r, bool((read_json(self.paths.train_result(r)) or {}).get("trained"))) for r in finished]
+        table = eval_report.eval_table(evaluations, rounds, self.cfg.EVAL_K)
+        by_round = {row["round"]: row for row in (table or {}).get("rows", [])}
+        self.tracker.log(0, round_scalars(None, by_round.get(0)))
+        for r, _ in rounds:
+            self.tracker.log(r, round_scalars(report.round_row(self.sm, r, evaluations), by_round.get(r)))
 
     # --- redo from a point ------------------------------------------------------------------
     def discard_plan(self, r: int, stage: str) -> list[Path]:
@@ -321,6 +345,7 @@ class RoundController:
                     cache.pop(f"round_{rr}", None)
                 atomic_write_json(self.paths.evaluations, cache)
             self.sm.reset_from(r, stage, self.cfg.TOTAL_ROUNDS)
+            forget_rounds(self.cfg.workspace, r)
         finally:
             self.sm.release_lock()
         return files

@@ -81,44 +81,31 @@ def format_table(result: dict) -> str:
 
 
 # ---------------------------------------------------------------- benchmark files
-def _reference_answer(row: dict) -> str | None:
-    from prosetting.managers.question_manager import read_reference  # the one reading of GSM8K and MATH rows
-
-    return read_reference(row)[0]
-
-
 def load_benchmark(path: str | Path) -> list[dict]:
     """Questions of a JSON Lines benchmark (GSM8K, MATH-500 or the shipped format) as question records.
 
     Each line needs `question` (or `problem`) and a reference: `answer` (GSM8K's text after `####`, or a
     `\\boxed{}` in it) or a `solution` ending in `\\boxed{}`. A line that has neither raises, naming file and line.
+    Other sources (parquet, dataset folders, Hub datasets) go through processors/eval_sets.py the same way.
     """
+    from prosetting.processors.eval_sets import EvalSetError, to_questions
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: benchmark file not found")
-    questions = []
+    rows = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            rows.append((f"line {lineno}", json.loads(line)))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
-        text = row.get("question", row.get("problem"))
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{path}: line {lineno}: no `question` or `problem` text")
-        answer = _reference_answer(row)
-        if answer is None:
-            raise ValueError(f"{path}: line {lineno}: no reference answer: expected `answer` "
-                             "(GSM8K `#### value` allowed) or a `solution` with \\boxed{...}")
-        meta = dict(row.get("meta") or {})
-        if "level" not in meta and row.get("level") is not None:
-            meta["level"] = row["level"]
-        qid = row.get("id", row.get("unique_id", f"{path.stem}-{lineno:05d}"))
-        questions.append({"id": str(qid), "question": text, "answer": answer, "meta": meta})
-    if not questions:
+    if not rows:
         raise ValueError(f"{path}: no questions (empty file)")
+    try:
+        questions = to_questions(rows, str(path), path.stem)
+    except EvalSetError as exc:
+        raise ValueError(str(exc)) from None
     log.info("loaded %d questions from %s", len(questions), path)
     return questions

@@ -1,7 +1,12 @@
-"""Evaluate a solver on a benchmark: greedy accuracy and Mean@k, per level, printed and saved as JSON.
+"""Evaluate a solver on benchmarks: greedy accuracy and Mean@k, per set and per level, printed and saved as JSON.
 
     python scripts/evaluate.py --model workspace/checkpoints/merged_solver_r5 --data data/heldout.jsonl --k 32
-    python scripts/evaluate.py --model MODEL --data gsm8k_test.jsonl --k 8 --backend vllm --out gsm8k.json
+    python scripts/evaluate.py --model Qwen/Qwen3-8B --data hub:openai/gsm8k:main:test --k 8 --backend vllm
+    python scripts/evaluate.py --model MODEL --sets "gsm8k=hub:openai/gsm8k:main:test,math500=hub:HuggingFaceH4/MATH-500"
+
+--model is a model folder or a Hugging Face Hub id (fetched through the Hub cache; HF_HUB_OFFLINE=1 reads
+only the cache). --data is one source (a file, a dataset folder, or hub:ID[:CONFIG[:SPLIT]]); --sets takes
+several named sets in the syntax of EVAL_SETS (README, "Evaluation sets").
 """
 
 from __future__ import annotations
@@ -16,14 +21,21 @@ from pathlib import Path
 from prosetting.collectors.backends import resolve_backend, vllm_installed
 from prosetting.collectors.engine_pool import open_pool
 from prosetting.core.config import Config
+from prosetting.core.eval_spec import EvalSpecError, parse_entry, parse_eval_sets
 from prosetting.core.io import atomic_write_json
+from prosetting.core.models import ModelNotFound, check_model_setting, resolve_model
+from prosetting.processors.eval_sets import EvalSetError, load_eval_set
 from prosetting.processors.evaluator import evaluate, format_table, load_benchmark
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="Hugging Face model folder of the solver.")
-    p.add_argument("--data", required=True, help="JSON Lines benchmark (`question`/`problem`, `answer`/`solution`).")
+    p.add_argument("--model", required=True, help="Model folder of the solver, or a Hugging Face Hub id.")
+    p.add_argument("--revision", default="", help="Branch, tag or commit of a Hub id (default: main).")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="One benchmark: a JSON Lines/JSON/parquet/CSV file, a dataset folder, or "
+                                     "hub:ID[:CONFIG[:SPLIT]] (`question`/`problem`, `answer`/`solution`).")
+    data.add_argument("--sets", help="Several named sets, as EVAL_SETS: NAME=SOURCE,NAME=SOURCE,...")
     p.add_argument("--k", type=int, default=32, help="Samples per question for Mean@k (0: greedy only).")
     p.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature for Mean@k.")
     p.add_argument("--max-new-tokens", type=int, default=512, help="Longest generated solution.")
@@ -33,20 +45,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpus", default="", help="GPU ids for vLLM engines (PHYSICAL_SOLVER_GPU); empty: every visible GPU.")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per vLLM engine (TENSOR_PARALLEL_SIZE).")
     p.add_argument("--system-prompt", default=Config.SOLVER_SYSTEM_PROMPT, help="System message given to the solver.")
-    p.add_argument("--out", help="Where to save the JSON result (default: <data stem>_eval.json next to the model).")
+    p.add_argument("--out", help="Where to save the JSON result (default: <data stem>_eval.json, or sets_eval.json, "
+                                 "next to the model folder; in the working folder for a Hub id).")
     return p.parse_args(argv)
+
+
+def load_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """{name: questions} for --data (one set) or --sets; raises ValueError/OSError with the source named."""
+    if args.sets:
+        return {spec.name: load_eval_set(spec) for spec in parse_eval_sets(args.sets)}
+    path = Path(args.data)
+    if path.suffix == ".jsonl" and not args.data.startswith("hub:"):
+        return {path.stem: load_benchmark(path)}  # the plain file, with its file and line in any error
+    name = args.data.split(":")[1].split("/")[-1] if args.data.startswith("hub:") else path.stem
+    return {name: load_eval_set(parse_entry(f"{_safe(name)}={args.data}"))}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)[:40] or "data"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not (Path(args.model) / "config.json").is_file():
-        print(f"--model: expected a Hugging Face model folder with config.json, got {args.model!r}", file=sys.stderr)
+    problem = check_model_setting("--model", args.model, args.revision)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     try:
-        questions = load_benchmark(args.data)
-    except (OSError, ValueError) as exc:
-        print(f"--data: {exc}", file=sys.stderr)
+        sets = load_sets(args)
+    except (OSError, ValueError, EvalSpecError, EvalSetError) as exc:
+        print(f"--{'sets' if args.sets else 'data'}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        model = resolve_model(args.model, args.revision or None)
+    except ModelNotFound as exc:
+        print(f"--model: {exc}", file=sys.stderr)
         return 2
 
     backend_name = args.backend
@@ -56,17 +90,29 @@ def main(argv: list[str] | None = None) -> int:
     backend_name = resolve_backend(backend_name)
     cfg = dataclasses.replace(Config(), COLLECTION_BACKEND=backend_name, PHYSICAL_SOLVER_GPU=args.gpus,
                               TENSOR_PARALLEL_SIZE=args.tensor_parallel_size, SEED=args.seed)
-    pool = open_pool(cfg, args.model, Path(tempfile.mkdtemp(prefix="prosetting-evaluate-")), "evaluate")
+    pool = open_pool(cfg, model.path, Path(tempfile.mkdtemp(prefix="prosetting-evaluate-")), "evaluate")
+    results = {}
     try:
-        result = evaluate(pool, questions, k=args.k, temperature=args.temperature, seed=args.seed,
-                          max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt)
+        for name, questions in sets.items():  # one set of engines for every set
+            results[name] = evaluate(pool, questions, k=args.k, temperature=args.temperature, seed=args.seed,
+                                     max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt)
     finally:
         pool.close()
-    result.update({"model": str(args.model), "data": str(args.data), "backend": backend_name})
-
-    out = Path(args.out) if args.out else Path(args.model) / f"{Path(args.data).stem}_eval.json"
+    source = {"model": args.model, "model_path": model.path, "commit": model.commit, "backend": backend_name}
+    if args.data:
+        result = {**next(iter(results.values())), **source, "data": args.data}
+        default_name = f"{_safe(next(iter(sets)))}_eval.json"
+    else:
+        result = {**source, "sets": args.sets, "results": results,
+                  "average": {k: sum(r[k] for r in results.values()) / len(results) for k in ("greedy", "mean_at_k")}}
+        default_name = "sets_eval.json"
+    out = Path(args.out) if args.out else (Path(args.model) if not model.repo_id else Path.cwd()) / default_name
     atomic_write_json(out, result)
-    print(format_table(result))
+    for name, r in results.items():
+        print(f"{name}:\n{format_table(r)}")
+    if len(results) > 1:
+        print(f"average over {len(results)} sets: greedy {100 * result['average']['greedy']:.1f}%, "
+              f"Mean@{args.k} {100 * result['average']['mean_at_k']:.1f}%")
     print(f"saved {out}")
     return 0
 

@@ -44,7 +44,7 @@ def test_precedence_defaults_env_file_environment_command_line(tmp_path):
                  marks=pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")),
     ("TEACHER_BACKEND", "llm", "TEACHER_BASE_URL: required when TEACHER_BACKEND=llm"),
     ("TRL_LOSS_WEIGHTS", "1.0,0.5", "TRL_LOSS_WEIGHTS: expected 1 weight (one per"),  # embedded: TRL_LOSS_TYPE=sft
-    ("SOLVER_MODEL_PATH", "/nonexistent/model", "SOLVER_MODEL_PATH: expected a Hugging Face model folder"),
+    ("SOLVER_MODEL_PATH", "/nonexistent/model", "SOLVER_MODEL_PATH: '/nonexistent/model' is neither an existing folder"),
     ("QUESTIONS_FILE", "/nonexistent/q.json", "QUESTIONS_FILE: file not found"),
     ("NO_SUCH_KEY", "1", "NO_SUCH_KEY: unknown setting"),
 ])

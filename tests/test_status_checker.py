@@ -179,3 +179,75 @@ def test_training_hosts_are_checked_for_several_machines(tmp_path, good):
     rc, report = run_checker(tmp_path, {**two, "TRAIN_HOSTS": "no-such-host.invalid"}, "--json")
     hosts = by_name(report)["training hosts"]
     assert rc != 0 and hosts["status"] == "fail" and "no-such-host.invalid" in hosts["message"] and "ssh" in hosts["fix"]
+
+
+def test_hub_models_not_in_the_cache_are_named_with_the_fix(tmp_path, good, monkeypatch):
+    """Offline, a Hub id in the cache passes as its snapshot folder; one not cached fails with `hf download`."""
+    from tests.hub_cache import add_model
+
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (model / "tokenizer.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 2048)
+    snapshot = add_model(cache, "org/solver", model)
+    settings = {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/writer"}
+    rc, report = run_checker(tmp_path, settings, "--json")
+    checks = by_name(report)
+    assert rc == 1 and checks["configuration"]["status"] == "ok"
+    assert checks["solver model"]["status"] == "ok"
+    assert checks["solver model"]["message"].startswith(f"org/solver@main, commit {snapshot.name} in the local cache: {snapshot}")
+    writer = checks["generator model"]
+    assert writer["status"] == "fail" and "GENERATOR_MODEL_PATH=org/writer: not in the local Hugging Face cache" in writer["message"]
+    assert writer["fix"].startswith("hf download org/writer") and str(cache) in writer["fix"]
+    rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(tmp_path / "missing" / "model")}, "--json")
+    assert rc == 1 and "neither an existing folder nor a Hugging Face Hub id" in by_name(report)["configuration"]["message"]
+
+
+def test_eval_sets_are_checked_before_the_run(tmp_path, good, monkeypatch):
+    """A Hub dataset in the datasets cache passes offline, one that is not fails with the command that fetches it, a
+    local file with a bad row fails naming the row."""
+    import datasets
+
+    from tests.hub_cache import add_dataset
+
+    cache = tmp_path / "datasets-cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    add_dataset(cache, "org/bench", {"test": datasets.Dataset.from_list([{"problem": "1+1?", "answer": "2"}] * 3)})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?"}\n')
+    sets = f"bench=hub:org/bench,gsm8k=hub:openai/gsm8k:main:test,mine={bad}"
+    rc, report = run_checker(tmp_path, {**good, "EVAL_SETS": sets}, "--json")
+    checks = by_name(report)
+    assert rc == 1 and checks["eval set bench"]["status"] == "ok" and "in the datasets cache" in checks["eval set bench"]["message"]
+    gsm = checks["eval set gsm8k"]
+    assert gsm["status"] == "fail" and "HF_HUB_OFFLINE=1" in gsm["message"]
+    assert "datasets.load_dataset('openai/gsm8k', 'main', split='test')" in gsm["fix"]
+    assert checks["eval set mine"]["status"] == "fail" and "line 1: no reference answer" in checks["eval set mine"]["message"]
+
+
+def test_online_an_unknown_model_fails_and_an_uncached_one_says_what_it_downloads(tmp_path, good, monkeypatch):
+    """Against a server speaking the Hub's protocol (HF_ENDPOINT): a known id not in the cache is a warning with its
+    size, an unknown id fails with the fix."""
+    from tests.hub_server import HubServer
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (model / "model.safetensors").write_bytes(b"\0" * 3 * 1024**2)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with HubServer({"org/solver": model}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/typo"},
+                                 "--json")
+    checks = by_name(report)
+    solver, writer = checks["solver model"], checks["generator model"]
+    assert rc == 1 and solver["status"] == "warn" and "the run downloads 3 MiB before its first stage" in solver["message"]
+    assert solver["fix"].startswith("hf download org/solver")
+    assert writer["status"] == "fail" and "GENERATOR_MODEL_PATH=org/typo: no such model on the Hub" in writer["message"]
+    assert "https://huggingface.co/org/typo" in writer["fix"] and "set GENERATOR_MODEL_PATH to a model folder" in writer["fix"]

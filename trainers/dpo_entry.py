@@ -33,6 +33,7 @@ def main() -> None:
         heartbeat,
         load_tokenizer_and_model,
         lora_config,
+        project_of,
         report_to,
         save_final,
     )
@@ -53,7 +54,7 @@ def main() -> None:
     has_eval = "validation" in data and len(data["validation"]) > 0
     config = DPOConfig(
         output_dir=spec["output_dir"],
-        run_name=spec.get("run_name"),
+        run_name=spec.get("run_name"), **project_of(spec),
         per_device_train_batch_size=spec["batch_size"],
         per_device_eval_batch_size=spec["batch_size"],
         gradient_accumulation_steps=spec["grad_accum"],

@@ -45,6 +45,11 @@ def report_to(spec: dict) -> list[str]:
     return targets
 
 
+def project_of(spec: dict) -> dict:
+    """The tracking project for the training arguments (trackio's run is project + run_name), when the spec has one."""
+    return {"project": spec["project"]} if spec.get("project") else {}
+
+
 def heartbeat():
     """A callback printing a line per logging step, so the parent's log shows progress without a terminal."""
     from transformers import TrainerCallback

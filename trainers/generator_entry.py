@@ -42,6 +42,7 @@ def main() -> None:
         heartbeat,
         load_tokenizer_and_model,
         lora_config,
+        project_of,
         report_to,
         save_final,
     )
@@ -53,7 +54,7 @@ def main() -> None:
     tokenizer, model, dtype = load_tokenizer_and_model(spec)
     peft_config = lora_config(spec)
     config = SFTConfig(
-        output_dir=spec["output_dir"], run_name=spec.get("run_name"),
+        output_dir=spec["output_dir"], run_name=spec.get("run_name"), **project_of(spec),
         per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=spec["grad_accum"],
         learning_rate=spec["learning_rate"], warmup_steps=spec.get("warmup_ratio", 0.0),
         num_train_epochs=spec["num_epochs"], loss_type="nll", max_length=spec["max_length"],

@@ -20,6 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
+from prosetting.core import tracking
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, replace_dir
 from prosetting.trainers import launch
@@ -42,7 +43,7 @@ def latest_generator(paths, r: int) -> Path | None:
 def base_generator(ctx: RunContext) -> Path:
     """GENERATOR_MODEL_PATH, else the initial solver (for the embedded default: its warm-started tiny model)."""
     if ctx.cfg.GENERATOR_MODEL_PATH:
-        return Path(ctx.cfg.GENERATOR_MODEL_PATH)
+        return ctx.model_path("GENERATOR_MODEL_PATH")
     return Path(ctx.base_model())
 
 
@@ -86,7 +87,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
     preset = launch.resolve_preset(cfg, gpus)
     spec = solver_training.build_spec(cfg, model, files, [], run_dir, r, preset=preset)
     spec.update(learning_rate=cfg.GENERATOR_LEARNING_RATE, num_epochs=cfg.GENERATOR_NUM_EPOCHS,
-                run_name=f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}")
+                **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}"))
     spec_path = run_dir / "spec.json"
     atomic_write_json(spec_path, spec)
     log_path = paths.generator_log(r)

@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from prosetting.core import tracking
 from prosetting.core.config import Config
 from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, replace_dir, tail_text
@@ -67,7 +68,7 @@ def build_spec(cfg: Config, model: Path, train: list[str], val: list[str], run_d
         "validation_files": val,
         "output_dir": str(run_dir),
         "final_dir": str(run_dir / "final"),
-        "run_name": f"{Path(cfg.WORKSPACE_DIR).name}-r{r}",
+        **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-r{r}"),  # wandb/trackio: the workspace's run
         "batch_size": cfg.TRL_BATCH_SIZE,
         "grad_accum": cfg.TRL_GRAD_ACCUM,
         "learning_rate": cfg.TRL_LEARNING_RATE,
@@ -162,7 +163,8 @@ def train_and_verify(cfg: Config, spec: dict, spec_path: Path, entry: str, log_p
         raise TrainingFailed(str(exc)) from exc
     pid_file = run_dir / "launch_pids.json"
     _stop_stale_launches(pid_file, str(spec_path))
-    returncode = _run_streaming(stop_event, [cmd, *remotes], log_path, r, launch.launch_env(config_path), pid_file)
+    env = {**launch.launch_env(config_path), **tracking.launch_env(cfg)}  # wandb: the steps join the workspace's run
+    returncode = _run_streaming(stop_event, [cmd, *remotes], log_path, r, env, pid_file)
     if returncode != 0:
         tail = tail_text(log_path, 40)
         advice = launch.failure_advice(tail, launch.resolve_preset(cfg, gpus))

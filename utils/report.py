@@ -8,6 +8,7 @@ import time
 from prosetting.core.config import Config
 from prosetting.core.io import atomic_write_json, atomic_write_text, read_json
 from prosetting.core.state_manager import StateManager
+from prosetting.utils import eval_report
 from prosetting.utils.writer_report import short, writer_figures
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,12 @@ def _fmt(x, pct=False) -> str:
     return f"{100 * x:.1f}%" if pct else str(x)
 
 
+def trained_rounds(sm: StateManager, upto: int) -> list[tuple[int, bool]]:
+    """(round, trained) for the rounds up to `upto` that have started."""
+    return [(r, bool((read_json(sm.paths.train_result(r)) or {}).get("trained")))
+            for r in range(1, upto + 1) if sm.paths.progress(r).exists()]
+
+
 def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
     evaluations = read_json(sm.paths.evaluations) or {}
     base = evaluations.get("baseline")
@@ -95,7 +102,8 @@ def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
                      f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}  {short(row['writers'])}")
         if row.get("teacher"):
             lines.append(_teacher_line(row["teacher"]))
-    table = "\n".join(lines)
+    sets = eval_report.render_text(eval_report.eval_table(evaluations, trained_rounds(sm, upto), cfg.EVAL_K))
+    table = "\n".join(lines) + ("\n\n" + sets if sets else "")
     print("\n" + table + "\n", flush=True)
     return table
 
@@ -124,7 +132,10 @@ def write_summary(cfg: Config, sm: StateManager, status: str, started: float) ->
         "baseline_heldout_accuracy": base["greedy"] if base else None,
         "baseline_heldout_mean_at_k": base["mean_at_k"] if base else None,
         "final_heldout_accuracy": rounds[-1]["heldout_accuracy"] if rounds else None,
-        "heldout_k": cfg.HELDOUT_K,
+        "heldout_k": cfg.EVAL_K,
+        "eval_k": cfg.EVAL_K,
+        "eval_primary": (base or {}).get("primary", "heldout"),  # whose figures the heldout_* keys hold
+        "eval_table": eval_report.eval_table(evaluations, [(row["round"], row["trained"]) for row in rounds], cfg.EVAL_K),
         "rounds": rounds,
         **teacher_totals(rounds),
         "errors": state["failures"],
@@ -157,7 +168,8 @@ def render_markdown(summary: dict, evaluations: dict) -> str:
              f"Workspace `{summary['workspace']}`, {summary['duration_s']:.0f} s, rounds done {summary['rounds_done']}, "
              f"failed {summary['rounds_failed']}.", ""]
     if summary["baseline_heldout_accuracy"] is not None:
-        lines += [f"Held-out greedy accuracy: {_fmt(summary['baseline_heldout_accuracy'], True)} at the start, "
+        primary = summary.get("eval_primary", "heldout")
+        lines += [f"{'Held-out' if primary == 'heldout' else primary} greedy accuracy: {_fmt(summary['baseline_heldout_accuracy'], True)} at the start, "
                   f"{_fmt(summary['final_heldout_accuracy'], True)} after the last round "
                   f"(Mean@{summary['heldout_k']}: {_fmt(summary['baseline_heldout_mean_at_k'], True)} -> "
                   f"{_fmt(summary['rounds'][-1]['heldout_mean_at_k'] if summary['rounds'] else None, True)}).", ""]
@@ -172,13 +184,10 @@ def render_markdown(summary: dict, evaluations: dict) -> str:
     teacher = [(row["round"], row["teacher"]) for row in summary["rounds"] if row.get("teacher")]
     if teacher:
         lines += ["", "LLM Teacher per round:", "", "```"] + [f"round {r}: {_teacher_line(t).strip()}" for r, t in teacher] + ["```"]
-    per_level = {label: ev.get("per_level") for label, ev in evaluations.items() if ev.get("per_level")}
-    if per_level:
-        lines += ["", "Held-out greedy accuracy per difficulty level:", ""]
-        levels = sorted({lv for d in per_level.values() for lv in d}, key=str)
-        lines += ["| model | " + " | ".join(f"level {lv}" for lv in levels) + " |", "|---" * (len(levels) + 1) + "|"]
-        for label, d in per_level.items():
-            lines.append(f"| {label} | " + " | ".join(_fmt((d.get(lv) or {}).get("greedy"), True) for lv in levels) + " |")
+    table = eval_report.render_markdown(summary.get("eval_table"))
+    if table:
+        lines += ["", *table]
+    lines += eval_report.levels_markdown(evaluations)  # the evaluator's `by_level`, per set
     writers = [(row["round"], name, f) for row in summary["rounds"] for name, f in sorted(row.get("writers", {}).items())]
     if writers:
         lines += ["", "Question writers (mean utility of accepted questions, graded by the next round):", "",
@@ -202,10 +211,16 @@ def plot(summary: dict, path) -> None:
     xs = [0] + [row["round"] for row in rounds]
     greedy = [summary["baseline_heldout_accuracy"]] + [row["heldout_accuracy"] for row in rounds]
     meank = [summary["baseline_heldout_mean_at_k"]] + [row["heldout_mean_at_k"] for row in rounds]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    table = summary.get("eval_table")
+    several = bool(table) and len(table["sets"]) > 1
+    fig, axes = plt.subplots(1, 2 if several else 1, figsize=(13 if several else 7, 4))
+    ax = axes[0] if several else axes
+    if several:
+        eval_report.plot_sets(axes[1], table)
     if any(v is not None for v in greedy):
-        ax.plot(xs, [v if v is not None else float("nan") for v in greedy], "o-", label="held-out greedy")
-        ax.plot(xs, [v if v is not None else float("nan") for v in meank], "s--", label=f"held-out Mean@{summary['heldout_k']}")
+        name = summary.get("eval_primary", "heldout").replace("heldout", "held-out")
+        ax.plot(xs, [v if v is not None else float("nan") for v in greedy], "o-", label=f"{name} greedy")
+        ax.plot(xs, [v if v is not None else float("nan") for v in meank], "s--", label=f"{name} Mean@{summary['heldout_k']}")
     ax.plot([row["round"] for row in rounds], [row["pool"]["solver_accuracy"] or float("nan") for row in rounds], "^:",
             label="pool accuracy (sampled)")
     ax.set_xlabel("round (0 = warm start)")

@@ -27,8 +27,17 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, diff_configs, load_config
 from prosetting.core.io import read_json
+from prosetting.core.models import (
+    IGNORE_PATTERNS,
+    ModelNotFound,
+    cached_model,
+    hub_hint,
+    is_hub_id,
+    resolve_model,
+)
 from prosetting.core.state_manager import STAGES, StateManager
 from prosetting.managers.question_manager import QuestionFileError, load_questions_file
 from prosetting.trainers.gpu_manager import parse_gpu_list, query_gpus
@@ -65,20 +74,83 @@ def _weights(folder: Path) -> list[Path]:
     return sorted([*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")])
 
 
-def check_model(cfg: Config, quick: bool) -> Check:
+def check_models(cfg: Config, quick: bool, timeout: float) -> list[Check]:
+    """The solver (embedded, a folder or a Hub id) and, when set, the Generator's base model."""
     if cfg.embedded:
         base = StateManager(cfg.workspace).paths.base_model
         if (base / "config.json").is_file():
-            return Check("solver model", "ok", f"embedded tiny solver, already built in {base}")
-        return Check("solver model", "ok", f"embedded tiny solver: built and warm-started in {base} on the first "
-                     f"run (SFT until {cfg.WARMSTART_TARGET_ACCURACY:.0%} validation accuracy, at most {cfg.WARMSTART_STEPS} steps; "
-                     "minutes on a CPU)")
-    folder = Path(cfg.SOLVER_MODEL_PATH)
-    fix = f"point SOLVER_MODEL_PATH at a folder saved with save_pretrained (config.json, tokenizer, weights); now {folder}"
+            checks = [Check("solver model", "ok", f"embedded tiny solver, already built in {base}")]
+        else:
+            checks = [Check("solver model", "ok", f"embedded tiny solver: built and warm-started in {base} on the first "
+                            f"run (SFT until {cfg.WARMSTART_TARGET_ACCURACY:.0%} validation accuracy, at most "
+                            f"{cfg.WARMSTART_STEPS} steps; minutes on a CPU)")]
+    else:
+        checks = [check_model("solver model", "SOLVER_MODEL_PATH", cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION,
+                              quick, timeout)]
+    if cfg.GENERATOR_MODEL_PATH:
+        checks.append(check_model("generator model", "GENERATOR_MODEL_PATH", cfg.GENERATOR_MODEL_PATH,
+                                  cfg.GENERATOR_MODEL_REVISION, quick, timeout))
+    return checks
+
+
+def check_model(name: str, key: str, value: str, revision: str, quick: bool, timeout: float) -> Check:
+    """A model setting: a Hub id must be in the local cache (or say what the run would download), then its folder
+    needs config, tokenizer and weights."""
+    if not is_hub_id(value):
+        return check_model_folder(name, key, Path(value), quick)
+    try:
+        cached = resolve_model(value, revision or None, local_only=True)
+    except ModelNotFound as exc:
+        if "incomplete" in str(exc):
+            return Check(name, "fail", str(exc), hub_hint(value, revision or None))
+        return check_hub_model(name, key, value, revision or None, timeout)
+    check = check_model_folder(name, key, Path(cached.path), quick)
+    check.message = f"{value}@{revision or 'main'}, commit {cached.commit or '?'} in the local cache: {check.message}"
+    return check
+
+
+def check_hub_model(name: str, key: str, repo_id: str, revision: str | None, timeout: float) -> Check:
+    """A Hub id not in the local cache: offline that is a failure; online, the Hub says whether it exists and its size."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    fix = f"{hub_hint(repo_id, revision)} into this machine's cache ({constants.HF_HUB_CACHE})"
+    if constants.HF_HUB_OFFLINE:
+        return Check(name, "fail", f"{key}={repo_id}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
+                     "downloading it", f"{fix} where the network is reachable, or unset HF_HUB_OFFLINE")
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout)
+    except GatedRepoError:
+        return Check(name, "fail", f"{key}={repo_id} is gated on the Hub", f"accept its terms at https://huggingface.co/"
+                     f"{repo_id}, log in (`hf auth login` or HF_TOKEN), then {fix}")
+    except RepositoryNotFoundError:
+        return Check(name, "fail", f"{key}={repo_id}: no such model on the Hub (or a private one without a login), "
+                     "and no such local folder", f"check the id at https://huggingface.co/{repo_id}, log in for a private "
+                     f"model (`hf auth login`), or set {key} to a model folder")
+    except RevisionNotFoundError:
+        return Check(name, "fail", f"{key}={repo_id} has no revision {revision!r} on the Hub",
+                     f"set {key.replace('_PATH', '_REVISION')} to a branch, tag or commit of https://huggingface.co/{repo_id}")
+    except Exception as exc:  # unreachable Hub, proxy, timeout: the run may still download later
+        return Check(name, "warn", f"{key}={repo_id}: not in the local cache, and the Hub did not answer "
+                     f"({type(exc).__name__}: {exc})", fix)
+    size = sum((s.size or 0) for s in info.siblings or [] if s.size and _downloaded(s.rfilename)) / GIB
+    amount = f"{size:.1f} GiB" if size >= 0.1 else f"{size * 1024:.0f} MiB"
+    return Check(name, "warn", f"{key}={repo_id}: on the Hub (commit {(info.sha or '?')[:12]}) but not in the local "
+                 f"cache: the run downloads {amount} before its first stage", fix)
+
+
+def _downloaded(filename: str) -> bool:
+    from fnmatch import fnmatch
+
+    return not any(fnmatch(filename, pattern) for pattern in IGNORE_PATTERNS)
+
+
+def check_model_folder(name: str, key: str, folder: Path, quick: bool) -> Check:
+    fix = f"point {key} at a folder saved with save_pretrained (config.json, tokenizer, weights) or a Hub id; now {folder}"
     try:
         model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     except (OSError, json.JSONDecodeError) as exc:
-        return Check("solver model", "fail", f"{folder / 'config.json'} does not parse: {exc}", fix)
+        return Check(name, "fail", f"{folder / 'config.json'} does not parse: {exc}", fix)
     tokenizer = [n for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json") if (folder / n).is_file()]
     weights = _weights(folder)
     index = folder / "model.safetensors.index.json"
@@ -86,11 +158,11 @@ def check_model(cfg: Config, quick: bool) -> Check:
         shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
         missing = sorted(s for s in shards if not (folder / s).is_file())
         if missing:
-            return Check("solver model", "fail", f"{len(missing)} weight shard(s) listed in {index.name} are missing: "
+            return Check(name, "fail", f"{len(missing)} weight shard(s) listed in {index.name} are missing: "
                          f"{', '.join(missing[:3])}", "copy the whole model folder again")
     problems = [p for p, bad in (("no tokenizer files", not tokenizer), ("no weights (*.safetensors, *.bin)", not weights)) if bad]
     if problems:
-        return Check("solver model", "fail", f"{folder}: {'; '.join(problems)}", fix)
+        return Check(name, "fail", f"{folder}: {'; '.join(problems)}", fix)
     size = sum(w.stat().st_size for w in weights) / GIB
     if not quick:
         try:
@@ -99,9 +171,9 @@ def check_model(cfg: Config, quick: bool) -> Check:
             AutoConfig.from_pretrained(folder)
             AutoTokenizer.from_pretrained(folder)
         except Exception as exc:
-            return Check("solver model", "fail", f"transformers cannot load {folder}: {type(exc).__name__}: {exc}", fix)
+            return Check(name, "fail", f"transformers cannot load {folder}: {type(exc).__name__}: {exc}", fix)
     how = "files present" if quick else "config and tokenizer load"
-    return Check("solver model", "ok", f"{folder}: {model_type}, {len(weights)} weight file(s), {size:.1f} GiB ({how})")
+    return Check(name, "ok", f"{folder}: {model_type}, {len(weights)} weight file(s), {size:.1f} GiB ({how})")
 
 
 def check_questions(cfg: Config) -> list[Check]:
@@ -129,6 +201,64 @@ def check_questions(cfg: Config) -> list[Check]:
     return checks
 
 
+def check_eval_sets(cfg: Config, quick: bool, timeout: float) -> list[Check]:
+    """Each EVAL_SETS set: read from its file or folder (a bad row fails here), or found in the datasets cache; a Hub
+    dataset that is not cached fails offline and, online, is looked up on the Hub."""
+    from prosetting.core.eval_spec import parse_eval_sets
+    from prosetting.processors.eval_sets import EvalSetError, hub_dataset_cached, load_eval_set
+
+    sm = StateManager(cfg.workspace)
+    sources = read_json(sm.paths.eval_sources) or {}
+    checks = []
+    for spec in parse_eval_sets(cfg.EVAL_SETS, check_paths=False):
+        name, copy = f"eval set {spec.name}", sm.paths.eval_set(spec.name)
+        if copy.exists() and sources.get(spec.name) == spec.text:
+            n = sum(1 for line in copy.read_text().splitlines() if line.strip())
+            checks.append(Check(name, "ok", f"{n} questions already read into {copy}"))
+            continue
+        if spec.kind == "hub":
+            cached = hub_dataset_cached(spec)
+            if cached is None:
+                checks.append(check_hub_dataset(name, spec, timeout))
+                continue
+            if quick:
+                checks.append(Check(name, "ok", f"{spec.describe()}: in the datasets cache ({cached})"))
+                continue
+        try:
+            n = len(load_eval_set(spec))
+        except EvalSetError as exc:
+            checks.append(Check(name, "fail", str(exc), "fix the source or its EVAL_SETS entry (README, Evaluation sets)"))
+            continue
+        checks.append(Check(name, "ok", f"{n} questions from {spec.describe()}"))
+    return checks
+
+
+def check_hub_dataset(name: str, spec, timeout: float) -> Check:
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    call = f"datasets.load_dataset({spec.dataset_id!r}, {spec.config!r}, split={spec.split or 'test'!r})"
+    fix = f'python -c "import datasets; {call}" where the Hub is reachable, with the same HF_HOME / HF_DATASETS_CACHE'
+    if constants.HF_HUB_OFFLINE:
+        return Check(name, "fail", f"{spec.describe()}: not in the datasets cache and HF_HUB_OFFLINE=1 forbids "
+                     "downloading it", fix)
+    try:
+        info = HfApi().dataset_info(spec.dataset_id, revision=spec.revision, timeout=timeout)
+    except GatedRepoError:
+        return Check(name, "fail", f"{spec.dataset_id} is gated on the Hub", f"accept its terms at https://huggingface.co/"
+                     f"datasets/{spec.dataset_id} and log in (`hf auth login`), then {fix}")
+    except RepositoryNotFoundError:
+        return Check(name, "fail", f"{spec.dataset_id}: no such dataset on the Hub (or a private one without a login)",
+                     f"check the id at https://huggingface.co/datasets/{spec.dataset_id}, or use a local file or folder")
+    except RevisionNotFoundError:
+        return Check(name, "fail", f"{spec.dataset_id} has no revision {spec.revision!r}", "fix ?revision= in EVAL_SETS")
+    except Exception as exc:
+        return Check(name, "warn", f"{spec.describe()}: not in the datasets cache, and the Hub did not answer "
+                     f"({type(exc).__name__}: {exc})", fix)
+    return Check(name, "warn", f"{spec.describe()}: on the Hub (commit {(info.sha or '?')[:12]}), not cached yet: read "
+                 "at the run's start", fix)
+
+
 # ---------------------------------------------------------------- machine
 def check_workspace(cfg: Config) -> Check:
     root = cfg.workspace
@@ -145,9 +275,10 @@ def check_workspace(cfg: Config) -> Check:
                      "fix the folder's permissions or set WORKSPACE_DIR to a writable place")
     free = shutil.disk_usage(existing).free / GIB
     need = MIN_FREE_GIB
-    if not cfg.embedded:  # every trained round writes a merged copy of the solver
+    solver = None if cfg.embedded else cached_model(cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION or None)
+    if solver:  # every trained round writes a merged copy of the solver
         trained = max(0, cfg.TOTAL_ROUNDS - cfg.TRAIN_START_ROUND + 1)
-        need = max(need, sum(w.stat().st_size for w in _weights(Path(cfg.SOLVER_MODEL_PATH))) / GIB * (trained + 1))
+        need = max(need, sum(w.stat().st_size for w in _weights(Path(solver.path))) / GIB * (trained + 1))
     state = "exists" if root.exists() else f"will be created under {existing}"
     if free < need:
         return Check("workspace", "warn", f"{root} ({state}): {free:.1f} GiB free, a full run needs about {need:.1f} GiB",
@@ -190,6 +321,12 @@ def check_packages(cfg: Config | None, quick: bool) -> list[Check]:
                             "pip install vllm, or set COLLECTION_BACKEND=transformers") if needed
                       else Check("vllm", "ok", "not installed (optional: only COLLECTION_BACKEND=vllm needs it)"))
     checks.append(check_datasets_is_hf(quick))
+    if cfg is not None and tracking.targets(cfg):
+        missing = tracking.missing_packages(cfg)
+        checks.append(Check("trackers", "fail", f"TRL_REPORT_TO={cfg.TRL_REPORT_TO}: {', '.join(missing)} not installed",
+                            f"pip install {' '.join(missing)}, or leave them out of TRL_REPORT_TO") if missing else
+                      Check("trackers", "ok", f"{', '.join(tracking.targets(cfg))}: round figures in "
+                            f"{cfg.workspace / 'tracking'} and the trainers' steps, one run per workspace"))
     return checks
 
 
@@ -218,7 +355,8 @@ def check_collection_engines(cfg: Config) -> Check:
     if backend != "vllm":
         return Check("collection engines", "ok", f"{backend} in the stage's process (COLLECTION_BACKEND={cfg.COLLECTION_BACKEND})")
     gpus = query_gpus(timeout=5)
-    problems = check_engines(cfg, cfg.SOLVER_MODEL_PATH or None, gpus)
+    solver = cached_model(cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION or None) if cfg.SOLVER_MODEL_PATH else None
+    problems = check_engines(cfg, solver.path if solver else None, gpus)
     if problems:
         return Check("collection engines", "fail", "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
     try:
@@ -389,7 +527,9 @@ def run_checks(env_file: str | None = ".env", workspace: str | None = None, quic
     check, cfg = check_config(env_file, workspace)
     checks = [check]
     if cfg is not None:
-        checks += [check_model(cfg, quick), *check_questions(cfg), check_workspace(cfg)]
+        timeout = 3.0 if quick else 10.0
+        checks += [*check_models(cfg, quick, timeout), *check_questions(cfg), *check_eval_sets(cfg, quick, timeout),
+                   check_workspace(cfg)]
     checks += [*check_packages(cfg, quick), check_gpus(cfg)]
     if cfg is not None:
         checks.append(check_collection_engines(cfg))
