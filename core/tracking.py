@@ -99,7 +99,8 @@ class RoundTracker:
         missing = missing_packages(cfg)
         if missing:
             raise TrackingError(f"TRL_REPORT_TO={cfg.TRL_REPORT_TO}: {', '.join(missing)} not installed; "
-                                f"pip install {' '.join(PACKAGES[m] for m in missing)}, or leave them out of TRL_REPORT_TO")
+                                f"pip install {' '.join(PACKAGES[m] for m in missing)} (requirements-trackers.txt), "
+                                "or leave them out of TRL_REPORT_TO")
         return cls(cfg, chosen)
 
     def logged(self, target: str) -> list[int]:

