@@ -1,5 +1,6 @@
 """The LLM Teacher against vLLM's own OpenAI-compatible server on the CPU, serving a tiny random solver:
-the real protocol end to end. Its answers are nonsense; the grading stage must survive them."""
+the real protocol end to end. Its answers are nonsense: the grading stage must stop loudly, naming the model and
+the shape it expected, with the rule check's verdicts standing and no attempt silently graded incorrect."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.reward_calculator import run_grading
 from prosetting.teacher_model.base import WriteRequest
-from prosetting.teacher_model.llm_teacher import LLMTeacher
+from prosetting.teacher_model.llm_teacher import LLMTeacher, NoUsableAnswer, TeacherError
 from tests.conftest import needs_vllm
 
 pytestmark = [pytest.mark.slow, needs_vllm]
@@ -66,7 +67,7 @@ def vllm_server(tmp_path_factory):
         log.close()
 
 
-def test_grading_and_writing_survive_a_real_vllm_server_answering_nonsense(tmp_path, vllm_server):
+def test_grading_stops_loudly_on_a_real_vllm_server_answering_nonsense(tmp_path, vllm_server):
     cfg, _ = load_config(env_file=None, environ={}, overrides={
         "WORKSPACE_DIR": str(tmp_path / "ws"), "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": vllm_server,
         "TEACHER_MODEL_NAME": "tiny-teacher", "GRADING_MODE": "hybrid", "TEACHER_GRADING_UNIT": "question",
@@ -79,14 +80,19 @@ def test_grading_and_writing_survive_a_real_vllm_server_answering_nonsense(tmp_p
          "answer": ans, "truncated": False, "num_tokens": 4} for k, ans in enumerate([q["answer"], "0"])]}
         for q in questions])
     ctx._teacher = teacher = LLMTeacher.from_config(cfg, backoff_s=0.1)
-    stats = run_grading(ctx, 1)
-    rewards = read_jsonl(ctx.paths.rewards(1))
-    assert stats["questions"] == 3 and stats["ungraded"] == 0 and len(rewards) == 3
-    usage = stats["teacher_usage"]
-    assert usage["calls"] >= 3 and usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
-    assert usage["rule_verdicts"] == 3  # the matching attempts, no call
-    # whatever the tiny model said, each question has one verdict per attempt and the matches stand
-    assert all(r["num_attempts"] == 2 and r["verdicts"][0]["correct"] for r in rewards)
-    written = teacher.write_questions(WriteRequest(question=questions[0], zone="mastered", success_rate=1.0, count=1))
-    assert isinstance(written, list)  # nonsense is asked again, then skipped: never a crash
-    assert teacher.stats()["unusable_replies"] >= 1
+    with pytest.raises(TeacherError) as err:
+        run_grading(ctx, 1)
+    message = str(err.value)
+    # the stage names the model, what it answered and the shape it expected, and says how to go on
+    assert "tiny-teacher" in message and "expected" in message and '"verdicts"' in message
+    assert "3 of 3 questions got no grade" in message and "run the same command again" in message
+    # nothing is written for an ungraded question: no attempt was silently graded incorrect
+    assert not ctx.paths.rewards(1).exists() or read_jsonl(ctx.paths.rewards(1)) == []
+    stats = teacher.stats()
+    assert stats["calls"] >= 3 and stats["unusable_replies"] >= 3
+    assert stats["prompt_tokens"] > 0 and stats["completion_tokens"] > 0
+    assert stats["rule_verdicts"] == 3  # the matching attempts were decided by the rule check, no call
+    # a writing request answered with nonsense is asked again, then fails on its own (the enhancement stage
+    # counts it against TEACHER_MAX_FAILURE_FRACTION), naming the model and the shape expected
+    with pytest.raises(NoUsableAnswer, match=r"tiny-teacher gave no usable reply for writing .* expected \[\{"):
+        teacher.write_questions(WriteRequest(question=questions[0], zone="mastered", success_rate=1.0, count=1))
