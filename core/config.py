@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -44,14 +45,17 @@ class Config:
     TRAIN_START_ROUND: int = _f(3, "First round that trains the solver; earlier rounds only accumulate preference pairs.", minimum=1)
     ATTEMPTS_PER_QUESTION: int = _f(8, "Sampled solutions per question in collection.", minimum=1)
     SEED: int = _f(42, "Seed for sampling, pair selection, splits, question writing and training.", minimum=0)
-    CURRICULUM: str = _f("teacher", "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method) or `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds).", choices=("teacher", "static"))
+    CURRICULUM: str = _f("teacher", "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method), `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds) or `nonadaptive` (the Teacher writes from parents and policies drawn at random, never looking at the Solver's results, and the pool keeps a random subset: the control that shows what adapting adds).", choices=("teacher", "static", "nonadaptive"))
+    NONADAPTIVE_PLAN: str = _f("", "With CURRICULUM=nonadaptive, a JSON file of how many questions to write per round and policy ({\"rounds\": {\"1\": {\"stepping_stone\": 30, ...}}}, e.g. what the full loop wrote: benchmarks/ablations.py makes it); empty writes NEW_QUESTIONS_PER_PARENT per pool question, each with a random policy.")
     REPLAY_FAILED: bool = _f(True, "Put every question the solver has not mastered back into the next pool (Socratic-Zero's replay of failures).")
     REPLAY_RATIO: float = _f(0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0)
     MAX_PAIRS_PER_QUESTION: int = _f(8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1)
     DPO_TRUNCATE_REJECTED: bool = _f(False, "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.")
     VALIDATION_FRACTION: float = _f(0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5)
-    NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per learning-zone or mastered question.", minimum=0)
-    MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool (new questions kept first); 0 means no bound.", minimum=0)
+    NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).", minimum=0)
+    NEAR_MASTERY: float = _f(0.75, "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.", minimum=0.0, maximum=1.0)
+    MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0)
+    POOL_CAP: str = _f("stratified", "How a pool over MAX_POOL_SIZE is cut: `stratified` (an equal share per difficulty level, or per seed lineage where levels are unknown; unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).", choices=("stratified", "new_first"))
     LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     # --- collection ---
@@ -106,7 +110,8 @@ class Config:
     TRL_LOSS_TYPE: str = _f("sigmoid,sft", "Comma-separated TRL loss_type terms; `sigmoid,sft` is DPO plus NLL on the chosen side.")
     TRL_LOSS_WEIGHTS: str = _f("", "Comma-separated weights, one per loss term; empty weighs each term 1.")
     TRL_WARMUP_RATIO: float = _f(0.0, "Fraction of each training launch spent warming the learning rate up from 0 (the optimizer starts fresh every round).", minimum=0.0, maximum=0.9)
-    TRL_NUM_EPOCHS: float = _f(1.0, "Epochs over the accumulated pairs per trained round.", minimum=0.0)
+    TRL_NUM_EPOCHS: float = _f(1.0, "Epochs over the accumulated pairs per trained round (unless TRL_MAX_STEPS is set).", minimum=0.0)
+    TRL_MAX_STEPS: int = _f(0, "Optimizer steps per trained round, whatever the number of pairs (TRL max_steps: fewer pairs are seen more often, more are subsampled); 0 lets TRL_NUM_EPOCHS decide.", minimum=0)
     TRL_BATCH_SIZE: int = _f(16, "Per-device train batch size.", minimum=1)
     TRL_GRAD_ACCUM: int = _f(1, "Gradient accumulation steps.", minimum=1)
     TRL_MAX_LENGTH: int = _f(1024, "Longest prompt+completion in tokens; longer pairs are truncated by TRL.", minimum=8)
@@ -210,6 +215,8 @@ class Config:
             raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
         if self.SOLVER_MODEL_PATH and not (Path(self.SOLVER_MODEL_PATH) / "config.json").is_file():
             raise ConfigError(f"SOLVER_MODEL_PATH: expected a Hugging Face model folder with config.json, got {self.SOLVER_MODEL_PATH!r}")
+        if self.CURRICULUM == "nonadaptive" and self.NONADAPTIVE_PLAN:
+            read_write_plan(self.NONADAPTIVE_PLAN)
         for key in ("QUESTIONS_FILE", "HELDOUT_FILE"):
             path = getattr(self, key)
             if path and not Path(path).is_file():
@@ -248,6 +255,34 @@ class Config:
         return out
 
 
+# The writing policies of teacher_model/base.py:POLICIES (core imports nothing above it; a test keeps them equal).
+WRITE_PLAN_POLICIES = ("stepping_stone", "error_sibling", "harder_variant")
+
+
+def read_write_plan(path: str | os.PathLike) -> dict[int, dict[str, int]]:
+    """NONADAPTIVE_PLAN: {round: {policy: questions to write}}, from {"rounds": {"1": {"stepping_stone": 30, ...}}}."""
+    where = f"NONADAPTIVE_PLAN: {path}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    rounds = data.get("rounds") if isinstance(data, dict) else None
+    if not isinstance(rounds, dict):
+        raise ConfigError(f'{where}: expected an object {{"rounds": {{"1": {{"stepping_stone": 30, ...}}, ...}}}}')
+    plan: dict[int, dict[str, int]] = {}
+    for r, counts in rounds.items():
+        if not str(r).isdigit() or not isinstance(counts, dict):
+            raise ConfigError(f"{where}: rounds.{r}: expected a round number mapped to {{policy: count}}")
+        for name, n in counts.items():
+            if name not in WRITE_PLAN_POLICIES or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ConfigError(f"{where}: rounds.{r}.{name}: expected one of {', '.join(WRITE_PLAN_POLICIES)} "
+                                  f"mapped to a count >= 0, got {n!r}")
+        plan[int(r)] = dict(counts)
+    return plan
+
+
 def describe_fields() -> list[tuple[str, Any, str]]:
     """(key, default, help) for every setting, in declaration order; used by .env.example and --help."""
     return [(f.name, f.default, f.metadata["help"]) for f in fields(Config)]
@@ -272,6 +307,7 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     "TRL_LEARNING_RATE": 5e-4,
     "TRL_WARMUP_RATIO": 0.2,
     "TRL_LOSS_TYPE": "sft",
+    "TRL_MAX_STEPS": 20,
     "GENERATOR_LEARNING_RATE": 3e-3,
     "GENERATOR_NUM_EPOCHS": 60.0,
 }

@@ -113,15 +113,51 @@ def load_questions_file(path: str | Path, origin: str = "seed") -> list[dict]:
     return questions
 
 
+def stratum(q: dict) -> tuple:
+    """What a capped pool balances: the question's difficulty level where the task records one, else its lineage
+    (the seed it descends from), so that no one level or seed's family fills the pool."""
+    level = (q.get("meta") or {}).get("level")
+    if isinstance(level, (int, float)) and not isinstance(level, bool):
+        return (0, -float(level), "")  # levels first, hardest first: a remainder slot goes to the harder level
+    return (1, 0.0, str(q.get("root_id") or q["id"]))
+
+
+def stratified_cut(groups: list[list[dict]], max_size: int) -> set[str]:
+    """Ids to keep when `groups` (in priority order) hold more than max_size questions: the cap is shared out
+    one slot at a time across strata (`stratum`), so each stratum keeps an equal share, or all it has when it
+    has fewer; within a stratum the earlier groups' questions are kept first."""
+    by_stratum: dict[tuple, list[dict]] = {}
+    for group in groups:
+        for q in group:
+            by_stratum.setdefault(stratum(q), []).append(q)
+    order = sorted(by_stratum)
+    taken = dict.fromkeys(order, 0)
+    left = max_size
+    while left > 0:
+        progressed = False
+        for key in order:
+            if left > 0 and taken[key] < len(by_stratum[key]):
+                taken[key] += 1
+                left -= 1
+                progressed = True
+        if not progressed:
+            break
+    return {q["id"] for key in order for q in by_stratum[key][: taken[key]]}
+
+
 def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questions: list[dict],
                     replay_ratio: float, seed: int, round_: int, max_size: int = 0,
-                    replay_failed: bool = True) -> tuple[list[dict], dict]:
+                    replay_failed: bool = True, cap: str = "stratified") -> tuple[list[dict], dict]:
     """New questions, every failed question again, and a seeded random share of the mastered ones.
 
     "Failed" means not mastered (success rate below 1), as in Socratic-Zero's replay of failures;
     `replay_failed=False` leaves them out (an ablation), except questions never graded.
     Questions whose text is already in the pool are dropped, so a Teacher repeating itself cannot
-    inflate the pool. Returns the pool and counts of where its questions came from.
+    inflate the pool. Over `max_size`, `cap="stratified"` keeps an equal share per level (per lineage where
+    levels are unknown), unmastered questions first, then new ones, then mastered replays, so the frontier
+    stays in the pool however many easy questions are written; `cap="new_first"` keeps new questions first
+    and cuts from the end. Returns the pool (new, failed, mastered, in that order) and where its questions
+    came from.
     """
     failed, mastered = [], []
     for q in questions:
@@ -137,21 +173,62 @@ def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questio
     picked = sorted(rng.sample(range(len(mastered)), round(replay_ratio * len(mastered))))
     replay = [mastered[i] for i in picked]
 
-    pool: list[dict] = []
+    groups: list[tuple[str, list[dict]]] = []
     seen: set[str] = set()
     counts = {"new": 0, "failed_replay": 0, "mastered_replay": 0, "duplicates_dropped": 0, "cut_by_max_size": 0}
     for kind, group in (("new", new_questions), ("failed_replay", failed), ("mastered_replay", replay)):
+        unique = []
         for q in group:
             key = _normalise(q["question"])
             if key in seen:
                 counts["duplicates_dropped"] += 1
                 continue
-            if max_size and len(pool) >= max_size:
+            seen.add(key)
+            unique.append(q)
+        groups.append((kind, unique))
+    total = sum(len(g) for _, g in groups)
+    if max_size and total > max_size and cap == "stratified":
+        by_kind = dict(groups)
+        keep = stratified_cut([by_kind["failed_replay"], by_kind["new"], by_kind["mastered_replay"]], max_size)
+    elif max_size and total > max_size:
+        keep = {q["id"] for q in [q for _, g in groups for q in g][:max_size]}
+    else:
+        keep = None
+    pool: list[dict] = []
+    for kind, group in groups:
+        for q in group:
+            if keep is not None and q["id"] not in keep:
                 counts["cut_by_max_size"] += 1
                 continue
-            seen.add(key)
             pool.append(q)
             counts[kind] += 1
+    return pool, counts
+
+
+def build_blind_pool(questions: list[dict], new_questions: list[dict], seed: int, round_: int,
+                     max_size: int = 0) -> tuple[list[dict], dict]:
+    """The non-adaptive control's next pool: the new questions and the whole current pool, and over `max_size` a
+    seeded random subset of them; nothing about the Solver's results decides what stays."""
+    seen: set[str] = set()
+    candidates: list[tuple[str, dict]] = []
+    counts = {"new": 0, "replay": 0, "duplicates_dropped": 0, "cut_by_max_size": 0}
+    for kind, group in (("new", new_questions), ("replay", questions)):
+        for q in group:
+            key = _normalise(q["question"])
+            if key in seen:
+                counts["duplicates_dropped"] += 1
+                continue
+            seen.add(key)
+            candidates.append((kind, q))
+    keep = range(len(candidates))
+    if max_size and len(candidates) > max_size:
+        keep = sorted(random.Random(f"{seed}:blind-pool:{round_}").sample(range(len(candidates)), max_size))
+        counts["cut_by_max_size"] = len(candidates) - max_size
+    pool = []
+    for i in keep:
+        kind, q = candidates[i]
+        pool.append(q)
+        counts[kind] += 1
     return pool, counts
 
 

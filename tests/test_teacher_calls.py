@@ -231,6 +231,9 @@ def test_too_difficult_questions_are_rechecked_and_flawed_ones_dropped_with_thei
 
     def responder(req):
         prompt = req["messages"][-1]["content"]
+        if "easier problem(s) on the path to this one" in prompt:  # a kept question's stepping stone
+            assert "One of the student's failed attempts" in prompt
+            return json.dumps([{"question": "What is 2+3?", "answer": "5", "solution": "\\boxed{5}"}])
         assert "check the problem itself" in prompt and req["temperature"] == 0
         flawed = "What is 1+1?" in prompt
         return json.dumps({"valid": not flawed, "reason": "the reference answer should be 2" if flawed else "fine"})
@@ -241,10 +244,11 @@ def test_too_difficult_questions_are_rechecked_and_flawed_ones_dropped_with_thei
         append_jsonl(ctx.paths.rewards(1), [score(row["question_id"], 1, [
             {"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]]) for row in rows])
         stats = run_enhancement(ctx, 1)
-        assert len(server.chat_requests) == 10
+        assert len(server.chat_requests) == 10 + 9  # ten re-checks, a stepping stone for each of the nine kept
     pool = json.loads(ctx.paths.questions(2).read_text())
-    assert stats["dropped_flawed"] == 1 and len(pool) == 9 and "q1" not in {q["id"] for q in pool}
+    assert stats["dropped_flawed"] == 1 and "q1" not in {q["id"] for q in pool}
+    assert stats["written_by_policy"] == {"stepping_stone": 9, "error_sibling": 0, "harder_variant": 0}
     dropped = [row for row in read_jsonl(ctx.paths.enhanced_questions(1)) if row.get("dropped")]
     assert dropped == [{"parent_id": "q1", "zone": "too_difficult", "questions": [],
                         "dropped": "the reference answer should be 2"}]
-    assert stats["teacher_usage"]["calls"] == 10
+    assert stats["teacher_usage"]["calls"] == 19
