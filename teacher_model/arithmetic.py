@@ -7,11 +7,11 @@
 Every reference solution is a column trace, one step per column from the right, carry (or borrow)
 written out; it is what makes a tiny solver learnable (see NOTES.md). `BuiltinTeacher` grades by
 reference and writes questions by policy (teacher_model/base.py): a stepping stone for a too-difficult
-question (the same problem one digit narrower, aimed at the column the attempt got wrong: for 3-operand
-sums, that column on its own), a sibling that repeats the column pattern a learning-zone attempt got
-wrong, and for a (nearly) mastered question a harder variant that raises one dimension of its Spec
-(digits, operands or carries) onto a rung of the ladder, so 2-digit sums with carries lead to both
-3-operand sums and 3-digit sums.
+question (the nearest rung under it that is part of it, e.g. a 2-digit sum with carries under a 3-digit
+or a 3-operand sum, aimed at the carry pattern of the column the attempt got wrong where that rung can
+hold it), a sibling that repeats the column pattern a learning-zone attempt got wrong, and for a (nearly)
+mastered question a harder variant that raises one dimension of its Spec (digits, operands or carries)
+onto a rung of the ladder, so 2-digit sums with carries lead to both 3-operand sums and 3-digit sums.
 
     python -c "from prosetting.teacher_model.arithmetic import write_data_files; write_data_files('data')"
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 import re
 from dataclasses import dataclass
@@ -168,21 +167,16 @@ def _on_rung(spec: Spec, rung: Spec) -> bool:
     return (spec.op, spec.digits, spec.operands) == (rung.op, rung.digits, rung.operands) and rung.carries in ("any", spec.carries)
 
 
-def level_of(spec: Spec) -> float:
-    """The ladder level of a Spec: its rung's (a rung with "any" carries holds "some" and "none"); a Spec one digit
-    narrower than a rung, and on no rung itself (the stepping stone of a 3-operand sum: one column), sits half a
-    level under that rung; anything else off the ladder counts as MAX_LEVEL."""
+def level_of(spec: Spec) -> int:
+    """The ladder level of a Spec: its rung's (a rung with "any" carries holds "some" and "none"); off the ladder
+    (above its top), MAX_LEVEL."""
     for i, rung in enumerate(LADDER):
         if _on_rung(spec, rung):
             return i + 1
-    wider = dataclasses.replace(spec, digits=spec.digits + 1)
-    for i, rung in enumerate(LADDER):
-        if _on_rung(wider, rung):
-            return i + 0.5
     return MAX_LEVEL
 
 
-def problem_record(spec: Spec, operands: list[int], level: float | None = None) -> dict:
+def problem_record(spec: Spec, operands: list[int], level: int | None = None) -> dict:
     steps, result = trace(spec.op, operands)
     if level is None:
         level = level_of(spec)
@@ -232,12 +226,11 @@ def first_wrong_step(question: dict, text: str) -> int | None:
 
 
 def _column_filter(i: int, cin: int, cout: int, width: int):
-    """Draws whose column i (the last one when the problem is narrower) has carry in `cin` and out `cout`; the
-    rightmost column has no carry in, so there only the carry out is asked for."""
+    """Draws whose column i (the last one when the problem is narrower) has carry in `cin` and out `cout`."""
     j = min(i, width - 1)
 
     def want(s, _ops, j=j, cin=cin, cout=cout):
-        return len(s) > j and s[j].carry_out == cout and (s[j].carry_in == cin or j == 0)
+        return len(s) > j and s[j].carry_out == cout and s[j].carry_in == cin
 
     return want
 
@@ -278,19 +271,29 @@ def harder_specs(spec: Spec) -> list[Spec]:
     if rungs:
         return [LADDER[i] for i in rungs]
     if level < MAX_LEVEL:
-        return [LADDER[math.floor(level)]]  # the next rung: level 3.5 -> LADDER[3], level 4
+        return [LADDER[level]]  # the next rung
     return [dataclasses.replace(spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands,
                                 digits=spec.digits + (spec.op != "+"))]
 
 
-def stepping_stone_spec(spec: Spec) -> Spec | None:
-    """The same problem one digit narrower (a 2-digit sum of three numbers becomes one column of three digits);
-    None for one-digit problems of two operands, which have nothing simpler under them."""
-    if spec.digits > 1:
-        return dataclasses.replace(spec, digits=spec.digits - 1)
-    if spec.operands > 2:
-        return dataclasses.replace(spec, operands=spec.operands - 1)
-    return None
+def easier_specs(spec: Spec) -> list[Spec]:
+    """The rungs under `spec` that are part of it (same operation, no more digits, no more operands), nearest
+    first: a 3-operand or a 3-digit sum has the 2-digit sum with carries under it, that one the sum without
+    carries and the 1-digit sum. Empty at the bottom of the ladder."""
+    level = level_of(spec)
+    return [LADDER[i] for i in reversed(range(level - 1))
+            if LADDER[i].op == spec.op and LADDER[i].digits <= spec.digits and LADDER[i].operands <= spec.operands]
+
+
+def _reachable(spec: Spec, want) -> bool:
+    """Whether some problem of `spec` passes the filter (a fixed, separate draw: the request's rng is not used)."""
+    rng = random.Random(0)
+    for _ in range(300):
+        operands = _draw_operands(spec, rng)
+        steps, _ = trace(spec.op, operands)
+        if _carries_ok(spec, steps) and want(steps, operands):
+            return True
+    return False
 
 
 class BuiltinTeacher:
@@ -314,15 +317,21 @@ class BuiltinTeacher:
             out = []
             for _ in range(request.count):
                 target = request.rng.choice(harder_specs(spec))
-                out.append((target, None, f"harder variant of a level-{level:g} question{solved}: {target.describe()}"))
+                out.append((target, None, f"harder variant of a level-{level} question{solved}: {target.describe()}"))
             return out
         if request.policy == "stepping_stone":
-            target = stepping_stone_spec(spec)
-            if target is None:
+            below = easier_specs(spec)
+            if not below:
                 want, aim = _aim(request.question, text)
-                return [(spec, want, f"stepping stone{solved}: nothing under level {level:g}; same rung, {aim}")] * request.count
-            want, aim = _aim(request.question, text, width=target.digits)
-            return [(target, want, f"stepping stone under a level-{level:g} question{solved}: {target.describe()}, "
+                return [(spec, want, f"stepping stone{solved}: nothing under level {level}; same rung, {aim}")] * request.count
+            # the nearest rung under it that can repeat the failed column's carry pattern; else the nearest rung
+            for target in below:
+                want, aim = _aim(request.question, text, width=target.digits)
+                if want is None or _reachable(target, want):
+                    break
+            else:
+                target, want, aim = below[0], None, f"{aim}: not possible under it, the nearest rung instead"
+            return [(target, want, f"stepping stone under a level-{level} question{solved}: {target.describe()}, "
                                    f"{aim}")] * request.count
         want, aim = _aim(request.question, text)
         return [(spec, want, f"error sibling{solved}: {aim}")] * request.count
