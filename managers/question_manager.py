@@ -122,27 +122,44 @@ def stratum(q: dict) -> tuple:
     return (1, 0.0, str(q.get("root_id") or q["id"]))
 
 
-def stratified_cut(groups: list[list[dict]], max_size: int) -> set[str]:
-    """Ids to keep when `groups` (in priority order) hold more than max_size questions: the cap is shared out
-    one slot at a time across strata (`stratum`), so each stratum keeps an equal share, or all it has when it
-    has fewer; within a stratum the earlier groups' questions are kept first."""
+FLOOR_SHARE = 0.1  # the weight of a stratum the Solver has mastered: it keeps a little practice, as replays do
+
+
+def stratified_cut(groups: list[list[dict]], max_size: int, rewards: dict[str, dict] | None = None) -> set[str]:
+    """Ids to keep when `groups` (in priority order) hold more than max_size questions. The cap is shared across
+    strata (`stratum`) in proportion to how far the Solver is from mastering each: 1 - the mean success rate of
+    its questions graded this round (at least FLOOR_SHARE; 1 for a stratum with none graded yet, such as a level
+    the Teacher has just reached); a stratum with fewer questions than its share keeps them all and the rest is
+    shared again. Within a stratum the earlier groups' questions are kept first."""
+    rewards = rewards or {}
     by_stratum: dict[tuple, list[dict]] = {}
     for group in groups:
         for q in group:
             by_stratum.setdefault(stratum(q), []).append(q)
-    order = sorted(by_stratum)
-    taken = dict.fromkeys(order, 0)
-    left = max_size
-    while left > 0:
-        progressed = False
-        for key in order:
-            if left > 0 and taken[key] < len(by_stratum[key]):
-                taken[key] += 1
-                left -= 1
-                progressed = True
-        if not progressed:
-            break
-    return {q["id"] for key in order for q in by_stratum[key][: taken[key]]}
+    weight = {}
+    for key, qs in by_stratum.items():
+        rates = [rewards[q["id"]]["success_rate"] for q in qs if "success_rate" in rewards.get(q["id"], {})]
+        weight[key] = max(FLOOR_SHARE, 1.0 - sum(rates) / len(rates)) if rates else 1.0
+    taken = dict.fromkeys(by_stratum, 0)
+    left, open_ = max_size, sorted(by_stratum)
+    while left > 0 and open_:
+        total = sum(weight[k] for k in open_)
+        share = {k: left * weight[k] / total for k in open_}
+        full = [k for k in open_ if len(by_stratum[k]) - taken[k] <= share[k]]
+        if full:  # these keep everything they have; the others share what is left
+            for k in full:
+                left -= len(by_stratum[k]) - taken[k]
+                taken[k] = len(by_stratum[k])
+            open_ = [k for k in open_ if k not in full]
+            continue
+        whole = {k: int(share[k]) for k in open_}
+        for k in open_:
+            taken[k] += whole[k]
+        left -= sum(whole.values())
+        for k in sorted(open_, key=lambda k: (whole[k] - share[k], k))[:left]:  # largest remainders, harder first
+            taken[k] += 1
+        left = 0
+    return {q["id"] for key, qs in by_stratum.items() for q in qs[: taken[key]]}
 
 
 def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questions: list[dict],
@@ -153,11 +170,11 @@ def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questio
     "Failed" means not mastered (success rate below 1), as in Socratic-Zero's replay of failures;
     `replay_failed=False` leaves them out (an ablation), except questions never graded.
     Questions whose text is already in the pool are dropped, so a Teacher repeating itself cannot
-    inflate the pool. Over `max_size`, `cap="stratified"` keeps an equal share per level (per lineage where
-    levels are unknown), unmastered questions first, then new ones, then mastered replays, so the frontier
-    stays in the pool however many easy questions are written; `cap="new_first"` keeps new questions first
-    and cuts from the end. Returns the pool (new, failed, mastered, in that order) and where its questions
-    came from.
+    inflate the pool. Over `max_size`, `cap="stratified"` shares the cap across levels (lineages where levels
+    are unknown) in proportion to how far the Solver is from mastering each (`stratified_cut`), unmastered
+    questions first within a level, then new ones, then mastered replays, so the frontier stays in the pool
+    however many easy questions are written; `cap="new_first"` keeps new questions first and cuts from the end.
+    Returns the pool (new, failed, mastered, in that order) and where its questions came from.
     """
     failed, mastered = [], []
     for q in questions:
@@ -189,7 +206,7 @@ def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questio
     total = sum(len(g) for _, g in groups)
     if max_size and total > max_size and cap == "stratified":
         by_kind = dict(groups)
-        keep = stratified_cut([by_kind["failed_replay"], by_kind["new"], by_kind["mastered_replay"]], max_size)
+        keep = stratified_cut([by_kind["failed_replay"], by_kind["new"], by_kind["mastered_replay"]], max_size, rewards)
     elif max_size and total > max_size:
         keep = {q["id"] for q in [q for _, g in groups for q in g][:max_size]}
     else:

@@ -76,28 +76,32 @@ def test_next_pool_is_new_plus_failed_plus_replayed_share_of_mastered():
 
 
 def test_stratified_cap_keeps_the_frontier_when_easy_questions_flood_in():
-    """Over MAX_POOL_SIZE, every level keeps an equal share (all it has when it has less), unmastered questions
+    """Over MAX_POOL_SIZE, levels share the cap by how far the Solver is from mastering them, unmastered questions
     first: forty new level-1 questions cannot push out the unmastered level-4 ones."""
     lv = lambda i, level, **kw: _q(i, meta={"level": level}, **kw)  # noqa: E731
-    hard = [lv(i, 4) for i in range(10)]  # unmastered level 4
-    mid = [lv(10 + i, 3) for i in range(20)]  # mastered level 3
-    rewards = {q["id"]: {"zone": "too_difficult" if i < 5 else "learning"} for i, q in enumerate(hard)}
-    rewards |= {q["id"]: {"zone": "mastered"} for q in mid}
-    easy = [lv(100 + i, 1, origin="teacher_stepping_stone") for i in range(40)]
-    harder = [lv(200 + i, 5, origin="teacher_harder_variant") for i in range(3)]
-    new_first, _ = build_next_pool(hard + mid, rewards, easy + harder, replay_ratio=1.0, seed=0, round_=2, max_size=30,
+    hard = [lv(i, 4) for i in range(30)]  # level 4, solved 1 time in 10
+    mid = [lv(100 + i, 3) for i in range(30)]  # level 3, solved 7 times in 10
+    rewards = {q["id"]: {"zone": "learning", "success_rate": 0.1} for q in hard}
+    rewards |= {q["id"]: {"zone": "learning", "success_rate": 0.7} for q in mid}
+    easy = [lv(200 + i, 1, origin="teacher_stepping_stone") for i in range(40)]  # new, never graded: weight 1
+    top = [lv(300 + i, 5, origin="teacher_harder_variant") for i in range(3)]
+    new_first, _ = build_next_pool(hard + mid, rewards, easy + top, replay_ratio=1.0, seed=0, round_=2, max_size=43,
                                    cap="new_first")
     assert sum(q["meta"]["level"] == 4 for q in new_first) == 0  # the old cut: the frontier is gone
-    pool, counts = build_next_pool(hard + mid, rewards, easy + harder, replay_ratio=1.0, seed=0, round_=2, max_size=33)
+    pool, counts = build_next_pool(hard + mid, rewards, easy + top, replay_ratio=1.0, seed=0, round_=2, max_size=43)
     levels = [q["meta"]["level"] for q in pool]
-    assert len(pool) == 33 and counts["cut_by_max_size"] == 73 - 33
-    assert levels.count(5) == 3  # fewer than a share: all of them; the other 30 slots shared by three levels
-    assert levels.count(4) == levels.count(3) == levels.count(1) == 10
-    assert [q["id"] for q in pool] == [q["id"] for q in easy + harder + hard + mid if q in pool]  # order kept
+    assert len(pool) == 43 and counts["cut_by_max_size"] == 103 - 43
+    # level 5 has fewer than its share: all 3; the other 40 go 1.0 : 0.9 : 0.3 to levels 1, 4 and 3
+    assert (levels.count(5), levels.count(1), levels.count(4), levels.count(3)) == (3, 18, 16, 6)
+    assert [q["id"] for q in pool] == [q["id"] for q in easy + top + hard + mid if q in pool]  # order kept
+    # a mastered stratum keeps a floor share, as replays do
+    done = {q["id"]: {"zone": "mastered", "success_rate": 1.0} for q in mid}
+    kept = stratified_cut([hard, mid], 20, rewards | done)
+    assert sum(i.startswith("q1") and len(i) == 4 for i in kept) == 2  # 20 * 0.1 / (0.9 + 0.1)
     # without levels, lineages share the cap: one seed's family cannot fill the pool
-    fam = [_q(300 + i, root_id="q0") for i in range(10)] + [_q(400, root_id="q1")]
+    fam = [_q(400 + i, root_id="q0") for i in range(10)] + [_q(500, root_id="q1")]
     cut = stratified_cut([fam], 4)
-    assert "q400" in cut and len(cut) == 4
+    assert "q500" in cut and len(cut) == 4
 
 
 def test_blind_pool_ignores_results():
