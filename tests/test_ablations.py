@@ -8,6 +8,7 @@ round exactly as its workspace files hold it."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -86,10 +87,10 @@ def check_report_composition(ws: Path) -> None:
     summary = json.loads((ws / "auto_training_summary.json").read_text())
     report = (ws / "results" / "report.md").read_text()
     lines = report[report.index("Pool composition per round"):].splitlines()
-    head = next(line for line in lines if line.startswith("| round |"))
-    columns = [c.strip() for c in head.strip("|").split("|")]
-    rows = [dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
-            for line in lines if line.startswith("| ") and line[2].isdigit()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("| round |"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+    columns = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = [dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in table[2:]]
     assert [int(row["round"]) for row in rows] == [1, 2]
     names = {"stepping_stone": "stepping stone", "error_sibling": "error sibling", "harder_variant": "harder variant"}
     for row, srow in zip(rows, summary["rounds"], strict=True):
