@@ -17,6 +17,10 @@ Variants (names for --variants; the default set is full, nonadaptive, static, sf
                     parents drawn at random, without the Solver's results; the pool keeps a random subset
                     (R-Zero's "untrained challenger": what adapting to the Solver adds)
   static            CURRICULUM=static: no Teacher-written questions, the seed pool replayed every round
+  near_mastery_off  NEAR_MASTERY=1.0: only mastered questions get a harder variant (the default: solved >= 0.75)
+  near_mastery_half NEAR_MASTERY=0.5: questions solved half the time or more get one too
+  pool_new_first    POOL_CAP=new_first: over MAX_POOL_SIZE new questions are kept first (the cut before the
+                    stratified one)
   no_failed_replay  REPLAY_FAILED=false: questions the solver has not mastered are not put back
   dpo_nll           TRL_LOSS_TYPE=sigmoid,sft: the DPO term beside the NLL term
   apo_nll           TRL_LOSS_TYPE=apo_zero,sft: the anchored preference term (pushes the chosen side up)
@@ -54,6 +58,9 @@ VARIANTS: dict[str, list[str]] = {
     "full": [],
     "nonadaptive": ["CURRICULUM=nonadaptive"],  # + NONADAPTIVE_PLAN, made per seed from the full loop's workspace
     "static": ["CURRICULUM=static"],
+    "near_mastery_off": ["NEAR_MASTERY=1.0"],
+    "near_mastery_half": ["NEAR_MASTERY=0.5"],
+    "pool_new_first": ["POOL_CAP=new_first"],
     "no_failed_replay": ["REPLAY_FAILED=false"],
     "dpo_nll": ["TRL_LOSS_TYPE=sigmoid,sft"],
     "apo_nll": ["TRL_LOSS_TYPE=apo_zero,sft"],
@@ -69,6 +76,9 @@ DESCRIPTIONS = {
     "full": "full loop (the default)",
     "nonadaptive": "non-adaptive Teacher (same questions per round and policy, random parents, no results)",
     "static": "static pool (seed pool replayed, no Teacher questions)",
+    "near_mastery_off": "harder variants of mastered questions only (`NEAR_MASTERY=1`)",
+    "near_mastery_half": "harder variants from 50 % solved (`NEAR_MASTERY=0.5`)",
+    "pool_new_first": "pool cap keeps new questions first (`POOL_CAP=new_first`, the old cut)",
     "no_failed_replay": "no replay of failed questions",
     "dpo_nll": "DPO + NLL (`sigmoid,sft`)",
     "apo_nll": "APO-zero + NLL (`apo_zero,sft`)",
