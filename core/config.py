@@ -294,9 +294,11 @@ def describe_fields() -> list[tuple[str, Any, str]]:
 # calibration in benchmarks/calibrate_embedded.py (README, "The embedded default"): every round trains on
 # its own fresh pairs, the learning rate warms up because the optimizer starts fresh each round, and the loss
 # is the NLL term alone on the chosen side of the learning-zone pairs: the DPO term pulled the tiny solver
-# down at weight 1 and made the gain seed-dependent at weight 0.1. The character-level Generator has never
-# seen English text: its prompt costs it 7 nats a character at first, and it needs about a hundred steps at a
-# high learning rate on round 1's fifty-odd records before most of what it writes parses (README, "The Generator").
+# down at weight 1 and made the gain seed-dependent at weight 0.1. Every trained round takes TRL_MAX_STEPS steps
+# whatever its pair count, so curricula are compared (benchmarks/ablations.py) at equal training. The
+# character-level Generator has never seen English text: its prompt costs it 7 nats a character at first, and it
+# needs about a hundred steps at a high learning rate on round 1's fifty-odd records before most of what it
+# writes parses (README, "The Generator").
 EMBEDDED_PROFILE: dict[str, Any] = {
     "MAX_NEW_TOKENS": 64,
     "COLLECTION_BATCH_SIZE": 64,
