@@ -55,7 +55,7 @@ class Config:
     NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).", minimum=0)
     NEAR_MASTERY: float = _f(0.75, "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.", minimum=0.0, maximum=1.0)
     MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0)
-    POOL_CAP: str = _f("stratified", "How a pool over MAX_POOL_SIZE is cut: `stratified` (an equal share per difficulty level, or per seed lineage where levels are unknown; unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).", choices=("stratified", "new_first"))
+    POOL_CAP: str = _f("stratified", "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).", choices=("stratified", "new_first"))
     LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     # --- collection ---
