@@ -21,6 +21,10 @@ Variants (names for --variants; the default set is full, nonadaptive, static, sf
   near_mastery_half NEAR_MASTERY=0.5: questions solved half the time or more get one too
   pool_new_first    POOL_CAP=new_first: over MAX_POOL_SIZE new questions are kept first (the cut before the
                     stratified one)
+  previous          the curriculum before the zone policies, by configuration: WRITE_POLICIES without stepping
+                    stones, HARDER_VARIANT=next_rung, NEAR_MASTERY=1, POOL_CAP=new_first
+  previous_raise_one  the same with harder variants that raise one dimension (HARDER_VARIANT=raise_one)
+  previous_stones   the same with stepping stones
   no_failed_replay  REPLAY_FAILED=false: questions the solver has not mastered are not put back
   dpo_nll           TRL_LOSS_TYPE=sigmoid,sft: the DPO term beside the NLL term
   apo_nll           TRL_LOSS_TYPE=apo_zero,sft: the anchored preference term (pushes the chosen side up)
@@ -61,6 +65,10 @@ VARIANTS: dict[str, list[str]] = {
     "near_mastery_off": ["NEAR_MASTERY=1.0"],
     "near_mastery_half": ["NEAR_MASTERY=0.5"],
     "pool_new_first": ["POOL_CAP=new_first"],
+    "previous": ["WRITE_POLICIES=error_sibling,harder_variant", "HARDER_VARIANT=next_rung", "POOL_CAP=new_first",
+                 "NEAR_MASTERY=1.0"],
+    "previous_raise_one": ["WRITE_POLICIES=error_sibling,harder_variant", "POOL_CAP=new_first", "NEAR_MASTERY=1.0"],
+    "previous_stones": ["HARDER_VARIANT=next_rung", "POOL_CAP=new_first", "NEAR_MASTERY=1.0"],
     "no_failed_replay": ["REPLAY_FAILED=false"],
     "dpo_nll": ["TRL_LOSS_TYPE=sigmoid,sft"],
     "apo_nll": ["TRL_LOSS_TYPE=apo_zero,sft"],
@@ -79,6 +87,9 @@ DESCRIPTIONS = {
     "near_mastery_off": "harder variants of mastered questions only (`NEAR_MASTERY=1`)",
     "near_mastery_half": "harder variants from 50 % solved (`NEAR_MASTERY=0.5`)",
     "pool_new_first": "pool cap keeps new questions first (`POOL_CAP=new_first`, the old cut)",
+    "previous": "the previous curriculum (no stepping stones, next rung, mastered only, new-first cut)",
+    "previous_raise_one": "the previous curriculum, harder variants raise one dimension",
+    "previous_stones": "the previous curriculum with stepping stones",
     "no_failed_replay": "no replay of failed questions",
     "dpo_nll": "DPO + NLL (`sigmoid,sft`)",
     "apo_nll": "APO-zero + NLL (`apo_zero,sft`)",

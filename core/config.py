@@ -53,6 +53,8 @@ class Config:
     DPO_TRUNCATE_REJECTED: bool = _f(False, "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.")
     VALIDATION_FRACTION: float = _f(0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5)
     NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).", minimum=0)
+    WRITE_POLICIES: str = _f("stepping_stone,error_sibling,harder_variant", "Writing policies in use, comma-separated: `stepping_stone` (too-difficult questions), `error_sibling` (learning zone), `harder_variant` (mastered and nearly mastered); a question whose policy is left out gets nothing written and is replayed as it is.")
+    HARDER_VARIANT: str = _f("raise_one", "How the built-in Teacher makes a harder variant: `raise_one` (one more digit, operand or carries, onto a rung of the ladder: 2-digit sums with carries lead to 3-operand and 3-digit sums) or `next_rung` (the next rung of the ladder).", choices=("raise_one", "next_rung"))
     NEAR_MASTERY: float = _f(0.75, "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.", minimum=0.0, maximum=1.0)
     MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0)
     POOL_CAP: str = _f("stratified", "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).", choices=("stratified", "new_first"))
@@ -215,6 +217,10 @@ class Config:
             raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
         if self.SOLVER_MODEL_PATH and not (Path(self.SOLVER_MODEL_PATH) / "config.json").is_file():
             raise ConfigError(f"SOLVER_MODEL_PATH: expected a Hugging Face model folder with config.json, got {self.SOLVER_MODEL_PATH!r}")
+        unknown = set(self.write_policies) - set(WRITE_PLAN_POLICIES)
+        if unknown or not self.write_policies:
+            raise ConfigError(f"WRITE_POLICIES: expected a comma list of {', '.join(WRITE_PLAN_POLICIES)}, "
+                              f"got {self.WRITE_POLICIES!r}")
         if self.CURRICULUM == "nonadaptive" and self.NONADAPTIVE_PLAN:
             read_write_plan(self.NONADAPTIVE_PLAN)
         for key in ("QUESTIONS_FILE", "HELDOUT_FILE"):
@@ -225,6 +231,10 @@ class Config:
     @property
     def stop_strings(self) -> tuple[str, ...]:
         return tuple(t for t in self.SAMPLING_STOP.split("||") if t)
+
+    @property
+    def write_policies(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.WRITE_POLICIES.split(",") if t.strip())
 
     @property
     def loss_types(self) -> list[str]:

@@ -66,15 +66,15 @@ def make_request(question: dict, reward: dict, attempts: list[dict], count: int,
 
 
 def make_requests(question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int,
-                  near_mastery: float = 1.0) -> list[WriteRequest]:
+                  near_mastery: float = 1.0, allowed: tuple[str, ...] = POLICIES) -> list[WriteRequest]:
     """One request per writing policy of the question's zone and success rate (`policies_for`)."""
     reqs = [make_request(question, reward, attempts, count, seed, r, policy)
-            for policy in policies_for(reward["zone"], reward["success_rate"], near_mastery)]
+            for policy in policies_for(reward["zone"], reward["success_rate"], near_mastery, allowed)]
     return [req for req in reqs if req is not None]
 
 
-def blind_requests(questions: list[dict], plan: dict[str, int] | None, count: int, seed: int,
-                   r: int) -> dict[str, list[WriteRequest]]:
+def blind_requests(questions: list[dict], plan: dict[str, int] | None, count: int, seed: int, r: int,
+                   allowed: tuple[str, ...] = POLICIES) -> dict[str, list[WriteRequest]]:
     """The non-adaptive control's requests, by parent id: `plan[policy]` questions per policy (without a plan,
     `count` per pool question with a random policy), each from a parent drawn at random from the pool, with no
     zone, success rate or attempt: nothing the Solver did chooses a parent, a policy or an aim."""
@@ -83,7 +83,7 @@ def blind_requests(questions: list[dict], plan: dict[str, int] | None, count: in
     if plan is None:
         for q in questions:
             for _ in range(count):
-                key = (q["id"], rng.choice(POLICIES))
+                key = (q["id"], rng.choice(allowed))
                 wanted[key] = wanted.get(key, 0) + 1
     else:
         for policy in POLICIES:
@@ -108,7 +108,7 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
     cfg, teacher = ctx.cfg, ctx.teacher
     if cfg.CURRICULUM == "nonadaptive":
         plan = read_write_plan(cfg.NONADAPTIVE_PLAN).get(r, {}) if cfg.NONADAPTIVE_PLAN else None
-        blind = blind_requests(questions, plan, cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r)
+        blind = blind_requests(questions, plan, cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r, cfg.write_policies)
         return [(i, q, blind[q["id"]], False) for i, q in enumerate(questions) if q["id"] in blind and q["id"] not in done]
     attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(ctx.paths.trajectories(r))}
     recheck = getattr(teacher, "recheck_question", None)
@@ -117,7 +117,7 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
         if q["id"] in done or q["id"] not in rewards:
             continue
         reqs = make_requests(q, rewards[q["id"]], attempts.get(q["id"], []), cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r,
-                             cfg.NEAR_MASTERY)
+                             cfg.NEAR_MASTERY, cfg.write_policies)
         check_first = recheck is not None and rewards[q["id"]]["zone"] == "too_difficult"
         if reqs or check_first:
             jobs.append((index, q, reqs, check_first))

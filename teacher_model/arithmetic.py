@@ -276,6 +276,15 @@ def harder_specs(spec: Spec) -> list[Spec]:
                                 digits=spec.digits + (spec.op != "+"))]
 
 
+def next_rung(spec: Spec) -> list[Spec]:
+    """The rung after the question's (HARDER_VARIANT=next_rung); above the top, one more operand or digit."""
+    level = level_of(spec)
+    if level < MAX_LEVEL:
+        return [LADDER[level]]
+    return [dataclasses.replace(spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands,
+                                digits=spec.digits + (spec.op != "+"))]
+
+
 def easier_specs(spec: Spec) -> list[Spec]:
     """The rungs under `spec` that are part of it (same operation, no more digits, no more operands), nearest
     first: a 3-operand or a 3-digit sum has the 2-digit sum with carries under it, that one the sum without
@@ -301,9 +310,10 @@ class BuiltinTeacher:
 
     name = "builtin"
 
-    def __init__(self, exclude: set[str] | None = None):
+    def __init__(self, exclude: set[str] | None = None, harder: str = "raise_one"):
         # Question texts never to write (the held-out set), so the pool cannot leak into evaluation.
         self.exclude = set(exclude) if exclude is not None else {q["question"] for q in load_jsonl(HELDOUT_FILE)}
+        self.harder = harder  # HARDER_VARIANT: raise one dimension onto a rung, or the next rung
 
     def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
         return grade_by_reference(question, attempts)
@@ -316,7 +326,7 @@ class BuiltinTeacher:
         if request.policy == "harder_variant":
             out = []
             for _ in range(request.count):
-                target = request.rng.choice(harder_specs(spec))
+                target = request.rng.choice(harder_specs(spec) if self.harder == "raise_one" else next_rung(spec))
                 out.append((target, None, f"harder variant of a level-{level} question{solved}: {target.describe()}"))
             return out
         if request.policy == "stepping_stone":

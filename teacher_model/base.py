@@ -28,12 +28,16 @@ def zone_of(success_rate: float) -> str:
     return "learning"
 
 
-def policies_for(zone: str, success_rate: float, near_mastery: float = 1.0) -> tuple[str, ...]:
-    """The writing policies of a graded question: one per zone, and a learning-zone question solved at least
-    `near_mastery` of the time also gets a harder variant (the Solver nearly masters it)."""
+def policies_for(zone: str, success_rate: float, near_mastery: float = 1.0,
+                 allowed: tuple[str, ...] = POLICIES) -> tuple[str, ...]:
+    """The writing policies of a graded question among `allowed` (WRITE_POLICIES): one per zone, and a
+    learning-zone question solved at least `near_mastery` of the time also gets a harder variant (the Solver
+    nearly masters it)."""
     if zone == "learning" and success_rate >= near_mastery:
-        return ("error_sibling", "harder_variant")
-    return (POLICY_OF_ZONE[zone],) if zone in POLICY_OF_ZONE else ()
+        policies = ("error_sibling", "harder_variant")
+    else:
+        policies = (POLICY_OF_ZONE[zone],) if zone in POLICY_OF_ZONE else ()
+    return tuple(p for p in policies if p in allowed)
 
 
 @dataclass
