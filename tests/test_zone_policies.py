@@ -52,6 +52,20 @@ def test_policies_follow_the_zone_and_near_mastery():
         WriteRequest(QUESTION, None, None)
 
 
+def test_write_policies_and_the_harder_rule_are_settings():
+    allowed = ("error_sibling", "harder_variant")  # the previous curriculum: nothing written from too-difficult ones
+    assert policies_for("too_difficult", 0.0, allowed=allowed) == ()
+    assert policies_for("learning", 0.9, near_mastery=0.75, allowed=allowed) == ("error_sibling", "harder_variant")
+    cfg, _ = load_config(env_file=None, environ={}, overrides={"WRITE_POLICIES": "error_sibling, harder_variant"})
+    assert cfg.write_policies == allowed
+    with pytest.raises(ConfigError, match="WRITE_POLICIES: expected a comma list of stepping_stone"):
+        load_config(env_file=None, environ={}, overrides={"WRITE_POLICIES": "stepping_stones"})
+    q = {"id": "p", **ar.problem_record(ar.LADDER[2], [47, 38], 3)}
+    rung = ar.BuiltinTeacher(harder="next_rung").write_questions(
+        WriteRequest(q, "mastered", 1.0, count=10, rng=random.Random(0)))
+    assert {w["meta"]["level"] for w in rung} == {4}
+
+
 def test_llm_stepping_stone_asks_for_the_missing_sub_problem():
     with TeacherServer(responder=lambda req: reply(("What is 7+5?", "12"))) as server:
         req = WriteRequest(QUESTION, "too_difficult", 0.0, failed_attempt=FAILED, count=1, rng=random.Random(0))
