@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,14 +52,19 @@ class Config:
     TRAIN_START_ROUND: int = _f(3, "First round that trains the solver; earlier rounds only accumulate preference pairs.", minimum=1)
     ATTEMPTS_PER_QUESTION: int = _f(8, "Sampled solutions per question in collection.", minimum=1)
     SEED: int = _f(42, "Seed for sampling, pair selection, splits, question writing and training.", minimum=0)
-    CURRICULUM: str = _f("teacher", "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method) or `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds).", choices=("teacher", "static"))
+    CURRICULUM: str = _f("teacher", "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method), `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds) or `nonadaptive` (the Teacher writes from parents and policies drawn at random, never looking at the Solver's results, and the pool keeps a random subset: the control that shows what adapting adds).", choices=("teacher", "static", "nonadaptive"))
+    NONADAPTIVE_PLAN: str = _f("", "With CURRICULUM=nonadaptive, a JSON file of how many questions to write per round and policy ({\"rounds\": {\"1\": {\"stepping_stone\": 30, ...}}}, e.g. what the full loop wrote: benchmarks/ablations.py makes it); empty writes NEW_QUESTIONS_PER_PARENT per pool question, each with a random policy.")
     REPLAY_FAILED: bool = _f(True, "Put every question the solver has not mastered back into the next pool (Socratic-Zero's replay of failures).")
     REPLAY_RATIO: float = _f(0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0)
     MAX_PAIRS_PER_QUESTION: int = _f(8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1)
     DPO_TRUNCATE_REJECTED: bool = _f(False, "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.")
     VALIDATION_FRACTION: float = _f(0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5)
-    NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per learning-zone or mastered question.", minimum=0)
-    MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool (new questions kept first); 0 means no bound.", minimum=0)
+    NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).", minimum=0)
+    WRITE_POLICIES: str = _f("stepping_stone,error_sibling,harder_variant", "Writing policies in use, comma-separated: `stepping_stone` (too-difficult questions), `error_sibling` (learning zone), `harder_variant` (mastered and nearly mastered); a question whose policy is left out gets nothing written and is replayed as it is.")
+    HARDER_VARIANT: str = _f("raise_one", "How the built-in Teacher makes a harder variant: `raise_one` (one more digit, operand or carries, onto a rung of the ladder: 2-digit sums with carries lead to 3-operand and 3-digit sums) or `next_rung` (the next rung of the ladder).", choices=("raise_one", "next_rung"))
+    NEAR_MASTERY: float = _f(0.75, "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.", minimum=0.0, maximum=1.0)
+    MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0)
+    POOL_CAP: str = _f("stratified", "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).", choices=("stratified", "new_first"))
     LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     # --- collection ---
@@ -114,7 +120,8 @@ class Config:
     TRL_LOSS_TYPE: str = _f("sigmoid,sft", "Comma-separated TRL loss_type terms; `sigmoid,sft` is DPO plus NLL on the chosen side.")
     TRL_LOSS_WEIGHTS: str = _f("", "Comma-separated weights, one per loss term; empty weighs each term 1.")
     TRL_WARMUP_RATIO: float = _f(0.0, "Fraction of each training launch spent warming the learning rate up from 0 (the optimizer starts fresh every round).", minimum=0.0, maximum=0.9)
-    TRL_NUM_EPOCHS: float = _f(1.0, "Epochs over the accumulated pairs per trained round.", minimum=0.0)
+    TRL_NUM_EPOCHS: float = _f(1.0, "Epochs over the accumulated pairs per trained round (unless TRL_MAX_STEPS is set).", minimum=0.0)
+    TRL_MAX_STEPS: int = _f(0, "Optimizer steps per trained round, whatever the number of pairs (TRL max_steps: fewer pairs are seen more often, more are subsampled); 0 lets TRL_NUM_EPOCHS decide.", minimum=0)
     TRL_BATCH_SIZE: int = _f(16, "Per-device train batch size.", minimum=1)
     TRL_GRAD_ACCUM: int = _f(1, "Gradient accumulation steps.", minimum=1)
     TRL_MAX_LENGTH: int = _f(1024, "Longest prompt+completion in tokens; longer pairs are truncated by TRL.", minimum=8)
@@ -222,6 +229,12 @@ class Config:
             problem = check_model_setting(key, getattr(self, key), getattr(self, revision_key))
             if problem:
                 raise ConfigError(problem)
+        unknown = set(self.write_policies) - set(WRITE_PLAN_POLICIES)
+        if unknown or not self.write_policies:
+            raise ConfigError(f"WRITE_POLICIES: expected a comma list of {', '.join(WRITE_PLAN_POLICIES)}, "
+                              f"got {self.WRITE_POLICIES!r}")
+        if self.CURRICULUM == "nonadaptive" and self.NONADAPTIVE_PLAN:
+            read_write_plan(self.NONADAPTIVE_PLAN)
         for key in ("QUESTIONS_FILE", "HELDOUT_FILE"):
             path = getattr(self, key)
             if path and not Path(path).is_file():
@@ -234,6 +247,10 @@ class Config:
     @property
     def stop_strings(self) -> tuple[str, ...]:
         return tuple(t for t in self.SAMPLING_STOP.split("||") if t)
+
+    @property
+    def write_policies(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.WRITE_POLICIES.split(",") if t.strip())
 
     @property
     def loss_types(self) -> list[str]:
@@ -264,6 +281,34 @@ class Config:
         return out
 
 
+# The writing policies of teacher_model/base.py:POLICIES (core imports nothing above it; a test keeps them equal).
+WRITE_PLAN_POLICIES = ("stepping_stone", "error_sibling", "harder_variant")
+
+
+def read_write_plan(path: str | os.PathLike) -> dict[int, dict[str, int]]:
+    """NONADAPTIVE_PLAN: {round: {policy: questions to write}}, from {"rounds": {"1": {"stepping_stone": 30, ...}}}."""
+    where = f"NONADAPTIVE_PLAN: {path}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    rounds = data.get("rounds") if isinstance(data, dict) else None
+    if not isinstance(rounds, dict):
+        raise ConfigError(f'{where}: expected an object {{"rounds": {{"1": {{"stepping_stone": 30, ...}}, ...}}}}')
+    plan: dict[int, dict[str, int]] = {}
+    for r, counts in rounds.items():
+        if not str(r).isdigit() or not isinstance(counts, dict):
+            raise ConfigError(f"{where}: rounds.{r}: expected a round number mapped to {{policy: count}}")
+        for name, n in counts.items():
+            if name not in WRITE_PLAN_POLICIES or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ConfigError(f"{where}: rounds.{r}.{name}: expected one of {', '.join(WRITE_PLAN_POLICIES)} "
+                                  f"mapped to a count >= 0, got {n!r}")
+        plan[int(r)] = dict(counts)
+    return plan
+
+
 def describe_fields() -> list[tuple[str, Any, str]]:
     """(key, default, help) for every setting, in declaration order; used by .env.example and --help."""
     return [(f.name, f.default, f.metadata["help"]) for f in fields(Config)]
@@ -275,9 +320,11 @@ def describe_fields() -> list[tuple[str, Any, str]]:
 # calibration in benchmarks/calibrate_embedded.py (README, "The embedded default"): every round trains on
 # its own fresh pairs, the learning rate warms up because the optimizer starts fresh each round, and the loss
 # is the NLL term alone on the chosen side of the learning-zone pairs: the DPO term pulled the tiny solver
-# down at weight 1 and made the gain seed-dependent at weight 0.1. The character-level Generator has never
-# seen English text: its prompt costs it 7 nats a character at first, and it needs about a hundred steps at a
-# high learning rate on round 1's fifty-odd records before most of what it writes parses (README, "The Generator").
+# down at weight 1 and made the gain seed-dependent at weight 0.1. Every trained round takes TRL_MAX_STEPS steps
+# whatever its pair count, so curricula are compared (benchmarks/ablations.py) at equal training. The
+# character-level Generator has never seen English text: its prompt costs it 7 nats a character at first, and it
+# needs about a hundred steps at a high learning rate on round 1's fifty-odd records before most of what it
+# writes parses (README, "The Generator").
 EMBEDDED_PROFILE: dict[str, Any] = {
     "MAX_NEW_TOKENS": 64,
     "COLLECTION_BATCH_SIZE": 64,
@@ -289,6 +336,7 @@ EMBEDDED_PROFILE: dict[str, Any] = {
     "TRL_WARMUP_RATIO": 0.2,
     "TRL_LOSS_TYPE": "sft",
     "EVAL_K": 4,
+    "TRL_MAX_STEPS": 20,
     "GENERATOR_LEARNING_RATE": 3e-3,
     "GENERATOR_NUM_EPOCHS": 60.0,
 }

@@ -18,12 +18,14 @@ from pathlib import Path
 
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
 from prosetting.processors.question_enhancer import make_request
+from prosetting.teacher_model.base import POLICY_OF_ZONE
 
 log = logging.getLogger(__name__)
 
-ZONE_INSTRUCTION = {
-    "learning": "The student failed this question. Write a new question aimed at the student's error.",
-    "mastered": "The student always solves this question. Write a harder variant.",
+POLICY_INSTRUCTION = {
+    "error_sibling": "The student failed this question. Write a new question aimed at the student's error.",
+    "harder_variant": "The student always solves this question. Write a harder variant.",
+    "stepping_stone": "The student never solves this question. Write an easier question on the path to it.",
 }
 
 
@@ -32,14 +34,15 @@ def utility(success_rate: float, mu: float = 0.5, sigma: float = 0.2) -> float:
     return math.exp(-((success_rate - mu) ** 2) / (2 * sigma**2))
 
 
-def generator_prompt(source: dict, zone: str, attempt: dict | None) -> str:
-    """What the Teacher was given, as one plain-text prompt (the Generator's input)."""
+def generator_prompt(source: dict, policy: str, attempt: dict | None) -> str:
+    """What the Teacher was given, as one plain-text prompt (the Generator's input); `policy` is a writing policy
+    or a zone (which stands for its own policy)."""
     lines = [f"Question: {source['question']}", f"Answer: {source['answer']}"]
     if attempt is not None:
         lines.append(f"Student attempt: {attempt.get('text', '')}")
         if attempt.get("error_analysis"):
             lines.append(f"Error analysis: {attempt['error_analysis']}")
-    lines.append(ZONE_INSTRUCTION[zone])
+    lines.append(POLICY_INSTRUCTION[POLICY_OF_ZONE.get(policy, policy)])
     return "\n".join(lines) + "\nNew question:"
 
 
@@ -65,9 +68,10 @@ def parse_completion(text: str) -> dict | None:
             "solution": solution.strip() or None}
 
 
-def _attempt_for(question: dict, reward: dict, attempts: list[dict], cfg, r: int) -> dict | None:
-    """The attempt the Teacher wrote from: the enhancer's own (seeded) choice of failed attempt, or a correct one."""
-    req = make_request(question, reward, attempts, 1, cfg.SEED, r)
+def _attempt_for(question: dict, reward: dict, attempts: list[dict], cfg, r: int, policy: str | None = None) -> dict | None:
+    """The attempt the Teacher wrote from under `policy`: the enhancer's own (seeded) choice of failed attempt, or
+    (harder variants) a correct one."""
+    req = make_request(question, reward, attempts, 1, cfg.SEED, r, policy)
     if req is None:
         return None
     if req.failed_attempt is not None:
@@ -91,16 +95,17 @@ def export_generator_training(paths, cfg, r: int) -> dict:
     written = 0
     for row in read_jsonl(paths.enhanced_questions(r)):
         source = questions[row["parent_id"]]
-        attempt = _attempt_for(source, rewards[source["id"]], attempts.get(source["id"], []), cfg, r)
         for new in row["questions"]:
             if new["id"] in done:
                 continue
+            policy = new.get("policy") or POLICY_OF_ZONE[row["zone"]]
+            attempt = _attempt_for(source, rewards[source["id"]], attempts.get(source["id"], []), cfg, r, policy)
             graded = next_rewards.get(new["id"])
             s = graded["success_rate"] if graded else None
             record = {
-                "new_question_id": new["id"], "source": source, "zone": row["zone"], "attempt": attempt,
-                "new_question": new, "writer": new.get("writer", "teacher"),
-                "prompt": generator_prompt(source, row["zone"], attempt),
+                "new_question_id": new["id"], "source": source, "zone": row["zone"], "policy": policy,
+                "attempt": attempt, "new_question": new, "writer": new.get("writer", "teacher"),
+                "prompt": generator_prompt(source, policy, attempt),
                 "completion": generator_completion(new),
                 "graded": graded is not None, "success_rate": s,
                 "weight": utility(s, cfg.GENERATOR_UTILITY_MU, cfg.GENERATOR_UTILITY_SIGMA) if graded else None,

@@ -27,11 +27,11 @@ class GeneratorWriter:
         self.unparsable = 0
 
     def prompts(self, request: WriteRequest) -> list[list[dict]]:
-        prompt = generator_prompt(request.question, request.zone, request.failed_attempt)
+        prompt = generator_prompt(request.question, request.policy, request.failed_attempt)
         return [[{"role": "user", "content": prompt}]]
 
     def write_questions(self, request: WriteRequest) -> list[dict]:
-        if request.zone not in ("learning", "mastered") or request.count <= 0:
+        if request.count <= 0:
             return []
         sampling = Sampling(n=request.count, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
                             seed=request.rng.randrange(2**31))

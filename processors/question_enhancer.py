@@ -1,14 +1,16 @@
 """Stage 5, next-round preparation: the Teacher writes new questions by zone, then the next pool is built.
 
 Reads  data/round_XX_{questions.json, trajectories.jsonl, rewards.jsonl}.
-Writes data/round_XX_enhanced_questions.jsonl (one line per parent: what the Teacher wrote for it)
-       and data/round_{XX+1}_questions.json (the next round's pool).
+Writes data/round_XX_enhanced_questions.jsonl (one line per parent: what was written from it, each new
+       question with its `policy`) and data/round_{XX+1}_questions.json (the next round's pool).
 
-Zones, as in Socratic-Zero: from a failed attempt in the learning zone, a question aimed at the error
-(the Teacher's error analysis of that attempt, kept with its verdict, goes into the prompt); from a
-mastered question, a harder variant. A too-difficult question is re-checked by a Teacher that can
-(`recheck_question`): one it finds flawed, or whose reference answer it disputes, is dropped from the
-pool with its reason kept in the enhanced file; the rest go back unchanged.
+Writing policies by zone (teacher_model/base.py:policies_for): a too-difficult question gets a stepping
+stone (an easier question on the path to it, aimed at what its failed attempt could not do); a learning-zone
+question a sibling aimed at its failed attempt's error (the Teacher's error analysis of that attempt, kept
+with its verdict, goes into the prompt); a mastered question, and a learning-zone one solved at least
+NEAR_MASTERY of the time, a harder variant. A Teacher that can (`recheck_question`) first re-checks a
+too-difficult question: one it finds flawed, or whose reference answer it disputes, is dropped from the pool
+with its reason kept in the enhanced file, and gets no stepping stone.
 
 Who writes (QUESTION_WRITER: the Teacher, the newest trained Generator, or both) is chosen per parent by
 `question_writers.QuestionWriters`; every question, whoever wrote it, passes the same check before it may
@@ -17,7 +19,9 @@ A parent whose Teacher requests failed (retries spent, or no usable reply) gets 
 stage goes on and fails at the end only when more than TEACHER_MAX_FAILURE_FRACTION of its parents failed,
 and any re-run writes for just those. A Teacher whose replies are mostly not in the asked shape stops the
 stage before its next request (TEACHER_MAX_UNUSABLE_FRACTION).
-CURRICULUM=static (an ablation) writes nothing and replays the seed pool every round.
+CURRICULUM=static (an ablation) writes nothing and replays the seed pool every round; CURRICULUM=nonadaptive
+(a control) writes as many questions per policy as NONADAPTIVE_PLAN says, from parents drawn at random,
+without the Solver's results, and keeps a random subset of the pool.
 """
 
 from __future__ import annotations
@@ -27,27 +31,33 @@ import random
 import threading
 import time
 
+from prosetting.core.config import read_write_plan
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
-from prosetting.managers.question_manager import build_next_pool
+from prosetting.managers.question_manager import build_blind_pool, build_next_pool
 from prosetting.processors.concurrent import run_concurrently
 from prosetting.processors.question_writers import QuestionWriters
 from prosetting.teacher_model import prompts, teacher_stats, usage_since, watching
-from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.base import POLICIES, POLICY_OF_ZONE, WriteRequest, policies_for
 from prosetting.teacher_model.llm_teacher import TeacherError
 
 log = logging.getLogger(__name__)
 
-ORIGIN_BY_ZONE = {"learning": "teacher_error_variant", "mastered": "teacher_harder_variant"}
+ORIGIN_BY_POLICY = {"stepping_stone": "teacher_stepping_stone", "error_sibling": "teacher_error_variant",
+                    "harder_variant": "teacher_harder_variant"}
 
 
-def make_request(question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int) -> WriteRequest | None:
+def make_request(question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int,
+                 policy: str | None = None) -> WriteRequest | None:
+    """The request for one policy (default: the zone's own) of a graded question, seeded by (SEED, round, id)."""
     zone = reward["zone"]
-    if zone not in ORIGIN_BY_ZONE or count == 0:
+    policy = policy or POLICY_OF_ZONE.get(zone)
+    if policy is None or count == 0:
         return None
-    rng = random.Random(f"{seed}:enhance:{r}:{question['id']}")
+    tail = "" if policy == POLICY_OF_ZONE.get(zone) else f":{policy}"
+    rng = random.Random(f"{seed}:enhance:{r}:{question['id']}{tail}")
     failed_attempt = None
-    if zone == "learning":
+    if policy in ("error_sibling", "stepping_stone"):
         wrong = {v["attempt_id"]: v for v in reward["verdicts"] if not v["correct"]}
         candidates = [a for a in attempts if a["attempt_id"] in wrong]
         answered = [a for a in candidates if a.get("answer") is not None] or candidates
@@ -55,11 +65,66 @@ def make_request(question: dict, reward: dict, attempts: list[dict], count: int,
         if failed_attempt is not None and wrong[failed_attempt["attempt_id"]].get("error"):
             failed_attempt = {**failed_attempt, "error_analysis": wrong[failed_attempt["attempt_id"]]["error"]}
     return WriteRequest(question=question, zone=zone, success_rate=reward["success_rate"],
-                        failed_attempt=failed_attempt, count=count, rng=rng)
+                        failed_attempt=failed_attempt, count=count, rng=rng, policy=policy)
+
+
+def make_requests(question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int,
+                  near_mastery: float = 1.0, allowed: tuple[str, ...] = POLICIES) -> list[WriteRequest]:
+    """One request per writing policy of the question's zone and success rate (`policies_for`)."""
+    reqs = [make_request(question, reward, attempts, count, seed, r, policy)
+            for policy in policies_for(reward["zone"], reward["success_rate"], near_mastery, allowed)]
+    return [req for req in reqs if req is not None]
+
+
+def blind_requests(questions: list[dict], plan: dict[str, int] | None, count: int, seed: int, r: int,
+                   allowed: tuple[str, ...] = POLICIES) -> dict[str, list[WriteRequest]]:
+    """The non-adaptive control's requests, by parent id: `plan[policy]` questions per policy (without a plan,
+    `count` per pool question with a random policy), each from a parent drawn at random from the pool, with no
+    zone, success rate or attempt: nothing the Solver did chooses a parent, a policy or an aim."""
+    rng = random.Random(f"{seed}:blind:{r}")
+    wanted: dict[tuple[str, str], int] = {}
+    if plan is None:
+        for q in questions:
+            for _ in range(count):
+                key = (q["id"], rng.choice(allowed))
+                wanted[key] = wanted.get(key, 0) + 1
+    else:
+        for policy in POLICIES:
+            for _ in range(plan.get(policy, 0)):
+                key = (rng.choice(questions)["id"], policy)
+                wanted[key] = wanted.get(key, 0) + 1
+    by_id = {q["id"]: q for q in questions}
+    out: dict[str, list[WriteRequest]] = {}
+    for (qid, policy), n in sorted(wanted.items()):
+        req_rng = random.Random(f"{seed}:blind:{r}:{qid}:{policy}")
+        out.setdefault(qid, []).append(WriteRequest(question=by_id[qid], zone=None, success_rate=None, count=n,
+                                                    rng=req_rng, policy=policy))
+    return out
 
 
 def recheck_request(question: dict) -> list[dict]:
     return prompts.recheck_messages(question)
+
+
+def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: set[str]) -> list[tuple]:
+    """(pool index, parent, its requests, re-check first?) for every parent not yet written from."""
+    cfg, teacher = ctx.cfg, ctx.teacher
+    if cfg.CURRICULUM == "nonadaptive":
+        plan = read_write_plan(cfg.NONADAPTIVE_PLAN).get(r, {}) if cfg.NONADAPTIVE_PLAN else None
+        blind = blind_requests(questions, plan, cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r, cfg.write_policies)
+        return [(i, q, blind[q["id"]], False) for i, q in enumerate(questions) if q["id"] in blind and q["id"] not in done]
+    attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(ctx.paths.trajectories(r))}
+    recheck = getattr(teacher, "recheck_question", None)
+    jobs = []
+    for index, q in enumerate(questions):
+        if q["id"] in done or q["id"] not in rewards:
+            continue
+        reqs = make_requests(q, rewards[q["id"]], attempts.get(q["id"], []), cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r,
+                             cfg.NEAR_MASTERY, cfg.write_policies)
+        check_first = recheck is not None and rewards[q["id"]]["zone"] == "too_difficult"
+        if reqs or check_first:
+            jobs.append((index, q, reqs, check_first))
+    return jobs
 
 
 def run_enhancement(ctx: RunContext, r: int) -> dict:
@@ -72,21 +137,11 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         return {"written": 0, "next_pool": len(pool), "curriculum": "static", "seconds": round(time.time() - t0, 1)}
     questions = read_json(paths.questions(r))
     rewards = {row["question_id"]: row for row in read_jsonl(paths.rewards(r))}
-    attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(paths.trajectories(r))}
     out = paths.enhanced_questions(r)
     done = {row["parent_id"] for row in read_jsonl(out)}
     before = teacher_stats(teacher)
     recheck = getattr(teacher, "recheck_question", None)
-    jobs = []
-    for index, q in enumerate(questions):
-        if q["id"] in done or q["id"] not in rewards:
-            continue
-        if recheck is not None and rewards[q["id"]]["zone"] == "too_difficult":
-            jobs.append((index, q, None))
-            continue
-        req = make_request(q, rewards[q["id"]], attempts.get(q["id"], []), cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r)
-        if req is not None:
-            jobs.append((index, q, req))
+    jobs = _jobs(ctx, r, questions, rewards, done)
     log.info("enhance r%d: %d questions to write from with the %s teacher (%d already written)",
              r, len(jobs), teacher.name, len(done))
     lock = threading.Lock()
@@ -95,47 +150,54 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     if jobs and cfg.TEACHER_BATCH_API and hasattr(teacher, "writing_request"):
         from prosetting.teacher_model.batch import prefetch
 
-        requests = [teacher.writing_request(req) if req is not None else (recheck_request(q), 0.0, None)
-                    for _, q, req in jobs if req is None or writers.choose(q["id"]) == "teacher"]
+        requests = [(recheck_request(q), 0.0, None) for _, q, _, check_first in jobs if check_first]
+        requests += [teacher.writing_request(req) for _, q, reqs, check_first in jobs if not check_first
+                     and writers.choose(q["id"]) == "teacher" for req in reqs]
         batch_stats = prefetch(teacher, [x for x in requests if x is not None],
                                paths.data / f"round_{r:02d}_enhance_batch.json", cfg.TEACHER_BATCH_POLL_SECONDS)
 
     failed: dict[str, str] = {}
 
     def write_one(job) -> None:
-        index, q, req = job
+        index, q, reqs, check_first = job
         if ctx.stop_event.is_set():
             return
         try:
-            write_for(index, q, req)
+            write_for(index, q, reqs, check_first)
         except TeacherError as exc:
             if exc.refused:  # a request the endpoint will never accept, or replies it cannot use: stop now
                 raise
             with lock:
                 failed[q["id"]] = str(exc)
 
-    def write_for(index: int, q: dict, req: WriteRequest | None) -> None:
-        if req is None:  # a too-difficult question: re-checked, kept or dropped
+    def write_for(index: int, q: dict, reqs: list[WriteRequest], check_first: bool) -> None:
+        zone = (rewards.get(q["id"]) or {}).get("zone")
+        if check_first:  # a too-difficult question: re-checked, dropped or kept (and then given its stepping stone)
             keep, reason = recheck(q)
-            with lock:
-                append_jsonl(out, [{"parent_id": q["id"], "zone": "too_difficult", "questions": [],
-                                    **({} if keep else {"dropped": reason})}])
-            return
-        writer, written, rejected = writers.write(req)
-        new = [{
-            "id": f"r{r + 1:02d}-q{index:04d}-{k}",
-            "question": w["question"],
-            "answer": str(w["answer"]),
-            "solution": w.get("solution"),
-            "parent_id": q["id"],
-            "origin": ORIGIN_BY_ZONE[req.zone],
-            "round": r + 1,
-            "meta": w.get("meta") or {},
-            "writer": writer,
-        } for k, w in enumerate(written)]
+            if not keep:
+                with lock:
+                    append_jsonl(out, [{"parent_id": q["id"], "zone": zone, "questions": [], "dropped": reason}])
+                return
+        writer, new, rejected = None, [], []
+        for req in reqs:
+            writer, written, refused = writers.write(req)
+            new += [{
+                "id": f"r{r + 1:02d}-q{index:04d}-{len(new) + k}",
+                "question": w["question"],
+                "answer": str(w["answer"]),
+                "solution": w.get("solution"),
+                "parent_id": q["id"],
+                "root_id": q.get("root_id") or q["id"],
+                "origin": ORIGIN_BY_POLICY[req.policy],
+                "policy": req.policy,
+                "round": r + 1,
+                "meta": w.get("meta") or {},
+                "writer": writer,
+            } for k, w in enumerate(written)]
+            rejected += [{**x, "policy": req.policy} for x in refused]
         with lock:
-            append_jsonl(out, [{"parent_id": q["id"], "zone": req.zone, "writer": writer, "questions": new,
-                                "rejected": rejected}])
+            append_jsonl(out, [{"parent_id": q["id"], "zone": zone, "writer": writer or writers.choose(q["id"]),
+                                "questions": new, "rejected": rejected}])
 
     try:
         if jobs:
@@ -164,21 +226,34 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         log.info("enhance r%d: dropped %s after the re-check: %s", r, qid, reason)
     new_questions = [nq for q in questions for nq in by_parent.get(q["id"], [])]  # pool order: deterministic
     kept = [q for q in questions if q["id"] not in dropped]
-    pool, counts = build_next_pool(kept, rewards, new_questions, cfg.REPLAY_RATIO, cfg.SEED, r, cfg.MAX_POOL_SIZE,
-                                   replay_failed=cfg.REPLAY_FAILED)
+    if cfg.CURRICULUM == "nonadaptive":
+        pool, counts = build_blind_pool(kept, new_questions, cfg.SEED, r, cfg.MAX_POOL_SIZE)
+    else:
+        pool, counts = build_next_pool(kept, rewards, new_questions, cfg.REPLAY_RATIO, cfg.SEED, r, cfg.MAX_POOL_SIZE,
+                                       replay_failed=cfg.REPLAY_FAILED, cap=cfg.POOL_CAP)
     atomic_write_json(paths.questions(r + 1), pool)
     levels: dict[str, int] = {}
     for q in pool:
         key = str((q.get("meta") or {}).get("level", "n/a"))
         levels[key] = levels.get(key, 0) + 1
     stats = {"written": len(new_questions), "next_pool": len(pool), **counts, "next_pool_levels": levels,
-             "dropped_flawed": len(dropped), "writers": writer_counts(rows), "failed": len(failed), **batch_stats,
-             "seconds": round(time.time() - t0, 1)}
+             "written_by_policy": policy_counts(new_questions), "dropped_flawed": len(dropped),
+             "writers": writer_counts(rows), "failed": len(failed), **batch_stats, "seconds": round(time.time() - t0, 1)}
     usage = usage_since(teacher, before, cfg)
     if usage:
         stats["teacher_usage"] = usage
-    log.info("enhance r%d: %d new questions; next pool %d (%s)", r, len(new_questions), len(pool), counts)
+    log.info("enhance r%d: %d new questions %s; next pool %d (%s)", r, len(new_questions), stats["written_by_policy"],
+             len(pool), counts)
     return stats
+
+
+def policy_counts(questions: list[dict]) -> dict[str, int]:
+    """Questions per writing policy, in POLICIES order (those a writer wrote; replays and seeds have none)."""
+    counts = {p: 0 for p in POLICIES}
+    for q in questions:
+        if q.get("policy") in counts:
+            counts[q["policy"]] += 1
+    return counts
 
 
 def writer_counts(rows: list[dict]) -> dict:

@@ -13,7 +13,7 @@ def make_teacher(cfg):
     if cfg.TEACHER_BACKEND == "builtin":
         from prosetting.teacher_model.arithmetic import BuiltinTeacher
 
-        return BuiltinTeacher()
+        return BuiltinTeacher(harder=cfg.HARDER_VARIANT)
     if cfg.TEACHER_BACKEND == "llm":
         from prosetting.teacher_model.llm_teacher import LLMTeacher
 

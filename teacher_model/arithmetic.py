@@ -6,8 +6,12 @@
 
 Every reference solution is a column trace, one step per column from the right, carry (or borrow)
 written out; it is what makes a tiny solver learnable (see NOTES.md). `BuiltinTeacher` grades by
-reference and writes questions by zone: a learning-zone question gets a sibling that repeats the
-column pattern the solver got wrong, a mastered one the next rung of the ladder.
+reference and writes questions by policy (teacher_model/base.py): a stepping stone for a too-difficult
+question (the nearest rung under it that is part of it, e.g. a 2-digit sum with carries under a 3-digit
+or a 3-operand sum, aimed at the carry pattern of the column the attempt got wrong where that rung can
+hold it), a sibling that repeats the column pattern a learning-zone attempt got wrong, and for a (nearly)
+mastered question a harder variant that raises one dimension of its Spec (digits, operands or carries)
+onto a rung of the ladder, so 2-digit sums with carries lead to both 3-operand sums and 3-digit sums.
 
     python -c "from prosetting.teacher_model.arithmetic import write_data_files; write_data_files('data')"
 """
@@ -159,10 +163,23 @@ def make_problem(level: int | Spec, rng: random.Random, want=None, max_tries: in
     return problem_record(spec, fallback, level=level if isinstance(level, int) else None)
 
 
+def _on_rung(spec: Spec, rung: Spec) -> bool:
+    return (spec.op, spec.digits, spec.operands) == (rung.op, rung.digits, rung.operands) and rung.carries in ("any", spec.carries)
+
+
+def level_of(spec: Spec) -> int:
+    """The ladder level of a Spec: its rung's (a rung with "any" carries holds "some" and "none"); off the ladder
+    (above its top), MAX_LEVEL."""
+    for i, rung in enumerate(LADDER):
+        if _on_rung(spec, rung):
+            return i + 1
+    return MAX_LEVEL
+
+
 def problem_record(spec: Spec, operands: list[int], level: int | None = None) -> dict:
     steps, result = trace(spec.op, operands)
     if level is None:
-        level = LADDER.index(spec) + 1 if spec in LADDER else MAX_LEVEL
+        level = level_of(spec)
     return {
         "question": spec.op.join(str(x) for x in operands) + "=?",
         "answer": str(result),
@@ -208,15 +225,27 @@ def first_wrong_step(question: dict, text: str) -> int | None:
     return None if extract_boxed(text) == str(result) else len(steps)
 
 
-def _aim(question: dict, failed_text: str | None) -> tuple[object, str]:
-    """A filter that repeats the failed column's carry pattern, and the words saying so."""
+def _column_filter(i: int, cin: int, cout: int, width: int):
+    """Draws whose column i (the last one when the problem is narrower) has carry in `cin` and out `cout`."""
+    j = min(i, width - 1)
+
+    def want(s, _ops, j=j, cin=cin, cout=cout):
+        return len(s) > j and s[j].carry_out == cout and s[j].carry_in == cin
+
+    return want
+
+
+def _aim(question: dict, failed_text: str | None, width: int | None = None) -> tuple[object, str]:
+    """A filter that repeats the failed column's carry pattern (in a problem `width` columns wide, by default the
+    question's own), and the words saying so."""
     if not failed_text:
-        return None, "same level (no failed attempt to aim at)"
+        return None, "no failed attempt to aim at"
     spec, values = params_of(question)
     steps, _ = trace(spec.op, values)
     i = first_wrong_step(question, failed_text)
     if i is None:
-        return None, "same level (the given attempt was right)"
+        return None, "the given attempt was right"
+    width = width or spec.digits
     if i == len(steps):
         final = steps[-1].carry_out
 
@@ -225,52 +254,109 @@ def _aim(question: dict, failed_text: str | None) -> tuple[object, str]:
 
         return want, f"final answer after a right trace (last carry {final})"
     cin, cout = steps[i].carry_in, steps[i].carry_out
-
-    def want(s, _ops, i=i, cin=cin, cout=cout):
-        return len(s) > i and s[i].carry_in == cin and s[i].carry_out == cout
-
-    return want, f"column {i + 1} from the right, carry in {cin} and out {cout} (expected '{steps[i].text}')"
+    return (_column_filter(i, cin, cout, width),
+            f"column {i + 1} from the right, carry in {cin} and out {cout} (expected '{steps[i].text}')")
 
 
-def _harder(spec: Spec, level: int) -> tuple[Spec, int]:
+def harder_specs(spec: Spec) -> list[Spec]:
+    """The rungs one dimension of `spec` above it: one more digit, one more operand (sums only), or carries where
+    it had none. The next rung of the ladder when none is a rung; above the top, one more operand or digit."""
+    raised = [dataclasses.replace(spec, digits=spec.digits + 1)]
+    if spec.op == "+":
+        raised.append(dataclasses.replace(spec, operands=spec.operands + 1))
+    if spec.carries == "none":
+        raised.append(dataclasses.replace(spec, carries="some"))
+    level = level_of(spec)
+    rungs = sorted({i for r in raised for i, rung in enumerate(LADDER) if _on_rung(r, rung) and i + 1 > level})
+    if rungs:
+        return [LADDER[i] for i in rungs]
     if level < MAX_LEVEL:
-        return LADDER[level], level + 1
-    return dataclasses.replace(spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands,
-                               digits=spec.digits + (spec.op != "+")), MAX_LEVEL
+        return [LADDER[level]]  # the next rung
+    return [dataclasses.replace(spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands,
+                                digits=spec.digits + (spec.op != "+"))]
+
+
+def next_rung(spec: Spec) -> list[Spec]:
+    """The rung after the question's (HARDER_VARIANT=next_rung); above the top, one more operand or digit."""
+    level = level_of(spec)
+    if level < MAX_LEVEL:
+        return [LADDER[level]]
+    return [dataclasses.replace(spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands,
+                                digits=spec.digits + (spec.op != "+"))]
+
+
+def easier_specs(spec: Spec) -> list[Spec]:
+    """The rungs under `spec` that are part of it (same operation, no more digits, no more operands), nearest
+    first: a 3-operand or a 3-digit sum has the 2-digit sum with carries under it, that one the sum without
+    carries and the 1-digit sum. Empty at the bottom of the ladder."""
+    level = level_of(spec)
+    return [LADDER[i] for i in reversed(range(level - 1))
+            if LADDER[i].op == spec.op and LADDER[i].digits <= spec.digits and LADDER[i].operands <= spec.operands]
+
+
+def _reachable(spec: Spec, want) -> bool:
+    """Whether some problem of `spec` passes the filter (a fixed, separate draw: the request's rng is not used)."""
+    rng = random.Random(0)
+    for _ in range(300):
+        operands = _draw_operands(spec, rng)
+        steps, _ = trace(spec.op, operands)
+        if _carries_ok(spec, steps) and want(steps, operands):
+            return True
+    return False
 
 
 class BuiltinTeacher:
-    """Grades by reference and writes arithmetic questions by zone, deterministically from request.rng."""
+    """Grades by reference and writes arithmetic questions by policy, deterministically from request.rng."""
 
     name = "builtin"
 
-    def __init__(self, exclude: set[str] | None = None):
+    def __init__(self, exclude: set[str] | None = None, harder: str = "raise_one"):
         # Question texts never to write (the held-out set), so the pool cannot leak into evaluation.
         self.exclude = set(exclude) if exclude is not None else {q["question"] for q in load_jsonl(HELDOUT_FILE)}
+        self.harder = harder  # HARDER_VARIANT: raise one dimension onto a rung, or the next rung
 
     def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
         return grade_by_reference(question, attempts)
 
+    def plan(self, request: WriteRequest, spec: Spec) -> list[tuple[Spec, object, str]]:
+        """(target Spec, draw filter, why) for each question to write."""
+        level = level_of(spec)
+        text = (request.failed_attempt or {}).get("text")
+        solved = "" if request.success_rate is None else f" ({request.success_rate:.0%} solved)"
+        if request.policy == "harder_variant":
+            out = []
+            for _ in range(request.count):
+                target = request.rng.choice(harder_specs(spec) if self.harder == "raise_one" else next_rung(spec))
+                out.append((target, None, f"harder variant of a level-{level} question{solved}: {target.describe()}"))
+            return out
+        if request.policy == "stepping_stone":
+            below = easier_specs(spec)
+            if not below:
+                want, aim = _aim(request.question, text)
+                return [(spec, want, f"stepping stone{solved}: nothing under level {level}; same rung, {aim}")] * request.count
+            # the nearest rung under it that can repeat the failed column's carry pattern; else the nearest rung
+            for target in below:
+                want, aim = _aim(request.question, text, width=target.digits)
+                if want is None or _reachable(target, want):
+                    break
+            else:
+                target, want, aim = below[0], None, f"{aim}: not possible under it, the nearest rung instead"
+            return [(target, want, f"stepping stone under a level-{level} question{solved}: {target.describe()}, "
+                                   f"{aim}")] * request.count
+        want, aim = _aim(request.question, text)
+        return [(spec, want, f"error sibling{solved}: {aim}")] * request.count
+
     def write_questions(self, request: WriteRequest) -> list[dict]:
-        if request.zone == "too_difficult" or request.count <= 0:
+        if request.count <= 0:
             return []
         try:
             spec, _ = params_of(request.question)
         except ValueError as exc:
             log.warning("builtin teacher writes only arithmetic questions; %s goes back unchanged", exc)
             return []
-        level = int((request.question.get("meta") or {}).get("level", 1))
-        if request.zone == "mastered":
-            target, new_level = _harder(spec, level)
-            want, why = None, f"harder variant of a mastered level-{level} question: {target.describe()}"
-        else:
-            target, new_level = spec, level
-            text = (request.failed_attempt or {}).get("text")
-            want, aim = _aim(request.question, text)
-            why = f"learning zone ({request.success_rate:.0%} solved): {aim}"
         seen = {request.question["question"]} | self.exclude
         out = []
-        for _ in range(request.count):
+        for target, want, why in self.plan(request, spec):
             q = fallback = None
             for _try in range(200):  # level 1 has 100 problems: novelty is a preference, avoiding held-out a rule
                 q = make_problem(target, request.rng, want=want)
@@ -280,8 +366,8 @@ class BuiltinTeacher:
                     fallback = q
             else:
                 q = fallback or q
-            q["meta"]["level"] = new_level
             q["meta"]["aimed_at"] = why
+            q["meta"]["policy"] = request.policy
             seen.add(q["question"])
             out.append(q)
         return out

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 ZONES = ("too_difficult", "learning", "mastered")
+# What a written question is for, chosen by its parent's zone (`policies_for`): an easier question on the path
+# to a too-difficult one, a sibling aimed at a learning-zone error, a harder variant of a (nearly) mastered one.
+POLICIES = ("stepping_stone", "error_sibling", "harder_variant")
+POLICY_OF_ZONE = {"too_difficult": "stepping_stone", "learning": "error_sibling", "mastered": "harder_variant"}
 
 
 def zone_of(success_rate: float) -> str:
@@ -24,16 +28,40 @@ def zone_of(success_rate: float) -> str:
     return "learning"
 
 
+def policies_for(zone: str, success_rate: float, near_mastery: float = 1.0,
+                 allowed: tuple[str, ...] = POLICIES) -> tuple[str, ...]:
+    """The writing policies of a graded question among `allowed` (WRITE_POLICIES): one per zone, and a
+    learning-zone question solved at least `near_mastery` of the time also gets a harder variant (the Solver
+    nearly masters it)."""
+    if zone == "learning" and success_rate >= near_mastery:
+        policies = ("error_sibling", "harder_variant")
+    else:
+        policies = (POLICY_OF_ZONE[zone],) if zone in POLICY_OF_ZONE else ()
+    return tuple(p for p in policies if p in allowed)
+
+
 @dataclass
 class WriteRequest:
-    """Ask the Teacher for new questions derived from one graded question."""
+    """Ask the Teacher for new questions derived from one question, under one writing policy.
+
+    `policy` defaults to the zone's own (POLICY_OF_ZONE). The non-adaptive control asks without looking at
+    the Solver's results: zone None, success_rate None, no failed attempt, a policy drawn at random.
+    """
 
     question: dict
-    zone: str
-    success_rate: float
-    failed_attempt: dict | None = None  # the attempt to aim at (learning zone)
+    zone: str | None
+    success_rate: float | None
+    failed_attempt: dict | None = None  # the attempt to aim at (learning zone; a too-difficult question's too)
     count: int = 1
     rng: random.Random = field(default_factory=random.Random)
+    policy: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.policy:
+            self.policy = POLICY_OF_ZONE.get(self.zone or "", "")
+        if self.policy not in POLICIES:
+            raise ValueError(f"WriteRequest: policy must be one of {', '.join(POLICIES)} (or a zone that implies one), "
+                             f"got policy {self.policy!r} for zone {self.zone!r}")
 
 
 @runtime_checkable

@@ -476,11 +476,11 @@ class LLMTeacher:
 
     def writing_request(self, request: WriteRequest) -> tuple[list[dict], float, int | None] | None:
         """The first request write_questions would send (its seed drawn from a copy of the request's rng)."""
-        if request.zone not in ("learning", "mastered") or request.count <= 0:
+        if request.count <= 0:
             return None
         rng = random.Random()
         rng.setstate(request.rng.getstate())
-        messages = prompts.write_messages(request.zone, request.question, request.success_rate,
+        messages = prompts.write_messages(request.policy, request.question, request.success_rate,
                                           request.failed_attempt, request.count)
         return messages, WRITE_TEMPERATURE, rng.randrange(2**31)
 
@@ -512,19 +512,20 @@ class LLMTeacher:
                         f"re-checking {question.get('id', '?')}")
 
     def write_questions(self, request: WriteRequest) -> list[dict]:
-        """Learning zone: questions aimed at the failed attempt's error; mastered: harder variants.
+        """By the request's policy: stepping stones under a too-difficult question (from its failed attempt),
+        questions aimed at a learning-zone attempt's error, harder variants of a (nearly) mastered question.
         Invalid items are counted (`written_rejected`) and asked for again with what was wrong
         (TEACHER_MAX_RETRIES), then skipped with a warning."""
-        if request.zone not in ("learning", "mastered") or request.count <= 0:
+        if request.count <= 0:
             return []
         q = request.question
-        messages = prompts.write_messages(request.zone, q, request.success_rate, request.failed_attempt, request.count)
-        what = f"writing {request.zone} questions from {q.get('id', '?')}"
+        messages = prompts.write_messages(request.policy, q, request.success_rate, request.failed_attempt, request.count)
+        what = f"writing {request.policy} questions from {q.get('id', '?')}"
         meta = {"teacher": self.name, "teacher_model": self.model, "prompt_version": prompts.PROMPT_VERSION,
-                "zone": request.zone}
+                "zone": request.zone, "policy": request.policy}
         level = (q.get("meta") or {}).get("level")
         if isinstance(level, int):
-            meta["level"] = level + 1 if request.zone == "mastered" else level
+            meta["level"] = {"harder_variant": level + 1, "stepping_stone": max(1, level - 1)}.get(request.policy, level)
         kept: list[dict] = []
         seen = {_normalise(q["question"])}
         shape = '[{"question": "...", "answer": "...", "solution": "... \\\\boxed{...}"}]'

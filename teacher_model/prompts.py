@@ -1,11 +1,16 @@
 """The LLM Teacher's prompts, versioned: a change of wording is a change of PROMPT_VERSION.
 
-Every question the LLM Teacher writes records the version in its `meta`, so a pool can be traced to
-the prompts that made it. Three jobs, as in Socratic-Zero: judge an attempt against the reference,
-write a question aimed at a learning-zone error, write a harder variant of a mastered question.
+Every question the LLM Teacher writes records the version and the writing policy in its `meta`, so a pool
+can be traced to the prompts that made it. Jobs, as in Socratic-Zero: judge an attempt against the
+reference; write by policy (teacher_model/base.py) a stepping stone under a too-difficult question (the
+sub-problem or simpler case its failed attempt shows is missing), a question aimed at a learning-zone
+error, or a harder variant of a mastered or nearly mastered one. The non-adaptive control asks the same
+three without the Solver's results (no success rate, no attempt).
 """
 
 from __future__ import annotations
+
+from prosetting.teacher_model.base import POLICIES, POLICY_OF_ZONE
 
 PROMPT_VERSION = "socratic-zero-v2"
 
@@ -107,6 +112,66 @@ setting, still with a single exact answer. Do not copy the original problem.
 Reply with a JSON list of {count} object(s), and nothing else:
 [{{"question": "...", "answer": "...", "solution": "... \\\\boxed{{...}}"}}]"""
 
+NEAR_MASTERED_USER = """The student solves this problem most of the time ({success_rate:.0%} of its attempts were correct); \
+it will soon teach nothing.
+
+Problem:
+{question}
+
+Reference answer: {answer}
+
+Reference solution:
+{solution}
+
+Write {count} harder variant(s) of this problem: the same topic, one more reasoning step or a less familiar \
+setting, still with a single exact answer. Do not copy the original problem.
+
+Reply with a JSON list of {count} object(s), and nothing else:
+[{{"question": "...", "answer": "...", "solution": "... \\\\boxed{{...}}"}}]"""
+
+STEPPING_STONE_USER = """No attempt of the student solved this problem.
+
+Problem:
+{question}
+
+Reference answer: {answer}
+
+Reference solution:
+{solution}
+
+One of the student's failed attempts:
+{failed_attempt}
+{error_analysis}
+Find the first step of the reference solution that this attempt could not do: the sub-problem or simpler case \
+the student is missing. Then write {count} easier problem(s) on the path to this one: that sub-problem on its \
+own, or the same kind of problem with fewer steps or smaller numbers, so that a student who masters it is \
+closer to solving the original. Do not copy the original problem.
+
+Reply with a JSON list of {count} object(s), and nothing else:
+[{{"question": "...", "answer": "...", "solution": "... \\\\boxed{{...}}"}}]"""
+
+# The non-adaptive control: the same three policies, asked without anything the Solver did.
+BLIND_USER = """Problem:
+{question}
+
+Reference answer: {answer}
+
+Reference solution:
+{solution}
+
+Write {count} {what}. Do not copy the original problem.
+
+Reply with a JSON list of {count} object(s), and nothing else:
+[{{"question": "...", "answer": "...", "solution": "... \\\\boxed{{...}}"}}]"""
+BLIND_WHAT = {
+    "stepping_stone": "easier problem(s) on the path to this one: one of its sub-problems on its own, or the same kind "
+                      "of problem with fewer steps or smaller numbers",
+    "error_sibling": "new problem(s) of the same kind and difficulty that exercise the same steps, with other numbers "
+                     "or another setting",
+    "harder_variant": "harder variant(s) of this problem: the same topic, one more reasoning step or a less familiar "
+                      "setting, still with a single exact answer",
+}
+
 NO_SOLUTION = "(no reference solution given; work it out from the problem and the reference answer)"
 NO_ATTEMPT = "(no attempt text available)"
 
@@ -139,18 +204,28 @@ def reask_messages(messages: list[dict], reply: str, error: str, shape: str) -> 
                        {"role": "user", "content": REASK.format(error=error, shape=shape)}]
 
 
-def write_messages(zone: str, question: dict, success_rate: float, failed_attempt: dict | None,
+def write_messages(policy: str, question: dict, success_rate: float | None, failed_attempt: dict | None,
                    count: int) -> list[dict]:
-    """The chat for one WriteRequest: learning zone aims at the failed attempt, mastered asks for harder."""
+    """The chat for one WriteRequest, by writing policy (a zone name stands for its own policy): a stepping stone
+    from a failed attempt, a question aimed at a learning-zone error, a harder variant of a question solved every
+    time or (`success_rate` < 1) nearly every time. Without a success rate (the non-adaptive control) the
+    policy's request is made from the problem alone."""
+    policy = POLICY_OF_ZONE.get(policy, policy)
     fields = {"question": question["question"], "answer": question["answer"], "count": count,
               "solution": question.get("solution") or NO_SOLUTION, "success_rate": success_rate}
-    if zone == "learning":
-        text = (failed_attempt or {}).get("text") or NO_ATTEMPT
-        analysis = (failed_attempt or {}).get("error_analysis")
-        analysis = f"\nThe examiner's analysis of its error: {analysis}\n" if analysis else ""
+    text = (failed_attempt or {}).get("text") or NO_ATTEMPT
+    analysis = (failed_attempt or {}).get("error_analysis")
+    analysis = f"\nThe examiner's analysis of its error: {analysis}\n" if analysis else ""
+    if policy not in POLICIES:
+        raise ValueError(f"no question-writing prompt for policy {policy!r} (expected one of {', '.join(POLICIES)})")
+    if success_rate is None:
+        user = BLIND_USER.format(what=BLIND_WHAT[policy], **fields)
+    elif policy == "error_sibling":
         user = LEARNING_USER.format(failed_attempt=text, error_analysis=analysis, **fields)
-    elif zone == "mastered":
+    elif policy == "stepping_stone":
+        user = STEPPING_STONE_USER.format(failed_attempt=text, error_analysis=analysis, **fields)
+    elif success_rate >= 1.0:
         user = MASTERED_USER.format(**fields)
     else:
-        raise ValueError(f"no question-writing prompt for zone {zone!r} (expected learning or mastered)")
+        user = NEAR_MASTERED_USER.format(**fields)
     return [{"role": "system", "content": WRITE_SYSTEM.format()}, {"role": "user", "content": user}]

@@ -95,14 +95,57 @@ def test_learning_zone_aims_at_the_failed_column():
         assert q["answer"] == str(sum(q["meta"]["values"]))
 
 
-def test_mastered_goes_up_the_ladder_and_too_difficult_writes_nothing():
+def test_harder_variant_raises_one_dimension_onto_a_rung():
     t = ar.BuiltinTeacher()
-    out = t.write_questions(_request("mastered", count=2))
-    assert [q["meta"]["level"] for q in out] == [4, 4] and "harder" in out[0]["meta"]["aimed_at"]
-    assert t.write_questions(_request("too_difficult")) == []
+    out = t.write_questions(_request("mastered", count=40))
+    # a 2-digit sum with carries: one more operand (level 4) or one more digit (level 5, the held-out set's top rung)
+    assert {q["meta"]["level"] for q in out} == {4, 5}
+    assert all(q["meta"]["policy"] == "harder_variant" and "harder" in q["meta"]["aimed_at"] for q in out)
+    assert [ar.level_of(s) for s in ar.harder_specs(ar.LADDER[1])] == [3, 4]  # carries, or a third operand
+    assert [ar.level_of(s) for s in ar.harder_specs(ar.LADDER[0])] == [2]  # no raise is a rung: the next rung
     top = {"id": "t", **ar.make_problem(ar.MAX_LEVEL, random.Random(0))}
     harder = t.write_questions(WriteRequest(top, "mastered", 1.0, count=1, rng=random.Random(0)))[0]
     assert harder["meta"]["operands"] == ar.LADDER[-1].operands + 1
+    # a learning-zone question asked for a harder variant (nearly mastered) gets one too
+    near = t.write_questions(WriteRequest(_request("learning").question, "learning", 0.875, count=2,
+                                          rng=random.Random(0), policy="harder_variant"))
+    assert {q["meta"]["level"] for q in near} <= {4, 5} and near[0]["meta"]["policy"] == "harder_variant"
+
+
+def test_stepping_stone_is_the_nearest_rung_under_it_aimed_at_the_failed_column():
+    t = ar.BuiltinTeacher()
+    three = {"id": "t3", **ar.problem_record(ar.LADDER[4], [472, 385], 5)}  # 3-digit sum with carries
+    failed = {"text": "2+5+0=7; 7+8+0=15; 4+3+0=7; \\boxed{757}"}  # dropped the carry into column 3
+    out = t.write_questions(WriteRequest(three, "too_difficult", 0.0, failed_attempt=failed, count=6,
+                                         rng=random.Random(0)))
+    assert len(out) == 6 and all(q["meta"]["policy"] == "stepping_stone" for q in out)
+    for q in out:  # level 3: a 2-digit sum whose last column takes a carry in and gives none out
+        steps, _ = ar.trace("+", q["meta"]["values"])
+        assert q["meta"]["level"] == 3 and len(steps) == 2 and (steps[1].carry_in, steps[1].carry_out) == (1, 0)
+        assert "column 3" in q["meta"]["aimed_at"]
+    # a 2-digit sum of three numbers: the 2-digit sum of two, with the failed column's carries where it can
+    sum3 = {"id": "s3", **ar.problem_record(ar.LADDER[3], [47, 38, 29], 4)}
+    wrong = {"text": "7+8+9+0=24; 4+3+2+1=10; \\boxed{104}"}  # column 2 (4+3+2+2=11) carried 1 in instead of 2
+    stones = t.write_questions(WriteRequest(sum3, "too_difficult", 0.0, failed_attempt=wrong, count=3,
+                                            rng=random.Random(1)))
+    assert [q["meta"]["level"] for q in stones] == [3, 3, 3] and "not possible under it" in stones[0]["meta"]["aimed_at"]
+    assert [ar.level_of(s) for s in ar.easier_specs(ar.LADDER[3])] == [3, 2, 1]
+    assert [ar.level_of(s) for s in ar.easier_specs(ar.LADDER[4])] == [3, 2, 1]  # not level 4: three operands
+    # a carry dropped in a 2-digit sum: no rung under it holds a carry into column 2; the nearest rung
+    two = {"id": "t2", **ar.problem_record(ar.LADDER[2], [47, 38], 3)}
+    drop = t.write_questions(WriteRequest(two, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=15; \\boxed{5}"},
+                                          count=2, rng=random.Random(3)))
+    assert [q["meta"]["level"] for q in drop] == [2, 2]
+    # a carry out of the first column missed: the 1-digit sum with a carry holds it
+    first = t.write_questions(WriteRequest(two, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=14; \\boxed{84}"},
+                                           count=2, rng=random.Random(3)))
+    assert all(q["meta"]["level"] == 1 and sum(q["meta"]["values"]) >= 10 for q in first)
+    # level 1 has nothing under it: a same-rung question aimed at the error
+    one = {"id": "o", **ar.problem_record(ar.LADDER[0], [7, 8], 1)}
+    floor = t.write_questions(WriteRequest(one, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=14; \\boxed{14}"},
+                                           count=1, rng=random.Random(2)))
+    assert floor[0]["meta"]["level"] == 1 and "nothing under" in floor[0]["meta"]["aimed_at"]
+    assert sum(floor[0]["meta"]["values"]) >= 10
 
 
 def test_teacher_is_deterministic_and_avoids_heldout():

@@ -170,7 +170,7 @@ def test_learning_zone_prompt_aims_at_the_failed_attempt(server):
     assert [q["question"] for q in out] == ["What is 28+36?", "What is 19+45?"]
     assert out[1]["answer"] == "64"
     assert out[0]["meta"] == {"teacher": "llm", "teacher_model": server.model, "prompt_version": prompts.PROMPT_VERSION,
-                              "zone": "learning", "level": 3}
+                              "zone": "learning", "policy": "error_sibling", "level": 3}
     prompt = user_prompt(server.chat_requests[0]["json"])
     assert "7+5=12; 1+2=3; \\boxed{32}" in prompt and QUESTION["solution"] in prompt and "50%" in prompt
     assert isinstance(server.chat_requests[0]["json"].get("seed"), int)
@@ -202,12 +202,6 @@ def test_missing_fields_are_asked_again_then_skipped_with_a_warning(server, capl
     assert len(server.chat_requests) == 2
     assert "repeats the original" in caplog.text and "disagrees with answer" in caplog.text
     assert "skipping the rest" in caplog.text
-
-
-def test_too_difficult_questions_cost_no_call(server):
-    req = WriteRequest(question=QUESTION, zone="too_difficult", success_rate=0.0, count=2)
-    assert teacher_for(server).write_questions(req) == []
-    assert server.chat_requests == []
 
 
 # ---------------------------------------------------------------- the grading stage, end to end

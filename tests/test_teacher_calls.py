@@ -237,6 +237,9 @@ def test_too_difficult_questions_are_rechecked_and_flawed_ones_dropped_with_thei
 
     def responder(req):
         prompt = req["messages"][-1]["content"]
+        if "easier problem(s) on the path to this one" in prompt:  # a kept question's stepping stone
+            assert "One of the student's failed attempts" in prompt
+            return json.dumps([{"question": "What is 2+3?", "answer": "5", "solution": "\\boxed{5}"}])
         assert "check the problem itself" in prompt and req["temperature"] == 0
         flawed = "What is 1+1?" in prompt
         return json.dumps({"valid": not flawed, "reason": "the reference answer should be 2" if flawed else "fine"})
@@ -247,13 +250,14 @@ def test_too_difficult_questions_are_rechecked_and_flawed_ones_dropped_with_thei
         append_jsonl(ctx.paths.rewards(1), [score(row["question_id"], 1, [
             {"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]]) for row in rows])
         stats = run_enhancement(ctx, 1)
-        assert len(server.chat_requests) == 10
+        assert len(server.chat_requests) == 10 + 9  # ten re-checks, a stepping stone for each of the nine kept
     pool = json.loads(ctx.paths.questions(2).read_text())
-    assert stats["dropped_flawed"] == 1 and len(pool) == 9 and "q1" not in {q["id"] for q in pool}
+    assert stats["dropped_flawed"] == 1 and "q1" not in {q["id"] for q in pool}
+    assert stats["written_by_policy"] == {"stepping_stone": 9, "error_sibling": 0, "harder_variant": 0}
     dropped = [row for row in read_jsonl(ctx.paths.enhanced_questions(1)) if row.get("dropped")]
     assert dropped == [{"parent_id": "q1", "zone": "too_difficult", "questions": [],
                         "dropped": "the reference answer should be 2"}]
-    assert stats["teacher_usage"]["calls"] == 10
+    assert stats["teacher_usage"]["calls"] == 19
 
 
 # ---------------------------------------------------------------- a Teacher that does not answer in the asked shape
@@ -321,10 +325,12 @@ def test_a_recheck_failing_four_times_does_not_fail_the_enhancement_stage(tmp_pa
             {"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]]) for row in rows])
         server.fail_next(500, 500, 500, 500)  # the first re-check's request and its 3 retries
         stats = run_enhancement(ctx, 1)
-        assert len(server.chat_requests) == 4 + 9  # q0 failed for good, the other 9 re-checked
+        # q0 failed for good; the other 9 re-checked, kept and each given its stepping stone
+        assert len(server.chat_requests) == 4 + 9 + 9
     assert stats["failed"] == 1  # 1 of 10: not more than TEACHER_MAX_FAILURE_FRACTION=0.1
+    assert stats["written_by_policy"]["stepping_stone"] == stats["written"] > 0
     pool = json.loads(ctx.paths.questions(2).read_text())
-    assert {q["id"] for q in pool} == {f"q{i}" for i in range(10)}  # the unchecked question is kept
+    assert {f"q{i}" for i in range(10)} <= {q["id"] for q in pool}  # the unchecked question is kept
     checked = {row["parent_id"] for row in read_jsonl(ctx.paths.enhanced_questions(1))}
     assert len(checked) == 9 and "q0" not in checked  # a re-run of the stage would check just that one
 

@@ -61,6 +61,7 @@ def main() -> None:
         learning_rate=spec["learning_rate"],
         warmup_steps=spec.get("warmup_ratio", 0.0),  # transformers 5: a float below 1 is a fraction of the steps
         num_train_epochs=spec["num_epochs"],
+        max_steps=spec.get("max_steps") or -1,  # TRL_MAX_STEPS: a fixed budget per round, whatever the pairs
         beta=spec["beta"],
         loss_type=spec["loss_type"],
         loss_weights=spec.get("loss_weights") or None,

@@ -86,7 +86,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
     gpus = launch.training_gpus(cfg)
     preset = launch.resolve_preset(cfg, gpus)
     spec = solver_training.build_spec(cfg, model, files, [], run_dir, r, preset=preset)
-    spec.update(learning_rate=cfg.GENERATOR_LEARNING_RATE, num_epochs=cfg.GENERATOR_NUM_EPOCHS,
+    spec.update(learning_rate=cfg.GENERATOR_LEARNING_RATE, num_epochs=cfg.GENERATOR_NUM_EPOCHS, max_steps=0,
                 **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}"))
     spec_path = run_dir / "spec.json"
     atomic_write_json(spec_path, spec)

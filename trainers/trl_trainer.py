@@ -74,6 +74,7 @@ def build_spec(cfg: Config, model: Path, train: list[str], val: list[str], run_d
         "learning_rate": cfg.TRL_LEARNING_RATE,
         "warmup_ratio": cfg.TRL_WARMUP_RATIO,
         "num_epochs": cfg.TRL_NUM_EPOCHS,
+        "max_steps": cfg.TRL_MAX_STEPS,  # 0: the epochs decide
         "beta": cfg.TRL_BETA,
         "loss_type": cfg.loss_types,
         "loss_weights": cfg.loss_weights if cfg.TRL_LOSS_WEIGHTS else None,

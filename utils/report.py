@@ -9,6 +9,7 @@ from prosetting.core.config import Config
 from prosetting.core.io import atomic_write_json, atomic_write_text, read_json
 from prosetting.core.state_manager import StateManager
 from prosetting.utils import eval_report
+from prosetting.utils.pool_report import pool_composition, pool_line, pool_markdown
 from prosetting.utils.writer_report import short, writer_figures
 
 log = logging.getLogger(__name__)
@@ -20,11 +21,7 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
     collect, grade, export, train, enhance = (stat(s) for s in ("collect", "grade", "export", "train", "enhance"))
     questions = read_json(sm.paths.questions(r)) or []
     ev = evaluations.get(f"round_{r}")
-    levels: dict[str, int] = {}
-    for q in questions:
-        key = str((q.get("meta") or {}).get("level", "n/a"))
-        levels[key] = levels.get(key, 0) + 1
-    known = [int(k) for k in levels if k.isdigit()]
+    comp = pool_composition(sm.paths, r)  # per level, zone and writing policy (utils/pool_report.py)
     return {
         "round": r,
         "done": all((stages.get(s) or {}).get("status") == "done" for s in ("collect", "grade", "export", "train", "enhance")),
@@ -36,8 +33,9 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
             "attempts": collect.get("attempts"),
             "solver_accuracy": grade.get("accuracy"),
             "zones": grade.get("zones"),
-            "levels": dict(sorted(levels.items())),
-            "mean_level": round(sum(int(k) * v for k, v in levels.items() if k.isdigit()) / max(1, sum(levels[str(k)] for k in known)), 3) if known else None,
+            "levels": comp["levels"],
+            "mean_level": comp["mean_level"],
+            "composition": comp,
         },
         "pairs": export.get("pairs"),
         "train": {k: train.get(k) for k in ("steps", "loss_first", "loss_last", "reward_accuracy_last", "wall_s")} if train.get("trained") else None,
@@ -100,6 +98,7 @@ def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
         lines.append(f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['attempts']):>8} "
                      f"{_fmt(row['pool']['solver_accuracy'], True):>8} {_fmt(row['pairs']):>6} "
                      f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}  {short(row['writers'])}")
+        lines.append(pool_line(row["pool"]["composition"]))
         if row.get("teacher"):
             lines.append(_teacher_line(row["teacher"]))
     sets = eval_report.render_text(eval_report.eval_table(evaluations, trained_rounds(sm, upto), cfg.EVAL_K))
@@ -188,6 +187,7 @@ def render_markdown(summary: dict, evaluations: dict) -> str:
     if table:
         lines += ["", *table]
     lines += eval_report.levels_markdown(evaluations)  # the evaluator's `by_level`, per set
+    lines += pool_markdown(summary["rounds"])
     writers = [(row["round"], name, f) for row in summary["rounds"] for name, f in sorted(row.get("writers", {}).items())]
     if writers:
         lines += ["", "Question writers (mean utility of accepted questions, graded by the next round):", "",

@@ -200,8 +200,10 @@ def check_stages(tmp: Path) -> str:
     assert count_rows(train) + count_rows(ctx.paths.dataset_dir(1) / "validation.parquet") == exported["pairs"] > 0
     enhanced = run_enhancement(ctx, 1)
     pool = read_json(ctx.paths.questions(2))
-    assert enhanced["written"] == 5 and len(pool) == enhanced["next_pool"], enhanced
-    assert all(q["parent_id"] for q in pool[:5]) and len(read_jsonl(ctx.paths.enhanced_questions(1))) == 5
+    # one question per zone's policy: stepping stones for the 3 too difficult, siblings and harder variants
+    assert enhanced["written_by_policy"] == {"stepping_stone": 3, "error_sibling": 3, "harder_variant": 2}, enhanced
+    assert enhanced["written"] == 8 and len(pool) == enhanced["next_pool"], enhanced
+    assert all(q["parent_id"] for q in pool[:8]) and len(read_jsonl(ctx.paths.enhanced_questions(1))) == 8
     return f"{exported['pairs']} pairs, {enhanced['written']} new questions, next pool {len(pool)}"
 
 
