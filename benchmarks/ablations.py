@@ -65,8 +65,12 @@ VARIANTS: dict[str, list[str]] = {
     "near_mastery_off": ["NEAR_MASTERY=1.0"],
     "near_mastery_half": ["NEAR_MASTERY=0.5"],
     "pool_new_first": ["POOL_CAP=new_first"],
-    "previous": ["WRITE_POLICIES=error_sibling,harder_variant", "HARDER_VARIANT=next_rung", "POOL_CAP=new_first",
-                 "NEAR_MASTERY=1.0"],
+    "previous": [
+        "WRITE_POLICIES=error_sibling,harder_variant",
+        "HARDER_VARIANT=next_rung",
+        "POOL_CAP=new_first",
+        "NEAR_MASTERY=1.0",
+    ],
     "previous_raise_one": ["WRITE_POLICIES=error_sibling,harder_variant", "POOL_CAP=new_first", "NEAR_MASTERY=1.0"],
     "previous_stones": ["HARDER_VARIANT=next_rung", "POOL_CAP=new_first", "NEAR_MASTERY=1.0"],
     "no_failed_replay": ["REPLAY_FAILED=false"],
@@ -128,8 +132,9 @@ def run_loop(variant: str, seed: int, out: Path, extra: list[str], threads: int)
         cmd += ["--set", kv]
     start = time.time()
     with log.open("w") as fh:
-        rc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env_for(threads)).returncode
+        rc = subprocess.run(
+            cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env_for(threads)
+        ).returncode
     if rc != 0:
         raise SystemExit(f"{variant} seed {seed}: run_training.py exited {rc}; see {log}")
     return collect(variant, seed, ws, round(time.time() - start, 1))
@@ -156,12 +161,19 @@ def collect(variant: str, seed: int, ws: Path, wall: float | None) -> dict:
         steps += json.loads(f.read_text()).get("steps") or 0
     summary = json.loads((ws / "auto_training_summary.json").read_text())
     pool = [row["pool"] for row in summary["rounds"]]
-    return {"variant": variant, "seed": seed, "warm_start": evaluations["baseline"]["greedy"],
-            "final": evaluations[last]["greedy"], "by_level": {k: v["greedy"] for k, v in evaluations[last]["by_level"].items()},
-            "warm_by_level": {k: v["greedy"] for k, v in evaluations["baseline"]["by_level"].items()},
-            "train_steps": steps, "written": sum(row.get("new_questions") or 0 for row in summary["rounds"][:-1]),
-            "pool_mean_level": [p.get("mean_level") for p in pool], "pool_levels": [p.get("levels") for p in pool],
-            "wall_s": wall if wall is not None else summary.get("duration_s")}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "warm_start": evaluations["baseline"]["greedy"],
+        "final": evaluations[last]["greedy"],
+        "by_level": {k: v["greedy"] for k, v in evaluations[last]["by_level"].items()},
+        "warm_by_level": {k: v["greedy"] for k, v in evaluations["baseline"]["by_level"].items()},
+        "train_steps": steps,
+        "written": sum(row.get("new_questions") or 0 for row in summary["rounds"][:-1]),
+        "pool_mean_level": [p.get("mean_level") for p in pool],
+        "pool_levels": [p.get("levels") for p in pool],
+        "wall_s": wall if wall is not None else summary.get("duration_s"),
+    }
 
 
 def run_control(seed: int, out: Path, threads: int) -> dict:
@@ -171,54 +183,97 @@ def run_control(seed: int, out: Path, threads: int) -> dict:
         log = out / "sft_control" / f"seed_{seed}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("w") as fh:
-            rc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "embedded_sft_control.py"), "--workspace", str(ws)],
-                                cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env_for(threads)).returncode
+            rc = subprocess.run(
+                [sys.executable, str(REPO / "benchmarks" / "embedded_sft_control.py"), "--workspace", str(ws)],
+                cwd=REPO,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env_for(threads),
+            ).returncode
         if rc != 0:
             raise SystemExit(f"sft_control seed {seed}: exited {rc}; see {log}")
     r = json.loads(result_file.read_text())
     last = r["rounds"][-1]
     steps = sum(x["steps"] for x in r["rounds"])
-    return {"variant": "sft_control", "seed": seed, "warm_start": r["warm_start"], "final": last["control_greedy"],
-            "by_level": last.get("control_by_level", {}), "warm_by_level": {}, "train_steps": steps, "written": None,
-            "pool_mean_level": [], "pool_levels": [], "wall_s": None}
+    return {
+        "variant": "sft_control",
+        "seed": seed,
+        "warm_start": r["warm_start"],
+        "final": last["control_greedy"],
+        "by_level": last.get("control_by_level", {}),
+        "warm_by_level": {},
+        "train_steps": steps,
+        "written": None,
+        "pool_mean_level": [],
+        "pool_levels": [],
+        "wall_s": None,
+    }
 
 
 def summarize(runs: list[dict], variants: list[str], seeds: list[int]) -> dict:
     by = {(r["variant"], r["seed"]): r for r in runs}
-    levels = sorted({lv for r in runs for lv in r["by_level"]}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0))
+    levels = sorted(
+        {lv for r in runs for lv in r["by_level"]}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0)
+    )
     table = {}
     for v in variants:
         rs = [by[(v, s)] for s in seeds if (v, s) in by]
         finals = [r["final"] for r in rs]
-        row = {"n": len(rs), "mean": statistics.fmean(finals), "stdev": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-               "per_seed": {r["seed"]: r["final"] for r in rs},
-               "by_level": {lv: statistics.fmean([r["by_level"][lv] for r in rs if lv in r["by_level"]])
-                            for lv in levels if any(lv in r["by_level"] for r in rs)},
-               "train_steps": statistics.fmean([r["train_steps"] for r in rs]),
-               "written": statistics.fmean([r["written"] for r in rs]) if all(r.get("written") is not None for r in rs) else None,
-               "wall_s_max": max((r["wall_s"] for r in rs if r["wall_s"]), default=None)}
+        row = {
+            "n": len(rs),
+            "mean": statistics.fmean(finals),
+            "stdev": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+            "per_seed": {r["seed"]: r["final"] for r in rs},
+            "by_level": {
+                lv: statistics.fmean([r["by_level"][lv] for r in rs if lv in r["by_level"]])
+                for lv in levels
+                if any(lv in r["by_level"] for r in rs)
+            },
+            "train_steps": statistics.fmean([r["train_steps"] for r in rs]),
+            "written": statistics.fmean([r["written"] for r in rs])
+            if all(r.get("written") is not None for r in rs)
+            else None,
+            "wall_s_max": max((r["wall_s"] for r in rs if r["wall_s"]), default=None),
+        }
         curves = [r["pool_mean_level"] for r in rs if r.get("pool_mean_level") and None not in r["pool_mean_level"]]
         if curves and len({len(c) for c in curves}) == 1:
             row["pool_mean_level"] = [statistics.fmean(c[i] for c in curves) for i in range(len(curves[0]))]
             row["pool_level_rises"] = sum(c[-1] > c[0] for c in curves)
             row["pool_top_share"] = pool_shares(rs)
         if v != "full":
-            diffs = [by[(v, s)]["final"] - by[("full", s)]["final"] for s in seeds if (v, s) in by and ("full", s) in by]
+            diffs = [
+                by[(v, s)]["final"] - by[("full", s)]["final"] for s in seeds if (v, s) in by and ("full", s) in by
+            ]
             if diffs:
                 se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-                row["paired_diff_vs_full"] = {"mean": statistics.fmean(diffs), "stderr": se, "per_seed": diffs,
-                                              "shown": len(diffs) > 1 and abs(statistics.fmean(diffs)) > 2 * se}
+                row["paired_diff_vs_full"] = {
+                    "mean": statistics.fmean(diffs),
+                    "stderr": se,
+                    "per_seed": diffs,
+                    "shown": len(diffs) > 1 and abs(statistics.fmean(diffs)) > 2 * se,
+                }
         table[v] = row
     warm = [by[("full", s)]["warm_start"] for s in seeds if ("full", s) in by]
-    return {"seeds": seeds, "levels": levels, "variants": table,
-            "warm_start": {"mean": statistics.fmean(warm) if warm else None,
-                           "by_level": {lv: statistics.fmean([by[("full", s)]["warm_by_level"].get(lv, 0.0) for s in seeds
-                                                              if ("full", s) in by]) for lv in levels}}}
+    return {
+        "seeds": seeds,
+        "levels": levels,
+        "variants": table,
+        "warm_start": {
+            "mean": statistics.fmean(warm) if warm else None,
+            "by_level": {
+                lv: statistics.fmean(
+                    [by[("full", s)]["warm_by_level"].get(lv, 0.0) for s in seeds if ("full", s) in by]
+                )
+                for lv in levels
+            },
+        },
+    }
 
 
 def pool_shares(rs: list[dict]) -> dict:
     """Mean share of the pool at level 4 and at level 5 or above, in round 1 and in the last round."""
+
     def share(levels: dict, test) -> float:
         n = sum(levels.values())
         return sum(v for k, v in levels.items() if k != "n/a" and test(float(k))) / n if n else 0.0
@@ -233,33 +288,51 @@ def pool_shares(rs: list[dict]) -> dict:
 def markdown(summary: dict) -> str:
     levels = summary["levels"]
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
-    head = ("| variant | held-out greedy % (mean ± sd) | paired diff vs full (± se) | "
-            + " | ".join(f"L{lv}" for lv in levels) + " | train steps | questions written |")
+    head = (
+        "| variant | held-out greedy % (mean ± sd) | paired diff vs full (± se) | "
+        + " | ".join(f"L{lv}" for lv in levels)
+        + " | train steps | questions written |"
+    )
     threads = summary.get("threads_per_run")
-    lines = [f"Seeds {', '.join(map(str, summary['seeds']))}; held-out greedy accuracy after the last round, per level "
-             f"(level 5 is above the warm start's range); {threads or 'all'} thread(s) per run. Warm start: "
-             f"{pct(summary['warm_start']['mean'])} % "
-             f"({' / '.join(pct(summary['warm_start']['by_level'][lv]) for lv in levels)} per level).", "",
-             head, "|" + "---|" * (5 + len(levels))]
+    lines = [
+        f"Seeds {', '.join(map(str, summary['seeds']))}; held-out greedy accuracy after the last round, per level "
+        f"(level 5 is above the warm start's range); {threads or 'all'} thread(s) per run. Warm start: "
+        f"{pct(summary['warm_start']['mean'])} % "
+        f"({' / '.join(pct(summary['warm_start']['by_level'][lv]) for lv in levels)} per level).",
+        "",
+        head,
+        "|" + "---|" * (5 + len(levels)),
+    ]
     for v, row in summary["variants"].items():
         d = row.get("paired_diff_vs_full")
-        diff = "" if d is None else f"{100 * d['mean']:+.1f} ± {100 * d['stderr']:.1f}{' (shown)' if d['shown'] else ''}"
+        diff = (
+            "" if d is None else f"{100 * d['mean']:+.1f} ± {100 * d['stderr']:.1f}{' (shown)' if d['shown'] else ''}"
+        )
         written = "" if row.get("written") is None else f"{row['written']:.0f}"
-        lines.append(f"| {DESCRIPTIONS.get(v, v)} | {pct(row['mean'])} ± {pct(row['stdev'])} | {diff} | "
-                     + " | ".join(pct(row["by_level"][lv]) if lv in row["by_level"] else "" for lv in levels)
-                     + f" | {row['train_steps']:.0f} | {written} |")
+        lines.append(
+            f"| {DESCRIPTIONS.get(v, v)} | {pct(row['mean'])} ± {pct(row['stdev'])} | {diff} | "
+            + " | ".join(pct(row["by_level"][lv]) if lv in row["by_level"] else "" for lv in levels)
+            + f" | {row['train_steps']:.0f} | {written} |"
+        )
     curves = {v: row for v, row in summary["variants"].items() if row.get("pool_mean_level")}
     if curves:
         n = max(len(row["pool_mean_level"]) for row in curves.values())
-        lines += ["", "Pool per round (mean over seeds): mean difficulty level, the seeds on which it rose from round 1 "
-                  "to the last, and the share of level-4 and level-5+ questions in round 1 → the last round.", "",
-                  "| variant | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | rose on | L4 share | L5+ share |",
-                  "|" + "---|" * (4 + n)]
+        lines += [
+            "",
+            "Pool per round (mean over seeds): mean difficulty level, the seeds on which it rose from round 1 "
+            "to the last, and the share of level-4 and level-5+ questions in round 1 → the last round.",
+            "",
+            "| variant | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | rose on | L4 share | L5+ share |",
+            "|" + "---|" * (4 + n),
+        ]
         for v, row in curves.items():
             sh = row["pool_top_share"]
-            lines.append(f"| {DESCRIPTIONS.get(v, v)} | " + " | ".join(f"{x:.2f}" for x in row["pool_mean_level"])
-                         + f" | {row['pool_level_rises']} of {row['n']} | {pct(sh['L4_first'])} → {pct(sh['L4_last'])} % | "
-                         f"{pct(sh['L5+_first'])} → {pct(sh['L5+_last'])} % |")
+            lines.append(
+                f"| {DESCRIPTIONS.get(v, v)} | "
+                + " | ".join(f"{x:.2f}" for x in row["pool_mean_level"])
+                + f" | {row['pool_level_rises']} of {row['n']} | {pct(sh['L4_first'])} → {pct(sh['L4_last'])} % | "
+                f"{pct(sh['L5+_first'])} → {pct(sh['L5+_last'])} % |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -281,7 +354,9 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores/jobs threads)")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--update-readme", action="store_true")
-    p.add_argument("--no-results-copy", action="store_true", help="do not copy the result into the repository's results/")
+    p.add_argument(
+        "--no-results-copy", action="store_true", help="do not copy the result into the repository's results/"
+    )
     a = p.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -292,8 +367,11 @@ def main() -> None:
         v, s = job
         r = run_control(s, out, threads) if v == "sft_control" else run_loop(v, s, out, a.extra, threads)
         wall = "" if r["wall_s"] is None else f", {r['wall_s']:.0f} s"
-        print(f"{v:>17} seed {s:>3}: warm start {100 * r['warm_start']:5.1f}% -> {100 * r['final']:5.1f}%  "
-              f"({r['train_steps']} steps{wall}; pool mean level {r['pool_mean_level']})", flush=True)
+        print(
+            f"{v:>17} seed {s:>3}: warm start {100 * r['warm_start']:5.1f}% -> {100 * r['final']:5.1f}%  "
+            f"({r['train_steps']} steps{wall}; pool mean level {r['pool_mean_level']})",
+            flush=True,
+        )
         return r
 
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:  # every seed's full loop first: the others copy its warm start

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from prosetting.collectors.backends import Sampling, TransformersBackend
-from prosetting.collectors.data_normalizer import extract_boxed, solver_messages
+from prosetting.core.text import extract_boxed, solver_messages
 from prosetting.processors.evaluator import evaluate
 from prosetting.teacher_model import arithmetic
 from prosetting.teacher_model.base import WriteRequest, zone_of
@@ -61,9 +61,13 @@ def make_pairs(graded, rng: random.Random, max_pairs: int, reference_always: boo
         chosen = sorted(set(right) | {q["solution"]}) if reference_always else (right or [q["solution"]])
         pairs = [(c, r) for c in chosen for r in wrong]
         for c, r in rng.sample(pairs, min(max_pairs, len(pairs))):
-            rows.append({"prompt": solver_messages(q["question"]),
-                         "chosen": [{"role": "assistant", "content": c}],
-                         "rejected": [{"role": "assistant", "content": r}]})
+            rows.append(
+                {
+                    "prompt": solver_messages(q["question"]),
+                    "chosen": [{"role": "assistant", "content": c}],
+                    "rejected": [{"role": "assistant", "content": r}],
+                }
+            )
     return rows
 
 
@@ -81,21 +85,46 @@ def next_pool(graded, teacher, rng: random.Random, replay: float, max_pool: int,
     return pool[:max_pool] if max_pool else pool
 
 
-def train_dpo(model_dir: Path, out_dir: Path, rows: list[dict], seed: int, lr: float, batch: int,
-              weights: list[float] | None = None, loss_type: tuple[str, ...] = ("sigmoid", "sft"), epochs: int = 1,
-              warmup_ratio: float = 0.0, beta: float = 0.1) -> dict:
+def train_dpo(
+    model_dir: Path,
+    out_dir: Path,
+    rows: list[dict],
+    seed: int,
+    lr: float,
+    batch: int,
+    weights: list[float] | None = None,
+    loss_type: tuple[str, ...] = ("sigmoid", "sft"),
+    epochs: int = 1,
+    warmup_ratio: float = 0.0,
+    beta: float = 0.1,
+) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    args = DPOConfig(output_dir=str(out_dir / "run"), loss_type=list(loss_type), loss_weights=weights, beta=beta, learning_rate=lr, warmup_steps=warmup_ratio,
-                     per_device_train_batch_size=batch, num_train_epochs=epochs, bf16=False, report_to="none",
-                     save_strategy="no", logging_steps=10, seed=seed, max_length=256, disable_tqdm=True,
-                     dataloader_pin_memory=False)
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tok)
+    args = DPOConfig(
+        output_dir=str(out_dir / "run"),
+        loss_type=list(loss_type),
+        loss_weights=weights,
+        beta=beta,
+        learning_rate=lr,
+        warmup_steps=warmup_ratio,
+        per_device_train_batch_size=batch,
+        num_train_epochs=epochs,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10,
+        seed=seed,
+        max_length=256,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+    trainer = DPOTrainer(
+        model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok
+    )
     result = trainer.train()
     trainer.model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
@@ -107,9 +136,12 @@ def heldout_eval(model_dir: Path, heldout: list[dict], seed: int) -> dict:
     backend = TransformersBackend(str(model_dir))
     r = evaluate(backend, heldout, k=4, temperature=0.7, seed=seed, max_new_tokens=64)
     backend.close()
-    return {"greedy": r["greedy"], "mean_at_4": r["mean_at_k"],
-            "by_level": {k: [v["n"], round(v["greedy"], 3), round(v["mean_at_k"], 3)] for k, v in r["by_level"].items()},
-            "seconds": r["seconds"]}
+    return {
+        "greedy": r["greedy"],
+        "mean_at_4": r["mean_at_k"],
+        "by_level": {k: [v["n"], round(v["greedy"], 3), round(v["mean_at_k"], 3)] for k, v in r["by_level"].items()},
+        "seconds": r["seconds"],
+    }
 
 
 def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
@@ -117,13 +149,22 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
     heldout = arithmetic.load_jsonl(arithmetic.HELDOUT_FILE)
     seeds = arithmetic.load_jsonl(arithmetic.SEED_FILE)
     size = dict(layers=a.layers, hidden=a.hidden, heads=a.hidden // 64, kv_heads=1, intermediate=4 * a.hidden)
-    cache = work / (f"warm_s{seed}_n{a.warm_steps}_L{a.layers}h{a.hidden}_lv{''.join(map(str, a.warm_levels))}"
-                    f"_{a.warm_scheduler}_t{a.warm_target}")
+    cache = work / (
+        f"warm_s{seed}_n{a.warm_steps}_L{a.layers}h{a.hidden}_lv{''.join(map(str, a.warm_levels))}"
+        f"_{a.warm_scheduler}_t{a.warm_target}"
+    )
     timings = {}
     if not (cache / "config.json").exists():
         build_tiny_solver(work / f"init_s{seed}", seed=seed, **size)
-        ws = warm_start(work / f"init_s{seed}", cache, steps=a.warm_steps, seed=seed, levels=tuple(a.warm_levels),
-                        lr_scheduler=a.warm_scheduler, target_accuracy=a.warm_target)
+        ws = warm_start(
+            work / f"init_s{seed}",
+            cache,
+            steps=a.warm_steps,
+            seed=seed,
+            levels=tuple(a.warm_levels),
+            lr_scheduler=a.warm_scheduler,
+            target_accuracy=a.warm_target,
+        )
         timings["warm_start"] = ws["seconds"]
     model = cache
     history = [{"round": 0, **heldout_eval(model, heldout, seed)}]
@@ -140,14 +181,31 @@ def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
         pairs = pairs + new_pairs if a.accumulate else new_pairs
         acc = sum(sum(ok) for _, _, ok in graded) / max(1, sum(len(ok) for _, _, ok in graded))
         zones = [zone_of(sum(ok) / len(ok)) for _, _, ok in graded]
-        entry = {"round": r, "pool": len(pool), "pool_acc": round(acc, 3), "new_pairs": len(new_pairs),
-                 "zones": {z: zones.count(z) for z in set(zones)}, "collect_s": round(t_collect, 1)}
+        entry = {
+            "round": r,
+            "pool": len(pool),
+            "pool_acc": round(acc, 3),
+            "new_pairs": len(new_pairs),
+            "zones": {z: zones.count(z) for z in set(zones)},
+            "collect_s": round(t_collect, 1),
+        }
         pool = next_pool(graded, teacher, rng, 0.2, a.max_pool, r)
         if r >= a.train_start and pairs:
             t = time.time()
             out = work / f"s{seed}_r{r}"
-            entry["train"] = train_dpo(model, out, copy.deepcopy(pairs), seed, a.lr, a.batch, a.loss_weights,
-                                       tuple(a.loss_type), a.epochs, a.warmup_ratio, a.beta)
+            entry["train"] = train_dpo(
+                model,
+                out,
+                copy.deepcopy(pairs),
+                seed,
+                a.lr,
+                a.batch,
+                a.loss_weights,
+                tuple(a.loss_type),
+                a.epochs,
+                a.warmup_ratio,
+                a.beta,
+            )
             entry["train_s"] = round(time.time() - t, 1)
             if model != cache:
                 shutil.rmtree(model, ignore_errors=True)
@@ -166,7 +224,9 @@ def main() -> None:
     p.add_argument("--warm-steps", type=int, default=250)
     p.add_argument("--warm-levels", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--warm-scheduler", default="cosine")
-    p.add_argument("--warm-target", type=float, default=None, help="stop the warm start at this validation greedy accuracy")
+    p.add_argument(
+        "--warm-target", type=float, default=None, help="stop the warm start at this validation greedy accuracy"
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--warmup-ratio", type=float, default=0.0)
@@ -183,8 +243,11 @@ def main() -> None:
     p.add_argument("--loss-weights", type=float, nargs="+", default=None, help="weights of sigmoid and sft")
     p.add_argument("--max-pool", type=int, default=250)
     p.add_argument("--max-pairs", type=int, default=8)
-    p.add_argument("--reference-always", action="store_true",
-                   help="the reference solution is a chosen side for every question with a failed attempt")
+    p.add_argument(
+        "--reference-always",
+        action="store_true",
+        help="the reference solution is a chosen side for every question with a failed attempt",
+    )
     p.add_argument("--no-accumulate", dest="accumulate", action="store_false")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prosetting_calibration"))
     p.add_argument("--out", default=None, help="results JSON (default: <work>/calibration.json)")
@@ -206,8 +269,10 @@ def main() -> None:
         for h in res["history"]:
             if "greedy" in h:
                 secs = h.get("collect_s", 0) + h.get("train_s", 0) + h["seconds"]
-                print(f"{res['seed']:>4} {h['round']:>5} {h.get('pool', ''):>5} {h.get('pool_acc', ''):>8} "
-                      f"{h.get('new_pairs', ''):>6} {100 * h['greedy']:>6.1f}% {100 * h['mean_at_4']:>6.1f}% {secs:>5.0f}s")
+                print(
+                    f"{res['seed']:>4} {h['round']:>5} {h.get('pool', ''):>5} {h.get('pool_acc', ''):>8} "
+                    f"{h.get('new_pairs', ''):>6} {100 * h['greedy']:>6.1f}% {100 * h['mean_at_4']:>6.1f}% {secs:>5.0f}s"
+                )
         print(f"seed {res['seed']}: total {res['total_s']:.0f} s, warm start {res['timings']}")
 
 

@@ -37,8 +37,10 @@ def build_model(out: Path) -> Path:
 
 def make_questions(n: int) -> list[dict]:
     rng = random.Random(0)
-    return [{"id": f"b{i:04d}", "question": f"{rng.randint(10, 999)} + {rng.randint(10, 999)} = ?", "answer": "0"}
-            for i in range(n)]
+    return [
+        {"id": f"b{i:04d}", "question": f"{rng.randint(10, 999)} + {rng.randint(10, 999)} = ?", "answer": "0"}
+        for i in range(n)
+    ]
 
 
 def our_stage(ws: Path, model: Path, questions: list[dict], args, **settings) -> dict:
@@ -48,8 +50,14 @@ def our_stage(ws: Path, model: Path, questions: list[dict], args, **settings) ->
     from prosetting.core.io import atomic_write_json
     from prosetting.core.state_manager import StateManager
 
-    overrides = {"WORKSPACE_DIR": str(ws), "ATTEMPTS_PER_QUESTION": str(args.attempts), "MAX_NEW_TOKENS": str(args.max_new_tokens),
-                 "COLLECTION_BATCH_SIZE": str(args.batch), "SOLVER_SYSTEM_PROMPT": "", **{k: str(v) for k, v in settings.items()}}
+    overrides = {
+        "WORKSPACE_DIR": str(ws),
+        "ATTEMPTS_PER_QUESTION": str(args.attempts),
+        "MAX_NEW_TOKENS": str(args.max_new_tokens),
+        "COLLECTION_BATCH_SIZE": str(args.batch),
+        "SOLVER_SYSTEM_PROMPT": "",
+        **{k: str(v) for k, v in settings.items()},
+    }
     cfg, _ = load_config(env_file=None, environ={}, overrides=overrides)
     cfg = dataclasses.replace(cfg, SOLVER_MODEL_PATH=str(model))
     sm = StateManager(cfg.workspace)
@@ -77,18 +85,26 @@ def _plain_vllm(model: str, prompts: list[str], n: int, max_tokens: int, queue) 
     outs = llm.generate(prompts, SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens), use_tqdm=False)
     done = time.time()
     tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
-    queue.put({"engine_start_seconds": round(ready - t0, 2), "generation_seconds": round(done - ready, 2),
-               "generated_tokens": tokens, "tokens_per_second": round(tokens / (done - ready), 1)})
+    queue.put(
+        {
+            "engine_start_seconds": round(ready - t0, 2),
+            "generation_seconds": round(done - ready, 2),
+            "generated_tokens": tokens,
+            "tokens_per_second": round(tokens / (done - ready), 1),
+        }
+    )
 
 
 def plain_vllm(model: Path, questions: list[dict], args) -> dict:
     from transformers import AutoTokenizer
 
-    from prosetting.collectors.data_normalizer import solver_messages
+    from prosetting.core.text import solver_messages
 
     tok = AutoTokenizer.from_pretrained(model)
-    prompts = [tok.apply_chat_template(solver_messages(q["question"]), tokenize=False, add_generation_prompt=True)
-               for q in questions]
+    prompts = [
+        tok.apply_chat_template(solver_messages(q["question"]), tokenize=False, add_generation_prompt=True)
+        for q in questions
+    ]
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_plain_vllm, args=(str(model), prompts, args.attempts, args.max_new_tokens, queue))
@@ -105,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attempts", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch", type=int, default=64, help="COLLECTION_BATCH_SIZE of our stage")
-    p.add_argument("--model", help="an existing model folder instead of the 30 M one built here (e.g. the embedded "
-                   "solver, workspace/checkpoints/base_solver); with it only (a) and (c) run, for COLLECTION_BACKEND=auto")
+    p.add_argument(
+        "--model",
+        help="an existing model folder instead of the 30 M one built here (e.g. the embedded "
+        "solver, workspace/checkpoints/base_solver); with it only (a) and (c) run, for COLLECTION_BACKEND=auto",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,25 +141,40 @@ def main(argv: list[str] | None = None) -> int:
     print("c ours, transformers:", results["ours_transformers"], flush=True)
     if args.model:
         a, c = results["ours_vllm"], results["ours_transformers"]
-        print(f"stage wall time: vLLM {a['wall_seconds']:.1f}s (engine start {a['engine_start_seconds']:.1f}s), "
-              f"transformers {c['wall_seconds']:.1f}s (model load {c['engine_start_seconds']:.1f}s)")
+        print(
+            f"stage wall time: vLLM {a['wall_seconds']:.1f}s (engine start {a['engine_start_seconds']:.1f}s), "
+            f"transformers {c['wall_seconds']:.1f}s (model load {c['engine_start_seconds']:.1f}s)"
+        )
         (out / "collection_model.json").write_text(json.dumps(results, indent=2))
         return 0
-    results["ours_vllm_2_engines"] = our_stage(out / "ws_vllm2", model, questions, args, COLLECTION_BACKEND="vllm",
-                                               COLLECTION_CPU_ENGINES=2)
+    results["ours_vllm_2_engines"] = our_stage(
+        out / "ws_vllm2", model, questions, args, COLLECTION_BACKEND="vllm", COLLECTION_CPU_ENGINES=2
+    )
     print("d ours, vLLM, 2 engines:", results["ours_vllm_2_engines"], flush=True)
     a, b = results["ours_vllm"]["tokens_per_second"], results["plain_vllm"]["tokens_per_second"]
     c, d = results["ours_transformers"]["tokens_per_second"], results["ours_vllm_2_engines"]["tokens_per_second"]
-    results["ratios"] = {"a_over_b": round(a / b, 3), "a_over_c": round(a / c, 3), "d_over_a": round(d / a, 3),
-                         "stage_wall_2_engines_over_1": round(results["ours_vllm_2_engines"]["wall_seconds"]
-                                                              / results["ours_vllm"]["wall_seconds"], 3)}
-    results["setup"] = {"questions": args.questions, "attempts": args.attempts, "max_new_tokens": args.max_new_tokens,
-                        "batch": args.batch, "model_parameters": "about 30 M (10 layers, hidden 512, head size 64)"}
+    results["ratios"] = {
+        "a_over_b": round(a / b, 3),
+        "a_over_c": round(a / c, 3),
+        "d_over_a": round(d / a, 3),
+        "stage_wall_2_engines_over_1": round(
+            results["ours_vllm_2_engines"]["wall_seconds"] / results["ours_vllm"]["wall_seconds"], 3
+        ),
+    }
+    results["setup"] = {
+        "questions": args.questions,
+        "attempts": args.attempts,
+        "max_new_tokens": args.max_new_tokens,
+        "batch": args.batch,
+        "model_parameters": "about 30 M (10 layers, hidden 512, head size 64)",
+    }
     (out / "collection.json").write_text(json.dumps(results, indent=2))
     print(f"\n{'':28}{'tokens/s':>10}{'start s':>9}{'gen s':>8}")
     for name in ("plain_vllm", "ours_vllm", "ours_transformers", "ours_vllm_2_engines"):
         r = results[name]
-        print(f"{name:28}{r['tokens_per_second']:>10.0f}{r['engine_start_seconds']:>9.1f}{r['generation_seconds']:>8.1f}")
+        print(
+            f"{name:28}{r['tokens_per_second']:>10.0f}{r['engine_start_seconds']:>9.1f}{r['generation_seconds']:>8.1f}"
+        )
     print("ratios:", results["ratios"])
     return 0
 

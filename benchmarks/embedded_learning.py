@@ -42,13 +42,24 @@ def run_seed(seed: int, out: Path, extra: list[str]) -> dict:
     summary = json.loads((ws / "auto_training_summary.json").read_text())
     curve = [r["heldout_accuracy"] for r in summary["rounds"]]
     base = summary["baseline_heldout_accuracy"]
-    return {"seed": seed, "wall_s": round(wall, 1), "warm_start": base, "rounds": curve, "final": curve[-1],
-            "gain": curve[-1] - base, "heldout_n": json.loads((ws / "results" / "evaluations.json").read_text())["baseline"]["n"]}
+    return {
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "warm_start": base,
+        "rounds": curve,
+        "final": curve[-1],
+        "gain": curve[-1] - base,
+        "heldout_n": json.loads((ws / "results" / "evaluations.json").read_text())["baseline"]["n"],
+    }
 
 
 def spread(xs: list[float]) -> dict:
-    return {"mean": statistics.fmean(xs), "min": min(xs), "max": max(xs),
-            "stdev": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+    return {
+        "mean": statistics.fmean(xs),
+        "min": min(xs),
+        "max": max(xs),
+        "stdev": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+    }
 
 
 def main() -> None:
@@ -63,22 +74,37 @@ def main() -> None:
     for seed in a.seeds:
         runs.append(run_seed(seed, out, a.extra))
         r = runs[-1]
-        print(f"seed {seed:>3}: warm start {100 * r['warm_start']:5.1f}% -> "
-              + " ".join(f"{100 * x:5.1f}%" for x in r["rounds"])
-              + f"   gain {100 * r['gain']:+5.1f} pp   {r['wall_s']:.0f} s", flush=True)
+        print(
+            f"seed {seed:>3}: warm start {100 * r['warm_start']:5.1f}% -> "
+            + " ".join(f"{100 * x:5.1f}%" for x in r["rounds"])
+            + f"   gain {100 * r['gain']:+5.1f} pp   {r['wall_s']:.0f} s",
+            flush=True,
+        )
     n = runs[0]["heldout_n"]
     warm, final, gain = (spread([r[k] for r in runs]) for k in ("warm_start", "final", "gain"))
     p_mid = warm["mean"]
     stderr = math.sqrt(p_mid * (1 - p_mid) / n)
     learns = gain["min"] > 2 * stderr and gain["mean"] > 2 * warm["stdev"]
-    result = {"seeds": a.seeds, "extra": a.extra, "runs": runs, "warm_start": warm, "final": final, "gain": gain,
-              "heldout_binomial_stderr": stderr, "learns": learns}
+    result = {
+        "seeds": a.seeds,
+        "extra": a.extra,
+        "runs": runs,
+        "warm_start": warm,
+        "final": final,
+        "gain": gain,
+        "heldout_binomial_stderr": stderr,
+        "learns": learns,
+    }
     (out / "embedded_learning.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"warm start {100 * warm['mean']:.1f}% (range {100 * warm['min']:.1f}-{100 * warm['max']:.1f}), "
-          f"final {100 * final['mean']:.1f}% (range {100 * final['min']:.1f}-{100 * final['max']:.1f})")
-    print(f"gain {100 * gain['mean']:+.1f} pp (range {100 * gain['min']:+.1f} to {100 * gain['max']:+.1f}, "
-          f"stdev {100 * gain['stdev']:.1f}); noise: warm-start stdev over seeds {100 * warm['stdev']:.1f} pp, "
-          f"binomial stderr {100 * stderr:.1f} pp on {n} questions")
+    print(
+        f"warm start {100 * warm['mean']:.1f}% (range {100 * warm['min']:.1f}-{100 * warm['max']:.1f}), "
+        f"final {100 * final['mean']:.1f}% (range {100 * final['min']:.1f}-{100 * final['max']:.1f})"
+    )
+    print(
+        f"gain {100 * gain['mean']:+.1f} pp (range {100 * gain['min']:+.1f} to {100 * gain['max']:+.1f}, "
+        f"stdev {100 * gain['stdev']:.1f}); noise: warm-start stdev over seeds {100 * warm['stdev']:.1f} pp, "
+        f"binomial stderr {100 * stderr:.1f} pp on {n} questions"
+    )
     print("learns beyond the noise" if result["learns"] else "does NOT learn beyond the noise")
     print(f"longest run {max(r['wall_s'] for r in runs):.0f} s")
 

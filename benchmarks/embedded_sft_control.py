@@ -63,10 +63,21 @@ def main() -> None:
             data = sft_rows(steps * cfg["TRL_BATCH_SIZE"], tuple(warm["levels"]), cfg["SEED"] + 1000 + r, exclude)
             tok = AutoTokenizer.from_pretrained(model_dir)
             model = AutoModelForCausalLM.from_pretrained(model_dir)
-            args = SFTConfig(output_dir=str(scratch / "run"), max_steps=steps, per_device_train_batch_size=cfg["TRL_BATCH_SIZE"],
-                             learning_rate=cfg["TRL_LEARNING_RATE"], warmup_steps=cfg["TRL_WARMUP_RATIO"],
-                             lr_scheduler_type="linear", max_length=128, bf16=False, report_to="none",
-                             save_strategy="no", seed=cfg["SEED"] + r, disable_tqdm=True, dataloader_pin_memory=False)
+            args = SFTConfig(
+                output_dir=str(scratch / "run"),
+                max_steps=steps,
+                per_device_train_batch_size=cfg["TRL_BATCH_SIZE"],
+                learning_rate=cfg["TRL_LEARNING_RATE"],
+                warmup_steps=cfg["TRL_WARMUP_RATIO"],
+                lr_scheduler_type="linear",
+                max_length=128,
+                bf16=False,
+                report_to="none",
+                save_strategy="no",
+                seed=cfg["SEED"] + r,
+                disable_tqdm=True,
+                dataloader_pin_memory=False,
+            )
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tok)
             trainer.train()
             out = scratch / f"r{r}"
@@ -76,17 +87,27 @@ def main() -> None:
             model_dir = out
             ev = held_out(out)
             acc = ev["greedy"]
-            rows.append({"round": r, "steps": steps, "control_greedy": acc,
-                         "control_by_level": {k: v["greedy"] for k, v in ev["by_level"].items()},
-                         "loop_greedy": evaluations[f"round_{r}"]["greedy"]})
-            print(f"round {r}: {steps} steps  loop {100 * rows[-1]['loop_greedy']:5.1f}%  "
-                  f"SFT control {100 * acc:5.1f}%", flush=True)
+            rows.append(
+                {
+                    "round": r,
+                    "steps": steps,
+                    "control_greedy": acc,
+                    "control_by_level": {k: v["greedy"] for k, v in ev["by_level"].items()},
+                    "loop_greedy": evaluations[f"round_{r}"]["greedy"],
+                }
+            )
+            print(
+                f"round {r}: {steps} steps  loop {100 * rows[-1]['loop_greedy']:5.1f}%  SFT control {100 * acc:5.1f}%",
+                flush=True,
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result = {"workspace": str(ws), "warm_start": evaluations["baseline"]["greedy"], "rounds": rows}
     (ws / "results" / "sft_control.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"warm start {100 * result['warm_start']:.1f}%; after the last round: loop "
-          f"{100 * rows[-1]['loop_greedy']:.1f}%, SFT control {100 * rows[-1]['control_greedy']:.1f}%")
+    print(
+        f"warm start {100 * result['warm_start']:.1f}%; after the last round: loop "
+        f"{100 * rows[-1]['loop_greedy']:.1f}%, SFT control {100 * rows[-1]['control_greedy']:.1f}%"
+    )
 
 
 if __name__ == "__main__":

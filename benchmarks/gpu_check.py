@@ -27,11 +27,30 @@ import sys
 import time
 from pathlib import Path
 
-QWEN3_8B = dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-                num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-                rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)
-TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=32, max_position_embeddings=512, tie_word_embeddings=False)
+QWEN3_8B = dict(
+    vocab_size=151936,
+    hidden_size=4096,
+    intermediate_size=12288,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
+TINY = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=32,
+    max_position_embeddings=512,
+    tie_word_embeddings=False,
+)
 README_ROWS = {  # the README's table, GB (1e9 bytes) per GPU, checkpointing off / on
     "full": ("ddp, full weights", "66 GB", "16 GB", (92.0, 83.0)),
     "lora": ("ddp + LoRA r=16, all linear layers", "16 GB base + < 1 GB", "none (the adapter disabled)", (27.0, 18.0)),
@@ -42,8 +61,12 @@ GB = 1e9
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="a tiny Qwen3 (2 layers, 64 wide) instead of the 8B shape")
-    p.add_argument("--row", choices=("auto", "full", "lora"), default="auto",
-                   help="README row to check: full weights (needs ~100 GB), LoRA, or auto (by the GPU's memory)")
+    p.add_argument(
+        "--row",
+        choices=("auto", "full", "lora"),
+        default="auto",
+        help="README row to check: full weights (needs ~100 GB), LoRA, or auto (by the GPU's memory)",
+    )
     p.add_argument("--seq", type=int, default=1024, help="tokens per side (chosen, rejected); half of them prompt")
     p.add_argument("--steps", type=int, default=3, help="timed steps per setting, after one untimed warm-up step")
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank of the lora row")
@@ -64,8 +87,9 @@ def build(config_kwargs: dict, device: str, dtype, row: str, lora_r: int):
     if row == "lora":
         from peft import LoraConfig, get_peft_model
 
-        policy = get_peft_model(policy, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear",
-                                                   task_type="CAUSAL_LM"))
+        policy = get_peft_model(
+            policy, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
+        )
         reference = None  # the base with the adapter disabled, as TRL does for a peft model
     else:
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -80,7 +104,7 @@ def batch(vocab: int, seq: int, device: str):
     prompt = torch.randint(0, vocab, (seq // 2,), generator=g)
     ids = torch.stack([torch.cat([prompt, torch.randint(0, vocab, (seq - seq // 2,), generator=g)]) for _ in range(2)])
     mask = torch.zeros_like(ids, dtype=torch.bool)
-    mask[:, seq // 2:] = True  # completion tokens carry the loss
+    mask[:, seq // 2 :] = True  # completion tokens carry the loss
     return ids.to(device), mask.to(device)
 
 
@@ -122,8 +146,12 @@ def held_bytes(policy, reference, optimizer) -> dict:
     reference's weights."""
     weights = sum(p.numel() * p.element_size() for p in policy.parameters())
     grads = sum(p.numel() * p.element_size() for p in policy.parameters() if p.requires_grad)
-    states = sum(t.numel() * t.element_size() for st in optimizer.state.values() for t in st.values()
-                 if hasattr(t, "numel") and t.dim() > 0)
+    states = sum(
+        t.numel() * t.element_size()
+        for st in optimizer.state.values()
+        for t in st.values()
+        if hasattr(t, "numel") and t.dim() > 0
+    )
     ref = sum(p.numel() * p.element_size() for p in reference.parameters()) if reference is not None else 0
     return {"states": (weights + grads + states) / GB, "reference": ref / GB}
 
@@ -176,35 +204,57 @@ def run(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         seconds = (time.time() - start) / args.steps
         peak = torch.cuda.max_memory_allocated() / GB if cuda else None
-        results.append({"gradient_checkpointing": checkpointing, "peak_gb": peak, "step_s": seconds,
-                        "held_gb": held_bytes(policy, reference, optimizer),
-                        "tokens_per_s": 2 * seq / seconds, "losses": losses,
-                        "predicted_gb": predicted_gb(row, params, n_trainable, shape, 2 * seq, checkpointing)})
-    return {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "device_total_gb": total_gb, "row": row,
-            "shape": "tiny" if args.tiny else "Qwen3-8B", "parameters": params, "trainable": n_trainable,
-            "tokens_per_step": 2 * seq, "build_s": round(built_s, 1), "results": results,
-            "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB,
-            "torch": torch.__version__}
+        results.append(
+            {
+                "gradient_checkpointing": checkpointing,
+                "peak_gb": peak,
+                "step_s": seconds,
+                "held_gb": held_bytes(policy, reference, optimizer),
+                "tokens_per_s": 2 * seq / seconds,
+                "losses": losses,
+                "predicted_gb": predicted_gb(row, params, n_trainable, shape, 2 * seq, checkpointing),
+            }
+        )
+    return {
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "device_total_gb": total_gb,
+        "row": row,
+        "shape": "tiny" if args.tiny else "Qwen3-8B",
+        "parameters": params,
+        "trainable": n_trainable,
+        "tokens_per_step": 2 * seq,
+        "build_s": round(built_s, 1),
+        "results": results,
+        "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB,
+        "torch": torch.__version__,
+    }
 
 
 def render(out: dict) -> str:
     name, states, ref, readme = README_ROWS[out["row"]]
     unit, scale = ("MB", 1e3) if out["shape"] == "tiny" else ("GB", 1.0)
     size = f"{out['parameters'] / 1e9:.2f} B" if out["parameters"] >= 1e9 else f"{out['parameters'] / 1e6:.2f} M"
-    lines = [f"{out['shape']} ({size} parameters, {out['trainable'] / 1e6:.2f} M trainable), "
-             f"bf16, {out['tokens_per_step']} tokens a step, on {out['device']}"
-             + (f" ({out['device_total_gb']:.0f} GB)" if out["device_total_gb"] else "") + f"; built in {out['build_s']} s",
-             f"README row checked: `{name}` (policy + grads + Adam {states}, reference {ref}; "
-             f"total {readme[0]:.0f} / {readme[1]:.0f} GB with checkpointing off / on)", "",
-             f"| checkpointing | predicted: states + reference + activations = total ({unit}) | counted in tensors: "
-             f"states + reference ({unit}) | measured peak ({unit}) | tokens/s | s/step |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"{out['shape']} ({size} parameters, {out['trainable'] / 1e6:.2f} M trainable), "
+        f"bf16, {out['tokens_per_step']} tokens a step, on {out['device']}"
+        + (f" ({out['device_total_gb']:.0f} GB)" if out["device_total_gb"] else "")
+        + f"; built in {out['build_s']} s",
+        f"README row checked: `{name}` (policy + grads + Adam {states}, reference {ref}; "
+        f"total {readme[0]:.0f} / {readme[1]:.0f} GB with checkpointing off / on)",
+        "",
+        f"| checkpointing | predicted: states + reference + activations = total ({unit}) | counted in tensors: "
+        f"states + reference ({unit}) | measured peak ({unit}) | tokens/s | s/step |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in out["results"]:
         p = {k: v * scale for k, v in r["predicted_gb"].items()}
         held = {k: v * scale for k, v in r["held_gb"].items()}
         peak = f"{r['peak_gb'] * scale:.1f}" if r["peak_gb"] is not None else "n/a (CPU)"
-        lines.append(f"| {'on' if r['gradient_checkpointing'] else 'off'} | {p['states']:.1f} + {p['reference']:.1f} + "
-                     f"{p['activations']:.1f} = {p['total']:.1f} | {held['states']:.1f} + {held['reference']:.1f} | {peak} | "
-                     f"{r['tokens_per_s']:.0f} | {r['step_s']:.2f} |")
+        lines.append(
+            f"| {'on' if r['gradient_checkpointing'] else 'off'} | {p['states']:.1f} + {p['reference']:.1f} + "
+            f"{p['activations']:.1f} = {p['total']:.1f} | {held['states']:.1f} + {held['reference']:.1f} | {peak} | "
+            f"{r['tokens_per_s']:.0f} | {r['step_s']:.2f} |"
+        )
     return "\n".join(lines)
 
 

@@ -47,8 +47,13 @@ def heldout_greedy(model_dir: Path, max_new_tokens: int, system_prompt: str) -> 
 
     backend = TransformersBackend(str(model_dir))
     try:
-        return evaluate(backend, read_jsonl(REPO / "data" / "heldout.jsonl"), k=0, max_new_tokens=max_new_tokens,
-                        system_prompt=system_prompt)["greedy"]
+        return evaluate(
+            backend,
+            read_jsonl(REPO / "data" / "heldout.jsonl"),
+            k=0,
+            max_new_tokens=max_new_tokens,
+            system_prompt=system_prompt,
+        )["greedy"]
     finally:
         backend.close()
 
@@ -67,13 +72,21 @@ def one(seed: int, steps: int, heldout_eval: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="repro.") as tmp:
         stats = build_embedded_solver(Path(tmp) / "solver", cfg)
         weights = hashlib.sha256((Path(tmp) / "solver" / "model.safetensors").read_bytes()).hexdigest()
-        heldout = (heldout_greedy(Path(tmp) / "solver", cfg.MAX_NEW_TOKENS, cfg.SOLVER_SYSTEM_PROMPT)
-                   if heldout_eval else None)
-    return {"final_loss": repr(stats["losses"][-1]) if stats["losses"] else None, "steps": stats["steps"],
-            "heldout_greedy": heldout,
-            "losses": stats["losses"], "checks": stats.get("checks"), "weights_sha256": weights,
-            "seconds": stats["seconds"], "torch_threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+        heldout = (
+            heldout_greedy(Path(tmp) / "solver", cfg.MAX_NEW_TOKENS, cfg.SOLVER_SYSTEM_PROMPT) if heldout_eval else None
+        )
+    return {
+        "final_loss": repr(stats["losses"][-1]) if stats["losses"] else None,
+        "steps": stats["steps"],
+        "heldout_greedy": heldout,
+        "losses": stats["losses"],
+        "checks": stats.get("checks"),
+        "weights_sha256": weights,
+        "seconds": stats["seconds"],
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+    }
 
 
 def cpu_model() -> str:
@@ -90,8 +103,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--steps", type=int, default=100, help="fixed warm-start steps; 0: the run's own warm start")
-    p.add_argument("--settings", nargs="+", default=["default", "threads_1", "aten_avx2", "mkl_avx2", "all_avx2"],
-                   choices=list(SETTINGS))
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=["default", "threads_1", "aten_avx2", "mkl_avx2", "all_avx2"],
+        choices=list(SETTINGS),
+    )
     p.add_argument("--heldout", action="store_true", help="also measure the warm start's held-out greedy accuracy")
     p.add_argument("--out", default=str(REPO / "results"))
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -109,22 +126,56 @@ def main() -> None:
     results = previous.get("results", {}) if previous.get("cpu") == cpu_model() else {}
     for name in a.settings:
         env = {**os.environ, **SETTINGS[name]}
-        done = subprocess.run([sys.executable, __file__, "--one", "--seed", str(a.seed), "--steps", str(a.steps),
-                               *(["--heldout"] if a.heldout else [])],
-                              env=env, capture_output=True, text=True, cwd=REPO)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                "--seed",
+                str(a.seed),
+                "--steps",
+                str(a.steps),
+                *(["--heldout"] if a.heldout else []),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         if done.returncode != 0:
             raise SystemExit(f"{name}: exited {done.returncode}\n{done.stderr[-3000:]}")
         r = json.loads(done.stdout.strip().splitlines()[-1])
         r["env"] = SETTINGS[name]
         results[f"seed{a.seed}_steps{a.steps}_{name}"] = r
         base = results.get(f"seed{a.seed}_steps{a.steps}_default")
-        same = "" if base is None or name == "default" else (
-            " (same weights as default)" if base["weights_sha256"] == r["weights_sha256"] else " (DIFFERS from default)")
+        same = (
+            ""
+            if base is None or name == "default"
+            else (
+                " (same weights as default)"
+                if base["weights_sha256"] == r["weights_sha256"]
+                else " (DIFFERS from default)"
+            )
+        )
         held = "" if r["heldout_greedy"] is None else f", held-out greedy {100 * r['heldout_greedy']:.1f} %"
-        print(f"{name:>20}: {r['steps']} steps, final loss {r['final_loss']}{held}, {r['torch_threads']} threads, "
-              f"{r['cpu_capability']}, {r['seconds']:.0f} s{same}", flush=True)
-    path.write_text(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-                                "transformers": transformers.__version__, "results": results}, indent=2) + "\n")
+        print(
+            f"{name:>20}: {r['steps']} steps, final loss {r['final_loss']}{held}, {r['torch_threads']} threads, "
+            f"{r['cpu_capability']}, {r['seconds']:.0f} s{same}",
+            flush=True,
+        )
+    path.write_text(
+        json.dumps(
+            {
+                "cpu": cpu_model(),
+                "cores": os.cpu_count(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

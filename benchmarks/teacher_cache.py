@@ -140,8 +140,10 @@ def probe_carry_over(folder: str) -> dict:
 
 
 def in_fresh_process(func: str, *args) -> dict:
-    code = (f"import json, sys; from prosetting.benchmarks.teacher_cache import {func}; "
-            f"print('RESULT ' + json.dumps({func}(*json.loads(sys.argv[1]))))")
+    code = (
+        f"import json, sys; from prosetting.benchmarks.teacher_cache import {func}; "
+        f"print('RESULT ' + json.dumps({func}(*json.loads(sys.argv[1]))))"
+    )
     out = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, check=True)
     return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
 
@@ -183,10 +185,15 @@ def shared_runs(folder: Path, n: int = 4000, threads: int = 4, latency: float = 
     procs, logs = [], {}
     for who in ("a", "b"):
         logs[who] = folder.parent / f"shared_{who}.json"
-        code = ("import sys; from prosetting.benchmarks.teacher_cache import shared_worker; "
-                "shared_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])")
-        procs.append(subprocess.Popen([sys.executable, "-c", code, str(folder), who, str(n), str(threads), str(latency),
-                                       str(logs[who])]))
+        code = (
+            "import sys; from prosetting.benchmarks.teacher_cache import shared_worker; "
+            "shared_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])"
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(folder), who, str(n), str(threads), str(latency), str(logs[who])]
+            )
+        )
     t0 = time.perf_counter()
     for p in procs:
         if p.wait(timeout=600) != 0:
@@ -196,16 +203,28 @@ def shared_runs(folder: Path, n: int = 4000, threads: int = 4, latency: float = 
     stored_at = {who: {i: end for i, hit, start, end in r if not hit} for who, r in rows.items()}
     cache = CallCache(folder)
     lost = sum(1 for who in rows for i in stored_at[who] if cache.get(key_of(i)) is None)
-    wrong = sum(1 for i in range(n) if (rec := cache.get(key_of(i))) is not None
-                and rec["text"] not in (f"a:{i}", f"b:{i}"))
+    wrong = sum(
+        1 for i in range(n) if (rec := cache.get(key_of(i))) is not None and rec["text"] not in (f"a:{i}", f"b:{i}")
+    )
     cache.close()
     # A call run X paid for, although run Y had stored its answer before X's lookup started.
-    repeated = sum(1 for x, y in (("a", "b"), ("b", "a")) for i, hit, start, end in rows[x]
-                   if not hit and i in stored_at[y] and stored_at[y][i] < start)
+    repeated = sum(
+        1
+        for x, y in (("a", "b"), ("b", "a"))
+        for i, hit, start, end in rows[x]
+        if not hit and i in stored_at[y] and stored_at[y][i] < start
+    )
     paid = {who: len(stored_at[who]) for who in rows}
-    return {"calls": n, "paid_a": paid["a"], "paid_b": paid["b"], "used_the_others": 2 * n - paid["a"] - paid["b"],
-            "paid_by_both": sum(1 for i in stored_at["a"] if i in stored_at["b"]), "answers_lost": lost + wrong,
-            "repeated_after_stored": repeated, "seconds": round(seconds, 2)}
+    return {
+        "calls": n,
+        "paid_a": paid["a"],
+        "paid_b": paid["b"],
+        "used_the_others": 2 * n - paid["a"] - paid["b"],
+        "paid_by_both": sum(1 for i in stored_at["a"] if i in stored_at["b"]),
+        "answers_lost": lost + wrong,
+        "repeated_after_stored": repeated,
+        "seconds": round(seconds, 2),
+    }
 
 
 # ---------------------------------------------------------------- SIGKILL during writes
@@ -250,9 +269,16 @@ def kill_during_writes(folder: Path, after: int = 500, threads: int = 4) -> dict
     cache.put(key_of(top + threads), text_of(top + threads), USAGE)  # a new writer, at once
     after_kill = cache.get(key_of(top + threads)) is not None
     cache.close()
-    return {"reported_stored": len(reported), "present": present, "reported_but_missing": len(missing),
-            "stored_not_reported": present - len(reported), "integrity": integrity, "texts_intact": intact,
-            "new_writer_ok": after_kill, "signal": -proc.returncode}
+    return {
+        "reported_stored": len(reported),
+        "present": present,
+        "reported_but_missing": len(missing),
+        "stored_not_reported": present - len(reported),
+        "integrity": integrity,
+        "texts_intact": intact,
+        "new_writer_ok": after_kill,
+        "signal": -proc.returncode,
+    }
 
 
 # ---------------------------------------------------------------- the run
@@ -260,7 +286,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[300_000, 1_000_000])
     parser.add_argument("--lookups", type=int, default=200_000)
-    parser.add_argument("--dir", type=Path, default=None, help="where to build the caches (default: a temporary folder)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to build the caches (default: a temporary folder)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="cache_bench_", dir=args.dir))
@@ -273,16 +301,22 @@ def main() -> None:
             built = build(folder, n)
             probe = in_fresh_process("probe_open", str(folder), n, args.lookups)
             size_mb = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
-            results[f"sqlite_{n}"] = {**probe, "open_minus_empty_s": probe["open_s"] - empty["open_s"],
-                                      "rss_minus_empty_mb": probe["rss_open_mb"] - empty["rss_open_mb"],
-                                      "build_s": built, "size_mb": size_mb}
+            results[f"sqlite_{n}"] = {
+                **probe,
+                "open_minus_empty_s": probe["open_s"] - empty["open_s"],
+                "rss_minus_empty_mb": probe["rss_open_mb"] - empty["rss_open_mb"],
+                "build_s": built,
+                "size_mb": size_mb,
+            }
             shutil.rmtree(folder)
             n0 = args.sizes[0]
             if n == n0:
                 legacy = root / f"jsonl_{n0}"
                 build_legacy(legacy, n0)
-                results[f"jsonl_{n0}"] = {**in_fresh_process("probe_legacy", str(legacy)),
-                                          "size_mb": (legacy / LEGACY_FILE).stat().st_size / 2**20}
+                results[f"jsonl_{n0}"] = {
+                    **in_fresh_process("probe_legacy", str(legacy)),
+                    "size_mb": (legacy / LEGACY_FILE).stat().st_size / 2**20,
+                }
                 results[f"carry_over_{n0}"] = in_fresh_process("probe_carry_over", str(legacy))
                 shutil.rmtree(legacy)
         results["puts"] = in_fresh_process("probe_puts", str(root / "puts"))
@@ -299,34 +333,48 @@ def report(r: dict, sizes: list[int]) -> None:
     print(f"load average {r['load_average']:.1f} on {r['cpus']} CPUs (figures under load are not idle figures)")
     print("| cache | calls | size (MB) | open (s) | RSS over empty (MB) | lookups/s (file cached) | first pass |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| SQLite, empty | 0 | - | {r['empty']['open_s']:.3f} | 0 ({r['empty']['rss_open_mb']:.1f} MB to open) | - | - |")
+    print(
+        f"| SQLite, empty | 0 | - | {r['empty']['open_s']:.3f} | 0 ({r['empty']['rss_open_mb']:.1f} MB to open) | - | - |"
+    )
     for n in sizes:
         s = r[f"sqlite_{n}"]
-        print(f"| SQLite (WAL) | {n:,} | {s['size_mb']:.0f} | {s['open_s']:.3f} | {s['rss_minus_empty_mb']:.1f} "
-              f"| {s['lookups_per_s']:,.0f} | {s['lookups_first_per_s']:,.0f} |")
+        print(
+            f"| SQLite (WAL) | {n:,} | {s['size_mb']:.0f} | {s['open_s']:.3f} | {s['rss_minus_empty_mb']:.1f} "
+            f"| {s['lookups_per_s']:,.0f} | {s['lookups_first_per_s']:,.0f} |"
+        )
     n0 = sizes[0]
     j = r[f"jsonl_{n0}"]
-    print(f"| JSON Lines, read whole (before) | {n0:,} | {j['size_mb']:.0f} | {j['open_s']:.2f} | {j['rss_open_mb']:.0f} "
-          "| - | - |")
+    print(
+        f"| JSON Lines, read whole (before) | {n0:,} | {j['size_mb']:.0f} | {j['open_s']:.2f} | {j['rss_open_mb']:.0f} "
+        "| - | - |"
+    )
     print("(RSS over empty: just after opening and one lookup; the 200,000 looked-up keys themselves take ~28 MB more)")
     c = r[f"carry_over_{n0}"]
-    print(f"\ncarry-over of a {n0:,}-call teacher_calls.jsonl: {c['carry_over_s']:.1f} s once "
-          f"({c['calls']:,} calls); the next open {c['second_open_s']:.3f} s")
+    print(
+        f"\ncarry-over of a {n0:,}-call teacher_calls.jsonl: {c['carry_over_s']:.1f} s once "
+        f"({c['calls']:,} calls); the next open {c['second_open_s']:.3f} s"
+    )
     print(f"stores: {r['puts']['puts_per_s']:,.0f} calls/s, one transaction (fsync'd) each")
     s = r["shared"]
-    print(f"two runs sharing one cache ({s['calls']} calls each, opposite orders, 4 threads each): run a paid "
-          f"{s['paid_a']}, run b {s['paid_b']}, {s['used_the_others']} answers used from the other run, "
-          f"{s['paid_by_both']} paid by both at the same moment; answers lost {s['answers_lost']}, "
-          f"calls repeated after the other had stored them {s['repeated_after_stored']}")
+    print(
+        f"two runs sharing one cache ({s['calls']} calls each, opposite orders, 4 threads each): run a paid "
+        f"{s['paid_a']}, run b {s['paid_b']}, {s['used_the_others']} answers used from the other run, "
+        f"{s['paid_by_both']} paid by both at the same moment; answers lost {s['answers_lost']}, "
+        f"calls repeated after the other had stored them {s['repeated_after_stored']}"
+    )
     k = r["sigkill"]
-    print(f"SIGKILL during writes (4 threads): {k['reported_stored']} calls reported stored, "
-          f"{k['reported_but_missing']} of them missing; {k['stored_not_reported']} stored but not yet reported; "
-          f"integrity_check {k['integrity']}; a new writer at once: {'ok' if k['new_writer_ok'] else 'FAILED'}")
+    print(
+        f"SIGKILL during writes (4 threads): {k['reported_stored']} calls reported stored, "
+        f"{k['reported_but_missing']} of them missing; {k['stored_not_reported']} stored but not yet reported; "
+        f"integrity_check {k['integrity']}; a new writer at once: {'ok' if k['new_writer_ok'] else 'FAILED'}"
+    )
     s300 = r.get("sqlite_300000")
     if s300:
         ok = (s300["open_s"] <= 0.5, s300["rss_minus_empty_mb"] <= 150, s300["lookups_per_s"] >= 50_000)
-        print(f"goals at 300,000: open <= 0.5 s {'met' if ok[0] else 'MISSED'}; <= 150 MB over empty "
-              f"{'met' if ok[1] else 'MISSED'}; >= 50,000 lookups/s {'met' if ok[2] else 'MISSED'}")
+        print(
+            f"goals at 300,000: open <= 0.5 s {'met' if ok[0] else 'MISSED'}; <= 150 MB over empty "
+            f"{'met' if ok[1] else 'MISSED'}; >= 50,000 lookups/s {'met' if ok[2] else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

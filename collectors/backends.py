@@ -63,10 +63,16 @@ class EngineSettings:
 
     @classmethod
     def from_config(cls, cfg) -> EngineSettings:
-        return cls(tensor_parallel_size=cfg.TENSOR_PARALLEL_SIZE, gpu_memory_utilization=cfg.VLLM_GPU_MEMORY_UTILIZATION,
-                   max_model_len=cfg.VLLM_MAX_MODEL_LEN, max_num_seqs=cfg.VLLM_MAX_NUM_SEQS,
-                   enforce_eager=cfg.VLLM_ENFORCE_EAGER, dtype=cfg.VLLM_DTYPE, seed=cfg.SEED,
-                   cpu_kvcache_gib=cfg.VLLM_CPU_KVCACHE_SPACE)
+        return cls(
+            tensor_parallel_size=cfg.TENSOR_PARALLEL_SIZE,
+            gpu_memory_utilization=cfg.VLLM_GPU_MEMORY_UTILIZATION,
+            max_model_len=cfg.VLLM_MAX_MODEL_LEN,
+            max_num_seqs=cfg.VLLM_MAX_NUM_SEQS,
+            enforce_eager=cfg.VLLM_ENFORCE_EAGER,
+            dtype=cfg.VLLM_DTYPE,
+            seed=cfg.SEED,
+            cpu_kvcache_gib=cfg.VLLM_CPU_KVCACHE_SPACE,
+        )
 
 
 def _finish(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -145,8 +151,11 @@ class TransformersBackend:
                     if stopped:  # generation stopped on a stop string: count the tokens actually produced
                         length = len([t for t in seq[:length] if t != tok.pad_token_id])
                     done = ended or stopped
-                    row.append(Generation(text=text, num_tokens=length, truncated=not done,
-                                          finish_reason="stop" if done else "length"))
+                    row.append(
+                        Generation(
+                            text=text, num_tokens=length, truncated=not done, finish_reason="stop" if done else "length"
+                        )
+                    )
                 if greedy and sampling.n > 1:
                     row = row * sampling.n
                 out.append(row)
@@ -180,12 +189,20 @@ def vllm_engine_kwargs(model_dir: str, settings: EngineSettings, on_gpu: bool) -
     limit = model_max_len(model_dir)
     max_len = settings.max_model_len or limit
     if limit and max_len and max_len > limit:
-        raise ValueError(f"VLLM_MAX_MODEL_LEN: {max_len} is above the model's max_position_embeddings ({limit}) "
-                         f"in {model_dir}/config.json; set VLLM_MAX_MODEL_LEN <= {limit} (or 0 to use the model's)")
-    kwargs = {"model": model_dir, "seed": settings.seed, "tensor_parallel_size": settings.tensor_parallel_size,
-              "gpu_memory_utilization": settings.gpu_memory_utilization if on_gpu
-              else min(settings.gpu_memory_utilization, 0.3),
-              "enforce_eager": settings.enforce_eager, "dtype": settings.dtype}
+        raise ValueError(
+            f"VLLM_MAX_MODEL_LEN: {max_len} is above the model's max_position_embeddings ({limit}) "
+            f"in {model_dir}/config.json; set VLLM_MAX_MODEL_LEN <= {limit} (or 0 to use the model's)"
+        )
+    kwargs = {
+        "model": model_dir,
+        "seed": settings.seed,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "gpu_memory_utilization": settings.gpu_memory_utilization
+        if on_gpu
+        else min(settings.gpu_memory_utilization, 0.3),
+        "enforce_eager": settings.enforce_eager,
+        "dtype": settings.dtype,
+    }
     if max_len:
         kwargs["max_model_len"] = max_len
     if settings.max_num_seqs:
@@ -224,9 +241,13 @@ class VllmBackend:
         from vllm import SamplingParams
 
         greedy = sampling.temperature <= 0
-        base = dict(n=1 if greedy else sampling.n, temperature=max(sampling.temperature, 0.0),
-                    top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_new_tokens,
-                    stop=list(sampling.stop) or None)
+        base = dict(
+            n=1 if greedy else sampling.n,
+            temperature=max(sampling.temperature, 0.0),
+            top_p=1.0 if greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(sampling.stop) or None,
+        )
         if self.on_gpu:  # every request seeded, never a mix (vllm issue 51226)
             params = [SamplingParams(**base, seed=(sampling.seed + i) % (2**31 - 1)) for i in range(len(chats))]
         else:
@@ -236,9 +257,15 @@ class VllmBackend:
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         result = []
         for out in outs:
-            row = [Generation(text=o.text, num_tokens=len(o.token_ids), truncated=o.finish_reason == "length",
-                              finish_reason="length" if o.finish_reason == "length" else "stop")
-                   for o in out.outputs]
+            row = [
+                Generation(
+                    text=o.text,
+                    num_tokens=len(o.token_ids),
+                    truncated=o.finish_reason == "length",
+                    finish_reason="length" if o.finish_reason == "length" else "stop",
+                )
+                for o in out.outputs
+            ]
             result.append(row * sampling.n if greedy and sampling.n > 1 else row)
         return result
 
@@ -255,7 +282,7 @@ def resolve_backend(kind: str) -> str:
     start-up costs more than the tiny embedded solver's whole collection: see the README's figures)."""
     if kind != "auto":
         return kind
-    from prosetting.trainers.gpu_manager import visible_gpus
+    from prosetting.core.devices import visible_gpus
 
     return "vllm" if vllm_installed() and visible_gpus() else "transformers"
 

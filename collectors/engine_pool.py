@@ -70,35 +70,52 @@ class EngineSpec:
 
 
 # ---------------------------------------------------------------- placement
-def plan_engines(gpu_ids: list[int], tensor_parallel_size: int, cpu_engines: int = 1,
-                 cpu_cores: list[int] | None = None) -> list[EngineSpec]:
+def plan_engines(
+    gpu_ids: list[int], tensor_parallel_size: int, cpu_engines: int = 1, cpu_cores: list[int] | None = None
+) -> list[EngineSpec]:
     """One engine per TP-sized group of `gpu_ids`; without GPUs, `cpu_engines` engines over disjoint core
     sets (the CPU stand-in for one engine per GPU). Raises ValueError naming the key when the numbers do not fit."""
     tp = tensor_parallel_size
     if gpu_ids:
         if len(gpu_ids) % tp:
-            raise ValueError(f"TENSOR_PARALLEL_SIZE: {tp} does not divide the {len(gpu_ids)} GPUs of "
-                             f"PHYSICAL_SOLVER_GPU ({','.join(map(str, gpu_ids))}); use a divisor or list a multiple of {tp} GPUs")
+            raise ValueError(
+                f"TENSOR_PARALLEL_SIZE: {tp} does not divide the {len(gpu_ids)} GPUs of "
+                f"PHYSICAL_SOLVER_GPU ({','.join(map(str, gpu_ids))}); use a divisor or list a multiple of {tp} GPUs"
+            )
         groups = [gpu_ids[i : i + tp] for i in range(0, len(gpu_ids), tp)]
-        return [EngineSpec(k, {"CUDA_VISIBLE_DEVICES": ",".join(map(str, g))}, num_gpus=tp,
-                           label=f"engine {k} (GPU {','.join(map(str, g))})") for k, g in enumerate(groups)]
+        return [
+            EngineSpec(
+                k,
+                {"CUDA_VISIBLE_DEVICES": ",".join(map(str, g))},
+                num_gpus=tp,
+                label=f"engine {k} (GPU {','.join(map(str, g))})",
+            )
+            for k, g in enumerate(groups)
+        ]
     cores = cpu_cores if cpu_cores is not None else sorted(os.sched_getaffinity(0))
     if cpu_engines > len(cores):
-        raise ValueError(f"COLLECTION_CPU_ENGINES: {cpu_engines} engines need at least as many cores; this machine "
-                         f"gives {len(cores)}")
+        raise ValueError(
+            f"COLLECTION_CPU_ENGINES: {cpu_engines} engines need at least as many cores; this machine "
+            f"gives {len(cores)}"
+        )
     per = len(cores) // cpu_engines
     specs = []
     for k in range(cpu_engines):
         mine = cores[k * per : (k + 1) * per] if k < cpu_engines - 1 else cores[k * per :]
         binding = ",".join(map(str, mine))
-        specs.append(EngineSpec(k, {"VLLM_CPU_OMP_THREADS_BIND": binding, "OMP_NUM_THREADS": str(len(mine)),
-                                    "CUDA_VISIBLE_DEVICES": ""}, label=f"engine {k} (CPU {binding})"))
+        specs.append(
+            EngineSpec(
+                k,
+                {"VLLM_CPU_OMP_THREADS_BIND": binding, "OMP_NUM_THREADS": str(len(mine)), "CUDA_VISIBLE_DEVICES": ""},
+                label=f"engine {k} (CPU {binding})",
+            )
+        )
     return specs
 
 
 def solver_gpus(cfg) -> list[int]:
     """PHYSICAL_SOLVER_GPU, or every visible GPU when it is empty."""
-    from prosetting.trainers.gpu_manager import parse_gpu_list, visible_gpus
+    from prosetting.core.devices import parse_gpu_list, visible_gpus
 
     return parse_gpu_list(cfg.PHYSICAL_SOLVER_GPU) if cfg.PHYSICAL_SOLVER_GPU else visible_gpus()
 
@@ -157,8 +174,11 @@ class LocalEngine:
     def start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, name=f"prosetting-engine-{self.spec.index}",
-                                args=(child, self.spec.env, str(self.log_path), self.kind, self.model_dir, self.settings))
+        self.proc = ctx.Process(
+            target=_worker_main,
+            name=f"prosetting-engine-{self.spec.index}",
+            args=(child, self.spec.env, str(self.log_path), self.kind, self.model_dir, self.settings),
+        )
         self.proc.start()
         child.close()
 
@@ -258,10 +278,17 @@ class RayEngine:
 
     def start(self) -> None:
 
-        opts = {"num_gpus": self.spec.num_gpus, "num_cpus": 1, "max_restarts": 0,
-                "runtime_env": {"env_vars": {k: v for k, v in self.spec.env.items() if k != "CUDA_VISIBLE_DEVICES"}}}
-        self.actor = self.actor_class().options(**opts).remote(self.spec.env, str(self.log_path), self.kind,
-                                                               self.model_dir, self.settings)
+        opts = {
+            "num_gpus": self.spec.num_gpus,
+            "num_cpus": 1,
+            "max_restarts": 0,
+            "runtime_env": {"env_vars": {k: v for k, v in self.spec.env.items() if k != "CUDA_VISIBLE_DEVICES"}},
+        }
+        self.actor = (
+            self.actor_class()
+            .options(**opts)
+            .remote(self.spec.env, str(self.log_path), self.kind, self.model_dir, self.settings)
+        )
         self.ref, self.task_id = self.actor.pid.remote(), "ready"
 
     def send(self, task: Task) -> None:
@@ -307,9 +334,16 @@ class _Slot:
 class EnginePool:
     """Engines that pull tasks until none is left; also a GenerationBackend (`generate`) for evaluation."""
 
-    def __init__(self, engines: list, batch_timeout: float = 1800.0, start_timeout: float = 1800.0,
-                 max_retries: int = 2, check_stop: Callable[[], None] | None = None, chunk_size: int = 64,
-                 on_close: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        engines: list,
+        batch_timeout: float = 1800.0,
+        start_timeout: float = 1800.0,
+        max_retries: int = 2,
+        check_stop: Callable[[], None] | None = None,
+        chunk_size: int = 64,
+        on_close: Callable[[], None] | None = None,
+    ):
         self.slots = [_Slot(e) for e in engines]
         self.batch_timeout, self.start_timeout, self.max_retries = batch_timeout, start_timeout, max_retries
         self.check_stop = check_stop or (lambda: None)
@@ -333,22 +367,31 @@ class EnginePool:
         tail = tail_text(engine.log_path, 30)
         task = slot.task
         log.error("%s: %s; its log (%s) ends with:\n%s", engine.spec.label, reason, engine.log_path, tail)
-        self.failures.append({"engine": engine.spec.label, "reason": reason, "task": task.id if task else None,
-                              "log": str(engine.log_path)})
+        self.failures.append(
+            {
+                "engine": engine.spec.label,
+                "reason": reason,
+                "task": task.id if task else None,
+                "log": str(engine.log_path),
+            }
+        )
         engine.kill()
         if task is not None:
             tries[task.id] = tries.get(task.id, 0) + 1
             if tries[task.id] > self.max_retries:
-                raise CollectionFailed(f"batch {task.id} failed {tries[task.id]} times; last: {engine.spec.label}: "
-                                       f"{reason}. Log {engine.log_path}:\n{tail}")
+                raise CollectionFailed(
+                    f"batch {task.id} failed {tries[task.id]} times; last: {engine.spec.label}: "
+                    f"{reason}. Log {engine.log_path}:\n{tail}"
+                )
             queue.appendleft(task)
         else:
             slot.start_failures += 1
         if slot.start_failures > self.max_retries:
             slot.state = "dead"
             if all(s.state == "dead" for s in self.slots):
-                raise CollectionFailed(f"every engine failed; last: {engine.spec.label}: {reason}. "
-                                       f"Log {engine.log_path}:\n{tail}")
+                raise CollectionFailed(
+                    f"every engine failed; last: {engine.spec.label}: {reason}. Log {engine.log_path}:\n{tail}"
+                )
             return
         log.warning("%s: starting a fresh worker%s", engine.spec.label, f" for batch {task.id}" if task else "")
         self._start(slot)
@@ -385,14 +428,23 @@ class EnginePool:
                     limit = self.start_timeout if slot.state == "starting" else self.batch_timeout
                     if time.monotonic() - slot.since > limit:
                         what = "did not start" if slot.state == "starting" else f"hung on batch {slot.task.id}"
-                        self._fail(slot, f"{what} within {limit:.0f}s (COLLECTION_"
-                                   f"{'ENGINE_START' if slot.state == 'starting' else 'BATCH'}_TIMEOUT)", queue, tries)
+                        self._fail(
+                            slot,
+                            f"{what} within {limit:.0f}s (COLLECTION_"
+                            f"{'ENGINE_START' if slot.state == 'starting' else 'BATCH'}_TIMEOUT)",
+                            queue,
+                            tries,
+                        )
                     continue
                 progressed = True
                 kind, task_id, payload = msg
                 if kind == "ready":
-                    log.info("%s ready (pid %s) after %.0fs", slot.engine.spec.label, slot.engine.pid,
-                             time.monotonic() - slot.since)
+                    log.info(
+                        "%s ready (pid %s) after %.0fs",
+                        slot.engine.spec.label,
+                        slot.engine.pid,
+                        time.monotonic() - slot.since,
+                    )
                     slot.state, slot.task, slot.start_failures = "idle", None, 0
                     self.first_ready = self.first_ready or time.monotonic()
                 elif kind == "done":
@@ -408,8 +460,10 @@ class EnginePool:
         """GenerationBackend: chats cut into fixed chunks (seeded by index, so the result does not depend on
         how many engines there are), spread over the engines, reassembled in order."""
         size = self.chunk_size
-        tasks = [Task(i, chats[s : s + size], dataclasses.replace(sampling, seed=_chunk_seed(sampling.seed, i)))
-                 for i, s in enumerate(range(0, len(chats), size))]
+        tasks = [
+            Task(i, chats[s : s + size], dataclasses.replace(sampling, seed=_chunk_seed(sampling.seed, i)))
+            for i, s in enumerate(range(0, len(chats), size))
+        ]
         results: dict[int, list] = {}
         self.run(tasks, lambda task, outs: results.__setitem__(task.id, outs))
         return [row for i in range(len(tasks)) for row in results[i]]
@@ -446,14 +500,20 @@ def ray_gpus(cfg) -> list[int]:
     total = int(ray.cluster_resources().get("GPU", 0))
     wanted = len(solver_gpus(cfg)) if cfg.PHYSICAL_SOLVER_GPU else total
     if wanted > total:
-        raise CollectionFailed(f"PHYSICAL_SOLVER_GPU lists {wanted} GPUs but the Ray cluster has {total}: list at most "
-                               f"{total}, or leave it empty to use them all")
+        raise CollectionFailed(
+            f"PHYSICAL_SOLVER_GPU lists {wanted} GPUs but the Ray cluster has {total}: list at most "
+            f"{total}, or leave it empty to use them all"
+        )
     return list(range(wanted))
+
+
 def _ray_init(address: str, num_cpus: int):
     try:
         import ray
     except ImportError:
-        raise CollectionFailed("COLLECTION_EXECUTOR=ray: ray is not installed; `pip install -r requirements-ray.txt`") from None
+        raise CollectionFailed(
+            "COLLECTION_EXECUTOR=ray: ray is not installed; `pip install -r requirements-ray.txt`"
+        ) from None
     if ray.is_initialized():
         return None
     if address:
@@ -465,14 +525,22 @@ def _ray_init(address: str, num_cpus: int):
     return ray.shutdown  # ours to stop
 
 
-def open_pool(cfg, model_dir: str | Path, log_dir: Path, label: str, check_stop: Callable[[], None] | None = None,
-              kind: str | None = None) -> EnginePool:
+def open_pool(
+    cfg,
+    model_dir: str | Path,
+    log_dir: Path,
+    label: str,
+    check_stop: Callable[[], None] | None = None,
+    kind: str | None = None,
+) -> EnginePool:
     """The engines this configuration asks for, not yet started (they start on the first `run`)."""
     kind = resolve_backend(kind or cfg.COLLECTION_BACKEND)
     settings = EngineSettings.from_config(cfg)
     log_dir.mkdir(parents=True, exist_ok=True)
     if kind == "transformers" and cfg.COLLECTION_EXECUTOR == "local":
-        engines = [InProcessEngine(EngineSpec(0, {}, label="engine 0 (in process)"), kind, str(model_dir), settings, None)]
+        engines = [
+            InProcessEngine(EngineSpec(0, {}, label="engine 0 (in process)"), kind, str(model_dir), settings, None)
+        ]
         return EnginePool(engines, check_stop=check_stop, chunk_size=cfg.COLLECTION_BATCH_SIZE)
     on_close = None
     if cfg.COLLECTION_EXECUTOR == "ray":
@@ -484,11 +552,23 @@ def open_pool(cfg, model_dir: str | Path, log_dir: Path, label: str, check_stop:
         make = LocalEngine
     specs = plan_engines(gpus, cfg.TENSOR_PARALLEL_SIZE if gpus else 1, cfg.COLLECTION_CPU_ENGINES)
     engines = [make(s, kind, str(model_dir), settings, log_dir / f"{label}_engine{s.index}.log") for s in specs]
-    log.info("%s: %d %s engine(s) via %s: %s", label, len(engines), kind, cfg.COLLECTION_EXECUTOR,
-             "; ".join(s.label for s in specs))
-    return EnginePool(engines, batch_timeout=cfg.COLLECTION_BATCH_TIMEOUT, start_timeout=cfg.COLLECTION_ENGINE_START_TIMEOUT,
-                      max_retries=cfg.COLLECTION_MAX_BATCH_RETRIES, check_stop=check_stop,
-                      chunk_size=cfg.COLLECTION_BATCH_SIZE, on_close=on_close)
+    log.info(
+        "%s: %d %s engine(s) via %s: %s",
+        label,
+        len(engines),
+        kind,
+        cfg.COLLECTION_EXECUTOR,
+        "; ".join(s.label for s in specs),
+    )
+    return EnginePool(
+        engines,
+        batch_timeout=cfg.COLLECTION_BATCH_TIMEOUT,
+        start_timeout=cfg.COLLECTION_ENGINE_START_TIMEOUT,
+        max_retries=cfg.COLLECTION_MAX_BATCH_RETRIES,
+        check_stop=check_stop,
+        chunk_size=cfg.COLLECTION_BATCH_SIZE,
+        on_close=on_close,
+    )
 
 
 # ---------------------------------------------------------------- before any engine starts
@@ -511,7 +591,7 @@ def weights_gib(model_dir: str | Path, dtype: str = "auto") -> float | None:
 
 def check_engines(cfg, model_dir: str | Path | None, gpus: list) -> list[tuple[str, str]]:
     """What stops the configured engines from starting, as (problem, fix) pairs (empty when they can). `gpus` is
-    `gpu_manager.query_gpus()`: GpuInfo(index, name, memory_total_mib, memory_free_mib)."""
+    `devices.query_gpus()`: GpuInfo(index, name, memory_total_mib, memory_free_mib)."""
     if resolve_backend(cfg.COLLECTION_BACKEND) != "vllm" or cfg.COLLECTION_EXECUTOR == "ray":
         return []  # Ray places engines on the cluster's GPUs, not this machine's
     problems = []
@@ -519,29 +599,47 @@ def check_engines(cfg, model_dir: str | Path | None, gpus: list) -> list[tuple[s
     ids = solver_gpus(cfg) if cfg.PHYSICAL_SOLVER_GPU else sorted(visible)
     absent = [i for i in ids if i not in visible]
     if absent:
-        return [(f"PHYSICAL_SOLVER_GPU={cfg.PHYSICAL_SOLVER_GPU!r} names GPU(s) {absent} that are not there "
-                 f"(visible: {sorted(visible)})", "list only visible GPU ids, or leave it empty to use them all")]
+        return [
+            (
+                f"PHYSICAL_SOLVER_GPU={cfg.PHYSICAL_SOLVER_GPU!r} names GPU(s) {absent} that are not there "
+                f"(visible: {sorted(visible)})",
+                "list only visible GPU ids, or leave it empty to use them all",
+            )
+        ]
     if model_dir and (Path(model_dir) / "config.json").is_file():
         limit = model_max_len(str(model_dir))
         if cfg.VLLM_MAX_MODEL_LEN and limit and cfg.VLLM_MAX_MODEL_LEN > limit:
-            problems.append((f"VLLM_MAX_MODEL_LEN={cfg.VLLM_MAX_MODEL_LEN} is above the model's max_position_embeddings "
-                             f"({limit})", f"set it to at most {limit}, or 0"))
+            problems.append(
+                (
+                    f"VLLM_MAX_MODEL_LEN={cfg.VLLM_MAX_MODEL_LEN} is above the model's max_position_embeddings "
+                    f"({limit})",
+                    f"set it to at most {limit}, or 0",
+                )
+            )
         size = weights_gib(model_dir, cfg.VLLM_DTYPE)
         if ids and size:
             tp = cfg.TENSOR_PARALLEL_SIZE
             for group in [ids[i : i + tp] for i in range(0, len(ids), tp)]:
                 budget = min(visible[i].memory_total_mib for i in group) / 1024 * cfg.VLLM_GPU_MEMORY_UTILIZATION
                 if size / tp > 0.9 * budget:
-                    problems.append((
-                        f"the solver's weights ({size:.1f} GiB, {size / tp:.1f} GiB per GPU at TENSOR_PARALLEL_SIZE={tp}) do "
-                        f"not fit in {budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION} of GPU "
-                        f"{group[0]}) with room for the KV cache", "raise TENSOR_PARALLEL_SIZE or VLLM_GPU_MEMORY_UTILIZATION"))
+                    problems.append(
+                        (
+                            f"the solver's weights ({size:.1f} GiB, {size / tp:.1f} GiB per GPU at TENSOR_PARALLEL_SIZE={tp}) do "
+                            f"not fit in {budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION} of GPU "
+                            f"{group[0]}) with room for the KV cache",
+                            "raise TENSOR_PARALLEL_SIZE or VLLM_GPU_MEMORY_UTILIZATION",
+                        )
+                    )
                     break
                 short = [i for i in group if visible[i].memory_free_mib / 1024 < budget]
                 if short:
                     g = visible[short[0]]
-                    problems.append((f"GPU {g.index} has {g.memory_free_mib / 1024:.1f} GiB free but an engine asks for "
-                                     f"{budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION})",
-                                     "free the GPU (see nvidia-smi) or lower VLLM_GPU_MEMORY_UTILIZATION"))
+                    problems.append(
+                        (
+                            f"GPU {g.index} has {g.memory_free_mib / 1024:.1f} GiB free but an engine asks for "
+                            f"{budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION})",
+                            "free the GPU (see nvidia-smi) or lower VLLM_GPU_MEMORY_UTILIZATION",
+                        )
+                    )
                     break
     return problems

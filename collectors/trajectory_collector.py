@@ -22,10 +22,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prosetting.collectors.backends import Sampling, resolve_backend
-from prosetting.collectors.data_normalizer import make_attempt, solver_messages
 from prosetting.collectors.engine_pool import Task, open_pool
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl, write_jsonl
+from prosetting.core.text import make_attempt, solver_messages
 
 log = logging.getLogger(__name__)
 
@@ -85,23 +85,49 @@ def run_collection(ctx: RunContext, r: int) -> dict:
     todo = [i for i in range(len(batches)) if not merge.batch_merged(i) and not part_file(parts, i).exists()]
     model_dir = ctx.solver_for_round(r)
     backend = resolve_backend(cfg.COLLECTION_BACKEND)
-    log.info("collect r%d: %d questions x %d attempts with %s on %s (%d of %d batches to do)",
-             r, len(questions), cfg.ATTEMPTS_PER_QUESTION, model_dir, backend, len(todo), len(batches))
+    log.info(
+        "collect r%d: %d questions x %d attempts with %s on %s (%d of %d batches to do)",
+        r,
+        len(questions),
+        cfg.ATTEMPTS_PER_QUESTION,
+        model_dir,
+        backend,
+        len(todo),
+        len(batches),
+    )
     t0 = time.time()
     engines, failures, timings = 0, [], {}
     if todo:
-        tasks = [Task(i, [solver_messages(q["question"], cfg.SOLVER_SYSTEM_PROMPT) for q in batches[i]],
-                      Sampling(n=cfg.ATTEMPTS_PER_QUESTION, temperature=cfg.SAMPLING_TEMPERATURE, top_p=cfg.SAMPLING_TOP_P,
-                               max_new_tokens=cfg.MAX_NEW_TOKENS, seed=batch_seed(cfg.SEED, r, i), stop=cfg.stop_strings))
-                 for i in todo]
-        bar = tqdm(total=len(questions), initial=len(questions) - sum(len(batches[i]) for i in todo),
-                   desc=f"round {r} collect", unit="q", dynamic_ncols=True)
+        tasks = [
+            Task(
+                i,
+                [solver_messages(q["question"], cfg.SOLVER_SYSTEM_PROMPT) for q in batches[i]],
+                Sampling(
+                    n=cfg.ATTEMPTS_PER_QUESTION,
+                    temperature=cfg.SAMPLING_TEMPERATURE,
+                    top_p=cfg.SAMPLING_TOP_P,
+                    max_new_tokens=cfg.MAX_NEW_TOKENS,
+                    seed=batch_seed(cfg.SEED, r, i),
+                    stop=cfg.stop_strings,
+                ),
+            )
+            for i in todo
+        ]
+        bar = tqdm(
+            total=len(questions),
+            initial=len(questions) - sum(len(batches[i]) for i in todo),
+            desc=f"round {r} collect",
+            unit="q",
+            dynamic_ncols=True,
+        )
 
         def save(task: Task, outs: list) -> None:
             rows = []
             for q, gens in zip(batches[task.id], outs, strict=True):
-                attempts = [make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason)
-                            for k, g in enumerate(gens)]
+                attempts = [
+                    make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason)
+                    for k, g in enumerate(gens)
+                ]
                 rows.append({"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts})
             write_jsonl(part_file(parts, task.id), rows)  # atomic: a batch is saved whole or not at all
             merge.flush()
@@ -119,7 +145,9 @@ def run_collection(ctx: RunContext, r: int) -> dict:
     merge.flush()
     missing = [q["id"] for q in questions if q["id"] not in merge.merged]
     if missing:
-        raise RuntimeError(f"collect r{r}: {len(missing)} questions have no attempts after collection (first: {missing[0]})")
+        raise RuntimeError(
+            f"collect r{r}: {len(missing)} questions have no attempts after collection (first: {missing[0]})"
+        )
     shutil.rmtree(parts, ignore_errors=True)
     rows = read_jsonl(out)
     attempts = [a for row in rows for a in row["attempts"]]
@@ -140,7 +168,15 @@ def run_collection(ctx: RunContext, r: int) -> dict:
         **timings,
         "seconds": round(time.time() - t0, 1),
     }
-    log.info("collect r%d: wrote %s (%d questions, %d attempts, %d truncated; %d batches generated, %d reused) in %.1fs",
-             r, out.name, stats["questions"], stats["attempts"], stats["truncated"], stats["batches_generated"],
-             stats["batches_reused"], stats["seconds"])
+    log.info(
+        "collect r%d: wrote %s (%d questions, %d attempts, %d truncated; %d batches generated, %d reused) in %.1fs",
+        r,
+        out.name,
+        stats["questions"],
+        stats["attempts"],
+        stats["truncated"],
+        stats["batches_generated"],
+        stats["batches_reused"],
+        stats["seconds"],
+    )
     return stats

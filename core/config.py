@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import logging
 import json
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,8 +32,13 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the key, its source and what was expected."""
 
 
-def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-       maximum: float | None = None) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
     meta = {"help": help, "choices": choices, "min": minimum, "max": maximum}
     return field(default=default, metadata=meta)
 
@@ -43,128 +48,375 @@ class Config:
     """Every setting of a ProSetting run. Field names are the environment/.env keys."""
 
     # --- run and workspace ---
-    WORKSPACE_DIR: str = _f("./workspace", "Folder holding every file of the run (state, data, datasets, checkpoints, logs).")
-    SOLVER_MODEL_PATH: str = _f("", "Initial solver: a Hugging Face model folder or a Hub id (e.g. Qwen/Qwen3-8B, fetched once through the Hub cache); empty builds and warm-starts the embedded tiny solver.")
-    SOLVER_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in SOLVER_MODEL_PATH; empty is main. The resolved commit is recorded and kept on resume.")
-    QUESTIONS_FILE: str = _f("", "Seed questions, JSON list or JSON Lines with `question` and `answer`; empty uses the shipped arithmetic seeds.")
-    HELDOUT_FILE: str = _f("", "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one when the solver is embedded.")
+    WORKSPACE_DIR: str = _f(
+        "./workspace", "Folder holding every file of the run (state, data, datasets, checkpoints, logs)."
+    )
+    SOLVER_MODEL_PATH: str = _f(
+        "",
+        "Initial solver: a Hugging Face model folder or a Hub id (e.g. Qwen/Qwen3-8B, fetched once through the Hub cache); empty builds and warm-starts the embedded tiny solver.",
+    )
+    SOLVER_MODEL_REVISION: str = _f(
+        "",
+        "Branch, tag or commit of a Hub id in SOLVER_MODEL_PATH; empty is main. The resolved commit is recorded and kept on resume.",
+    )
+    QUESTIONS_FILE: str = _f(
+        "",
+        "Seed questions, JSON list or JSON Lines with `question` and `answer`; empty uses the shipped arithmetic seeds.",
+    )
+    HELDOUT_FILE: str = _f(
+        "",
+        "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one when the solver is embedded.",
+    )
     TOTAL_ROUNDS: int = _f(5, "Number of co-evolution rounds.", minimum=1)
-    TRAIN_START_ROUND: int = _f(3, "First round that trains the solver; earlier rounds only accumulate preference pairs.", minimum=1)
+    TRAIN_START_ROUND: int = _f(
+        3, "First round that trains the solver; earlier rounds only accumulate preference pairs.", minimum=1
+    )
     ATTEMPTS_PER_QUESTION: int = _f(8, "Sampled solutions per question in collection.", minimum=1)
     SEED: int = _f(42, "Seed for sampling, pair selection, splits, question writing and training.", minimum=0)
-    CURRICULUM: str = _f("teacher", "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method), `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds) or `nonadaptive` (the Teacher writes from parents and policies drawn at random, never looking at the Solver's results, and the pool keeps a random subset: the control that shows what adapting adds).", choices=("teacher", "static", "nonadaptive"))
-    NONADAPTIVE_PLAN: str = _f("", "With CURRICULUM=nonadaptive, a JSON file of how many questions to write per round and policy ({\"rounds\": {\"1\": {\"stepping_stone\": 30, ...}}}, e.g. what the full loop wrote: benchmarks/ablations.py makes it); empty writes NEW_QUESTIONS_PER_PARENT per pool question, each with a random policy.")
-    REPLAY_FAILED: bool = _f(True, "Put every question the solver has not mastered back into the next pool (Socratic-Zero's replay of failures).")
-    REPLAY_RATIO: float = _f(0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0)
-    MAX_PAIRS_PER_QUESTION: int = _f(8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1)
-    DPO_TRUNCATE_REJECTED: bool = _f(False, "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.")
-    VALIDATION_FRACTION: float = _f(0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5)
-    NEW_QUESTIONS_PER_PARENT: int = _f(1, "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).", minimum=0)
-    WRITE_POLICIES: str = _f("stepping_stone,error_sibling,harder_variant", "Writing policies in use, comma-separated: `stepping_stone` (too-difficult questions), `error_sibling` (learning zone), `harder_variant` (mastered and nearly mastered); a question whose policy is left out gets nothing written and is replayed as it is.")
-    HARDER_VARIANT: str = _f("raise_one", "How the built-in Teacher makes a harder variant: `raise_one` (one more digit, operand or carries, onto a rung of the ladder: 2-digit sums with carries lead to 3-operand and 3-digit sums) or `next_rung` (the next rung of the ladder).", choices=("raise_one", "next_rung"))
-    NEAR_MASTERY: float = _f(0.75, "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.", minimum=0.0, maximum=1.0)
-    MAX_POOL_SIZE: int = _f(0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0)
-    POOL_CAP: str = _f("stratified", "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).", choices=("stratified", "new_first"))
+    CURRICULUM: str = _f(
+        "teacher",
+        "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method), `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds) or `nonadaptive` (the Teacher writes from parents and policies drawn at random, never looking at the Solver's results, and the pool keeps a random subset: the control that shows what adapting adds).",
+        choices=("teacher", "static", "nonadaptive"),
+    )
+    NONADAPTIVE_PLAN: str = _f(
+        "",
+        'With CURRICULUM=nonadaptive, a JSON file of how many questions to write per round and policy ({"rounds": {"1": {"stepping_stone": 30, ...}}}, e.g. what the full loop wrote: benchmarks/ablations.py makes it); empty writes NEW_QUESTIONS_PER_PARENT per pool question, each with a random policy.',
+    )
+    REPLAY_FAILED: bool = _f(
+        True,
+        "Put every question the solver has not mastered back into the next pool (Socratic-Zero's replay of failures).",
+    )
+    REPLAY_RATIO: float = _f(
+        0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0
+    )
+    MAX_PAIRS_PER_QUESTION: int = _f(
+        8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1
+    )
+    DPO_TRUNCATE_REJECTED: bool = _f(
+        False,
+        "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.",
+    )
+    VALIDATION_FRACTION: float = _f(
+        0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5
+    )
+    NEW_QUESTIONS_PER_PARENT: int = _f(
+        1,
+        "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).",
+        minimum=0,
+    )
+    WRITE_POLICIES: str = _f(
+        "stepping_stone,error_sibling,harder_variant",
+        "Writing policies in use, comma-separated: `stepping_stone` (too-difficult questions), `error_sibling` (learning zone), `harder_variant` (mastered and nearly mastered); a question whose policy is left out gets nothing written and is replayed as it is.",
+    )
+    HARDER_VARIANT: str = _f(
+        "raise_one",
+        "How the built-in Teacher makes a harder variant: `raise_one` (one more digit, operand or carries, onto a rung of the ladder: 2-digit sums with carries lead to 3-operand and 3-digit sums) or `next_rung` (the next rung of the ladder).",
+        choices=("raise_one", "next_rung"),
+    )
+    NEAR_MASTERY: float = _f(
+        0.75,
+        "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    MAX_POOL_SIZE: int = _f(
+        0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0
+    )
+    POOL_CAP: str = _f(
+        "stratified",
+        "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).",
+        choices=("stratified", "new_first"),
+    )
     LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     # --- collection ---
-    COLLECTION_BACKEND: str = _f("auto", "Engine that samples solutions and runs held-out evaluation: `vllm`, `transformers`, or `auto` (vLLM when it is installed and a GPU is visible, else transformers).", choices=("auto", "transformers", "vllm"))
-    COLLECTION_EXECUTOR: str = _f("local", "Where vLLM engines run: `local` (one worker process per engine on this machine) or `ray` (one Ray actor per engine, across a cluster).", choices=("local", "ray"))
-    RAY_ADDRESS: str = _f("", "Ray cluster to join with COLLECTION_EXECUTOR=ray (e.g. `auto` or `ray://head:10001`); empty starts a local Ray instance and stops it after the stage.")
-    COLLECTION_BATCH_SIZE: int = _f(16, "Questions per collection batch; a batch is the unit that a resume never redoes.", minimum=1)
+    COLLECTION_BACKEND: str = _f(
+        "auto",
+        "Engine that samples solutions and runs held-out evaluation: `vllm`, `transformers`, or `auto` (vLLM when it is installed and a GPU is visible, else transformers).",
+        choices=("auto", "transformers", "vllm"),
+    )
+    COLLECTION_EXECUTOR: str = _f(
+        "local",
+        "Where vLLM engines run: `local` (one worker process per engine on this machine) or `ray` (one Ray actor per engine, across a cluster).",
+        choices=("local", "ray"),
+    )
+    RAY_ADDRESS: str = _f(
+        "",
+        "Ray cluster to join with COLLECTION_EXECUTOR=ray (e.g. `auto` or `ray://head:10001`); empty starts a local Ray instance and stops it after the stage.",
+    )
+    COLLECTION_BATCH_SIZE: int = _f(
+        16, "Questions per collection batch; a batch is the unit that a resume never redoes.", minimum=1
+    )
     SAMPLING_TEMPERATURE: float = _f(1.0, "Sampling temperature for collection.", minimum=0.0)
     SAMPLING_TOP_P: float = _f(1.0, "Nucleus sampling top-p for collection.", minimum=0.0, maximum=1.0)
     MAX_NEW_TOKENS: int = _f(512, "Longest solution sampled; longer ones are marked truncated.", minimum=1)
-    SOLVER_SYSTEM_PROMPT: str = _f("Please reason step by step, and put your final answer within \\boxed{}.", "System message given to the solver (a chat template may ignore it).")
-    SAMPLING_STOP: str = _f("", "Stop strings for collection, separated by `||` (e.g. `</answer>||Question:`); the stop string is not kept in the attempt.")
-    PHYSICAL_SOLVER_GPU: str = _f("", "Comma-separated GPU ids for collection engines; empty uses every visible GPU, or the CPU.")
-    TENSOR_PARALLEL_SIZE: int = _f(1, "GPUs per vLLM engine: PHYSICAL_SOLVER_GPU is cut into groups of this size, one independent engine per group.", minimum=1)
-    COLLECTION_CPU_ENGINES: int = _f(1, "vLLM engines on a machine without GPUs, each bound to its own share of the cores (the CPU stand-in for one engine per GPU).", minimum=1)
-    COLLECTION_BATCH_TIMEOUT: float = _f(1800.0, "Seconds one batch may take on an engine before the engine counts as hung, is killed and the batch goes to a fresh one.", minimum=1.0)
-    COLLECTION_ENGINE_START_TIMEOUT: float = _f(1800.0, "Seconds an engine may take to load the model before it counts as failed.", minimum=1.0)
-    COLLECTION_MAX_BATCH_RETRIES: int = _f(2, "Fresh workers one failed batch gets before the stage fails (the round loop then retries the stage).", minimum=0)
-    VLLM_GPU_MEMORY_UTILIZATION: float = _f(0.85, "Fraction of each GPU's memory a vLLM engine may take (weights, activations, KV cache); capped at 0.3 on the CPU.", minimum=0.05, maximum=1.0)
-    VLLM_MAX_MODEL_LEN: int = _f(0, "Longest prompt+solution a vLLM engine accepts; 0 uses the model's max_position_embeddings. Lower it to fit a larger KV cache.", minimum=0)
+    SOLVER_SYSTEM_PROMPT: str = _f(
+        "Please reason step by step, and put your final answer within \\boxed{}.",
+        "System message given to the solver (a chat template may ignore it).",
+    )
+    SAMPLING_STOP: str = _f(
+        "",
+        "Stop strings for collection, separated by `||` (e.g. `</answer>||Question:`); the stop string is not kept in the attempt.",
+    )
+    PHYSICAL_SOLVER_GPU: str = _f(
+        "", "Comma-separated GPU ids for collection engines; empty uses every visible GPU, or the CPU."
+    )
+    TENSOR_PARALLEL_SIZE: int = _f(
+        1,
+        "GPUs per vLLM engine: PHYSICAL_SOLVER_GPU is cut into groups of this size, one independent engine per group.",
+        minimum=1,
+    )
+    COLLECTION_CPU_ENGINES: int = _f(
+        1,
+        "vLLM engines on a machine without GPUs, each bound to its own share of the cores (the CPU stand-in for one engine per GPU).",
+        minimum=1,
+    )
+    COLLECTION_BATCH_TIMEOUT: float = _f(
+        1800.0,
+        "Seconds one batch may take on an engine before the engine counts as hung, is killed and the batch goes to a fresh one.",
+        minimum=1.0,
+    )
+    COLLECTION_ENGINE_START_TIMEOUT: float = _f(
+        1800.0, "Seconds an engine may take to load the model before it counts as failed.", minimum=1.0
+    )
+    COLLECTION_MAX_BATCH_RETRIES: int = _f(
+        2,
+        "Fresh workers one failed batch gets before the stage fails (the round loop then retries the stage).",
+        minimum=0,
+    )
+    VLLM_GPU_MEMORY_UTILIZATION: float = _f(
+        0.85,
+        "Fraction of each GPU's memory a vLLM engine may take (weights, activations, KV cache); capped at 0.3 on the CPU.",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    VLLM_MAX_MODEL_LEN: int = _f(
+        0,
+        "Longest prompt+solution a vLLM engine accepts; 0 uses the model's max_position_embeddings. Lower it to fit a larger KV cache.",
+        minimum=0,
+    )
     VLLM_MAX_NUM_SEQS: int = _f(0, "Most sequences a vLLM engine runs at once; 0 keeps vLLM's default.", minimum=0)
-    VLLM_ENFORCE_EAGER: bool = _f(False, "Disable CUDA graphs in vLLM (faster start, slower generation; try it when an engine fails to start).")
-    VLLM_DTYPE: str = _f("auto", "Weights dtype of vLLM engines: auto (the model's; float32 on the CPU), bfloat16, float16 or float32.", choices=("auto", "bfloat16", "float16", "float32"))
-    VLLM_CPU_KVCACHE_SPACE: float = _f(1.0, "GiB of KV cache per vLLM engine on the CPU build (VLLM_CPU_KVCACHE_SPACE).", minimum=0.1)
+    VLLM_ENFORCE_EAGER: bool = _f(
+        False, "Disable CUDA graphs in vLLM (faster start, slower generation; try it when an engine fails to start)."
+    )
+    VLLM_DTYPE: str = _f(
+        "auto",
+        "Weights dtype of vLLM engines: auto (the model's; float32 on the CPU), bfloat16, float16 or float32.",
+        choices=("auto", "bfloat16", "float16", "float32"),
+    )
+    VLLM_CPU_KVCACHE_SPACE: float = _f(
+        1.0, "GiB of KV cache per vLLM engine on the CPU build (VLLM_CPU_KVCACHE_SPACE).", minimum=0.1
+    )
 
     # --- teacher ---
-    TEACHER_BACKEND: str = _f("builtin", "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or `llm` (OpenAI-compatible endpoint).", choices=("builtin", "rule", "llm"))
+    TEACHER_BACKEND: str = _f(
+        "builtin",
+        "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or `llm` (OpenAI-compatible endpoint).",
+        choices=("builtin", "rule", "llm"),
+    )
     TEACHER_BASE_URL: str = _f("", "Base URL of the Teacher's OpenAI-compatible API, e.g. http://host:8000/v1.")
     TEACHER_API_KEY: str = _f("", "API key of the Teacher endpoint (secret: never logged or saved).")
     TEACHER_MODEL_NAME: str = _f("", "Model name served by the Teacher endpoint.")
     TEACHER_CONCURRENT_WORKERS: int = _f(32, "Concurrent Teacher calls in grading and enhancement.", minimum=1)
     TEACHER_TIMEOUT: float = _f(120.0, "Seconds before one Teacher request is abandoned and retried.", minimum=1.0)
     TEACHER_MAX_RETRIES: int = _f(3, "Retries of one Teacher request, with exponential backoff.", minimum=0)
-    GRADING_MODE: str = _f("hybrid", "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).", choices=("rule", "hybrid", "llm"))
-    TEACHER_GRADING_UNIT: str = _f("question", "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per attempt).", choices=("question", "attempt"))
-    TEACHER_MAX_TOKENS: int = _f(0, "Most tokens in one Teacher answer (max_tokens); 0 leaves it to the endpoint.", minimum=0)
-    TEACHER_BATCH_API: bool = _f(False, "Send each Teacher stage's first requests through the endpoint's Files and Batches API (often half the price), then finish with ordinary calls.")
+    GRADING_MODE: str = _f(
+        "hybrid",
+        "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).",
+        choices=("rule", "hybrid", "llm"),
+    )
+    TEACHER_GRADING_UNIT: str = _f(
+        "question",
+        "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per attempt).",
+        choices=("question", "attempt"),
+    )
+    TEACHER_MAX_TOKENS: int = _f(
+        0, "Most tokens in one Teacher answer (max_tokens); 0 leaves it to the endpoint.", minimum=0
+    )
+    TEACHER_BATCH_API: bool = _f(
+        False,
+        "Send each Teacher stage's first requests through the endpoint's Files and Batches API (often half the price), then finish with ordinary calls.",
+    )
     TEACHER_BATCH_POLL_SECONDS: float = _f(30.0, "Seconds between polls of a submitted Teacher batch.", minimum=0.01)
-    TEACHER_CACHE_DIR: str = _f("", "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one across runs to never pay for a call twice.")
-    TEACHER_MAX_RPM: int = _f(0, "Most Teacher requests per minute, shared by grading and writing; 0 means no limit.", minimum=0)
-    TEACHER_MAX_TPM: int = _f(0, "Most Teacher tokens per minute (prompt estimate plus 512 for the answer); 0 means no limit.", minimum=0)
-    TEACHER_MAX_FAILURE_FRACTION: float = _f(0.1, "A Teacher stage (grading, writing, re-checks) fails only when more than this fraction of its questions got no usable answer from the endpoint; the rest are retried on resume.", minimum=0.0, maximum=1.0)
-    TEACHER_MAX_UNUSABLE_FRACTION: float = _f(0.5, "A Teacher stage stops before its next request, and fails, once more than this fraction of its replies were not in the JSON shape asked for (counted from 10 unusable replies on); 1 turns the check off.", minimum=0.0, maximum=1.0)
-    TEACHER_PRICE_PER_MTOK_IN: float = _f(0.0, "Price per million prompt tokens of the Teacher endpoint, for the cost in reports; 0 leaves cost out.", minimum=0.0)
-    TEACHER_PRICE_PER_MTOK_OUT: float = _f(0.0, "Price per million completion tokens of the Teacher endpoint, for the cost in reports.", minimum=0.0)
+    TEACHER_CACHE_DIR: str = _f(
+        "",
+        "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one across runs to never pay for a call twice.",
+    )
+    TEACHER_MAX_RPM: int = _f(
+        0, "Most Teacher requests per minute, shared by grading and writing; 0 means no limit.", minimum=0
+    )
+    TEACHER_MAX_TPM: int = _f(
+        0, "Most Teacher tokens per minute (prompt estimate plus 512 for the answer); 0 means no limit.", minimum=0
+    )
+    TEACHER_MAX_FAILURE_FRACTION: float = _f(
+        0.1,
+        "A Teacher stage (grading, writing, re-checks) fails only when more than this fraction of its questions got no usable answer from the endpoint; the rest are retried on resume.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    TEACHER_MAX_UNUSABLE_FRACTION: float = _f(
+        0.5,
+        "A Teacher stage stops before its next request, and fails, once more than this fraction of its replies were not in the JSON shape asked for (counted from 10 unusable replies on); 1 turns the check off.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    TEACHER_PRICE_PER_MTOK_IN: float = _f(
+        0.0,
+        "Price per million prompt tokens of the Teacher endpoint, for the cost in reports; 0 leaves cost out.",
+        minimum=0.0,
+    )
+    TEACHER_PRICE_PER_MTOK_OUT: float = _f(
+        0.0, "Price per million completion tokens of the Teacher endpoint, for the cost in reports.", minimum=0.0
+    )
 
     # --- training (TRL DPO through accelerate) ---
     TRL_NUM_PROCESSES: int = _f(1, "Processes `accelerate launch` starts (one per GPU on a server).", minimum=1)
-    TRL_MIXED_PRECISION: str = _f("no", "accelerate mixed precision; bf16 on GPUs that support it.", choices=("no", "fp16", "bf16"))
-    TRL_ACCELERATE_CONFIG: str = _f("", "Path to an accelerate config file (e.g. FSDP); empty builds the launch from the TRL_* keys.")
+    TRL_MIXED_PRECISION: str = _f(
+        "no", "accelerate mixed precision; bf16 on GPUs that support it.", choices=("no", "fp16", "bf16")
+    )
+    TRL_ACCELERATE_CONFIG: str = _f(
+        "", "Path to an accelerate config file (e.g. FSDP); empty builds the launch from the TRL_* keys."
+    )
     TRL_LEARNING_RATE: float = _f(1e-4, "DPO learning rate.", minimum=0.0)
     TRL_BETA: float = _f(0.1, "DPO beta (strength of the KL constraint to the reference model).", minimum=0.0)
-    TRL_LOSS_TYPE: str = _f("sigmoid,sft", "Comma-separated TRL loss_type terms; `sigmoid,sft` is DPO plus NLL on the chosen side.")
+    TRL_LOSS_TYPE: str = _f(
+        "sigmoid,sft", "Comma-separated TRL loss_type terms; `sigmoid,sft` is DPO plus NLL on the chosen side."
+    )
     TRL_LOSS_WEIGHTS: str = _f("", "Comma-separated weights, one per loss term; empty weighs each term 1.")
-    TRL_WARMUP_RATIO: float = _f(0.0, "Fraction of each training launch spent warming the learning rate up from 0 (the optimizer starts fresh every round).", minimum=0.0, maximum=0.9)
-    TRL_NUM_EPOCHS: float = _f(1.0, "Epochs over the accumulated pairs per trained round (unless TRL_MAX_STEPS is set).", minimum=0.0)
-    TRL_MAX_STEPS: int = _f(0, "Optimizer steps per trained round, whatever the number of pairs (TRL max_steps: fewer pairs are seen more often, more are subsampled); 0 lets TRL_NUM_EPOCHS decide.", minimum=0)
+    TRL_WARMUP_RATIO: float = _f(
+        0.0,
+        "Fraction of each training launch spent warming the learning rate up from 0 (the optimizer starts fresh every round).",
+        minimum=0.0,
+        maximum=0.9,
+    )
+    TRL_NUM_EPOCHS: float = _f(
+        1.0, "Epochs over the accumulated pairs per trained round (unless TRL_MAX_STEPS is set).", minimum=0.0
+    )
+    TRL_MAX_STEPS: int = _f(
+        0,
+        "Optimizer steps per trained round, whatever the number of pairs (TRL max_steps: fewer pairs are seen more often, more are subsampled); 0 lets TRL_NUM_EPOCHS decide.",
+        minimum=0,
+    )
     TRL_BATCH_SIZE: int = _f(16, "Per-device train batch size.", minimum=1)
     TRL_GRAD_ACCUM: int = _f(1, "Gradient accumulation steps.", minimum=1)
     TRL_MAX_LENGTH: int = _f(1024, "Longest prompt+completion in tokens; longer pairs are truncated by TRL.", minimum=8)
     TRL_SAVE_STEPS: int = _f(0, "Save a resumable TRL checkpoint every N steps (0: only the final model).", minimum=0)
-    TRL_ACCUMULATE_ROUNDS: bool = _f(True, "Train on the pairs of every round so far (true) or only the current round (false).")
-    TRL_DISTRIBUTED: str = _f("auto", "Launch preset written as training_runs/rX/accelerate_config.yaml: `auto` (fsdp on several GPUs, single on one, ddp for several CPU processes), `single`, `ddp`, `fsdp` (FSDP2) or `deepspeed` (ZeRO-3; needs `pip install deepspeed`).", choices=("auto", "single", "ddp", "fsdp", "deepspeed"))
+    TRL_ACCUMULATE_ROUNDS: bool = _f(
+        True, "Train on the pairs of every round so far (true) or only the current round (false)."
+    )
+    TRL_DISTRIBUTED: str = _f(
+        "auto",
+        "Launch preset written as training_runs/rX/accelerate_config.yaml: `auto` (fsdp on several GPUs, single on one, ddp for several CPU processes), `single`, `ddp`, `fsdp` (FSDP2) or `deepspeed` (ZeRO-3; needs `pip install deepspeed`).",
+        choices=("auto", "single", "ddp", "fsdp", "deepspeed"),
+    )
     PHYSICAL_DPO_GPU: str = _f("", "Comma-separated GPU ids training uses; empty uses every visible GPU (or the CPU).")
-    TRL_GRADIENT_CHECKPOINTING: bool = _f(False, "Recompute activations in the backward pass (FSDP activation checkpointing under fsdp): less memory, about a third more compute.")
-    TRL_REF_MODEL: str = _f("previous", "DPO reference: `previous` (the round's starting solver), `initial` (the first solver) or `none` (only with reference-free losses, TRL_LOSS_TYPE=sft: no reference model is kept).", choices=("previous", "initial", "none"))
-    TRL_PRECOMPUTE_REF_LOG_PROBS: bool = _f(False, "Compute the reference log-probs once before training and drop the reference model (saves its memory; not with fsdp, trl issue 6470).")
-    TRL_REPORT_TO: str = _f("none", "Comma list of trackers TRL reports to: none, tensorboard, wandb, trackio (logs under training_runs/rX/; tracker keys from the environment only).")
-    TRL_LORA_R: int = _f(0, "LoRA rank (peft); 0 trains every weight. The adapter is merged into the model before it leaves the stage.", minimum=0)
+    TRL_GRADIENT_CHECKPOINTING: bool = _f(
+        False,
+        "Recompute activations in the backward pass (FSDP activation checkpointing under fsdp): less memory, about a third more compute.",
+    )
+    TRL_REF_MODEL: str = _f(
+        "previous",
+        "DPO reference: `previous` (the round's starting solver), `initial` (the first solver) or `none` (only with reference-free losses, TRL_LOSS_TYPE=sft: no reference model is kept).",
+        choices=("previous", "initial", "none"),
+    )
+    TRL_PRECOMPUTE_REF_LOG_PROBS: bool = _f(
+        False,
+        "Compute the reference log-probs once before training and drop the reference model (saves its memory; not with fsdp, trl issue 6470).",
+    )
+    TRL_REPORT_TO: str = _f(
+        "none",
+        "Comma list of trackers TRL reports to: none, tensorboard, wandb, trackio (logs under training_runs/rX/; tracker keys from the environment only).",
+    )
+    TRL_LORA_R: int = _f(
+        0,
+        "LoRA rank (peft); 0 trains every weight. The adapter is merged into the model before it leaves the stage.",
+        minimum=0,
+    )
     TRL_LORA_ALPHA: int = _f(16, "LoRA alpha (scale alpha/r).", minimum=1)
     TRL_LORA_TARGET_MODULES: str = _f("all-linear", "Comma list of module names LoRA adapts, or `all-linear`.")
-    NUM_MACHINES: int = _f(1, "Machines training runs on; above 1 the stage starts the others' launches (srun in a Slurm allocation, else ssh to TRAIN_HOSTS).", minimum=1)
+    NUM_MACHINES: int = _f(
+        1,
+        "Machines training runs on; above 1 the stage starts the others' launches (srun in a Slurm allocation, else ssh to TRAIN_HOSTS).",
+        minimum=1,
+    )
     MACHINE_RANK: int = _f(0, "This machine's rank among NUM_MACHINES (0 is the one running the loop).", minimum=0)
-    MAIN_PROCESS_IP: str = _f("", "Address of machine rank 0, reachable from every machine (required when NUM_MACHINES > 1).")
-    MAIN_PROCESS_PORT: int = _f(0, "Rendezvous port on MAIN_PROCESS_IP; 0 picks a free one (single machine only).", minimum=0, maximum=65535)
-    TRAIN_HOSTS: str = _f("", "Comma list of the other machines' hosts for ssh (ranks 1..NUM_MACHINES-1, in order); empty inside Slurm uses srun.")
+    MAIN_PROCESS_IP: str = _f(
+        "", "Address of machine rank 0, reachable from every machine (required when NUM_MACHINES > 1)."
+    )
+    MAIN_PROCESS_PORT: int = _f(
+        0, "Rendezvous port on MAIN_PROCESS_IP; 0 picks a free one (single machine only).", minimum=0, maximum=65535
+    )
+    TRAIN_HOSTS: str = _f(
+        "",
+        "Comma list of the other machines' hosts for ssh (ranks 1..NUM_MACHINES-1, in order); empty inside Slurm uses srun.",
+    )
 
     # --- generator ---
-    GENERATOR_UTILITY_MU: float = _f(0.5, "Success rate at which a Teacher-written question is most useful to the Generator (utility peak).", minimum=0.0, maximum=1.0)
-    GENERATOR_UTILITY_SIGMA: float = _f(0.2, "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.", minimum=1e-6)
-    GENERATOR_TRAIN_START_ROUND: int = _f(2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1)
-    GENERATOR_MODEL_PATH: str = _f("", "Base model of the Generator, a folder or a Hub id; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).")
+    GENERATOR_UTILITY_MU: float = _f(
+        0.5,
+        "Success rate at which a Teacher-written question is most useful to the Generator (utility peak).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    GENERATOR_UTILITY_SIGMA: float = _f(
+        0.2,
+        "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.",
+        minimum=1e-6,
+    )
+    GENERATOR_TRAIN_START_ROUND: int = _f(
+        2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1
+    )
+    GENERATOR_MODEL_PATH: str = _f(
+        "",
+        "Base model of the Generator, a folder or a Hub id; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).",
+    )
     GENERATOR_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in GENERATOR_MODEL_PATH; empty is main.")
-    QUESTION_WRITER: str = _f("teacher", "Who writes the next round's questions: the Teacher, the newest trained Generator, or both (mixed).", choices=("teacher", "generator", "mixed"))
-    GENERATOR_SHARE: float = _f(0.5, "With QUESTION_WRITER=mixed, the fraction of parent questions the Generator writes from.", minimum=0.0, maximum=1.0)
+    QUESTION_WRITER: str = _f(
+        "teacher",
+        "Who writes the next round's questions: the Teacher, the newest trained Generator, or both (mixed).",
+        choices=("teacher", "generator", "mixed"),
+    )
+    GENERATOR_SHARE: float = _f(
+        0.5,
+        "With QUESTION_WRITER=mixed, the fraction of parent questions the Generator writes from.",
+        minimum=0.0,
+        maximum=1.0,
+    )
     GENERATOR_LEARNING_RATE: float = _f(1e-5, "Learning rate of the Generator's weighted SFT.", minimum=0.0)
-    GENERATOR_NUM_EPOCHS: float = _f(2.0, "Epochs over each round's new weighted records (each trained Generator continues from the previous one).", minimum=0.0)
+    GENERATOR_NUM_EPOCHS: float = _f(
+        2.0,
+        "Epochs over each round's new weighted records (each trained Generator continues from the previous one).",
+        minimum=0.0,
+    )
 
     # --- embedded default: evaluation and warm start ---
-    EVAL_SETS: str = _f("", "Named evaluation sets, measured at the start and after every trained round beside the held-out set: `NAME=SOURCE` entries separated by commas, a SOURCE being a file, a local dataset folder or hub:ID[:CONFIG[:SPLIT]] (README, Evaluation sets).")
-    EVAL_K: int = _f(32, "Samples per question for Mean@k on every evaluation set (greedy accuracy is measured too); 0 skips evaluation. Was HELDOUT_K.", minimum=0)
+    EVAL_SETS: str = _f(
+        "",
+        "Named evaluation sets, measured at the start and after every trained round beside the held-out set: `NAME=SOURCE` entries separated by commas, a SOURCE being a file, a local dataset folder or hub:ID[:CONFIG[:SPLIT]] (README, Evaluation sets).",
+    )
+    EVAL_K: int = _f(
+        32,
+        "Samples per question for Mean@k on every evaluation set (greedy accuracy is measured too); 0 skips evaluation. Was HELDOUT_K.",
+        minimum=0,
+    )
     EVAL_TEMPERATURE: float = _f(0.7, "Sampling temperature for Mean@k.", minimum=0.0)
-    WARMSTART_STEPS: int = _f(600, "Most SFT steps of the embedded solver's warm start (built once per workspace).", minimum=0)
-    WARMSTART_TARGET_ACCURACY: float = _f(0.35, "The warm start stops at the first check (every 25 steps) where greedy accuracy on fresh validation problems reaches this; 0 runs all WARMSTART_STEPS.", minimum=0.0, maximum=1.0)
+    WARMSTART_STEPS: int = _f(
+        600, "Most SFT steps of the embedded solver's warm start (built once per workspace).", minimum=0
+    )
+    WARMSTART_TARGET_ACCURACY: float = _f(
+        0.35,
+        "The warm start stops at the first check (every 25 steps) where greedy accuracy on fresh validation problems reaches this; 0 runs all WARMSTART_STEPS.",
+        minimum=0.0,
+        maximum=1.0,
+    )
 
     # --- unattended operation ---
     AUTO_RETRY_ENABLED: bool = _f(True, "Retry a failed stage automatically.")
     AUTO_RETRY_MAX: int = _f(2, "Retries of one failed stage before giving up on it.", minimum=0)
     AUTO_RETRY_INTERVAL: float = _f(30.0, "Seconds between retries of a failed stage.", minimum=0.0)
-    AUTO_CONTINUE_ON_FAILURE: bool = _f(False, "After the retries, move on to the next round (true) or stop the run (false).")
+    AUTO_CONTINUE_ON_FAILURE: bool = _f(
+        False, "After the retries, move on to the next round (true) or stop the run (false)."
+    )
 
     # ------------------------------------------------------------------
     def validate(self) -> None:
@@ -185,44 +437,62 @@ class Config:
             if not self.TEACHER_BASE_URL.startswith(("http://", "https://")):
                 raise ConfigError(f"TEACHER_BASE_URL: expected an http(s) URL, got {self.TEACHER_BASE_URL!r}")
         if self.COLLECTION_BACKEND == "vllm" and importlib.util.find_spec("vllm") is None:
-            raise ConfigError("COLLECTION_BACKEND: vllm is not installed; `bash scripts/install_vllm.sh` or use transformers")
+            raise ConfigError(
+                "COLLECTION_BACKEND: vllm is not installed; `bash scripts/install_vllm.sh` or use transformers"
+            )
         if self.COLLECTION_EXECUTOR == "ray" and importlib.util.find_spec("ray") is None:
-            raise ConfigError("COLLECTION_EXECUTOR: ray is not installed; `pip install -r requirements-ray.txt` or use local")
+            raise ConfigError(
+                "COLLECTION_EXECUTOR: ray is not installed; `pip install -r requirements-ray.txt` or use local"
+            )
         if self.PHYSICAL_SOLVER_GPU:
-            from prosetting.trainers.gpu_manager import parse_gpu_list
+            from prosetting.core.devices import parse_gpu_list
 
             try:
                 ids = parse_gpu_list(self.PHYSICAL_SOLVER_GPU)
             except ValueError as exc:
                 raise ConfigError(f"PHYSICAL_SOLVER_GPU: {exc}") from None
             if len(ids) % self.TENSOR_PARALLEL_SIZE:
-                raise ConfigError(f"TENSOR_PARALLEL_SIZE: {self.TENSOR_PARALLEL_SIZE} does not divide the {len(ids)} GPUs of "
-                                  f"PHYSICAL_SOLVER_GPU={self.PHYSICAL_SOLVER_GPU}; list a multiple of it")
+                raise ConfigError(
+                    f"TENSOR_PARALLEL_SIZE: {self.TENSOR_PARALLEL_SIZE} does not divide the {len(ids)} GPUs of "
+                    f"PHYSICAL_SOLVER_GPU={self.PHYSICAL_SOLVER_GPU}; list a multiple of it"
+                )
         terms = self.loss_types
         if not terms:
             raise ConfigError("TRL_LOSS_TYPE: expected at least one loss term, e.g. `sigmoid` or `sigmoid,sft`")
         if self.TRL_LOSS_WEIGHTS and len(self.loss_weights) != len(terms):
             n = len(terms)
-            raise ConfigError(f"TRL_LOSS_WEIGHTS: expected {n} weight{'s' if n > 1 else ''} (one per TRL_LOSS_TYPE term), "
-                              f"got {self.TRL_LOSS_WEIGHTS!r}")
+            raise ConfigError(
+                f"TRL_LOSS_WEIGHTS: expected {n} weight{'s' if n > 1 else ''} (one per TRL_LOSS_TYPE term), "
+                f"got {self.TRL_LOSS_WEIGHTS!r}"
+            )
         trackers = {t.strip() for t in self.TRL_REPORT_TO.split(",") if t.strip()}
         if trackers - {"none", "tensorboard", "wandb", "trackio"}:
-            raise ConfigError(f"TRL_REPORT_TO: expected a comma list of none, tensorboard, wandb, trackio; got {self.TRL_REPORT_TO!r}")
+            raise ConfigError(
+                f"TRL_REPORT_TO: expected a comma list of none, tensorboard, wandb, trackio; got {self.TRL_REPORT_TO!r}"
+            )
         if any(not g.strip().isdigit() for g in self.PHYSICAL_DPO_GPU.split(",") if self.PHYSICAL_DPO_GPU):
             raise ConfigError(f"PHYSICAL_DPO_GPU: expected comma-separated GPU ids, got {self.PHYSICAL_DPO_GPU!r}")
         if self.TRL_REF_MODEL == "none" and set(terms) - {"sft"}:
-            raise ConfigError(f"TRL_REF_MODEL: `none` needs reference-free losses (TRL_LOSS_TYPE=sft), got {self.TRL_LOSS_TYPE!r}")
+            raise ConfigError(
+                f"TRL_REF_MODEL: `none` needs reference-free losses (TRL_LOSS_TYPE=sft), got {self.TRL_LOSS_TYPE!r}"
+            )
         if self.TRL_LORA_R and self.TRL_DISTRIBUTED in ("fsdp", "deepspeed"):
-            raise ConfigError(f"TRL_LORA_R: LoRA is supported with TRL_DISTRIBUTED=single or ddp, not {self.TRL_DISTRIBUTED} "
-                              "(an 8B bf16 base with LoRA fits one 80 GB GPU; use ddp)")
+            raise ConfigError(
+                f"TRL_LORA_R: LoRA is supported with TRL_DISTRIBUTED=single or ddp, not {self.TRL_DISTRIBUTED} "
+                "(an 8B bf16 base with LoRA fits one 80 GB GPU; use ddp)"
+            )
         if self.NUM_MACHINES > 1:
             if not self.MAIN_PROCESS_IP or not self.MAIN_PROCESS_PORT:
                 raise ConfigError("MAIN_PROCESS_IP, MAIN_PROCESS_PORT: required when NUM_MACHINES > 1")
             if self.MACHINE_RANK >= self.NUM_MACHINES:
-                raise ConfigError(f"MACHINE_RANK: expected a value < NUM_MACHINES={self.NUM_MACHINES}, got {self.MACHINE_RANK}")
+                raise ConfigError(
+                    f"MACHINE_RANK: expected a value < NUM_MACHINES={self.NUM_MACHINES}, got {self.MACHINE_RANK}"
+                )
             if self.TRL_NUM_PROCESSES % self.NUM_MACHINES:
-                raise ConfigError(f"TRL_NUM_PROCESSES: expected a multiple of NUM_MACHINES={self.NUM_MACHINES} (processes in all), "
-                                  f"got {self.TRL_NUM_PROCESSES}")
+                raise ConfigError(
+                    f"TRL_NUM_PROCESSES: expected a multiple of NUM_MACHINES={self.NUM_MACHINES} (processes in all), "
+                    f"got {self.TRL_NUM_PROCESSES}"
+                )
         if self.TRL_ACCELERATE_CONFIG and not Path(self.TRL_ACCELERATE_CONFIG).is_file():
             raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
         for key, revision_key in MODEL_KEYS:
@@ -231,8 +501,10 @@ class Config:
                 raise ConfigError(problem)
         unknown = set(self.write_policies) - set(WRITE_PLAN_POLICIES)
         if unknown or not self.write_policies:
-            raise ConfigError(f"WRITE_POLICIES: expected a comma list of {', '.join(WRITE_PLAN_POLICIES)}, "
-                              f"got {self.WRITE_POLICIES!r}")
+            raise ConfigError(
+                f"WRITE_POLICIES: expected a comma list of {', '.join(WRITE_PLAN_POLICIES)}, "
+                f"got {self.WRITE_POLICIES!r}"
+            )
         if self.CURRICULUM == "nonadaptive" and self.NONADAPTIVE_PLAN:
             read_write_plan(self.NONADAPTIVE_PLAN)
         for key in ("QUESTIONS_FILE", "HELDOUT_FILE"):
@@ -261,7 +533,9 @@ class Config:
         try:
             return [float(w) for w in self.TRL_LOSS_WEIGHTS.split(",") if w.strip()]
         except ValueError as exc:
-            raise ConfigError(f"TRL_LOSS_WEIGHTS: expected comma-separated numbers, got {self.TRL_LOSS_WEIGHTS!r}") from exc
+            raise ConfigError(
+                f"TRL_LOSS_WEIGHTS: expected comma-separated numbers, got {self.TRL_LOSS_WEIGHTS!r}"
+            ) from exc
 
     @property
     def workspace(self) -> Path:
@@ -303,8 +577,10 @@ def read_write_plan(path: str | os.PathLike) -> dict[int, dict[str, int]]:
             raise ConfigError(f"{where}: rounds.{r}: expected a round number mapped to {{policy: count}}")
         for name, n in counts.items():
             if name not in WRITE_PLAN_POLICIES or not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ConfigError(f"{where}: rounds.{r}.{name}: expected one of {', '.join(WRITE_PLAN_POLICIES)} "
-                                  f"mapped to a count >= 0, got {n!r}")
+                raise ConfigError(
+                    f"{where}: rounds.{r}.{name}: expected one of {', '.join(WRITE_PLAN_POLICIES)} "
+                    f"mapped to a count >= 0, got {n!r}"
+                )
         plan[int(r)] = dict(counts)
     return plan
 
@@ -369,12 +645,17 @@ def _convert(key: str, raw: Any, kind: type, source: str) -> Any:
     return text
 
 
-def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str, Any] | None = None,
-                environ: dict[str, str] | None = None) -> tuple[Config, dict[str, str]]:
+def load_config(
+    env_file: str | os.PathLike | None = ".env",
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> tuple[Config, dict[str, str]]:
     """Build and validate the configuration; returns it and where each non-default value came from."""
     types = {f.name: f.type for f in fields(Config)}
-    kinds = {name: {"int": int, "float": float, "bool": bool}.get(t if isinstance(t, str) else t.__name__, str)
-             for name, t in types.items()}
+    kinds = {
+        name: {"int": int, "float": float, "bool": bool}.get(t if isinstance(t, str) else t.__name__, str)
+        for name, t in types.items()
+    }
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
@@ -417,17 +698,24 @@ def load_config(env_file: str | os.PathLike | None = ".env", overrides: dict[str
 def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """Keys whose value differs between a saved configuration and the current one (secrets excluded)."""
     keys = {f.name for f in fields(Config)}  # training_config.json also records what the run resolved
-    return [(k, old.get(k), new.get(k)) for k in sorted((set(old) | set(new)) & keys)
-            if k not in SECRET_KEYS and old.get(k) != new.get(k)]
+    return [
+        (k, old.get(k), new.get(k))
+        for k in sorted((set(old) | set(new)) & keys)
+        if k not in SECRET_KEYS and old.get(k) != new.get(k)
+    ]
 
 
 def render_env_example() -> str:
     """The text of .env.example: every key with its help line and default (regenerate after adding a field)."""
-    lines = ["# ProSetting settings. Precedence: defaults < this file (as .env) < environment < command line.",
-             "# Copy to .env and uncomment what you change. Secrets (TEACHER_API_KEY) belong here or in the",
-             "# environment only: they are never logged or written to the workspace.",
-             "# With SOLVER_MODEL_PATH empty (the embedded default) these keys default instead to: "
-             + ", ".join(f"{k}={v}" for k, v in EMBEDDED_PROFILE.items()) + ".", ""]
+    lines = [
+        "# ProSetting settings. Precedence: defaults < this file (as .env) < environment < command line.",
+        "# Copy to .env and uncomment what you change. Secrets (TEACHER_API_KEY) belong here or in the",
+        "# environment only: they are never logged or written to the workspace.",
+        "# With SOLVER_MODEL_PATH empty (the embedded default) these keys default instead to: "
+        + ", ".join(f"{k}={v}" for k, v in EMBEDDED_PROFILE.items())
+        + ".",
+        "",
+    ]
     for key, default, help_text in describe_fields():
         value = str(default).lower() if isinstance(default, bool) else default
         lines += [f"# {help_text}", f"# {key}={value}", ""]

@@ -47,7 +47,9 @@ class RunContext:
     def model_path(self, key: str) -> Path:
         """The local folder of a model setting (a folder as it is, a Hub id as its cached snapshot)."""
         if key not in self.models:
-            self.models[key] = resolve_model(getattr(self.cfg, key), getattr(self.cfg, key.replace("_PATH", "_REVISION")) or None)
+            self.models[key] = resolve_model(
+                getattr(self.cfg, key), getattr(self.cfg, key.replace("_PATH", "_REVISION")) or None
+            )
         return Path(self.models[key].path)
 
     def base_model(self) -> Path:

@@ -45,8 +45,12 @@ class EvalSetSpec:
 
     def describe(self) -> str:
         if self.kind == "hub":
-            return (f"Hub dataset {self.dataset_id}" + (f", config {self.config}" if self.config else "")
-                    + f", split {self.split or 'test'}" + (f" @ {self.revision}" if self.revision else ""))
+            return (
+                f"Hub dataset {self.dataset_id}"
+                + (f", config {self.config}" if self.config else "")
+                + f", split {self.split or 'test'}"
+                + (f" @ {self.revision}" if self.revision else "")
+            )
         return f"{self.kind} {self.path}" + (f", split {self.split}" if self.split else "")
 
 
@@ -56,8 +60,9 @@ def parse_entry(entry: str, check_paths: bool = True) -> EvalSetSpec:
     if not sep or not text:
         raise EvalSpecError(f"{entry.strip()!r}: expected NAME=SOURCE, e.g. gsm8k=hub:openai/gsm8k:main:test")
     if not _NAME.match(name):
-        raise EvalSpecError(f"{name!r}: a set name is letters, digits, '_', '-', '.' (at most 40), starting with a "
-                            "letter or digit")
+        raise EvalSpecError(
+            f"{name!r}: a set name is letters, digits, '_', '-', '.' (at most 40), starting with a letter or digit"
+        )
     if name.lower() in RESERVED:
         raise EvalSpecError(f"{name!r}: the name is reserved ({', '.join(RESERVED)}: the held-out set is HELDOUT_FILE)")
     source, _, query = text.partition("?")
@@ -70,19 +75,28 @@ def parse_entry(entry: str, check_paths: bool = True) -> EvalSetSpec:
     except ValueError:
         raise EvalSpecError(f"{name}: limit={options['limit']!r}: expected a whole number") from None
     columns = {k: options[k] for k in ("question", "answer", "solution", "level") if options.get(k)}
-    common = {"name": name, "text": text, "limit": limit, "columns": columns, "revision": options.get("revision") or None}
+    common = {
+        "name": name,
+        "text": text,
+        "limit": limit,
+        "columns": columns,
+        "revision": options.get("revision") or None,
+    }
     if source.startswith("hub:"):
         parts = source[4:].split(":")
         if len(parts) > 3 or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", parts[0]):
-            raise EvalSpecError(f"{name}: {source!r}: expected hub:ID[:CONFIG[:SPLIT]], e.g. hub:openai/gsm8k:main:test")
+            raise EvalSpecError(
+                f"{name}: {source!r}: expected hub:ID[:CONFIG[:SPLIT]], e.g. hub:openai/gsm8k:main:test"
+            )
         config = parts[1] if len(parts) > 1 and parts[1] else None
         split = options.get("split") or (parts[2] if len(parts) > 2 and parts[2] else None)
         return EvalSetSpec(kind="hub", dataset_id=parts[0], config=config, split=split, **common)
     path = Path(source).expanduser()
     if check_paths and not path.exists():
         raise EvalSpecError(f"{name}: {source!r}: no such file or folder (a Hugging Face dataset is written hub:ID)")
-    return EvalSetSpec(kind="folder" if path.is_dir() else "file", path=str(path), split=options.get("split") or None,
-                       **common)
+    return EvalSetSpec(
+        kind="folder" if path.is_dir() else "file", path=str(path), split=options.get("split") or None, **common
+    )
 
 
 def parse_eval_sets(text: str, check_paths: bool = True) -> list[EvalSetSpec]:

@@ -20,8 +20,21 @@ from pathlib import Path
 # Hub ids are `namespace/name`: letters, digits, `-`, `_`, `.`; neither part starts or ends with `-`/`.`.
 _HUB_ID = re.compile(r"^[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?/[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?$")
 # Files a training or sampling run never reads: other frameworks' weights and raw checkpoints.
-IGNORE_PATTERNS = ["original/*", "*.pth", "*.pt", "*.msgpack", "*.h5", "*.ckpt", "*.gguf", "*.onnx", "*.onnx_data",
-                   "flax_model*", "tf_model*", "rust_model*", "coreml/*"]
+IGNORE_PATTERNS = [
+    "original/*",
+    "*.pth",
+    "*.pt",
+    "*.msgpack",
+    "*.h5",
+    "*.ckpt",
+    "*.gguf",
+    "*.onnx",
+    "*.onnx_data",
+    "flax_model*",
+    "tf_model*",
+    "rust_model*",
+    "coreml/*",
+]
 MODEL_KEYS = (("SOLVER_MODEL_PATH", "SOLVER_MODEL_REVISION"), ("GENERATOR_MODEL_PATH", "GENERATOR_MODEL_REVISION"))
 
 
@@ -60,18 +73,26 @@ def check_model_setting(key: str, value: str, revision: str = "") -> str | None:
         if not (folder / "config.json").is_file():
             return f"{key}: expected a Hugging Face model folder with config.json, got {value!r}"
         if revision:
-            return (f"{key.replace('_PATH', '_REVISION')}: a revision applies to a Hub id, but {key}={value!r} is a local "
-                    "folder; leave the revision empty")
+            return (
+                f"{key.replace('_PATH', '_REVISION')}: a revision applies to a Hub id, but {key}={value!r} is a local "
+                "folder; leave the revision empty"
+            )
         return None
     if is_hub_id(value):
         return None
-    return (f"{key}: {value!r} is neither an existing folder nor a Hugging Face Hub id (`org/name`); "
-            "expected a model folder with config.json or an id such as Qwen/Qwen3-8B")
+    return (
+        f"{key}: {value!r} is neither an existing folder nor a Hugging Face Hub id (`org/name`); "
+        "expected a model folder with config.json or an id such as Qwen/Qwen3-8B"
+    )
 
 
 def hub_hint(repo_id: str, revision: str | None) -> str:
     """The command that puts a model in the local cache."""
-    return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "") + " (older installs: huggingface-cli download)"
+    return (
+        f"hf download {repo_id}"
+        + (f" --revision {revision}" if revision else "")
+        + " (older installs: huggingface-cli download)"
+    )
 
 
 def hub_offline() -> bool:
@@ -101,30 +122,49 @@ def resolve_model(value: str, revision: str | None = None, local_only: bool = Fa
     offline = local_only or constants.HF_HUB_OFFLINE
     where = f"{value}" + (f" (revision {revision})" if revision else "")
     try:
-        path = snapshot_download(value, revision=revision or None, local_files_only=local_only,
-                                 ignore_patterns=IGNORE_PATTERNS)
+        path = snapshot_download(
+            value, revision=revision or None, local_files_only=local_only, ignore_patterns=IGNORE_PATTERNS
+        )
     except GatedRepoError as exc:
-        raise ModelNotFound(f"{where} is gated on the Hub: accept its terms at https://huggingface.co/{value} and log in "
-                            f"(`hf auth login` or HF_TOKEN); then {hub_hint(value, revision)}") from exc
+        raise ModelNotFound(
+            f"{where} is gated on the Hub: accept its terms at https://huggingface.co/{value} and log in "
+            f"(`hf auth login` or HF_TOKEN); then {hub_hint(value, revision)}"
+        ) from exc
     except RepositoryNotFoundError as exc:
-        raise ModelNotFound(f"{where}: no such model on the Hub (or it is private: log in with `hf auth login` or set "
-                            f"HF_TOKEN); check the id at https://huggingface.co/{value}, or, if you meant a local "
-                            "folder, it does not exist") from exc
+        raise ModelNotFound(
+            f"{where}: no such model on the Hub (or it is private: log in with `hf auth login` or set "
+            f"HF_TOKEN); check the id at https://huggingface.co/{value}, or, if you meant a local "
+            "folder, it does not exist"
+        ) from exc
     except RevisionNotFoundError as exc:
-        raise ModelNotFound(f"{where}: the model exists but has no revision {revision!r}; set a branch, tag or commit "
-                            f"listed at https://huggingface.co/{value}/tree/main") from exc
+        raise ModelNotFound(
+            f"{where}: the model exists but has no revision {revision!r}; set a branch, tag or commit "
+            f"listed at https://huggingface.co/{value}/tree/main"
+        ) from exc
     except IncompleteSnapshotError as exc:
-        raise ModelNotFound(f"{where}: the cached snapshot is incomplete ({exc}); complete it with "
-                            f"{hub_hint(value, revision)}") from exc
+        raise ModelNotFound(
+            f"{where}: the cached snapshot is incomplete ({exc}); complete it with {hub_hint(value, revision)}"
+        ) from exc
     except LocalEntryNotFoundError as exc:
-        why = ("not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading" if offline and not local_only
-               else "not in the local Hugging Face cache" if local_only
-               else f"not in the local cache and the Hub cannot be reached ({exc.__cause__ or exc})")
-        raise ModelNotFound(f"{where}: {why} ({constants.HF_HUB_CACHE}); fetch it with {hub_hint(value, revision)} "
-                            "where the network is reachable, into the same cache (HF_HOME / HF_HUB_CACHE)") from exc
+        why = (
+            "not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading"
+            if offline and not local_only
+            else "not in the local Hugging Face cache"
+            if local_only
+            else f"not in the local cache and the Hub cannot be reached ({exc.__cause__ or exc})"
+        )
+        raise ModelNotFound(
+            f"{where}: {why} ({constants.HF_HUB_CACHE}); fetch it with {hub_hint(value, revision)} "
+            "where the network is reachable, into the same cache (HF_HOME / HF_HUB_CACHE)"
+        ) from exc
     commit = Path(path).name
-    return ResolvedModel(value=value, path=str(path), repo_id=value, revision=revision or None,
-                         commit=commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None)
+    return ResolvedModel(
+        value=value,
+        path=str(path),
+        repo_id=value,
+        revision=revision or None,
+        commit=commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None,
+    )
 
 
 def cached_model(value: str, revision: str | None = None) -> ResolvedModel | None:
@@ -139,6 +179,7 @@ def resolve_for_run(value: str, revision: str | None, saved: dict | None) -> Res
     """Resolve a model setting for a run; a resume with the same setting asks for the commit it recorded."""
     if saved and saved.get("commit") and saved.get("value") == value and saved.get("revision") == (revision or None):
         pinned = resolve_model(value, saved["commit"])
-        return ResolvedModel(value=value, path=pinned.path, repo_id=pinned.repo_id, revision=revision or None,
-                             commit=pinned.commit)
+        return ResolvedModel(
+            value=value, path=pinned.path, repo_id=pinned.repo_id, revision=revision or None, commit=pinned.commit
+        )
     return resolve_model(value, revision or None)

@@ -222,8 +222,15 @@ class StateManager:
     def load_state(self) -> dict[str, Any]:
         state = read_json(self.paths.state)
         if state is None:
-            return {"version": STATE_VERSION, "status": "new", "current_round": 1, "completed_rounds": [],
-                    "failed_rounds": [], "failures": [], "runs": []}
+            return {
+                "version": STATE_VERSION,
+                "status": "new",
+                "current_round": 1,
+                "completed_rounds": [],
+                "failed_rounds": [],
+                "failures": [],
+                "runs": [],
+            }
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{self.paths.state}: state version {state.get('version')} is not {STATE_VERSION}")
         return state
@@ -255,8 +262,15 @@ class StateManager:
         """Call only after the stage's outputs are durable on disk."""
         rec = self.stage_record(r, stage)
         now = time.time()
-        self._update_stage(r, stage, status="done", finished=now,
-                           seconds=round(now - rec.get("started", now), 2), stats=stats, error=None)
+        self._update_stage(
+            r,
+            stage,
+            status="done",
+            finished=now,
+            seconds=round(now - rec.get("started", now), 2),
+            stats=stats,
+            error=None,
+        )
 
     def mark_stage_failed(self, r: int, stage: str, error: str, log: str | None = None) -> None:
         self._update_stage(r, stage, status="failed", finished=time.time(), error=error, log=log)

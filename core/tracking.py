@@ -60,7 +60,9 @@ def spec_names(cfg, default_name: str) -> dict:
     chosen = targets(cfg)
     if "wandb" not in chosen and "trackio" not in chosen:
         return {"run_name": default_name}
-    name = (read_json(cfg.workspace / "tracking" / "run.json") or {}).get("name") or cfg.workspace.name  # writes nothing
+    name = (read_json(cfg.workspace / "tracking" / "run.json") or {}).get(
+        "name"
+    ) or cfg.workspace.name  # writes nothing
     return {"run_name": name, "project": os.environ.get("TRACKIO_PROJECT", "prosetting")}
 
 
@@ -69,8 +71,12 @@ def launch_env(cfg) -> dict[str, str]:
     if "wandb" not in targets(cfg):
         return {}
     identity = run_identity(cfg)
-    return {"WANDB_RUN_ID": identity["wandb_id"], "WANDB_RESUME": "allow",
-            "WANDB_PROJECT": os.environ.get("WANDB_PROJECT", "prosetting"), "WANDB_DIR": str(cfg.workspace / "tracking")}
+    return {
+        "WANDB_RUN_ID": identity["wandb_id"],
+        "WANDB_RESUME": "allow",
+        "WANDB_PROJECT": os.environ.get("WANDB_PROJECT", "prosetting"),
+        "WANDB_DIR": str(cfg.workspace / "tracking"),
+    }
 
 
 def forget_rounds(workspace, first: int) -> None:
@@ -98,9 +104,11 @@ class RoundTracker:
             return None
         missing = missing_packages(cfg)
         if missing:
-            raise TrackingError(f"TRL_REPORT_TO={cfg.TRL_REPORT_TO}: {', '.join(missing)} not installed; "
-                                f"pip install {' '.join(PACKAGES[m] for m in missing)} (requirements-trackers.txt), "
-                                "or leave them out of TRL_REPORT_TO")
+            raise TrackingError(
+                f"TRL_REPORT_TO={cfg.TRL_REPORT_TO}: {', '.join(missing)} not installed; "
+                f"pip install {' '.join(PACKAGES[m] for m in missing)} (requirements-trackers.txt), "
+                "or leave them out of TRL_REPORT_TO"
+            )
         return cls(cfg, chosen)
 
     def logged(self, target: str) -> list[int]:
@@ -139,8 +147,13 @@ class RoundTracker:
     def _log_wandb(self, step: int, scalars: dict[str, float]) -> None:
         import wandb
 
-        run = wandb.init(project=os.environ.get("WANDB_PROJECT", "prosetting"), id=self.identity["wandb_id"],
-                         name=self.identity["name"], resume="allow", dir=str(self.root))
+        run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "prosetting"),
+            id=self.identity["wandb_id"],
+            name=self.identity["name"],
+            resume="allow",
+            dir=str(self.root),
+        )
         try:
             run.define_metric("round/step")
             run.define_metric("round/*", step_metric="round/step")
@@ -151,7 +164,9 @@ class RoundTracker:
     def _log_trackio(self, step: int, scalars: dict[str, float]) -> None:
         import trackio
 
-        trackio.init(project=os.environ.get("TRACKIO_PROJECT", "prosetting"), name=self.identity["name"], resume="allow")
+        trackio.init(
+            project=os.environ.get("TRACKIO_PROJECT", "prosetting"), name=self.identity["name"], resume="allow"
+        )
         try:
             trackio.log({"round/step": step, **{f"round/{k}": v for k, v in scalars.items()}})
         finally:

@@ -12,16 +12,18 @@ from prosetting.core.io import atomic_write_bytes
 
 _MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
-PAIR_SCHEMA = pa.schema([
-    ("prompt", _MESSAGES),
-    ("chosen", _MESSAGES),
-    ("rejected", _MESSAGES),
-    ("question_id", pa.string()),
-    ("round", pa.int32()),
-    ("chosen_id", pa.string()),
-    ("rejected_id", pa.string()),
-    ("chosen_source", pa.string()),
-])
+PAIR_SCHEMA = pa.schema(
+    [
+        ("prompt", _MESSAGES),
+        ("chosen", _MESSAGES),
+        ("rejected", _MESSAGES),
+        ("question_id", pa.string()),
+        ("round", pa.int32()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("chosen_source", pa.string()),
+    ]
+)
 
 
 def save_pairs_parquet(path: str | Path, rows: list[dict]) -> None:

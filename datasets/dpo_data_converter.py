@@ -22,9 +22,9 @@ import random
 import re
 import time
 
-from prosetting.collectors.data_normalizer import solver_messages
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl
+from prosetting.core.text import solver_messages
 from prosetting.datasets.data_saver import save_pairs_parquet
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,16 @@ def truncate_after_first_difference(chosen: str, rejected: str) -> str:
     return rejected
 
 
-def build_pairs(question: dict, attempts: list[dict], verdicts: list[dict], max_pairs: int, seed: int,
-                round_: int, system_prompt: str = "", truncate_rejected: bool = False) -> tuple[list[dict], str]:
+def build_pairs(
+    question: dict,
+    attempts: list[dict],
+    verdicts: list[dict],
+    max_pairs: int,
+    seed: int,
+    round_: int,
+    system_prompt: str = "",
+    truncate_rejected: bool = False,
+) -> tuple[list[dict], str]:
     """Preference rows for one question and the source of its chosen side ("attempts", "reference", "none")."""
     correct_ids = {v["attempt_id"] for v in verdicts if v["correct"]}
 
@@ -68,17 +76,26 @@ def build_pairs(question: dict, attempts: list[dict], verdicts: list[dict], max_
         rng = random.Random(f"{seed}:pairs:{round_}:{question['id']}")
         combos = [combos[i] for i in sorted(rng.sample(range(len(combos)), max_pairs))]
     prompt = solver_messages(question["question"], system_prompt)
-    rows = [{
-        "prompt": prompt,
-        "chosen": [{"role": "assistant", "content": c["text"]}],
-        "rejected": [{"role": "assistant", "content": truncate_after_first_difference(c["text"], r["text"])
-                      if truncate_rejected else r["text"]}],
-        "question_id": question["id"],
-        "round": round_,
-        "chosen_id": c["attempt_id"],
-        "rejected_id": r["attempt_id"],
-        "chosen_source": source,
-    } for c, r in combos]
+    rows = [
+        {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": c["text"]}],
+            "rejected": [
+                {
+                    "role": "assistant",
+                    "content": truncate_after_first_difference(c["text"], r["text"])
+                    if truncate_rejected
+                    else r["text"],
+                }
+            ],
+            "question_id": question["id"],
+            "round": round_,
+            "chosen_id": c["attempt_id"],
+            "rejected_id": r["attempt_id"],
+            "chosen_source": source,
+        }
+        for c, r in combos
+    ]
     return rows, source
 
 
@@ -101,11 +118,26 @@ def run_export(ctx: RunContext, r: int) -> dict:
     for q in questions:  # pool order, so the files do not depend on grading order
         if q["id"] not in rewards:
             continue
-        rows, source = build_pairs(q, attempts[q["id"]], rewards[q["id"]]["verdicts"], cfg.MAX_PAIRS_PER_QUESTION,
-                                   cfg.SEED, r, cfg.SOLVER_SYSTEM_PROMPT, cfg.DPO_TRUNCATE_REJECTED)
+        rows, source = build_pairs(
+            q,
+            attempts[q["id"]],
+            rewards[q["id"]]["verdicts"],
+            cfg.MAX_PAIRS_PER_QUESTION,
+            cfg.SEED,
+            r,
+            cfg.SOLVER_SYSTEM_PROMPT,
+            cfg.DPO_TRUNCATE_REJECTED,
+        )
         rows_by_q[q["id"]] = rows
-        per_question.append({"question_id": q["id"], "zone": rewards[q["id"]]["zone"],
-                             "success_rate": rewards[q["id"]]["success_rate"], "pairs": len(rows), "chosen_source": source})
+        per_question.append(
+            {
+                "question_id": q["id"],
+                "zone": rewards[q["id"]]["zone"],
+                "success_rate": rewards[q["id"]]["success_rate"],
+                "pairs": len(rows),
+                "chosen_source": source,
+            }
+        )
     with_pairs = [qid for qid, rows in rows_by_q.items() if rows]
     val_ids = split_questions(with_pairs, cfg.VALIDATION_FRACTION, cfg.SEED, r)
     train = [row for qid in with_pairs if qid not in val_ids for row in rows_by_q[qid]]
@@ -116,8 +148,10 @@ def run_export(ctx: RunContext, r: int) -> dict:
     info = {
         "round": r,
         "format": "TRL conversational preference (prompt, chosen, rejected) + metadata columns",
-        "splits": {"train": {"pairs": len(train), "questions": len(with_pairs) - len(val_ids)},
-                   "validation": {"pairs": len(val), "questions": len(val_ids)}},
+        "splits": {
+            "train": {"pairs": len(train), "questions": len(with_pairs) - len(val_ids)},
+            "validation": {"pairs": len(val), "questions": len(val_ids)},
+        },
         "chosen_from_reference": sum(1 for p in per_question if p["chosen_source"] == "reference"),
         "questions_without_pairs": len(per_question) - len(with_pairs),
         "max_pairs_per_question": cfg.MAX_PAIRS_PER_QUESTION,
@@ -126,9 +160,20 @@ def run_export(ctx: RunContext, r: int) -> dict:
     }
     atomic_write_json(out_dir / "dataset_info.json", info)
     atomic_write_json(paths.solver_training(r), per_question)
-    stats = {"pairs": len(train) + len(val), "train_pairs": len(train), "validation_pairs": len(val),
-             "questions_with_pairs": len(with_pairs), "chosen_from_reference": info["chosen_from_reference"],
-             "seconds": round(time.time() - t0, 2)}
-    log.info("export r%d: %d train + %d validation pairs from %d questions -> %s",
-             r, len(train), len(val), len(with_pairs), out_dir)
+    stats = {
+        "pairs": len(train) + len(val),
+        "train_pairs": len(train),
+        "validation_pairs": len(val),
+        "questions_with_pairs": len(with_pairs),
+        "chosen_from_reference": info["chosen_from_reference"],
+        "seconds": round(time.time() - t0, 2),
+    }
+    log.info(
+        "export r%d: %d train + %d validation pairs from %d questions -> %s",
+        r,
+        len(train),
+        len(val),
+        len(with_pairs),
+        out_dir,
+    )
     return stats

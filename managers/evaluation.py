@@ -35,7 +35,9 @@ class EvalSet:
 def eval_sets(cfg: Config, paths: Paths, heldout_file: Path | None) -> list[EvalSet]:
     """The held-out set (HELDOUT_FILE, or the embedded one) first, named `heldout`, then the EVAL_SETS sets."""
     sets = [EvalSet("heldout", str(heldout_file), paths.heldout)] if heldout_file else []
-    return sets + [EvalSet(s.name, s.text, paths.eval_set(s.name)) for s in parse_eval_sets(cfg.EVAL_SETS, check_paths=False)]
+    return sets + [
+        EvalSet(s.name, s.text, paths.eval_set(s.name)) for s in parse_eval_sets(cfg.EVAL_SETS, check_paths=False)
+    ]
 
 
 def prepare_eval_sets(cfg: Config, paths: Paths) -> None:
@@ -56,8 +58,14 @@ def eval_record(model_dir: Path, sets: dict[str, dict], order: list[str], second
     names = [n for n in order if n in sets]
     first = sets[names[0]]
     average = {k: sum(sets[n][k] for n in names) / len(names) for k in ("greedy", "mean_at_k")}
-    return {**{k: v for k, v in first.items() if k != "source"}, "model": str(model_dir), "seconds": seconds,
-            "primary": names[0], "sets": {n: sets[n] for n in names}, "average": average}
+    return {
+        **{k: v for k, v in first.items() if k != "source"},
+        "model": str(model_dir),
+        "seconds": seconds,
+        "primary": names[0],
+        "sets": {n: sets[n] for n in names},
+        "average": average,
+    }
 
 
 def evaluate_model(ctx: RunContext, label: str, model_dir: Path, sets: list[EvalSet]) -> dict | None:
@@ -82,14 +90,29 @@ def evaluate_model(ctx: RunContext, label: str, model_dir: Path, sets: list[Eval
     pool = open_pool(cfg, model_dir, paths.logs, f"eval_{label}", check_stop=ctx.check_stop)
     try:
         for s in todo:
-            result = evaluate(pool, read_jsonl(s.file), k=cfg.EVAL_K, temperature=cfg.EVAL_TEMPERATURE, seed=cfg.SEED,
-                              max_new_tokens=cfg.MAX_NEW_TOKENS, system_prompt=cfg.SOLVER_SYSTEM_PROMPT)
+            result = evaluate(
+                pool,
+                read_jsonl(s.file),
+                k=cfg.EVAL_K,
+                temperature=cfg.EVAL_TEMPERATURE,
+                seed=cfg.SEED,
+                max_new_tokens=cfg.MAX_NEW_TOKENS,
+                system_prompt=cfg.SOLVER_SYSTEM_PROMPT,
+            )
             done[s.name] = {**result, "source": s.source}
             record = eval_record(model_dir, done, [x.name for x in sets], round(time.time() - t0, 1))
             cache[label] = record
             atomic_write_json(paths.evaluations, cache)
-            log.info("%s %s: greedy %.3f, mean@%d %.3f (%d questions, %.1fs)", s.name, label, result["greedy"],
-                     cfg.EVAL_K, result["mean_at_k"], result["n"], result["seconds"])
+            log.info(
+                "%s %s: greedy %.3f, mean@%d %.3f (%d questions, %.1fs)",
+                s.name,
+                label,
+                result["greedy"],
+                cfg.EVAL_K,
+                result["mean_at_k"],
+                result["n"],
+                result["seconds"],
+            )
     finally:
         pool.close()
     return record

@@ -69,33 +69,49 @@ def describe_plan(cfg: Config) -> str:
         if value:
             cached = cached_model(value, revision)
             ctx.models[key] = cached or ResolvedModel(value=value, path=f"{value} (not cached yet)", repo_id=value)
-            models[key] = cached.describe() if cached else f"{value} from the Hub, not in the local cache: " + (
-                f"HF_HUB_OFFLINE=1, so the run stops at its start ({hub_hint(value, revision)})" if hub_offline()
-                else "downloaded at the start")
-    lines = [f"workspace      {cfg.workspace} (state: {state['status']})",
-             f"solver         {models.get('SOLVER_MODEL_PATH') or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
-             *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
-             f"questions      {cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS}",
-             f"evaluation     {describe_evaluation(cfg)}",
-             f"teacher        {cfg.TEACHER_BACKEND}" + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
-             f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at T={cfg.SAMPLING_TEMPERATURE}",
-             f"training       TRL DPO loss {cfg.TRL_LOSS_TYPE}, beta {cfg.TRL_BETA}, lr {cfg.TRL_LEARNING_RATE}, "
-             f"{cfg.TRL_NUM_PROCESSES} process(es), from round {cfg.TRAIN_START_ROUND}",
-             ""]
+            models[key] = (
+                cached.describe()
+                if cached
+                else f"{value} from the Hub, not in the local cache: "
+                + (
+                    f"HF_HUB_OFFLINE=1, so the run stops at its start ({hub_hint(value, revision)})"
+                    if hub_offline()
+                    else "downloaded at the start"
+                )
+            )
+    lines = [
+        f"workspace      {cfg.workspace} (state: {state['status']})",
+        f"solver         {models.get('SOLVER_MODEL_PATH') or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
+        *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
+        f"questions      {cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS}",
+        f"evaluation     {describe_evaluation(cfg)}",
+        f"teacher        {cfg.TEACHER_BACKEND}"
+        + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
+        f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at T={cfg.SAMPLING_TEMPERATURE}",
+        f"training       TRL DPO loss {cfg.TRL_LOSS_TYPE}, beta {cfg.TRL_BETA}, lr {cfg.TRL_LEARNING_RATE}, "
+        f"{cfg.TRL_NUM_PROCESSES} process(es), from round {cfg.TRAIN_START_ROUND}",
+        "",
+    ]
     lock = sm.read_lock()
     if lock:
-        lines.append(f"lock           held by pid {lock.get('pid')} on {lock.get('host')}"
-                     + (" (stale: will be taken over)" if sm.lock_is_stale(lock) else " (LIVE: a run is in progress)"))
+        lines.append(
+            f"lock           held by pid {lock.get('pid')} on {lock.get('host')}"
+            + (" (stale: will be taken over)" if sm.lock_is_stale(lock) else " (LIVE: a run is in progress)")
+        )
     for r in range(1, cfg.TOTAL_ROUNDS + 1):
         progress = sm.load_progress(r)["stages"]
         cells = []
         for s in STAGES:
             status = (progress.get(s) or {}).get("status", "todo")
-            label = {"done": "done (skip)", "running": "resume", "interrupted": "resume", "failed": "retry"}.get(status, "todo")
+            label = {"done": "done (skip)", "running": "resume", "interrupted": "resume", "failed": "retry"}.get(
+                status, "todo"
+            )
             if s == "train" and r < cfg.TRAIN_START_ROUND:
                 label += ", accumulate only"
             cells.append(f"{s}: {label}")
-        solver = ctx.solver_for_round(r) if r == 1 or sm.is_stage_done(r - 1, "train") else "(output of the previous rounds)"
+        solver = (
+            ctx.solver_for_round(r) if r == 1 or sm.is_stage_done(r - 1, "train") else "(output of the previous rounds)"
+        )
         pool = sm.paths.questions(r)
         pool_text = f"{len(read_json(pool))} questions" if pool.exists() else "pool written by the previous round"
         lines.append(f"round {r}: {pool_text}; solver {solver}")
@@ -107,10 +123,15 @@ def describe_evaluation(cfg: Config) -> str:
     from prosetting.managers.round_controller import DEFAULT_HELDOUT
 
     heldout = cfg.HELDOUT_FILE or (DEFAULT_HELDOUT if cfg.embedded else "")
-    sets = ([f"heldout ({heldout})"] if heldout else []) + [f"{s.name} ({s.describe()})" for s in parse_eval_sets(cfg.EVAL_SETS)]
+    sets = ([f"heldout ({heldout})"] if heldout else []) + [
+        f"{s.name} ({s.describe()})" for s in parse_eval_sets(cfg.EVAL_SETS)
+    ]
     if not cfg.EVAL_K or not sets:
         return "none" if sets else "none (no HELDOUT_FILE or EVAL_SETS)"
-    return f"greedy and Mean@{cfg.EVAL_K} at T={cfg.EVAL_TEMPERATURE}, at the start and after every trained round: " + "; ".join(sets)
+    return (
+        f"greedy and Mean@{cfg.EVAL_K} at T={cfg.EVAL_TEMPERATURE}, at the start and after every trained round: "
+        + "; ".join(sets)
+    )
 
 
 def confirm(question: str) -> bool:
@@ -124,7 +145,7 @@ def confirm(question: str) -> bool:
 def check_collection_engines(cfg: Config) -> None:
     """vLLM engines that could not start (absent GPUs, a model that does not fit) fail here, before any stage."""
     from prosetting.collectors.engine_pool import check_engines
-    from prosetting.trainers.gpu_manager import query_gpus
+    from prosetting.core.devices import query_gpus
 
     if cfg.COLLECTION_BACKEND == "transformers":
         return
@@ -142,8 +163,10 @@ def launch(args: Namespace) -> int:
         check_collection_engines(cfg)
         missing = tracking.missing_packages(cfg)
         if missing:
-            raise ConfigError(f"TRL_REPORT_TO: {', '.join(missing)} not installed; pip install {' '.join(missing)}, "
-                              "or leave them out of TRL_REPORT_TO")
+            raise ConfigError(
+                f"TRL_REPORT_TO: {', '.join(missing)} not installed; pip install {' '.join(missing)}, "
+                "or leave them out of TRL_REPORT_TO"
+            )
     except (ConfigError, QuestionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -178,7 +201,9 @@ def launch(args: Namespace) -> int:
             print(f"error: --from-round must be between 1 and TOTAL_ROUNDS={cfg.TOTAL_ROUNDS}", file=sys.stderr)
             return EXIT_USAGE
         files = controller.discard_plan(args.from_round, args.from_stage)
-        print(f"Redo from round {args.from_round}, stage {args.from_stage}: {len(files)} files or folders will be discarded:")
+        print(
+            f"Redo from round {args.from_round}, stage {args.from_stage}: {len(files)} files or folders will be discarded:"
+        )
         for p in files:
             print(f"  {p}")
         if not args.yes and not confirm("Discard them and redo?"):
@@ -196,16 +221,22 @@ def launch(args: Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print_final(summary, controller)
-    return {"completed": EXIT_OK, "stopped": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(summary["status"], EXIT_FAILED)
+    return {"completed": EXIT_OK, "stopped": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(
+        summary["status"], EXIT_FAILED
+    )
 
 
 def print_final(summary: dict, controller) -> None:
     paths = controller.paths
     status = summary["status"]
-    print(f"\nrun {status} in {summary['duration_s']:.0f}s; rounds done {summary['rounds_done']}, failed {summary['rounds_failed']}")
+    print(
+        f"\nrun {status} in {summary['duration_s']:.0f}s; rounds done {summary['rounds_done']}, failed {summary['rounds_failed']}"
+    )
     if summary.get("baseline_heldout_accuracy") is not None:
-        print(f"held-out greedy accuracy: {100 * summary['baseline_heldout_accuracy']:.1f}% at the start -> "
-              f"{100 * (summary['final_heldout_accuracy'] or 0):.1f}% now")
+        print(
+            f"held-out greedy accuracy: {100 * summary['baseline_heldout_accuracy']:.1f}% at the start -> "
+            f"{100 * (summary['final_heldout_accuracy'] or 0):.1f}% now"
+        )
     for err in summary["errors"][-3:]:
         print(f"error in round {err['round']} {err['stage']}: {err['error']} (log: {err['log']})")
     print(f"summary {paths.summary}\nreport  {paths.report}\nplot    {paths.plot}")

@@ -11,7 +11,7 @@ import random
 import re
 from pathlib import Path
 
-from prosetting.collectors.data_normalizer import extract_boxed
+from prosetting.core.text import extract_boxed
 
 
 class QuestionFileError(ValueError):
@@ -86,28 +86,34 @@ def load_questions_file(path: str | Path, origin: str = "seed") -> list[dict]:
     for index, (lineno, item) in enumerate(_records(path), 1):
         where = f"{path}: line {lineno}"
         if not isinstance(item, dict):
-            raise QuestionFileError(f"{where}: expected an object with `question` and `answer`, got {type(item).__name__}")
+            raise QuestionFileError(
+                f"{where}: expected an object with `question` and `answer`, got {type(item).__name__}"
+            )
         text = item.get("question", item.get("problem"))
         if not isinstance(text, str) or not text.strip():
             raise QuestionFileError(f"{where}: missing or empty `question` text")
         answer, solution = read_reference(item)
         if answer is None:
-            raise QuestionFileError(f"{where}: missing `answer` (the reference answer the Teacher grades against; "
-                                    "GSM8K `#### value` or a `solution` with \\boxed{...} also do)")
+            raise QuestionFileError(
+                f"{where}: missing `answer` (the reference answer the Teacher grades against; "
+                "GSM8K `#### value` or a `solution` with \\boxed{...} also do)"
+            )
         qid = str(item.get("id", f"{path.stem}-{index:04d}"))
         if qid in seen_ids:
             raise QuestionFileError(f"{where}: duplicate id {qid!r} (first seen on line {seen_ids[qid]})")
         seen_ids[qid] = lineno
-        questions.append({
-            "id": qid,
-            "question": text.strip(),
-            "answer": answer,
-            "solution": solution,
-            "parent_id": item.get("parent_id"),
-            "origin": item.get("origin", origin),
-            "round": max(1, int(item.get("round", 1))),
-            "meta": item.get("meta") or {},
-        })
+        questions.append(
+            {
+                "id": qid,
+                "question": text.strip(),
+                "answer": answer,
+                "solution": solution,
+                "parent_id": item.get("parent_id"),
+                "origin": item.get("origin", origin),
+                "round": max(1, int(item.get("round", 1))),
+                "meta": item.get("meta") or {},
+            }
+        )
     if not questions:
         raise QuestionFileError(f"{path}: no questions found")
     return questions
@@ -162,9 +168,17 @@ def stratified_cut(groups: list[list[dict]], max_size: int, rewards: dict[str, d
     return {q["id"] for key, qs in by_stratum.items() for q in qs[: taken[key]]}
 
 
-def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questions: list[dict],
-                    replay_ratio: float, seed: int, round_: int, max_size: int = 0,
-                    replay_failed: bool = True, cap: str = "stratified") -> tuple[list[dict], dict]:
+def build_next_pool(
+    questions: list[dict],
+    rewards: dict[str, dict],
+    new_questions: list[dict],
+    replay_ratio: float,
+    seed: int,
+    round_: int,
+    max_size: int = 0,
+    replay_failed: bool = True,
+    cap: str = "stratified",
+) -> tuple[list[dict], dict]:
     """New questions, every failed question again, and a seeded random share of the mastered ones.
 
     "Failed" means not mastered (success rate below 1), as in Socratic-Zero's replay of failures;
@@ -222,8 +236,9 @@ def build_next_pool(questions: list[dict], rewards: dict[str, dict], new_questio
     return pool, counts
 
 
-def build_blind_pool(questions: list[dict], new_questions: list[dict], seed: int, round_: int,
-                     max_size: int = 0) -> tuple[list[dict], dict]:
+def build_blind_pool(
+    questions: list[dict], new_questions: list[dict], seed: int, round_: int, max_size: int = 0
+) -> tuple[list[dict], dict]:
     """The non-adaptive control's next pool: the new questions and the whole current pool, and over `max_size` a
     seeded random subset of them; nothing about the Solver's results decides what stays."""
     seen: set[str] = set()

@@ -54,11 +54,19 @@ class Stage:
 
 STAGE_LIST: tuple[Stage, ...] = (
     Stage("collect", run_collection, lambda p, r: [p.trajectories(r)], "trajectory collection"),
-    Stage("grade", run_grading_and_generator, lambda p, r: [p.rewards(r)], "Teacher grading (+ Generator export/training)"),
+    Stage(
+        "grade", run_grading_and_generator, lambda p, r: [p.rewards(r)], "Teacher grading (+ Generator export/training)"
+    ),
     Stage("export", run_export, lambda p, r: [p.dataset_dir(r), p.solver_training(r)], "DPO export"),
-    Stage("train", run_training, lambda p, r: [p.train_result(r), p.merged_solver(r), p.train_run_dir(r), p.train_log(r)],
-          "TRL DPO training"),
-    Stage("enhance", run_enhancement, lambda p, r: [p.enhanced_questions(r), p.questions(r + 1)], "next-round preparation"),
+    Stage(
+        "train",
+        run_training,
+        lambda p, r: [p.train_result(r), p.merged_solver(r), p.train_run_dir(r), p.train_log(r)],
+        "TRL DPO training",
+    ),
+    Stage(
+        "enhance", run_enhancement, lambda p, r: [p.enhanced_questions(r), p.questions(r + 1)], "next-round preparation"
+    ),
 )
 assert tuple(s.name for s in STAGE_LIST) == STAGES
 
@@ -97,8 +105,15 @@ class AutoDriver:
         if getattr(error, "retryable", True) is False:
             return "stop"
         if cfg.AUTO_RETRY_ENABLED and tries <= cfg.AUTO_RETRY_MAX:
-            log.warning("round %d %s failed (try %d of %d): %s; retrying in %.0fs", r, stage.name, tries,
-                        cfg.AUTO_RETRY_MAX + 1, error, cfg.AUTO_RETRY_INTERVAL)
+            log.warning(
+                "round %d %s failed (try %d of %d): %s; retrying in %.0fs",
+                r,
+                stage.name,
+                tries,
+                cfg.AUTO_RETRY_MAX + 1,
+                error,
+                cfg.AUTO_RETRY_INTERVAL,
+            )
             if controller.ctx.stop_event.wait(cfg.AUTO_RETRY_INTERVAL):
                 raise StageInterrupted("stop requested while waiting to retry")
             return "retry"
@@ -126,7 +141,9 @@ class RoundController:
         saved = read_json(self.paths.config)
         changes = diff_configs(saved, self.cfg.to_dict()) if saved else []
         for key, old, new in changes:
-            log.warning("configuration changed since the last run: %s was %r, now %r (the new value is used)", key, old, new)
+            log.warning(
+                "configuration changed since the last run: %s was %r, now %r (the new value is used)", key, old, new
+            )
         return changes
 
     def prepare(self) -> None:
@@ -137,13 +154,20 @@ class RoundController:
         saved = read_json(paths.config) or {}
         evaluation.prepare_eval_sets(cfg, paths)
         self.resolve_models(saved.get("resolved_models") or {})
-        atomic_write_json(paths.config, {**self.cfg.to_dict(),
-                                         "resolved_models": {k: m.to_dict() for k, m in self.ctx.models.items()}})
+        atomic_write_json(
+            paths.config,
+            {**self.cfg.to_dict(), "resolved_models": {k: m.to_dict() for k, m in self.ctx.models.items()}},
+        )
         if cfg.embedded and not (paths.base_model / "config.json").exists():
             from prosetting.trainers.warm_start import build_embedded_solver
 
-            log.info("building the embedded solver (tiny Qwen2, SFT warm start until %.0f%% validation accuracy, at most "
-                     "%d steps) in %s", 100 * cfg.WARMSTART_TARGET_ACCURACY, cfg.WARMSTART_STEPS, paths.base_model)
+            log.info(
+                "building the embedded solver (tiny Qwen2, SFT warm start until %.0f%% validation accuracy, at most "
+                "%d steps) in %s",
+                100 * cfg.WARMSTART_TARGET_ACCURACY,
+                cfg.WARMSTART_STEPS,
+                paths.base_model,
+            )
             build_embedded_solver(paths.base_model, cfg)
         if not paths.questions(1).exists():
             seeds = load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
@@ -162,7 +186,9 @@ class RoundController:
         for key, revision_key in MODEL_KEYS:
             value = getattr(self.cfg, key)
             if value:
-                self.ctx.models[key] = model = resolve_for_run(value, getattr(self.cfg, revision_key), recorded.get(key))
+                self.ctx.models[key] = model = resolve_for_run(
+                    value, getattr(self.cfg, revision_key), recorded.get(key)
+                )
                 if model.repo_id:
                     log.info("%s: %s", key, model.describe())
 
@@ -183,8 +209,10 @@ class RoundController:
         def handler(signum, frame):
             self._signals_seen += 1
             if self._signals_seen == 1:
-                log.warning("%s received: stopping at the next safe point (press Ctrl+C again to stop now)",
-                            signal.Signals(signum).name)
+                log.warning(
+                    "%s received: stopping at the next safe point (press Ctrl+C again to stop now)",
+                    signal.Signals(signum).name,
+                )
                 self.ctx.stop_event.set()
             else:
                 raise KeyboardInterrupt
@@ -197,8 +225,12 @@ class RoundController:
         """Run every round that is not done yet; returns the summary that is also saved."""
         stale = self.sm.acquire_lock()
         if stale:
-            log.warning("took over the lock of a run that is gone (pid %s on %s, started %s)",
-                        stale.get("pid"), stale.get("host"), stale.get("started"))
+            log.warning(
+                "took over the lock of a run that is gone (pid %s on %s, started %s)",
+                stale.get("pid"),
+                stale.get("host"),
+                stale.get("started"),
+            )
         previous = self._install_signals()
         state = self.sm.load_state()
         state["status"] = "running"
@@ -284,9 +316,15 @@ class RoundController:
 
     def record_failure(self, r: int | None, stage: str, exc: BaseException, log_file: str | None = None) -> None:
         state = self.sm.load_state()
-        state["failures"].append({"round": r, "stage": stage, "error": f"{type(exc).__name__}: {exc}",
-                                  "log": log_file or (str(self.ctx.log_file) if self.ctx.log_file else None),
-                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        state["failures"].append(
+            {
+                "round": r,
+                "stage": stage,
+                "error": f"{type(exc).__name__}: {exc}",
+                "log": log_file or (str(self.ctx.log_file) if self.ctx.log_file else None),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
         self.sm.save_state(state)
 
     def finish_round(self, r: int, failed: bool) -> None:

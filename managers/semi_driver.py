@@ -85,7 +85,9 @@ class SemiDriver:
     def on_failure(self, controller, r: int, stage, error: BaseException, tries: int) -> str:
         self._say(f"Round {r} stage {stage.name} failed: {type(error).__name__}: {error}")
         while True:
-            choice = self._ask("Please select operation [r]retry [s]status [c]continue with next round [q]quit: ", "rscq")
+            choice = self._ask(
+                "Please select operation [r]retry [s]status [c]continue with next round [q]quit: ", "rscq"
+            )
             if choice == "s":
                 self._say(status_text(controller, r))
                 continue

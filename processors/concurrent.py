@@ -14,15 +14,23 @@ from typing import Any
 from tqdm import tqdm
 
 
-def run_concurrently(items: Sequence, work: Callable[[Any], Any], workers: int, stop_event: Event,
-                     done: Callable[[list], None] | None = None, desc: str = "", total: int | None = None,
-                     initial: int = 0) -> None:
+def run_concurrently(
+    items: Sequence,
+    work: Callable[[Any], Any],
+    workers: int,
+    stop_event: Event,
+    done: Callable[[list], None] | None = None,
+    desc: str = "",
+    total: int | None = None,
+    initial: int = 0,
+) -> None:
     """work(item) for each item on `workers` threads, at most 2 x workers submitted at a time; done(results)
     with each group of finished results (in the order they finished). Stops submitting once stop_event is
     set. The first exception cancels every item not started and is raised once those in flight are back."""
     workers = max(1, workers)
-    bar = tqdm(total=total if total is not None else len(items), initial=initial, desc=desc, unit="q",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total if total is not None else len(items), initial=initial, desc=desc, unit="q", dynamic_ncols=True
+    )
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: set = set()
         queue = iter(items)

@@ -27,8 +27,9 @@ class EvalSetError(ValueError):
     """An evaluation set that cannot be read; the message names the set, where it comes from and the fix."""
 
 
-def to_questions(rows: Iterable[tuple[str, dict]], where: str, name: str, columns: dict[str, str] | None = None,
-                 limit: int = 0) -> list[dict]:
+def to_questions(
+    rows: Iterable[tuple[str, dict]], where: str, name: str, columns: dict[str, str] | None = None, limit: int = 0
+) -> list[dict]:
     """Question records ({id, question, answer, meta}) from (position, row) pairs, each reference read by
     read_reference; the position ("line 7", "row 7") names a bad row in the error."""
     from prosetting.managers.question_manager import read_reference  # the one reading of GSM8K and MATH rows
@@ -38,25 +39,39 @@ def to_questions(rows: Iterable[tuple[str, dict]], where: str, name: str, column
     for index, (position, row) in enumerate(rows, 1):
         at = f"{where}: {position}"
         if not isinstance(row, dict):
-            raise EvalSetError(f"{at}: expected a JSON object with a question and a reference, got {type(row).__name__}")
+            raise EvalSetError(
+                f"{at}: expected a JSON object with a question and a reference, got {type(row).__name__}"
+            )
         qcol = columns.get("question") or next((c for c in QUESTION_COLUMNS if row.get(c)), None)
         text = row.get(qcol) if qcol else None
         if not isinstance(text, str) or not text.strip():
-            raise EvalSetError(f"{at}: no `question` or `problem` text (columns {', '.join(row)}); name the column "
-                              "with ?question=COLUMN")
-        reference = {"answer": _flat(row.get(columns.get("answer", "answer"))),
-                     "solution": _flat(row.get(columns.get("solution", "solution")))}
+            raise EvalSetError(
+                f"{at}: no `question` or `problem` text (columns {', '.join(row)}); name the column "
+                "with ?question=COLUMN"
+            )
+        reference = {
+            "answer": _flat(row.get(columns.get("answer", "answer"))),
+            "solution": _flat(row.get(columns.get("solution", "solution"))),
+        }
         answer = read_reference(reference)[0]
         if answer is None:
-            raise EvalSetError(f"{at}: no reference answer: expected `answer` (GSM8K `#### value` allowed) or a "
-                               f"`solution` with \\boxed{{...}} (columns {', '.join(row)}); name the column with ?answer=COLUMN")
+            raise EvalSetError(
+                f"{at}: no reference answer: expected `answer` (GSM8K `#### value` allowed) or a "
+                f"`solution` with \\boxed{{...}} (columns {', '.join(row)}); name the column with ?answer=COLUMN"
+            )
         meta = dict(row.get("meta") or {}) if isinstance(row.get("meta"), dict) else {}
         level = row.get(columns.get("level", "level"))
         if "level" not in meta and level is not None and str(level).strip():
             meta["level"] = level
         qid = row.get("id", row.get("unique_id", row.get("idx")))
-        questions.append({"id": str(qid) if qid is not None else f"{name}-{index:05d}", "question": text.strip(),
-                          "answer": answer, "meta": meta})
+        questions.append(
+            {
+                "id": str(qid) if qid is not None else f"{name}-{index:05d}",
+                "question": text.strip(),
+                "answer": answer,
+                "meta": meta,
+            }
+        )
         if limit and len(questions) >= limit:
             break
     if not questions:
@@ -106,8 +121,9 @@ def _dataset(spec: EvalSetSpec):
             raise EvalSetError(f"EVAL_SETS {spec.name}: {path}: expected .jsonl, .json, .parquet or .csv")
         import datasets
 
-        return datasets.load_dataset(builder, data_files=str(path), split="train",
-                                     **({"delimiter": "\t"} if path.suffix == ".tsv" else {}))
+        return datasets.load_dataset(
+            builder, data_files=str(path), split="train", **({"delimiter": "\t"} if path.suffix == ".tsv" else {})
+        )
     import datasets
 
     if spec.kind == "folder":
@@ -126,8 +142,9 @@ def _pick_split(data, spec: EvalSetSpec):
     splits = list(data.keys())
     name = spec.split or ("test" if "test" in splits else splits[0] if len(splits) == 1 else None)
     if name not in splits:
-        raise EvalSetError(f"EVAL_SETS {spec.name} ({spec.describe()}): no split {name!r}; it has {', '.join(splits)}: "
-                           "add ?split=NAME")
+        raise EvalSetError(
+            f"EVAL_SETS {spec.name} ({spec.describe()}): no split {name!r}; it has {', '.join(splits)}: add ?split=NAME"
+        )
     return data[name]
 
 
@@ -137,8 +154,10 @@ def _advice(spec: EvalSetSpec, exc: Exception) -> str:
     call = f"datasets.load_dataset({spec.dataset_id!r}, {spec.config!r}, split={spec.split or 'test'!r})"
     text = f"{type(exc).__name__}: {exc}"
     if "offline" in text.lower() or "couldn't reach" in text.lower() or isinstance(exc, ConnectionError):
-        return (f". Load it once where the Hub is reachable, into the same HF_HOME / HF_DATASETS_CACHE: "
-                f"python -c \"import datasets; {call}\"")
+        return (
+            f". Load it once where the Hub is reachable, into the same HF_HOME / HF_DATASETS_CACHE: "
+            f'python -c "import datasets; {call}"'
+        )
     if "doesn't exist" in text or "not found" in text.lower():
         return f". Check the id at https://huggingface.co/datasets/{spec.dataset_id} (private or gated: hf auth login)"
     return ""

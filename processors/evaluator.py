@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from prosetting.collectors.backends import GenerationBackend, Sampling
-from prosetting.collectors.data_normalizer import extract_boxed, solver_messages
+from prosetting.core.text import extract_boxed, solver_messages
 from prosetting.teacher_model.rule_teacher import answers_match
 
 log = logging.getLogger(__name__)
@@ -26,18 +26,31 @@ def _accuracy(hits: list[float]) -> float:
     return sum(hits) / len(hits) if hits else 0.0
 
 
-def evaluate(backend: GenerationBackend, questions: list[dict], k: int = 4, temperature: float = 0.7, seed: int = 0,
-             max_new_tokens: int = 512, system_prompt: str = "") -> dict:
+def evaluate(
+    backend: GenerationBackend,
+    questions: list[dict],
+    k: int = 4,
+    temperature: float = 0.7,
+    seed: int = 0,
+    max_new_tokens: int = 512,
+    system_prompt: str = "",
+) -> dict:
     """Greedy accuracy and Mean@k of `backend` on `questions` ({"question", "answer", "meta"?}), overall and per level."""
     start = time.time()
     chats = [solver_messages(q["question"], system_prompt) for q in questions]
     greedy_out = backend.generate(chats, Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed))
-    greedy = [float(answers_match(extract_boxed(g[0].text), str(q["answer"]))) for q, g in zip(questions, greedy_out, strict=True)]
+    greedy = [
+        float(answers_match(extract_boxed(g[0].text), str(q["answer"])))
+        for q, g in zip(questions, greedy_out, strict=True)
+    ]
     if k > 0 and temperature > 0:
-        sampled_out = backend.generate(chats, Sampling(n=k, temperature=temperature, top_p=1.0,
-                                                       max_new_tokens=max_new_tokens, seed=seed))
-        sampled = [_accuracy([float(answers_match(extract_boxed(g.text), str(q["answer"]))) for g in gens])
-                   for q, gens in zip(questions, sampled_out, strict=True)]
+        sampled_out = backend.generate(
+            chats, Sampling(n=k, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed)
+        )
+        sampled = [
+            _accuracy([float(answers_match(extract_boxed(g.text), str(q["answer"]))) for g in gens])
+            for q, gens in zip(questions, sampled_out, strict=True)
+        ]
         truncated = _accuracy([float(g.truncated) for gens in sampled_out for g in gens])
     else:  # at temperature 0 every sample is the greedy one
         sampled, truncated = list(greedy), _accuracy([float(g[0].truncated) for g in greedy_out])
@@ -47,17 +60,33 @@ def evaluate(backend: GenerationBackend, questions: list[dict], k: int = 4, temp
         level = (q.get("meta") or {}).get("level")
         groups["all" if level is None else str(level)].append(i)
     by_level = {
-        name: {"n": len(idx), "greedy": _accuracy([greedy[i] for i in idx]),
-               "mean_at_k": _accuracy([sampled[i] for i in idx])}
+        name: {
+            "n": len(idx),
+            "greedy": _accuracy([greedy[i] for i in idx]),
+            "mean_at_k": _accuracy([sampled[i] for i in idx]),
+        }
         for name, idx in sorted(groups.items(), key=lambda kv: (kv[0] == "all", _level_key(kv[0])))
     }
     result = {
-        "n": len(questions), "k": k, "temperature": temperature, "seed": seed,
-        "greedy": _accuracy(greedy), "mean_at_k": _accuracy(sampled), "truncated_rate": truncated,
-        "by_level": by_level, "seconds": round(time.time() - start, 1),
+        "n": len(questions),
+        "k": k,
+        "temperature": temperature,
+        "seed": seed,
+        "greedy": _accuracy(greedy),
+        "mean_at_k": _accuracy(sampled),
+        "truncated_rate": truncated,
+        "by_level": by_level,
+        "seconds": round(time.time() - start, 1),
     }
-    log.info("evaluated %d questions: greedy %.1f%%, Mean@%d %.1f%% (T=%.2f) in %.0f s", len(questions),
-             100 * result["greedy"], k, 100 * result["mean_at_k"], temperature, result["seconds"])
+    log.info(
+        "evaluated %d questions: greedy %.1f%%, Mean@%d %.1f%% (T=%.2f) in %.0f s",
+        len(questions),
+        100 * result["greedy"],
+        k,
+        100 * result["mean_at_k"],
+        temperature,
+        result["seconds"],
+    )
     return result
 
 
@@ -100,7 +129,9 @@ def load_benchmark(path: str | Path) -> list[dict]:
         try:
             rows.append((f"line {lineno}", json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line") from None
+            raise ValueError(
+                f"{path}: line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line"
+            ) from None
     if not rows:
         raise ValueError(f"{path}: no questions (empty file)")
     try:

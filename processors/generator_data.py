@@ -64,11 +64,16 @@ def parse_completion(text: str) -> dict | None:
     question, _, solution = body.partition("\nSolution:")
     if not question.strip():
         return None
-    return {"question": question.strip(), "answer": answer.strip().splitlines()[0].strip(),
-            "solution": solution.strip() or None}
+    return {
+        "question": question.strip(),
+        "answer": answer.strip().splitlines()[0].strip(),
+        "solution": solution.strip() or None,
+    }
 
 
-def _attempt_for(question: dict, reward: dict, attempts: list[dict], cfg, r: int, policy: str | None = None) -> dict | None:
+def _attempt_for(
+    question: dict, reward: dict, attempts: list[dict], cfg, r: int, policy: str | None = None
+) -> dict | None:
     """The attempt the Teacher wrote from under `policy`: the enhancer's own (seeded) choice of failed attempt, or
     (harder variants) a correct one."""
     req = make_request(question, reward, attempts, 1, cfg.SEED, r, policy)
@@ -103,11 +108,17 @@ def export_generator_training(paths, cfg, r: int) -> dict:
             graded = next_rewards.get(new["id"])
             s = graded["success_rate"] if graded else None
             record = {
-                "new_question_id": new["id"], "source": source, "zone": row["zone"], "policy": policy,
-                "attempt": attempt, "new_question": new, "writer": new.get("writer", "teacher"),
+                "new_question_id": new["id"],
+                "source": source,
+                "zone": row["zone"],
+                "policy": policy,
+                "attempt": attempt,
+                "new_question": new,
+                "writer": new.get("writer", "teacher"),
                 "prompt": generator_prompt(source, policy, attempt),
                 "completion": generator_completion(new),
-                "graded": graded is not None, "success_rate": s,
+                "graded": graded is not None,
+                "success_rate": s,
                 "weight": utility(s, cfg.GENERATOR_UTILITY_MU, cfg.GENERATOR_UTILITY_SIGMA) if graded else None,
                 "ungraded_reason": None if graded else "not in the next round's graded pool (dropped or pool cap)",
             }
@@ -115,7 +126,11 @@ def export_generator_training(paths, cfg, r: int) -> dict:
             written += 1
     rows = read_jsonl(out)
     graded = [x for x in rows if x["graded"]]
-    stats = {"records": len(rows), "written_now": written, "graded": len(graded),
-             "mean_weight": round(sum(x["weight"] for x in graded) / len(graded), 4) if graded else None}
+    stats = {
+        "records": len(rows),
+        "written_now": written,
+        "graded": len(graded),
+        "mean_weight": round(sum(x["weight"] for x in graded) / len(graded), 4) if graded else None,
+    }
     log.info("generator export r%d: %s", r, stats)
     return stats

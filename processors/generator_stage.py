@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prosetting.core.context import RunContext
 from prosetting.processors.generator_data import export_generator_training
-from prosetting.processors.reward_calculator import run_grading
+from prosetting.processors.grading import run_grading
 from prosetting.trainers.generator_training import run_generator_training
 
 
@@ -22,5 +22,7 @@ def run_grading_and_generator(ctx: RunContext, r: int) -> dict:
         ctx.check_stop()
     if ctx.cfg.QUESTION_WRITER != "teacher":  # a teacher-only run spends no time on a Generator it will not use
         trained = run_generator_training(ctx, r)
-        stats["generator_training"] = {k: trained.get(k) for k in ("trained", "reason", "steps", "loss_first", "loss_last")}
+        stats["generator_training"] = {
+            k: trained.get(k) for k in ("trained", "reason", "steps", "loss_first", "loss_last")
+        }
     return stats

@@ -19,8 +19,15 @@ from prosetting.teacher_model.base import WriteRequest
 class GeneratorWriter:
     name = "generator"
 
-    def __init__(self, model_dir: str | Path, backend: str = "transformers", temperature: float = 0.7,
-                 max_new_tokens: int = 160, seed: int = 0, settings: EngineSettings | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        backend: str = "transformers",
+        temperature: float = 0.7,
+        max_new_tokens: int = 160,
+        seed: int = 0,
+        settings: EngineSettings | None = None,
+    ):
         self.model_dir = str(model_dir)
         self.backend = make_backend(backend, self.model_dir, settings)  # vLLM: the collection engines' VLLM_* settings
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
@@ -33,15 +40,25 @@ class GeneratorWriter:
     def write_questions(self, request: WriteRequest) -> list[dict]:
         if request.count <= 0:
             return []
-        sampling = Sampling(n=request.count, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
-                            seed=request.rng.randrange(2**31))
+        sampling = Sampling(
+            n=request.count,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+            seed=request.rng.randrange(2**31),
+        )
         out = []
         for gen in self.backend.generate(self.prompts(request), sampling)[0]:
             parsed = parse_completion(gen.text)
             if parsed is None:
                 self.unparsable += 1
-                out.append({"question": "", "answer": "", "solution": None,
-                            "meta": {"writer": "generator", "raw": gen.text[:200]}})
+                out.append(
+                    {
+                        "question": "",
+                        "answer": "",
+                        "solution": None,
+                        "meta": {"writer": "generator", "raw": gen.text[:200]},
+                    }
+                )
                 continue
             out.append({**parsed, "meta": {"writer": "generator", "generator": self.model_dir}})
         return out
@@ -69,9 +86,21 @@ def generate_question_set(writer: GeneratorWriter, teacher, sources: list[dict],
         ok, rejected = check_written(teacher, new, source, seen)
         written += len(new)
         for w in ok:
-            accepted.append({"id": f"gen-{len(accepted):05d}", **w, "parent_id": source.get("id"),
-                             "origin": "generator", "writer": "generator"})
+            accepted.append(
+                {
+                    "id": f"gen-{len(accepted):05d}",
+                    **w,
+                    "parent_id": source.get("id"),
+                    "origin": "generator",
+                    "writer": "generator",
+                }
+            )
         for x in rejected:
             reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
-    return {"questions": accepted, "written": written, "accepted": len(accepted),
-            "acceptance_rate": round(len(accepted) / written, 4) if written else None, "rejected": reasons}
+    return {
+        "questions": accepted,
+        "written": written,
+        "accepted": len(accepted),
+        "acceptance_rate": round(len(accepted) / written, 4) if written else None,
+        "rejected": reasons,
+    }

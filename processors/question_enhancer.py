@@ -43,12 +43,16 @@ from prosetting.teacher_model.llm_teacher import TeacherError
 
 log = logging.getLogger(__name__)
 
-ORIGIN_BY_POLICY = {"stepping_stone": "teacher_stepping_stone", "error_sibling": "teacher_error_variant",
-                    "harder_variant": "teacher_harder_variant"}
+ORIGIN_BY_POLICY = {
+    "stepping_stone": "teacher_stepping_stone",
+    "error_sibling": "teacher_error_variant",
+    "harder_variant": "teacher_harder_variant",
+}
 
 
-def make_request(question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int,
-                 policy: str | None = None) -> WriteRequest | None:
+def make_request(
+    question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int, policy: str | None = None
+) -> WriteRequest | None:
     """The request for one policy (default: the zone's own) of a graded question, seeded by (SEED, round, id)."""
     zone = reward["zone"]
     policy = policy or POLICY_OF_ZONE.get(zone)
@@ -64,20 +68,43 @@ def make_request(question: dict, reward: dict, attempts: list[dict], count: int,
         failed_attempt = rng.choice(answered) if answered else None
         if failed_attempt is not None and wrong[failed_attempt["attempt_id"]].get("error"):
             failed_attempt = {**failed_attempt, "error_analysis": wrong[failed_attempt["attempt_id"]]["error"]}
-    return WriteRequest(question=question, zone=zone, success_rate=reward["success_rate"],
-                        failed_attempt=failed_attempt, count=count, rng=rng, policy=policy)
+    return WriteRequest(
+        question=question,
+        zone=zone,
+        success_rate=reward["success_rate"],
+        failed_attempt=failed_attempt,
+        count=count,
+        rng=rng,
+        policy=policy,
+    )
 
 
-def make_requests(question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int,
-                  near_mastery: float = 1.0, allowed: tuple[str, ...] = POLICIES) -> list[WriteRequest]:
+def make_requests(
+    question: dict,
+    reward: dict,
+    attempts: list[dict],
+    count: int,
+    seed: int,
+    r: int,
+    near_mastery: float = 1.0,
+    allowed: tuple[str, ...] = POLICIES,
+) -> list[WriteRequest]:
     """One request per writing policy of the question's zone and success rate (`policies_for`)."""
-    reqs = [make_request(question, reward, attempts, count, seed, r, policy)
-            for policy in policies_for(reward["zone"], reward["success_rate"], near_mastery, allowed)]
+    reqs = [
+        make_request(question, reward, attempts, count, seed, r, policy)
+        for policy in policies_for(reward["zone"], reward["success_rate"], near_mastery, allowed)
+    ]
     return [req for req in reqs if req is not None]
 
 
-def blind_requests(questions: list[dict], plan: dict[str, int] | None, count: int, seed: int, r: int,
-                   allowed: tuple[str, ...] = POLICIES) -> dict[str, list[WriteRequest]]:
+def blind_requests(
+    questions: list[dict],
+    plan: dict[str, int] | None,
+    count: int,
+    seed: int,
+    r: int,
+    allowed: tuple[str, ...] = POLICIES,
+) -> dict[str, list[WriteRequest]]:
     """The non-adaptive control's requests, by parent id: `plan[policy]` questions per policy (without a plan,
     `count` per pool question with a random policy), each from a parent drawn at random from the pool, with no
     zone, success rate or attempt: nothing the Solver did chooses a parent, a policy or an aim."""
@@ -97,8 +124,9 @@ def blind_requests(questions: list[dict], plan: dict[str, int] | None, count: in
     out: dict[str, list[WriteRequest]] = {}
     for (qid, policy), n in sorted(wanted.items()):
         req_rng = random.Random(f"{seed}:blind:{r}:{qid}:{policy}")
-        out.setdefault(qid, []).append(WriteRequest(question=by_id[qid], zone=None, success_rate=None, count=n,
-                                                    rng=req_rng, policy=policy))
+        out.setdefault(qid, []).append(
+            WriteRequest(question=by_id[qid], zone=None, success_rate=None, count=n, rng=req_rng, policy=policy)
+        )
     return out
 
 
@@ -112,15 +140,25 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
     if cfg.CURRICULUM == "nonadaptive":
         plan = read_write_plan(cfg.NONADAPTIVE_PLAN).get(r, {}) if cfg.NONADAPTIVE_PLAN else None
         blind = blind_requests(questions, plan, cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r, cfg.write_policies)
-        return [(i, q, blind[q["id"]], False) for i, q in enumerate(questions) if q["id"] in blind and q["id"] not in done]
+        return [
+            (i, q, blind[q["id"]], False) for i, q in enumerate(questions) if q["id"] in blind and q["id"] not in done
+        ]
     attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(ctx.paths.trajectories(r))}
     recheck = getattr(teacher, "recheck_question", None)
     jobs = []
     for index, q in enumerate(questions):
         if q["id"] in done or q["id"] not in rewards:
             continue
-        reqs = make_requests(q, rewards[q["id"]], attempts.get(q["id"], []), cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r,
-                             cfg.NEAR_MASTERY, cfg.write_policies)
+        reqs = make_requests(
+            q,
+            rewards[q["id"]],
+            attempts.get(q["id"], []),
+            cfg.NEW_QUESTIONS_PER_PARENT,
+            cfg.SEED,
+            r,
+            cfg.NEAR_MASTERY,
+            cfg.write_policies,
+        )
         check_first = recheck is not None and rewards[q["id"]]["zone"] == "too_difficult"
         if reqs or check_first:
             jobs.append((index, q, reqs, check_first))
@@ -142,8 +180,13 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     before = teacher_stats(teacher)
     recheck = getattr(teacher, "recheck_question", None)
     jobs = _jobs(ctx, r, questions, rewards, done)
-    log.info("enhance r%d: %d questions to write from with the %s teacher (%d already written)",
-             r, len(jobs), teacher.name, len(done))
+    log.info(
+        "enhance r%d: %d questions to write from with the %s teacher (%d already written)",
+        r,
+        len(jobs),
+        teacher.name,
+        len(done),
+    )
     lock = threading.Lock()
     writers = QuestionWriters(ctx, r)
     batch_stats = {}
@@ -151,10 +194,18 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         from prosetting.teacher_model.batch import prefetch
 
         requests = [(recheck_request(q), 0.0, None) for _, q, _, check_first in jobs if check_first]
-        requests += [teacher.writing_request(req) for _, q, reqs, check_first in jobs if not check_first
-                     and writers.choose(q["id"]) == "teacher" for req in reqs]
-        batch_stats = prefetch(teacher, [x for x in requests if x is not None],
-                               paths.data / f"round_{r:02d}_enhance_batch.json", cfg.TEACHER_BATCH_POLL_SECONDS)
+        requests += [
+            teacher.writing_request(req)
+            for _, q, reqs, check_first in jobs
+            if not check_first and writers.choose(q["id"]) == "teacher"
+            for req in reqs
+        ]
+        batch_stats = prefetch(
+            teacher,
+            [x for x in requests if x is not None],
+            paths.data / f"round_{r:02d}_enhance_batch.json",
+            cfg.TEACHER_BATCH_POLL_SECONDS,
+        )
 
     failed: dict[str, str] = {}
 
@@ -181,29 +232,43 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         writer, new, rejected = None, [], []
         for req in reqs:
             writer, written, refused = writers.write(req)
-            new += [{
-                "id": f"r{r + 1:02d}-q{index:04d}-{len(new) + k}",
-                "question": w["question"],
-                "answer": str(w["answer"]),
-                "solution": w.get("solution"),
-                "parent_id": q["id"],
-                "root_id": q.get("root_id") or q["id"],
-                "origin": ORIGIN_BY_POLICY[req.policy],
-                "policy": req.policy,
-                "round": r + 1,
-                "meta": w.get("meta") or {},
-                "writer": writer,
-            } for k, w in enumerate(written)]
+            new += [
+                {
+                    "id": f"r{r + 1:02d}-q{index:04d}-{len(new) + k}",
+                    "question": w["question"],
+                    "answer": str(w["answer"]),
+                    "solution": w.get("solution"),
+                    "parent_id": q["id"],
+                    "root_id": q.get("root_id") or q["id"],
+                    "origin": ORIGIN_BY_POLICY[req.policy],
+                    "policy": req.policy,
+                    "round": r + 1,
+                    "meta": w.get("meta") or {},
+                    "writer": writer,
+                }
+                for k, w in enumerate(written)
+            ]
             rejected += [{**x, "policy": req.policy} for x in refused]
         with lock:
-            append_jsonl(out, [{"parent_id": q["id"], "zone": zone, "writer": writer or writers.choose(q["id"]),
-                                "questions": new, "rejected": rejected}])
+            append_jsonl(
+                out,
+                [
+                    {
+                        "parent_id": q["id"],
+                        "zone": zone,
+                        "writer": writer or writers.choose(q["id"]),
+                        "questions": new,
+                        "rejected": rejected,
+                    }
+                ],
+            )
 
     try:
         if jobs:
             with watching(teacher, f"round {r} question writing and re-checks"):
-                run_concurrently(jobs, write_one, cfg.TEACHER_CONCURRENT_WORKERS, ctx.stop_event,
-                                 desc=f"round {r} enhance")
+                run_concurrently(
+                    jobs, write_one, cfg.TEACHER_CONCURRENT_WORKERS, ctx.stop_event, desc=f"round {r} enhance"
+                )
     finally:
         writers.close()
     ctx.check_stop()
@@ -215,9 +280,15 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
                 f"{len(failed)} of {total} questions got nothing written or re-checked by the Teacher endpoint "
                 f"{cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
                 f"last error: {last}. What was written is saved and answered calls are cached: fix the endpoint "
-                "and run the same command again")
-        log.warning("enhance r%d: %d question(s) got nothing written or re-checked (last error: %s); none is "
-                    "dropped, nothing new comes from them this round", r, len(failed), last)
+                "and run the same command again"
+            )
+        log.warning(
+            "enhance r%d: %d question(s) got nothing written or re-checked (last error: %s); none is "
+            "dropped, nothing new comes from them this round",
+            r,
+            len(failed),
+            last,
+        )
 
     rows = read_jsonl(out)
     by_parent = {row["parent_id"]: row["questions"] for row in rows}
@@ -229,21 +300,45 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     if cfg.CURRICULUM == "nonadaptive":
         pool, counts = build_blind_pool(kept, new_questions, cfg.SEED, r, cfg.MAX_POOL_SIZE)
     else:
-        pool, counts = build_next_pool(kept, rewards, new_questions, cfg.REPLAY_RATIO, cfg.SEED, r, cfg.MAX_POOL_SIZE,
-                                       replay_failed=cfg.REPLAY_FAILED, cap=cfg.POOL_CAP)
+        pool, counts = build_next_pool(
+            kept,
+            rewards,
+            new_questions,
+            cfg.REPLAY_RATIO,
+            cfg.SEED,
+            r,
+            cfg.MAX_POOL_SIZE,
+            replay_failed=cfg.REPLAY_FAILED,
+            cap=cfg.POOL_CAP,
+        )
     atomic_write_json(paths.questions(r + 1), pool)
     levels: dict[str, int] = {}
     for q in pool:
         key = str((q.get("meta") or {}).get("level", "n/a"))
         levels[key] = levels.get(key, 0) + 1
-    stats = {"written": len(new_questions), "next_pool": len(pool), **counts, "next_pool_levels": levels,
-             "written_by_policy": policy_counts(new_questions), "dropped_flawed": len(dropped),
-             "writers": writer_counts(rows), "failed": len(failed), **batch_stats, "seconds": round(time.time() - t0, 1)}
+    stats = {
+        "written": len(new_questions),
+        "next_pool": len(pool),
+        **counts,
+        "next_pool_levels": levels,
+        "written_by_policy": policy_counts(new_questions),
+        "dropped_flawed": len(dropped),
+        "writers": writer_counts(rows),
+        "failed": len(failed),
+        **batch_stats,
+        "seconds": round(time.time() - t0, 1),
+    }
     usage = usage_since(teacher, before, cfg)
     if usage:
         stats["teacher_usage"] = usage
-    log.info("enhance r%d: %d new questions %s; next pool %d (%s)", r, len(new_questions), stats["written_by_policy"],
-             len(pool), counts)
+    log.info(
+        "enhance r%d: %d new questions %s; next pool %d (%s)",
+        r,
+        len(new_questions),
+        stats["written_by_policy"],
+        len(pool),
+        counts,
+    )
     return stats
 
 

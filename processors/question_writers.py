@@ -22,7 +22,9 @@ from prosetting.trainers.generator_training import latest_generator
 log = logging.getLogger(__name__)
 
 
-def check_written(teacher, written: list[dict], source: dict, seen: set[str] | None = None) -> tuple[list[dict], list[dict]]:
+def check_written(
+    teacher, written: list[dict], source: dict, seen: set[str] | None = None
+) -> tuple[list[dict], list[dict]]:
     """(accepted, rejected) of one writer's questions from `source`: `check_question`, and with `seen` (texts
     already accepted, updated) a repeat of one of them is rejected as a duplicate."""
     accepted, rejected = [], []
@@ -51,8 +53,12 @@ class QuestionWriters:
                 from prosetting.collectors.backends import EngineSettings
                 from prosetting.processors.generator_writer import GeneratorWriter
 
-                self.generator = GeneratorWriter(model, backend=self.cfg.COLLECTION_BACKEND, seed=self.cfg.SEED,
-                                                 settings=EngineSettings.from_config(self.cfg))
+                self.generator = GeneratorWriter(
+                    model,
+                    backend=self.cfg.COLLECTION_BACKEND,
+                    seed=self.cfg.SEED,
+                    settings=EngineSettings.from_config(self.cfg),
+                )
                 log.info("enhance r%d: QUESTION_WRITER=%s with %s", r, self.cfg.QUESTION_WRITER, model)
 
     def choose(self, parent_id: str) -> str:

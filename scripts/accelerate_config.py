@@ -14,8 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from prosetting.core import devices
 from prosetting.core.config import ConfigError, load_config
-from prosetting.trainers import gpu_manager, launch
+from prosetting.trainers import launch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,15 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.cpu:
             gpus = []
         elif cfg.PHYSICAL_DPO_GPU:
-            gpus = gpu_manager.parse_gpu_list(cfg.PHYSICAL_DPO_GPU)
+            gpus = devices.parse_gpu_list(cfg.PHYSICAL_DPO_GPU)
         else:
             gpus = list(range(max(1, cfg.TRL_NUM_PROCESSES // cfg.NUM_MACHINES)))
         path = launch.write_accelerate_config(cfg, gpus, Path(args.out))
     except (ConfigError, ValueError, launch.LaunchError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"wrote {path}: preset {launch.resolve_preset(cfg, gpus)}, {cfg.TRL_NUM_PROCESSES} process(es) on "
-          f"{cfg.NUM_MACHINES} machine(s), {'CPU' if not gpus else 'GPUs ' + ','.join(map(str, gpus))}")
+    print(
+        f"wrote {path}: preset {launch.resolve_preset(cfg, gpus)}, {cfg.TRL_NUM_PROCESSES} process(es) on "
+        f"{cfg.NUM_MACHINES} machine(s), {'CPU' if not gpus else 'GPUs ' + ','.join(map(str, gpus))}"
+    )
     return 0
 
 

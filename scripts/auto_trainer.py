@@ -1,6 +1,6 @@
 """Unattended training: the same as `python scripts/run_training.py --mode auto`.
 
-    nohup python scripts/auto_trainer.py > auto_training.out 2>&1 &
+nohup python scripts/auto_trainer.py > auto_training.out 2>&1 &
 """
 
 import sys

@@ -33,20 +33,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="Model folder of the solver, or a Hugging Face Hub id.")
     p.add_argument("--revision", default="", help="Branch, tag or commit of a Hub id (default: main).")
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", help="One benchmark: a JSON Lines/JSON/parquet/CSV file, a dataset folder, or "
-                                     "hub:ID[:CONFIG[:SPLIT]] (`question`/`problem`, `answer`/`solution`).")
+    data.add_argument(
+        "--data",
+        help="One benchmark: a JSON Lines/JSON/parquet/CSV file, a dataset folder, or "
+        "hub:ID[:CONFIG[:SPLIT]] (`question`/`problem`, `answer`/`solution`).",
+    )
     data.add_argument("--sets", help="Several named sets, as EVAL_SETS: NAME=SOURCE,NAME=SOURCE,...")
     p.add_argument("--k", type=int, default=32, help="Samples per question for Mean@k (0: greedy only).")
     p.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature for Mean@k.")
     p.add_argument("--max-new-tokens", type=int, default=512, help="Longest generated solution.")
     p.add_argument("--seed", type=int, default=0, help="Sampling seed.")
-    p.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
-                   help="Generation engine, as COLLECTION_BACKEND: auto is vLLM when installed and a GPU is visible.")
-    p.add_argument("--gpus", default="", help="GPU ids for vLLM engines (PHYSICAL_SOLVER_GPU); empty: every visible GPU.")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "transformers", "vllm"),
+        default="auto",
+        help="Generation engine, as COLLECTION_BACKEND: auto is vLLM when installed and a GPU is visible.",
+    )
+    p.add_argument(
+        "--gpus", default="", help="GPU ids for vLLM engines (PHYSICAL_SOLVER_GPU); empty: every visible GPU."
+    )
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per vLLM engine (TENSOR_PARALLEL_SIZE).")
     p.add_argument("--system-prompt", default=Config.SOLVER_SYSTEM_PROMPT, help="System message given to the solver.")
-    p.add_argument("--out", help="Where to save the JSON result (default: <data stem>_eval.json, or sets_eval.json, "
-                                 "next to the model folder; in the working folder for a Hub id).")
+    p.add_argument(
+        "--out",
+        help="Where to save the JSON result (default: <data stem>_eval.json, or sets_eval.json, "
+        "next to the model folder; in the working folder for a Hub id).",
+    )
     return p.parse_args(argv)
 
 
@@ -88,14 +100,26 @@ def main(argv: list[str] | None = None) -> int:
         print("--backend vllm: the vllm package is not installed (bash scripts/install_vllm.sh)", file=sys.stderr)
         return 2
     backend_name = resolve_backend(backend_name)
-    cfg = dataclasses.replace(Config(), COLLECTION_BACKEND=backend_name, PHYSICAL_SOLVER_GPU=args.gpus,
-                              TENSOR_PARALLEL_SIZE=args.tensor_parallel_size, SEED=args.seed)
+    cfg = dataclasses.replace(
+        Config(),
+        COLLECTION_BACKEND=backend_name,
+        PHYSICAL_SOLVER_GPU=args.gpus,
+        TENSOR_PARALLEL_SIZE=args.tensor_parallel_size,
+        SEED=args.seed,
+    )
     pool = open_pool(cfg, model.path, Path(tempfile.mkdtemp(prefix="prosetting-evaluate-")), "evaluate")
     results = {}
     try:
         for name, questions in sets.items():  # one set of engines for every set
-            results[name] = evaluate(pool, questions, k=args.k, temperature=args.temperature, seed=args.seed,
-                                     max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt)
+            results[name] = evaluate(
+                pool,
+                questions,
+                k=args.k,
+                temperature=args.temperature,
+                seed=args.seed,
+                max_new_tokens=args.max_new_tokens,
+                system_prompt=args.system_prompt,
+            )
     finally:
         pool.close()
     source = {"model": args.model, "model_path": model.path, "commit": model.commit, "backend": backend_name}
@@ -103,16 +127,22 @@ def main(argv: list[str] | None = None) -> int:
         result = {**next(iter(results.values())), **source, "data": args.data}
         default_name = f"{_safe(next(iter(sets)))}_eval.json"
     else:
-        result = {**source, "sets": args.sets, "results": results,
-                  "average": {k: sum(r[k] for r in results.values()) / len(results) for k in ("greedy", "mean_at_k")}}
+        result = {
+            **source,
+            "sets": args.sets,
+            "results": results,
+            "average": {k: sum(r[k] for r in results.values()) / len(results) for k in ("greedy", "mean_at_k")},
+        }
         default_name = "sets_eval.json"
     out = Path(args.out) if args.out else (Path(args.model) if not model.repo_id else Path.cwd()) / default_name
     atomic_write_json(out, result)
     for name, r in results.items():
         print(f"{name}:\n{format_table(r)}")
     if len(results) > 1:
-        print(f"average over {len(results)} sets: greedy {100 * result['average']['greedy']:.1f}%, "
-              f"Mean@{args.k} {100 * result['average']['mean_at_k']:.1f}%")
+        print(
+            f"average over {len(results)} sets: greedy {100 * result['average']['greedy']:.1f}%, "
+            f"Mean@{args.k} {100 * result['average']['mean_at_k']:.1f}%"
+        )
     print(f"saved {out}")
     return 0
 

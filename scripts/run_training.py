@@ -1,9 +1,9 @@
 """Run every Socratic-Zero round: collection, grading, DPO export, training, next-round preparation.
 
-    python scripts/run_training.py                      # unattended, all rounds, resumes where it stopped
-    python scripts/run_training.py --mode semi          # asks before each stage: [c]ontinue [s]tatus [q]uit
-    python scripts/run_training.py --dry-run            # print the plan and exit
-    python scripts/run_training.py --from-round 3 --from-stage train   # redo from a point
+python scripts/run_training.py                      # unattended, all rounds, resumes where it stopped
+python scripts/run_training.py --mode semi          # asks before each stage: [c]ontinue [s]tatus [q]uit
+python scripts/run_training.py --dry-run            # print the plan and exit
+python scripts/run_training.py --from-round 3 --from-stage train   # redo from a point
 """
 
 from __future__ import annotations
@@ -16,16 +16,22 @@ from prosetting.core.state_manager import STAGES
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=("auto", "semi"), default="auto", help="auto: unattended (default); semi: interactive")
+    p.add_argument(
+        "--mode", choices=("auto", "semi"), default="auto", help="auto: unattended (default); semi: interactive"
+    )
     p.add_argument("--env-file", default=".env", help="dotenv file with settings (default: .env if present)")
     p.add_argument("--workspace", help="WORKSPACE_DIR: folder of the run")
     p.add_argument("--rounds", type=int, help="TOTAL_ROUNDS")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of .env.example (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of .env.example (repeatable)"
+    )
     p.add_argument("--from-round", type=int, help="redo from this round (with --from-stage)")
     p.add_argument("--from-stage", choices=STAGES, help="redo from this stage of --from-round")
     p.add_argument("--yes", action="store_true", help="do not ask before discarding files for --from-round")
     p.add_argument("--dry-run", action="store_true", help="print the plan (rounds, stages, what is done) and exit")
-    p.add_argument("--pause", choices=("stage", "round"), default="stage", help="semi mode: ask before each stage or each round")
+    p.add_argument(
+        "--pause", choices=("stage", "round"), default="stage", help="semi mode: ask before each stage or each round"
+    )
     return p
 
 

@@ -43,8 +43,11 @@ def usage_since(teacher, before: dict[str, int], cfg) -> dict:
     for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens"):
         delta.setdefault(k, 0)
     if cfg.TEACHER_PRICE_PER_MTOK_IN or cfg.TEACHER_PRICE_PER_MTOK_OUT:
-        delta["cost"] = round(delta["prompt_tokens"] / 1e6 * cfg.TEACHER_PRICE_PER_MTOK_IN
-                              + delta["completion_tokens"] / 1e6 * cfg.TEACHER_PRICE_PER_MTOK_OUT, 6)
+        delta["cost"] = round(
+            delta["prompt_tokens"] / 1e6 * cfg.TEACHER_PRICE_PER_MTOK_IN
+            + delta["completion_tokens"] / 1e6 * cfg.TEACHER_PRICE_PER_MTOK_OUT,
+            6,
+        )
     if delta.get("both_judged"):
         delta["agreement"] = round(delta.get("agreed", 0) / delta["both_judged"], 4)
     return delta

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from prosetting.collectors.data_normalizer import extract_boxed
+from prosetting.core.text import extract_boxed
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.rule_teacher import grade_by_reference
 
@@ -164,7 +164,10 @@ def make_problem(level: int | Spec, rng: random.Random, want=None, max_tries: in
 
 
 def _on_rung(spec: Spec, rung: Spec) -> bool:
-    return (spec.op, spec.digits, spec.operands) == (rung.op, rung.digits, rung.operands) and rung.carries in ("any", spec.carries)
+    return (spec.op, spec.digits, spec.operands) == (rung.op, rung.digits, rung.operands) and rung.carries in (
+        "any",
+        spec.carries,
+    )
 
 
 def level_of(spec: Spec) -> int:
@@ -254,8 +257,10 @@ def _aim(question: dict, failed_text: str | None, width: int | None = None) -> t
 
         return want, f"final answer after a right trace (last carry {final})"
     cin, cout = steps[i].carry_in, steps[i].carry_out
-    return (_column_filter(i, cin, cout, width),
-            f"column {i + 1} from the right, carry in {cin} and out {cout} (expected '{steps[i].text}')")
+    return (
+        _column_filter(i, cin, cout, width),
+        f"column {i + 1} from the right, carry in {cin} and out {cout} (expected '{steps[i].text}')",
+    )
 
 
 def harder_specs(spec: Spec) -> list[Spec]:
@@ -272,8 +277,11 @@ def harder_specs(spec: Spec) -> list[Spec]:
         return [LADDER[i] for i in rungs]
     if level < MAX_LEVEL:
         return [LADDER[level]]  # the next rung
-    return [dataclasses.replace(spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands,
-                                digits=spec.digits + (spec.op != "+"))]
+    return [
+        dataclasses.replace(
+            spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands, digits=spec.digits + (spec.op != "+")
+        )
+    ]
 
 
 def next_rung(spec: Spec) -> list[Spec]:
@@ -281,8 +289,11 @@ def next_rung(spec: Spec) -> list[Spec]:
     level = level_of(spec)
     if level < MAX_LEVEL:
         return [LADDER[level]]
-    return [dataclasses.replace(spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands,
-                                digits=spec.digits + (spec.op != "+"))]
+    return [
+        dataclasses.replace(
+            spec, operands=spec.operands + 1 if spec.op == "+" else spec.operands, digits=spec.digits + (spec.op != "+")
+        )
+    ]
 
 
 def easier_specs(spec: Spec) -> list[Spec]:
@@ -290,8 +301,11 @@ def easier_specs(spec: Spec) -> list[Spec]:
     first: a 3-operand or a 3-digit sum has the 2-digit sum with carries under it, that one the sum without
     carries and the 1-digit sum. Empty at the bottom of the ladder."""
     level = level_of(spec)
-    return [LADDER[i] for i in reversed(range(level - 1))
-            if LADDER[i].op == spec.op and LADDER[i].digits <= spec.digits and LADDER[i].operands <= spec.operands]
+    return [
+        LADDER[i]
+        for i in reversed(range(level - 1))
+        if LADDER[i].op == spec.op and LADDER[i].digits <= spec.digits and LADDER[i].operands <= spec.operands
+    ]
 
 
 def _reachable(spec: Spec, want) -> bool:
@@ -333,7 +347,9 @@ class BuiltinTeacher:
             below = easier_specs(spec)
             if not below:
                 want, aim = _aim(request.question, text)
-                return [(spec, want, f"stepping stone{solved}: nothing under level {level}; same rung, {aim}")] * request.count
+                return [
+                    (spec, want, f"stepping stone{solved}: nothing under level {level}; same rung, {aim}")
+                ] * request.count
             # the nearest rung under it that can repeat the failed column's carry pattern; else the nearest rung
             for target in below:
                 want, aim = _aim(request.question, text, width=target.digits)
@@ -341,8 +357,9 @@ class BuiltinTeacher:
                     break
             else:
                 target, want, aim = below[0], None, f"{aim}: not possible under it, the nearest rung instead"
-            return [(target, want, f"stepping stone under a level-{level} question{solved}: {target.describe()}, "
-                                   f"{aim}")] * request.count
+            return [
+                (target, want, f"stepping stone under a level-{level} question{solved}: {target.describe()}, {aim}")
+            ] * request.count
         want, aim = _aim(request.question, text)
         return [(spec, want, f"error sibling{solved}: {aim}")] * request.count
 
@@ -398,9 +415,19 @@ def question_set(prefix: str, per_level: dict[int, int], seed: int, exclude: set
             seen.add(q["question"])
             made += 1
             rows.append(q)
-    return [{"id": f"{prefix}-{i:03d}", "question": q["question"], "answer": q["answer"],
-             "solution": q["solution"], "parent_id": None, "origin": prefix, "round": 0, "meta": q["meta"]}
-            for i, q in enumerate(rows, 1)]
+    return [
+        {
+            "id": f"{prefix}-{i:03d}",
+            "question": q["question"],
+            "answer": q["answer"],
+            "solution": q["solution"],
+            "parent_id": None,
+            "origin": prefix,
+            "round": 0,
+            "meta": q["meta"],
+        }
+        for i, q in enumerate(rows, 1)
+    ]
 
 
 def shipped_sets() -> tuple[list[dict], list[dict]]:
@@ -410,8 +437,7 @@ def shipped_sets() -> tuple[list[dict], list[dict]]:
     carries), which nothing trains on directly: only the Teacher's harder variants lead there.
     """
     heldout = question_set("heldout", {1: 30, 2: 40, 3: 60, 4: 50, 5: 40}, seed=20240917)
-    seeds = question_set("seed", {1: 15, 2: 25, 3: 35, 4: 25}, seed=1234,
-                         exclude={q["question"] for q in heldout})
+    seeds = question_set("seed", {1: 15, 2: 25, 3: 35, 4: 25}, seed=1234, exclude={q["question"] for q in heldout})
     return seeds, heldout
 
 

@@ -28,8 +28,9 @@ def zone_of(success_rate: float) -> str:
     return "learning"
 
 
-def policies_for(zone: str, success_rate: float, near_mastery: float = 1.0,
-                 allowed: tuple[str, ...] = POLICIES) -> tuple[str, ...]:
+def policies_for(
+    zone: str, success_rate: float, near_mastery: float = 1.0, allowed: tuple[str, ...] = POLICIES
+) -> tuple[str, ...]:
     """The writing policies of a graded question among `allowed` (WRITE_POLICIES): one per zone, and a
     learning-zone question solved at least `near_mastery` of the time also gets a harder variant (the Solver
     nearly masters it)."""
@@ -60,8 +61,10 @@ class WriteRequest:
         if not self.policy:
             self.policy = POLICY_OF_ZONE.get(self.zone or "", "")
         if self.policy not in POLICIES:
-            raise ValueError(f"WriteRequest: policy must be one of {', '.join(POLICIES)} (or a zone that implies one), "
-                             f"got policy {self.policy!r} for zone {self.zone!r}")
+            raise ValueError(
+                f"WriteRequest: policy must be one of {', '.join(POLICIES)} (or a zone that implies one), "
+                f"got policy {self.policy!r} for zone {self.zone!r}"
+            )
 
 
 @runtime_checkable

@@ -31,8 +31,9 @@ def _line(teacher, messages: list[dict], temperature: float, seed: int | None) -
     return key, {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
-def prefetch(teacher, requests: list[tuple[list[dict], float, int | None]], state_path: Path,
-             poll_s: float = 30.0) -> dict:
+def prefetch(
+    teacher, requests: list[tuple[list[dict], float, int | None]], state_path: Path, poll_s: float = 30.0
+) -> dict:
     """Answer `requests` (messages, temperature, seed) through one batch; returns counts for the stage."""
     state = read_json(state_path)
     if state is None:
@@ -46,12 +47,17 @@ def prefetch(teacher, requests: list[tuple[list[dict], float, int | None]], stat
         data = "".join(json.dumps(line) + "\n" for line in lines.values()).encode()
         try:
             upload = teacher.client.files.create(file=(state_path.stem + ".jsonl", io.BytesIO(data)), purpose="batch")
-            batch = teacher.client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                                  completion_window="24h")
+            batch = teacher.client.batches.create(
+                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
         except (openai.NotFoundError, openai.BadRequestError) as exc:
-            log.warning("teacher endpoint %s refused the Batches API (HTTP %s); these %d requests become ordinary "
-                        "calls. Set TEACHER_BATCH_API=false for endpoints without it (vLLM, SGLang)",
-                        teacher.base_url, exc.status_code, len(lines))
+            log.warning(
+                "teacher endpoint %s refused the Batches API (HTTP %s); these %d requests become ordinary "
+                "calls. Set TEACHER_BATCH_API=false for endpoints without it (vLLM, SGLang)",
+                teacher.base_url,
+                exc.status_code,
+                len(lines),
+            )
             return {"batch_requests": 0}
         state = {"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines)}
         atomic_write_json(state_path, state)  # before the first poll: a resume polls this batch
@@ -76,13 +82,19 @@ def prefetch(teacher, requests: list[tuple[list[dict], float, int | None]], stat
             content = ((choices[0] or {}).get("message") or {}).get("content") or ""
             usage = {k: (body.get("usage") or {}).get(k, 0) or 0 for k in ("prompt_tokens", "completion_tokens")}
             records.append((row["custom_id"], content, usage))
-            teacher.count(batch_calls=1, prompt_tokens=usage["prompt_tokens"],
-                          completion_tokens=usage["completion_tokens"])
+            teacher.count(
+                batch_calls=1, prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"]
+            )
     teacher.cache.put_many(records)  # one transaction for the whole batch
     answered = len(records)
     failed = state["requests"] - answered
     if failed:
-        log.warning("teacher batch %s (%s): %d of %d requests unanswered; they become ordinary calls",
-                    state["batch_id"], batch.status, failed, state["requests"])
+        log.warning(
+            "teacher batch %s (%s): %d of %d requests unanswered; they become ordinary calls",
+            state["batch_id"],
+            batch.status,
+            failed,
+            state["requests"],
+        )
     state_path.unlink(missing_ok=True)
     return {"batch_requests": state["requests"], "batch_answered": answered, "batch_failed": failed}

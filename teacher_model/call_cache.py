@@ -38,21 +38,51 @@ log = logging.getLogger(__name__)
 CACHE_DB = "teacher_calls.sqlite3"
 LEGACY_FILE = "teacher_calls.jsonl"
 BUSY_TIMEOUT_MS = 60_000  # how long a write waits for another process's write before it fails
-NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "lustre", "gpfs", "ceph", "glusterfs",
-              "fuse.glusterfs", "beegfs", "afs"}
+NETWORK_FS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "fuse.sshfs",
+    "9p",
+    "lustre",
+    "gpfs",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+    "beegfs",
+    "afs",
+}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, text TEXT NOT NULL, usage TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS carried_over (path TEXT PRIMARY KEY, offset INTEGER NOT NULL);
 """
 
 
-def call_key(model: str, prompt_version: str, messages: list[dict], temperature: float, seed: int | None,
-             params: dict[str, Any] | None = None) -> str:
+def call_key(
+    model: str,
+    prompt_version: str,
+    messages: list[dict],
+    temperature: float,
+    seed: int | None,
+    params: dict[str, Any] | None = None,
+) -> str:
     """A hash of everything that changes the answer: endpoint model, prompt version, the exact messages,
     temperature, seed and the other sampling parameters."""
-    blob = json.dumps({"model": model, "prompt_version": prompt_version, "messages": messages,
-                       "temperature": float(temperature), "seed": seed, "params": params or {}},
-                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(
+        {
+            "model": model,
+            "prompt_version": prompt_version,
+            "messages": messages,
+            "temperature": float(temperature),
+            "seed": seed,
+            "params": params or {},
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -83,9 +113,13 @@ class CallCache:
         self.path = folder / CACHE_DB
         fstype = filesystem_type(folder)
         if fstype in NETWORK_FS:
-            log.warning("teacher cache %s is on a %s filesystem: fine for runs on this host, but runs on other "
-                        "hosts must not share it (SQLite's WAL needs memory shared on one host); give each host "
-                        "its own TEACHER_CACHE_DIR on local disk", folder, fstype)
+            log.warning(
+                "teacher cache %s is on a %s filesystem: fine for runs on this host, but runs on other "
+                "hosts must not share it (SQLite's WAL needs memory shared on one host); give each host "
+                "its own TEACHER_CACHE_DIR on local disk",
+                folder,
+                fstype,
+            )
         self._write = self._connect()
         with self._write:
             self._write.executescript(SCHEMA)
@@ -97,13 +131,14 @@ class CallCache:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit, so every lookup reads the database as committed now (no snapshot
         # held between lookups) and writes open their transactions explicitly.
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
-            raise RuntimeError(f"teacher cache {self.path}: SQLite refused WAL mode (journal_mode={mode}); put "
-                               "TEACHER_CACHE_DIR on a local disk")
+            raise RuntimeError(
+                f"teacher cache {self.path}: SQLite refused WAL mode (journal_mode={mode}); put "
+                "TEACHER_CACHE_DIR on a local disk"
+            )
         conn.execute("PRAGMA synchronous=FULL")
         return conn
 
@@ -163,15 +198,21 @@ class CallCache:
                 row = self._write.execute("SELECT offset FROM carried_over WHERE path = ?", (LEGACY_FILE,)).fetchone()
                 start = row[0] if row else 0
                 offset, added, bad = self._copy_lines(legacy, start)
-                self._write.execute("INSERT OR REPLACE INTO carried_over (path, offset) VALUES (?, ?)",
-                                    (LEGACY_FILE, offset))
+                self._write.execute(
+                    "INSERT OR REPLACE INTO carried_over (path, offset) VALUES (?, ?)", (LEGACY_FILE, offset)
+                )
                 self._write.execute("COMMIT")
             except BaseException:
                 self._write.execute("ROLLBACK")
                 raise
         if offset > start:
-            log.info("teacher cache: carried over %d call(s) from %s into %s; that file is no longer written "
-                     "and may be deleted", added, legacy, self.path)
+            log.info(
+                "teacher cache: carried over %d call(s) from %s into %s; that file is no longer written "
+                "and may be deleted",
+                added,
+                legacy,
+                self.path,
+            )
         if bad:
             log.warning("teacher cache %s: skipped %d unreadable line(s); those calls will be made again", legacy, bad)
 

@@ -39,7 +39,7 @@ import httpx2
 import openai
 from openai import OpenAI
 
-from prosetting.collectors.data_normalizer import extract_boxed
+from prosetting.core.text import extract_boxed
 from prosetting.teacher_model import prompts
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.call_cache import CallCache, call_key
@@ -183,8 +183,11 @@ def check_question(item: Any, parent_text: str) -> dict:
     if not isinstance(item, dict):
         raise BadAnswer(f"expected an object, got {type(item).__name__}")
     question, answer, solution = item.get("question"), item.get("answer"), item.get("solution")
-    missing = [k for k, v in (("question", question), ("answer", answer), ("solution", solution))
-               if v is None or (isinstance(v, str) and not v.strip())]
+    missing = [
+        k
+        for k, v in (("question", question), ("answer", answer), ("solution", solution))
+        if v is None or (isinstance(v, str) and not v.strip())
+    ]
     if missing:
         raise BadAnswer(f"missing {', '.join(missing)}")
     if not isinstance(question, str) or not isinstance(solution, str) or not isinstance(answer, (str, int, float)):
@@ -245,10 +248,22 @@ class LLMTeacher:
 
     name = "llm"
 
-    def __init__(self, client: OpenAI, model: str, base_url: str, max_retries: int = 3, timeout: float = 120.0,
-                 backoff_s: float = 1.0, secret: str = "", cache: CallCache | None = None,
-                 limits: RateLimits | None = None, grading_mode: str = "hybrid", grading_unit: str = "question",
-                 max_tokens: int = 0, max_unusable_fraction: float = 0.5):
+    def __init__(
+        self,
+        client: OpenAI,
+        model: str,
+        base_url: str,
+        max_retries: int = 3,
+        timeout: float = 120.0,
+        backoff_s: float = 1.0,
+        secret: str = "",
+        cache: CallCache | None = None,
+        limits: RateLimits | None = None,
+        grading_mode: str = "hybrid",
+        grading_unit: str = "question",
+        max_tokens: int = 0,
+        max_unusable_fraction: float = 0.5,
+    ):
         self.client = client
         self.model = model
         self.base_url = base_url
@@ -276,16 +291,33 @@ class LLMTeacher:
         # One connection pool for the whole run, sized to the requests in flight; httpx2 is the HTTP client the
         # openai package itself runs on (openai.DefaultHttpxClient is an httpx2.Client).
         workers = cfg.TEACHER_CONCURRENT_WORKERS
-        http = httpx2.Client(limits=httpx2.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
-                             timeout=cfg.TEACHER_TIMEOUT)
-        client = OpenAI(base_url=cfg.TEACHER_BASE_URL, api_key=cfg.TEACHER_API_KEY or "EMPTY",
-                        timeout=cfg.TEACHER_TIMEOUT, max_retries=0, http_client=http)
+        http = httpx2.Client(
+            limits=httpx2.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
+            timeout=cfg.TEACHER_TIMEOUT,
+        )
+        client = OpenAI(
+            base_url=cfg.TEACHER_BASE_URL,
+            api_key=cfg.TEACHER_API_KEY or "EMPTY",
+            timeout=cfg.TEACHER_TIMEOUT,
+            max_retries=0,
+            http_client=http,
+        )
         cache_dir = cfg.TEACHER_CACHE_DIR or (cfg.workspace / "cache")
-        return cls(client, cfg.TEACHER_MODEL_NAME, cfg.TEACHER_BASE_URL, max_retries=cfg.TEACHER_MAX_RETRIES,
-                   timeout=cfg.TEACHER_TIMEOUT, backoff_s=backoff_s, secret=cfg.TEACHER_API_KEY,
-                   cache=CallCache(cache_dir), limits=RateLimits(cfg.TEACHER_MAX_RPM, cfg.TEACHER_MAX_TPM),
-                   grading_mode=cfg.GRADING_MODE, grading_unit=cfg.TEACHER_GRADING_UNIT, max_tokens=cfg.TEACHER_MAX_TOKENS,
-                   max_unusable_fraction=cfg.TEACHER_MAX_UNUSABLE_FRACTION)
+        return cls(
+            client,
+            cfg.TEACHER_MODEL_NAME,
+            cfg.TEACHER_BASE_URL,
+            max_retries=cfg.TEACHER_MAX_RETRIES,
+            timeout=cfg.TEACHER_TIMEOUT,
+            backoff_s=backoff_s,
+            secret=cfg.TEACHER_API_KEY,
+            cache=CallCache(cache_dir),
+            limits=RateLimits(cfg.TEACHER_MAX_RPM, cfg.TEACHER_MAX_TPM),
+            grading_mode=cfg.GRADING_MODE,
+            grading_unit=cfg.TEACHER_GRADING_UNIT,
+            max_tokens=cfg.TEACHER_MAX_TOKENS,
+            max_unusable_fraction=cfg.TEACHER_MAX_UNUSABLE_FRACTION,
+        )
 
     # --- accounting ---------------------------------------------------------------------------
     def count(self, **amounts: int) -> None:
@@ -313,8 +345,9 @@ class LLMTeacher:
         if message:
             raise TeacherError(message, refused=True)
 
-    def _judged(self, messages: list[dict], temperature: float, seed: int | None, reply: str,
-                problem: str | None, shape: str) -> None:
+    def _judged(
+        self, messages: list[dict], temperature: float, seed: int | None, reply: str, problem: str | None, shape: str
+    ) -> None:
         """Record one parsed reply; an unusable one leaves the cache (a re-run asks again) and may stop the stage."""
         if problem is not None:
             self.count(unusable_replies=1)
@@ -335,20 +368,29 @@ class LLMTeacher:
 
     def _refused(self, exc: openai.APIStatusError) -> TeacherError:
         status = exc.status_code
-        fix = {401: "check TEACHER_API_KEY", 403: "check TEACHER_API_KEY and its permissions",
-               404: "check TEACHER_MODEL_NAME and that TEACHER_BASE_URL ends in /v1"}.get(
-            status, "the server rejected the request; see its message")
+        fix = {
+            401: "check TEACHER_API_KEY",
+            403: "check TEACHER_API_KEY and its permissions",
+            404: "check TEACHER_MODEL_NAME and that TEACHER_BASE_URL ends in /v1",
+        }.get(status, "the server rejected the request; see its message")
         message = self._scrub(str(getattr(exc, "message", exc)))[:300]
-        return TeacherError(f"Teacher endpoint {self.base_url} (model {self.model}) answered HTTP {status}: "
-                            f"{message}; {fix}", refused=True)
+        return TeacherError(
+            f"Teacher endpoint {self.base_url} (model {self.model}) answered HTTP {status}: {message}; {fix}",
+            refused=True,
+        )
 
     def request(self, messages: list[dict], temperature: float, seed: int | None) -> tuple[str, dict]:
         """(cache key, chat completions body) of one call: the one key both ordinary calls and the Batch API
         (batch.py) use, so an answer from either is found by the other."""
         params = {"max_tokens": self.max_tokens} if self.max_tokens else {}
         key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
-        body = {"model": self.model, "messages": messages, "temperature": temperature, **params,
-                **({"seed": seed} if seed is not None else {})}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": temperature,
+            **params,
+            **({"seed": seed} if seed is not None else {}),
+        }
         return key, body
 
     def complete(self, messages: list[dict], what: str, temperature: float = 0.0, seed: int | None = None) -> str:
@@ -383,8 +425,10 @@ class LLMTeacher:
             else:
                 choice = resp.choices[0] if resp.choices else None
                 text = (choice.message.content if choice and choice.message else None) or ""
-                usage = {"prompt_tokens": getattr(resp.usage, "prompt_tokens", 0) or 0,
-                         "completion_tokens": getattr(resp.usage, "completion_tokens", 0) or 0}
+                usage = {
+                    "prompt_tokens": getattr(resp.usage, "prompt_tokens", 0) or 0,
+                    "completion_tokens": getattr(resp.usage, "completion_tokens", 0) or 0,
+                }
                 self.count(calls=1, **usage)
                 if self.cache is not None:
                     self.cache.put(key, text, usage)
@@ -398,10 +442,12 @@ class LLMTeacher:
         raise TeacherError(
             f"Teacher endpoint {self.base_url} (model {self.model}) failed {tries} time(s) for {what}: {why}. "
             "Check that the server is up and TEACHER_BASE_URL is right; raise TEACHER_TIMEOUT or "
-            "TEACHER_MAX_RETRIES for a slow or busy server, or lower TEACHER_MAX_RPM for a rate-limited one")
+            "TEACHER_MAX_RETRIES for a slow or busy server, or lower TEACHER_MAX_RPM for a rate-limited one"
+        )
 
-    def ask(self, messages: list[dict], parse, shape: str, what: str, temperature: float = 0.0,
-            seed: int | None = None):
+    def ask(
+        self, messages: list[dict], parse, shape: str, what: str, temperature: float = 0.0, seed: int | None = None
+    ):
         """parse(answer) for the first usable answer; each re-ask carries the unusable reply and what was wrong
         with it. Raises NoUsableAnswer when TEACHER_MAX_RETRIES re-asks gave nothing usable."""
         for tried in range(1, self.max_retries + 2):
@@ -411,8 +457,12 @@ class LLMTeacher:
             except BadAnswer as exc:
                 self._judged(messages, temperature, seed, text, str(exc), shape)
                 more = tried <= self.max_retries
-                log.warning("teacher %s: unusable reply (%s)%s", what, exc,
-                            f"; asking again ({tried + 1} of {self.max_retries + 1})" if more else "")
+                log.warning(
+                    "teacher %s: unusable reply (%s)%s",
+                    what,
+                    exc,
+                    f"; asking again ({tried + 1} of {self.max_retries + 1})" if more else "",
+                )
                 if more:
                     self.count(reasks=1)
                     messages = prompts.reask_messages(messages, text, str(exc), shape)
@@ -420,8 +470,10 @@ class LLMTeacher:
                 continue
             self._judged(messages, temperature, seed, text, None, shape)
             return got
-        raise NoUsableAnswer(f"Teacher model {self.model} gave no usable reply for {what} in {self.max_retries + 1} "
-                             f"tries (last: {problem}); expected {shape}")
+        raise NoUsableAnswer(
+            f"Teacher model {self.model} gave no usable reply for {what} in {self.max_retries + 1} "
+            f"tries (last: {problem}); expected {shape}"
+        )
 
     # --- grading ------------------------------------------------------------------------------
     def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
@@ -435,8 +487,11 @@ class LLMTeacher:
         self.count(rule_verdicts=len(attempts) - len(undecided))
         if undecided:
             todo = [attempts[i] for i in undecided]
-            judged = (self._grade_question(question, todo) if self.grading_unit == "question"
-                      else [self._grade_attempt(question, a) for a in todo])
+            judged = (
+                self._grade_question(question, todo)
+                if self.grading_unit == "question"
+                else [self._grade_attempt(question, a) for a in todo]
+            )
             for i, v in zip(undecided, judged, strict=True):
                 verdicts[i] = v
                 self.count(llm_verdicts=1)
@@ -457,9 +512,19 @@ class LLMTeacher:
             empty = att.get("answer") is None and bool(att.get("truncated"))
             rule.append(True if matched else False if empty else None)
             if self.grading_mode == "rule" or (self.grading_mode == "hybrid" and rule[i] is not None):
-                reason = ("matches reference (rule check, no Teacher call)" if matched else
-                          "truncated before a final answer (no Teacher call)" if empty else "rule check: no match")
-                verdicts[i] = {"attempt_id": att["attempt_id"], "correct": bool(matched), "reason": reason, "by": "rule"}
+                reason = (
+                    "matches reference (rule check, no Teacher call)"
+                    if matched
+                    else "truncated before a final answer (no Teacher call)"
+                    if empty
+                    else "rule check: no match"
+                )
+                verdicts[i] = {
+                    "attempt_id": att["attempt_id"],
+                    "correct": bool(matched),
+                    "reason": reason,
+                    "by": "rule",
+                }
             else:
                 undecided.append(i)
         return verdicts, rule, undecided
@@ -480,14 +545,19 @@ class LLMTeacher:
             return None
         rng = random.Random()
         rng.setstate(request.rng.getstate())
-        messages = prompts.write_messages(request.policy, request.question, request.success_rate,
-                                          request.failed_attempt, request.count)
+        messages = prompts.write_messages(
+            request.policy, request.question, request.success_rate, request.failed_attempt, request.count
+        )
         return messages, WRITE_TEMPERATURE, rng.randrange(2**31)
 
     @staticmethod
     def _llm_verdict(att: dict, correct: bool, reason: str, error: str) -> dict:
-        v = {"attempt_id": att["attempt_id"], "correct": correct, "reason": f"teacher: {reason}" if reason else "teacher",
-             "by": "llm"}
+        v = {
+            "attempt_id": att["attempt_id"],
+            "correct": correct,
+            "reason": f"teacher: {reason}" if reason else "teacher",
+            "by": "llm",
+        }
         if not correct and error:
             v["error"] = error
         return v
@@ -500,16 +570,24 @@ class LLMTeacher:
 
     def _grade_question(self, question: dict, todo: list[dict]) -> list[dict]:
         what = f"grading {len(todo)} attempt(s) of {question.get('id', '?')}"
-        got = self.ask(prompts.grade_question_messages(question, todo),
-                       lambda text: parse_question_verdicts(text, len(todo)), prompts.QUESTION_VERDICTS_SHAPE, what)
+        got = self.ask(
+            prompts.grade_question_messages(question, todo),
+            lambda text: parse_question_verdicts(text, len(todo)),
+            prompts.QUESTION_VERDICTS_SHAPE,
+            what,
+        )
         return [self._llm_verdict(a, correct, "", error) for a, (correct, error) in zip(todo, got, strict=True)]
 
     # --- question writing ---------------------------------------------------------------------
     def recheck_question(self, question: dict) -> tuple[bool, str]:
         """A too-difficult question checked at temperature 0: (keep, reason). Flawed or a disputed reference
         answer: drop. No usable answer raises NoUsableAnswer: the question stays unchecked (and kept)."""
-        return self.ask(prompts.recheck_messages(question), parse_recheck, '{"valid": true or false, "reason": "..."}',
-                        f"re-checking {question.get('id', '?')}")
+        return self.ask(
+            prompts.recheck_messages(question),
+            parse_recheck,
+            '{"valid": true or false, "reason": "..."}',
+            f"re-checking {question.get('id', '?')}",
+        )
 
     def write_questions(self, request: WriteRequest) -> list[dict]:
         """By the request's policy: stepping stones under a too-difficult question (from its failed attempt),
@@ -519,13 +597,22 @@ class LLMTeacher:
         if request.count <= 0:
             return []
         q = request.question
-        messages = prompts.write_messages(request.policy, q, request.success_rate, request.failed_attempt, request.count)
+        messages = prompts.write_messages(
+            request.policy, q, request.success_rate, request.failed_attempt, request.count
+        )
         what = f"writing {request.policy} questions from {q.get('id', '?')}"
-        meta = {"teacher": self.name, "teacher_model": self.model, "prompt_version": prompts.PROMPT_VERSION,
-                "zone": request.zone, "policy": request.policy}
+        meta = {
+            "teacher": self.name,
+            "teacher_model": self.model,
+            "prompt_version": prompts.PROMPT_VERSION,
+            "zone": request.zone,
+            "policy": request.policy,
+        }
         level = (q.get("meta") or {}).get("level")
         if isinstance(level, int):
-            meta["level"] = {"harder_variant": level + 1, "stepping_stone": max(1, level - 1)}.get(request.policy, level)
+            meta["level"] = {"harder_variant": level + 1, "stepping_stone": max(1, level - 1)}.get(
+                request.policy, level
+            )
         kept: list[dict] = []
         seen = {_normalise(q["question"])}
         shape = '[{"question": "...", "answer": "...", "solution": "... \\\\boxed{...}"}]'
@@ -550,14 +637,29 @@ class LLMTeacher:
                 return kept[: request.count]
             why = "; ".join(problems) or "only duplicates"
             if tried <= self.max_retries:
-                log.warning("teacher %s: %d of %d usable (%s); asking again (%d of %d)", what, len(kept),
-                            request.count, why, tried + 1, self.max_retries + 1)
+                log.warning(
+                    "teacher %s: %d of %d usable (%s); asking again (%d of %d)",
+                    what,
+                    len(kept),
+                    request.count,
+                    why,
+                    tried + 1,
+                    self.max_retries + 1,
+                )
                 self.count(reasks=1)
                 messages = prompts.reask_messages(messages, text, why, shape)
         if not usable:
-            raise NoUsableAnswer(f"Teacher model {self.model} gave no usable reply for {what} in "
-                                 f"{self.max_retries + 1} tries (last: {why}); expected {shape}")
-        log.warning("teacher %s: only %d of %d usable questions after %d tries (last: %s); skipping the rest",
-                    what, len(kept), request.count, self.max_retries + 1, why)
+            raise NoUsableAnswer(
+                f"Teacher model {self.model} gave no usable reply for {what} in "
+                f"{self.max_retries + 1} tries (last: {why}); expected {shape}"
+            )
+        log.warning(
+            "teacher %s: only %d of %d usable questions after %d tries (last: %s); skipping the rest",
+            what,
+            len(kept),
+            request.count,
+            self.max_retries + 1,
+            why,
+        )
         self.count(written_accepted=len(kept))
         return kept

@@ -165,11 +165,11 @@ Reply with a JSON list of {count} object(s), and nothing else:
 [{{"question": "...", "answer": "...", "solution": "... \\\\boxed{{...}}"}}]"""
 BLIND_WHAT = {
     "stepping_stone": "easier problem(s) on the path to this one: one of its sub-problems on its own, or the same kind "
-                      "of problem with fewer steps or smaller numbers",
+    "of problem with fewer steps or smaller numbers",
     "error_sibling": "new problem(s) of the same kind and difficulty that exercise the same steps, with other numbers "
-                     "or another setting",
+    "or another setting",
     "harder_variant": "harder variant(s) of this problem: the same topic, one more reasoning step or a less familiar "
-                      "setting, still with a single exact answer",
+    "setting, still with a single exact answer",
 }
 
 NO_SOLUTION = "(no reference solution given; work it out from the problem and the reference answer)"
@@ -177,42 +177,62 @@ NO_ATTEMPT = "(no attempt text available)"
 
 
 def grade_messages(question: dict, attempt: dict) -> list[dict]:
-    user = GRADE_USER.format(question=question["question"], answer=question["answer"],
-                             attempt=attempt.get("text") or "", extracted=attempt.get("answer") or "(none)")
+    user = GRADE_USER.format(
+        question=question["question"],
+        answer=question["answer"],
+        attempt=attempt.get("text") or "",
+        extracted=attempt.get("answer") or "(none)",
+    )
     return [{"role": "system", "content": GRADE_SYSTEM}, {"role": "user", "content": user}]
 
 
 def grade_question_messages(question: dict, attempts: list[dict]) -> list[dict]:
     """One request for all of a question's undecided attempts, numbered 1..n, as the paper grades."""
-    blocks = [f"### Attempt {i}\n{a.get('text') or ''}\nExtracted final answer: {a.get('answer') or '(none)'}"
-              for i, a in enumerate(attempts, 1)]
+    blocks = [
+        f"### Attempt {i}\n{a.get('text') or ''}\nExtracted final answer: {a.get('answer') or '(none)'}"
+        for i, a in enumerate(attempts, 1)
+    ]
     solution = f"\nReference solution:\n{question['solution']}\n" if question.get("solution") else ""
-    user = GRADE_QUESTION_USER.format(question=question["question"], answer=question["answer"], solution=solution,
-                                      n=len(attempts), attempts="\n\n".join(blocks))
+    user = GRADE_QUESTION_USER.format(
+        question=question["question"],
+        answer=question["answer"],
+        solution=solution,
+        n=len(attempts),
+        attempts="\n\n".join(blocks),
+    )
     return [{"role": "system", "content": GRADE_SYSTEM}, {"role": "user", "content": user}]
 
 
 def recheck_messages(question: dict) -> list[dict]:
-    user = RECHECK_USER.format(question=question["question"], answer=question["answer"],
-                               solution=question.get("solution") or NO_SOLUTION)
+    user = RECHECK_USER.format(
+        question=question["question"], answer=question["answer"], solution=question.get("solution") or NO_SOLUTION
+    )
     return [{"role": "system", "content": GRADE_SYSTEM}, {"role": "user", "content": user}]
 
 
 def reask_messages(messages: list[dict], reply: str, error: str, shape: str) -> list[dict]:
     """The conversation so far plus what was wrong with the last reply: a re-ask is never the identical request."""
-    return messages + [{"role": "assistant", "content": reply or ""},
-                       {"role": "user", "content": REASK.format(error=error, shape=shape)}]
+    return messages + [
+        {"role": "assistant", "content": reply or ""},
+        {"role": "user", "content": REASK.format(error=error, shape=shape)},
+    ]
 
 
-def write_messages(policy: str, question: dict, success_rate: float | None, failed_attempt: dict | None,
-                   count: int) -> list[dict]:
+def write_messages(
+    policy: str, question: dict, success_rate: float | None, failed_attempt: dict | None, count: int
+) -> list[dict]:
     """The chat for one WriteRequest, by writing policy (a zone name stands for its own policy): a stepping stone
     from a failed attempt, a question aimed at a learning-zone error, a harder variant of a question solved every
     time or (`success_rate` < 1) nearly every time. Without a success rate (the non-adaptive control) the
     policy's request is made from the problem alone."""
     policy = POLICY_OF_ZONE.get(policy, policy)
-    fields = {"question": question["question"], "answer": question["answer"], "count": count,
-              "solution": question.get("solution") or NO_SOLUTION, "success_rate": success_rate}
+    fields = {
+        "question": question["question"],
+        "answer": question["answer"],
+        "count": count,
+        "solution": question.get("solution") or NO_SOLUTION,
+        "success_rate": success_rate,
+    }
     text = (failed_attempt or {}).get("text") or NO_ATTEMPT
     analysis = (failed_attempt or {}).get("error_analysis")
     analysis = f"\nThe examiner's analysis of its error: {analysis}\n" if analysis else ""

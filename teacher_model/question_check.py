@@ -31,8 +31,14 @@ def check_question(teacher, new: dict, source: dict) -> str | None:
         if problem_record(spec, values)["answer"] != answer:
             return "wrong answer"
         return None
-    attempt = {"attempt_id": "writer-check", "question_id": new.get("id", "new"), "round": new.get("round"),
-               "text": new.get("solution") or f"\\boxed{{{answer}}}", "answer": answer, "truncated": False}
+    attempt = {
+        "attempt_id": "writer-check",
+        "question_id": new.get("id", "new"),
+        "round": new.get("round"),
+        "text": new.get("solution") or f"\\boxed{{{answer}}}",
+        "answer": answer,
+        "truncated": False,
+    }
     try:
         verdict = teacher.grade({**new, "question": text, "answer": answer}, [attempt])[0]
     except NoUsableAnswer:

@@ -27,8 +27,10 @@ class RateLimits:
         threading.Thread(target=self._loop.run_forever, name="teacher-rate-limit", daemon=True).start()
 
         async def build():
-            return (AsyncLimiter(max_rpm, period_s) if max_rpm else None,
-                    AsyncLimiter(max_tpm, period_s) if max_tpm else None)
+            return (
+                AsyncLimiter(max_rpm, period_s) if max_rpm else None,
+                AsyncLimiter(max_tpm, period_s) if max_tpm else None,
+            )
 
         self._rpm, self._tpm = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
 

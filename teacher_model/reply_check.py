@@ -47,9 +47,11 @@ class ReplyCheck:
         shown = reply if len(reply) <= EXAMPLE_CHARS else reply[:EXAMPLE_CHARS] + f"... ({len(reply)} characters)"
         if reply.strip() and reply.strip()[:20] in why:  # the parser's message quotes the reply: once is enough
             why = why.split(":", 1)[0]
-        return (f"Teacher model {model} at {base_url}: {self.unusable} of {self.replies} replies in {self.stage} "
-                f"were not in the JSON shape asked for (more than TEACHER_MAX_UNUSABLE_FRACTION={self.max_fraction:g}); "
-                f"stopped before sending more requests. Expected: {shape}. One reply: {shown!r} ({why}). "
-                "Use a model that follows JSON instructions (an instruct or chat model, with its chat template on "
-                "the server), or raise TEACHER_MAX_TOKENS if its replies are cut short; usable answers are cached, "
-                "unusable ones are not, so the same command asks again")
+        return (
+            f"Teacher model {model} at {base_url}: {self.unusable} of {self.replies} replies in {self.stage} "
+            f"were not in the JSON shape asked for (more than TEACHER_MAX_UNUSABLE_FRACTION={self.max_fraction:g}); "
+            f"stopped before sending more requests. Expected: {shape}. One reply: {shown!r} ({why}). "
+            "Use a model that follows JSON instructions (an instruct or chat model, with its chat template on "
+            "the server), or raise TEACHER_MAX_TOKENS if its replies are cut short; usable answers are cached, "
+            "unusable ones are not, so the same command asks again"
+        )

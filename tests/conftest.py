@@ -22,8 +22,10 @@ ENGINES_REQUIRED = os.environ.get("PROSETTING_REQUIRE_ENGINES") == "1"
 
 
 def needs(module: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None and not ENGINES_REQUIRED,
-                              reason=f"{module} is not installed (bash scripts/install_vllm.sh adds it)")
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None and not ENGINES_REQUIRED,
+        reason=f"{module} is not installed (bash scripts/install_vllm.sh adds it)",
+    )
 
 
 needs_vllm = needs("vllm")

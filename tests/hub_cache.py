@@ -21,8 +21,14 @@ def _git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def add_model(cache_dir: Path, repo_id: str, folder: Path, revision: str = "main", commit: str | None = None,
-              repo_type: str = "model") -> Path:
+def add_model(
+    cache_dir: Path,
+    repo_id: str,
+    folder: Path,
+    revision: str = "main",
+    commit: str | None = None,
+    repo_type: str = "model",
+) -> Path:
     """Put every file of `folder` into the cache as `repo_id` at `commit` (derived from the files when None)."""
     from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
     from huggingface_hub.file_download import repo_folder_name
@@ -51,15 +57,22 @@ def add_model(cache_dir: Path, repo_id: str, folder: Path, revision: str = "main
         if link.is_symlink() or link.exists():
             link.unlink()
         os.symlink(os.path.relpath(blob, link.parent), link)
-        entries[rel] = TreeCacheEntry(size=len(data), blob_id=blob_id, lfs_sha256=sha256, lfs_size=len(data) if lfs else None)
+        entries[rel] = TreeCacheEntry(
+            size=len(data), blob_id=blob_id, lfs_sha256=sha256, lfs_size=len(data) if lfs else None
+        )
     write_tree_cache(str(storage), commit, entries)
     (storage / "refs").mkdir(parents=True, exist_ok=True)
     (storage / "refs" / revision).write_text(commit)
     return snapshot
 
 
-def add_dataset(datasets_cache: Path, repo_id: str, splits: dict, config: str = "default",
-                commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+def add_dataset(
+    datasets_cache: Path,
+    repo_id: str,
+    splits: dict,
+    config: str = "default",
+    commit: str = "0123456789abcdef0123456789abcdef01234567",
+) -> Path:
     """A Hub dataset as `load_dataset(repo_id, config)` leaves it in the datasets cache, prepared by datasets' own
     parquet builder: `{namespace}___{name}/{config}/0.0.0/{commit}/` with the arrow files and dataset_info.json,
     which is what an offline `load_dataset` (HF_HUB_OFFLINE=1) reads. `splits` maps split names to Datasets."""
@@ -76,8 +89,14 @@ def add_dataset(datasets_cache: Path, repo_id: str, splits: dict, config: str = 
         for split, data in splits.items():
             files[split] = [str(Path(tmp) / f"{split}.parquet")]
             data.to_parquet(files[split][0])
-        builder = Parquet(cache_dir=str(Path(tmp) / "build"), dataset_name=name, config_name=config, config_id=config,
-                          hash=commit, data_files=files)
+        builder = Parquet(
+            cache_dir=str(Path(tmp) / "build"),
+            dataset_name=name,
+            config_name=config,
+            config_id=config,
+            hash=commit,
+            data_files=files,
+        )
         builder.download_and_prepare()
         target = Path(datasets_cache) / f"{namespace}___{name}"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,9 @@ LFS_SUFFIXES = (".safetensors", ".bin", ".parquet")
 
 class _Repo:
     def __init__(self, folder: Path):
-        self.files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        self.files = {
+            p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+        }
         digest = hashlib.sha1()
         for name, data in self.files.items():
             digest.update(name.encode() + data)
@@ -79,8 +81,13 @@ class HubServer:
             h.wfile.write(body)
 
     def _error(self, h, code: str, head: bool) -> None:
-        self._send(h, 404, json.dumps({"error": code}).encode(), {"X-Error-Code": code, "Content-Type": "application/json"},
-                   head)
+        self._send(
+            h,
+            404,
+            json.dumps({"error": code}).encode(),
+            {"X-Error-Code": code, "Content-Type": "application/json"},
+            head,
+        )
 
     def _answer(self, h, head: bool) -> None:
         path = unquote(urlparse(h.path).path)
@@ -99,14 +106,25 @@ class HubServer:
             return self._send(h, 200, body, {"Content-Type": "application/json"}, head)
         if api:
             siblings = [{"rfilename": n, "size": len(d), "blobId": repo.entry(n)["oid"]} for n, d in repo.files.items()]
-            body = json.dumps({"id": repo_id, "modelId": repo_id, "sha": repo.commit, "private": False,
-                               "siblings": siblings}).encode()
+            body = json.dumps(
+                {"id": repo_id, "modelId": repo_id, "sha": repo.commit, "private": False, "siblings": siblings}
+            ).encode()
             return self._send(h, 200, body, {"Content-Type": "application/json"}, head)
         name = resolve.group(3)
         if name not in repo.files:
             return self._error(h, "EntryNotFound", head)
         entry = repo.entry(name)
         etag = entry["lfs"]["oid"] if "lfs" in entry else entry["oid"]
-        self._send(h, 200, repo.files[name], {"X-Repo-Commit": repo.commit, "ETag": f'"{etag}"', "X-Linked-Etag": f'"{etag}"',
-                                              "X-Linked-Size": str(entry["size"]),
-                                              "Content-Type": "application/octet-stream"}, head)
+        self._send(
+            h,
+            200,
+            repo.files[name],
+            {
+                "X-Repo-Commit": repo.commit,
+                "ETag": f'"{etag}"',
+                "X-Linked-Etag": f'"{etag}"',
+                "X-Linked-Size": str(entry["size"]),
+                "Content-Type": "application/octet-stream",
+            },
+            head,
+        )

@@ -32,8 +32,14 @@ Responder = Callable[[dict], str]
 DROP = -1  # close the connection without an answer
 MALFORMED = -2  # answer 200 with a body that is not JSON
 
-ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
-               429: "RateLimitError", 500: "InternalServerError", 503: "ServiceUnavailableError"}
+ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    404: "NotFoundError",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+}
 
 
 def default_responder(request: dict) -> str:
@@ -57,12 +63,23 @@ def socratic_responder(request: dict) -> str:
     reference = (re.search(r"Reference answer:\s*(.+)", first) or [None, ""])[1].strip()
     if "attempt(s):" in first:  # one request per question
         extracted = re.findall(r"Extracted final answer: (.*)", first)
-        return json.dumps({"verdicts": [{"attempt": i, "correct": a.strip() == reference,
-                                         "error": "" if a.strip() == reference else f"{a.strip()} is not {reference}"}
-                                        for i, a in enumerate(extracted, 1)]})
+        return json.dumps(
+            {
+                "verdicts": [
+                    {
+                        "attempt": i,
+                        "correct": a.strip() == reference,
+                        "error": "" if a.strip() == reference else f"{a.strip()} is not {reference}",
+                    }
+                    for i, a in enumerate(extracted, 1)
+                ]
+            }
+        )
     if "Student's extracted final answer:" in first:
         answer = re.search(r"Student's extracted final answer: (.*)", first)[1].strip()
-        return json.dumps({"correct": answer == reference, "reason": "compared", "error": "" if answer == reference else "wrong sum"})
+        return json.dumps(
+            {"correct": answer == reference, "reason": "compared", "error": "" if answer == reference else "wrong sum"}
+        )
     if "check the problem itself" in first:
         return json.dumps({"valid": bool(reference), "reason": "well posed" if reference else "no reference answer"})
     problem = (re.search(r"Problem:\s*(.+)", first) or [None, ""])[1]
@@ -74,8 +91,13 @@ def socratic_responder(request: dict) -> str:
 class TeacherServer:
     """One served model, a responder for chat content, queued failures, a delay, and a request log."""
 
-    def __init__(self, responder: Responder = default_responder, model: str = "teacher-test",
-                 api_key: str | None = None, delay_s: float = 0.0):
+    def __init__(
+        self,
+        responder: Responder = default_responder,
+        model: str = "teacher-test",
+        api_key: str | None = None,
+        delay_s: float = 0.0,
+    ):
         self.responder = responder
         self.model = model
         self.api_key = api_key  # when set, requests without `Authorization: Bearer <api_key>` get 401
@@ -120,15 +142,31 @@ class TeacherServer:
     def add_file(self, content: bytes) -> dict:
         file_id = self._new_id("file")
         self.files[file_id] = content
-        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
-                "filename": f"{file_id}.jsonl", "purpose": "batch", "status": "processed"}
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(content),
+            "created_at": int(time.time()),
+            "filename": f"{file_id}.jsonl",
+            "purpose": "batch",
+            "status": "processed",
+        }
 
     def create_batch(self, body: dict) -> dict:
         batch_id = self._new_id("batch")
-        batch = {"id": batch_id, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
-                 "input_file_id": body.get("input_file_id"), "completion_window": body.get("completion_window", "24h"),
-                 "status": "in_progress", "created_at": int(time.time()), "output_file_id": None, "error_file_id": None,
-                 "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+        batch = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": body.get("endpoint"),
+            "errors": None,
+            "input_file_id": body.get("input_file_id"),
+            "completion_window": body.get("completion_window", "24h"),
+            "status": "in_progress",
+            "created_at": int(time.time()),
+            "output_file_id": None,
+            "error_file_id": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        }
         self.batches[batch_id] = batch
         threading.Timer(self.batch_seconds, self._run_batch, args=(batch_id,)).start()
         return batch
@@ -139,16 +177,31 @@ class TeacherServer:
         out, errors = [], []
         for i, line in enumerate(lines):
             if i in self.batch_failures:
-                errors.append({"id": f"req-{i}", "custom_id": line["custom_id"], "response": None,
-                               "error": {"code": "server_error", "message": "scripted batch failure"}})
+                errors.append(
+                    {
+                        "id": f"req-{i}",
+                        "custom_id": line["custom_id"],
+                        "response": None,
+                        "error": {"code": "server_error", "message": "scripted batch failure"},
+                    }
+                )
             else:
-                out.append({"id": f"req-{i}", "custom_id": line["custom_id"], "error": None,
-                            "response": {"status_code": 200, "body": self._completion(line["body"])}})
+                out.append(
+                    {
+                        "id": f"req-{i}",
+                        "custom_id": line["custom_id"],
+                        "error": None,
+                        "response": {"status_code": 200, "body": self._completion(line["body"])},
+                    }
+                )
         dump = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()  # noqa: E731
-        batch.update(status="completed", completed_at=int(time.time()),
-                     output_file_id=self.add_file(dump(out))["id"] if out else None,
-                     error_file_id=self.add_file(dump(errors))["id"] if errors else None,
-                     request_counts={"total": len(lines), "completed": len(out), "failed": len(errors)})
+        batch.update(
+            status="completed",
+            completed_at=int(time.time()),
+            output_file_id=self.add_file(dump(out))["id"] if out else None,
+            error_file_id=self.add_file(dump(errors))["id"] if errors else None,
+            request_counts={"total": len(lines), "completed": len(out), "failed": len(errors)},
+        )
 
     @property
     def chat_requests(self) -> list[dict]:
@@ -168,8 +221,9 @@ class TeacherServer:
         handler = type("Handler", (_Handler,), {"server_state": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="teacher-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="teacher-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -203,10 +257,19 @@ class TeacherServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
 
@@ -241,8 +304,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, body: Any) -> None:
         state = self.server_state
-        self._rec = {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                     "json": body, "time": time.time()}
+        self._rec = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "json": body,
+            "time": time.time(),
+        }
         with state._lock:
             state.requests.append(self._rec)
 
@@ -280,8 +348,12 @@ class _Handler(BaseHTTPRequestHandler):
             if state.files is None:  # scripted: an endpoint without the Files API
                 self._send(404, error_body(404, f"no route {self.path}"))
             elif self._authorised():
-                message = email.message_from_bytes(b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
-                parts = [p for p in message.get_payload() if p.get_param("name", header="content-disposition") == "file"]
+                message = email.message_from_bytes(
+                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+                )
+                parts = [
+                    p for p in message.get_payload() if p.get_param("name", header="content-disposition") == "file"
+                ]
                 self._send(200, state.add_file(parts[0].get_payload(decode=True)))
             return
         try:

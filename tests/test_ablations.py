@@ -25,13 +25,33 @@ def test_two_variants_one_seed(tmp_path):
     questions = tmp_path / "seeds.jsonl"
     questions.write_text("\n".join(seeds[::8]) + "\n")  # 13 questions, every level
     heldout = tmp_path / "heldout.jsonl"
-    heldout.write_text("\n".join((REPO / "data" / "heldout.jsonl").read_text().splitlines()[::11]) + "\n")  # 20, every level
+    heldout.write_text(
+        "\n".join((REPO / "data" / "heldout.jsonl").read_text().splitlines()[::11]) + "\n"
+    )  # 20, every level
     out = tmp_path / "abl"
-    settings = {"QUESTIONS_FILE": questions, "HELDOUT_FILE": heldout, "TOTAL_ROUNDS": 2, "WARMSTART_STEPS": 50,
-                "ATTEMPTS_PER_QUESTION": 4, "HELDOUT_K": 1, "TRL_MAX_STEPS": 3}
-    cmd = [sys.executable, str(REPO / "benchmarks" / "ablations.py"), "--variants", "full", "nonadaptive", "static",
-           "--seeds", "0", "--out", str(out), "--no-results-copy",
-           *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+    settings = {
+        "QUESTIONS_FILE": questions,
+        "HELDOUT_FILE": heldout,
+        "TOTAL_ROUNDS": 2,
+        "WARMSTART_STEPS": 50,
+        "ATTEMPTS_PER_QUESTION": 4,
+        "HELDOUT_K": 1,
+        "TRL_MAX_STEPS": 3,
+    }
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "ablations.py"),
+        "--variants",
+        "full",
+        "nonadaptive",
+        "static",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--no-results-copy",
+        *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")],
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
@@ -43,7 +63,11 @@ def test_two_variants_one_seed(tmp_path):
     assert diff["per_seed"] == [pytest.approx(static["per_seed"]["0"] - full["per_seed"]["0"])]
     assert set(full["by_level"]) == {"1", "2", "3", "4", "5"}  # the held-out set's rungs, level 5 included
     # equal optimizer steps: every variant trains TRL_MAX_STEPS in each of its two rounds
-    assert {v: row["train_steps"] for v, row in summary["variants"].items()} == {"full": 6, "nonadaptive": 6, "static": 6}
+    assert {v: row["train_steps"] for v, row in summary["variants"].items()} == {
+        "full": 6,
+        "nonadaptive": 6,
+        "static": 6,
+    }
     assert len(full["pool_mean_level"]) == 2 and full["pool_level_rises"] in (0, 1)
     table = (out / "ablations.md").read_text()
     assert "| full loop (the default) |" in table and "| static pool" in table and "| non-adaptive Teacher" in table
@@ -60,8 +84,10 @@ def test_two_variants_one_seed(tmp_path):
     check_report_composition(out / "full" / "seed_0")
 
     ws_full, ws_static = out / "full" / "seed_0", out / "static" / "seed_0"
-    weights = [hashlib.sha256((ws / "checkpoints" / "base_solver" / "model.safetensors").read_bytes()).hexdigest()
-               for ws in (ws_full, ws_static)]
+    weights = [
+        hashlib.sha256((ws / "checkpoints" / "base_solver" / "model.safetensors").read_bytes()).hexdigest()
+        for ws in (ws_full, ws_static)
+    ]
     assert weights[0] == weights[1]  # the static variant starts from the full loop's warm start
     pool1 = {q["id"] for q in json.loads((ws_static / "data" / "round_01_questions.json").read_text())}
     pool2 = json.loads((ws_static / "data" / "round_02_questions.json").read_text())
@@ -86,7 +112,7 @@ def check_report_composition(ws: Path) -> None:
     """The report's pool table and the summary say what the run's question and reward files hold."""
     summary = json.loads((ws / "auto_training_summary.json").read_text())
     report = (ws / "results" / "report.md").read_text()
-    lines = report[report.index("Pool composition per round"):].splitlines()
+    lines = report[report.index("Pool composition per round") :].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| round |"))
     table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
     columns = [c.strip() for c in table[0].strip("|").split("|")]
@@ -96,8 +122,10 @@ def check_report_composition(ws: Path) -> None:
     for row, srow in zip(rows, summary["rounds"], strict=True):
         r = int(row["round"])
         pool = json.loads((ws / "data" / f"round_{r:02d}_questions.json").read_text())
-        zones = {json.loads(x)["question_id"]: json.loads(x)["zone"]
-                 for x in (ws / "data" / f"round_{r:02d}_rewards.jsonl").read_text().splitlines()}
+        zones = {
+            json.loads(x)["question_id"]: json.loads(x)["zone"]
+            for x in (ws / "data" / f"round_{r:02d}_rewards.jsonl").read_text().splitlines()
+        }
         levels: dict[str, int] = {}
         for q in pool:
             key = f"{q['meta']['level']:g}"

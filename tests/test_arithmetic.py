@@ -44,7 +44,9 @@ def test_params_from_text_when_meta_is_missing():
     assert (spec.op, spec.operands, values) == ("+", 2, [123, 45])
     with pytest.raises(ValueError, match="not a builtin arithmetic problem"):
         ar.params_of({"id": "x", "question": "What is the capital of France?"})
-    assert ar.describe(ar.problem_record(ar.LADDER[2], [47, 38], 3)) == "level 3: 2-operand 2-digit addition, with carries"
+    assert (
+        ar.describe(ar.problem_record(ar.LADDER[2], [47, 38], 3)) == "level 3: 2-operand 2-digit addition, with carries"
+    )
 
 
 def test_first_wrong_step_finds_the_column():
@@ -69,16 +71,24 @@ def test_shipped_files_are_reproduced_and_disjoint():
 
 def _request(zone, failed=None, count=3, seed=0):
     q = {"id": "p", **ar.problem_record(ar.LADDER[2], [47, 38], 3)}
-    return WriteRequest(question=q, zone=zone, success_rate={"learning": 0.5}.get(zone, 1.0),
-                        failed_attempt=failed, count=count, rng=random.Random(seed))
+    return WriteRequest(
+        question=q,
+        zone=zone,
+        success_rate={"learning": 0.5}.get(zone, 1.0),
+        failed_attempt=failed,
+        count=count,
+        rng=random.Random(seed),
+    )
 
 
 def test_teacher_protocol_and_grading():
     t = ar.BuiltinTeacher()
     assert isinstance(t, Teacher) and t.name == "builtin"
     q = ar.problem_record(ar.LADDER[2], [47, 38], 3)
-    verdicts = t.grade(q, [{"attempt_id": "a", "answer": "85"}, {"attempt_id": "b", "answer": "84"},
-                           {"attempt_id": "c", "answer": None}])
+    verdicts = t.grade(
+        q,
+        [{"attempt_id": "a", "answer": "85"}, {"attempt_id": "b", "answer": "84"}, {"attempt_id": "c", "answer": None}],
+    )
     assert [v["correct"] for v in verdicts] == [True, False, False]
 
 
@@ -107,8 +117,11 @@ def test_harder_variant_raises_one_dimension_onto_a_rung():
     harder = t.write_questions(WriteRequest(top, "mastered", 1.0, count=1, rng=random.Random(0)))[0]
     assert harder["meta"]["operands"] == ar.LADDER[-1].operands + 1
     # a learning-zone question asked for a harder variant (nearly mastered) gets one too
-    near = t.write_questions(WriteRequest(_request("learning").question, "learning", 0.875, count=2,
-                                          rng=random.Random(0), policy="harder_variant"))
+    near = t.write_questions(
+        WriteRequest(
+            _request("learning").question, "learning", 0.875, count=2, rng=random.Random(0), policy="harder_variant"
+        )
+    )
     assert {q["meta"]["level"] for q in near} <= {4, 5} and near[0]["meta"]["policy"] == "harder_variant"
 
 
@@ -116,8 +129,9 @@ def test_stepping_stone_is_the_nearest_rung_under_it_aimed_at_the_failed_column(
     t = ar.BuiltinTeacher()
     three = {"id": "t3", **ar.problem_record(ar.LADDER[4], [472, 385], 5)}  # 3-digit sum with carries
     failed = {"text": "2+5+0=7; 7+8+0=15; 4+3+0=7; \\boxed{757}"}  # dropped the carry into column 3
-    out = t.write_questions(WriteRequest(three, "too_difficult", 0.0, failed_attempt=failed, count=6,
-                                         rng=random.Random(0)))
+    out = t.write_questions(
+        WriteRequest(three, "too_difficult", 0.0, failed_attempt=failed, count=6, rng=random.Random(0))
+    )
     assert len(out) == 6 and all(q["meta"]["policy"] == "stepping_stone" for q in out)
     for q in out:  # level 3: a 2-digit sum whose last column takes a carry in and gives none out
         steps, _ = ar.trace("+", q["meta"]["values"])
@@ -126,24 +140,36 @@ def test_stepping_stone_is_the_nearest_rung_under_it_aimed_at_the_failed_column(
     # a 2-digit sum of three numbers: the 2-digit sum of two, with the failed column's carries where it can
     sum3 = {"id": "s3", **ar.problem_record(ar.LADDER[3], [47, 38, 29], 4)}
     wrong = {"text": "7+8+9+0=24; 4+3+2+1=10; \\boxed{104}"}  # column 2 (4+3+2+2=11) carried 1 in instead of 2
-    stones = t.write_questions(WriteRequest(sum3, "too_difficult", 0.0, failed_attempt=wrong, count=3,
-                                            rng=random.Random(1)))
-    assert [q["meta"]["level"] for q in stones] == [3, 3, 3] and "not possible under it" in stones[0]["meta"]["aimed_at"]
+    stones = t.write_questions(
+        WriteRequest(sum3, "too_difficult", 0.0, failed_attempt=wrong, count=3, rng=random.Random(1))
+    )
+    assert [q["meta"]["level"] for q in stones] == [3, 3, 3] and "not possible under it" in stones[0]["meta"][
+        "aimed_at"
+    ]
     assert [ar.level_of(s) for s in ar.easier_specs(ar.LADDER[3])] == [3, 2, 1]
     assert [ar.level_of(s) for s in ar.easier_specs(ar.LADDER[4])] == [3, 2, 1]  # not level 4: three operands
     # a carry dropped in a 2-digit sum: no rung under it holds a carry into column 2; the nearest rung
     two = {"id": "t2", **ar.problem_record(ar.LADDER[2], [47, 38], 3)}
-    drop = t.write_questions(WriteRequest(two, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=15; \\boxed{5}"},
-                                          count=2, rng=random.Random(3)))
+    drop = t.write_questions(
+        WriteRequest(
+            two, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=15; \\boxed{5}"}, count=2, rng=random.Random(3)
+        )
+    )
     assert [q["meta"]["level"] for q in drop] == [2, 2]
     # a carry out of the first column missed: the 1-digit sum with a carry holds it
-    first = t.write_questions(WriteRequest(two, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=14; \\boxed{84}"},
-                                           count=2, rng=random.Random(3)))
+    first = t.write_questions(
+        WriteRequest(
+            two, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=14; \\boxed{84}"}, count=2, rng=random.Random(3)
+        )
+    )
     assert all(q["meta"]["level"] == 1 and sum(q["meta"]["values"]) >= 10 for q in first)
     # level 1 has nothing under it: a same-rung question aimed at the error
     one = {"id": "o", **ar.problem_record(ar.LADDER[0], [7, 8], 1)}
-    floor = t.write_questions(WriteRequest(one, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=14; \\boxed{14}"},
-                                           count=1, rng=random.Random(2)))
+    floor = t.write_questions(
+        WriteRequest(
+            one, "too_difficult", 0.0, failed_attempt={"text": "7+8+0=14; \\boxed{14}"}, count=1, rng=random.Random(2)
+        )
+    )
     assert floor[0]["meta"]["level"] == 1 and "nothing under" in floor[0]["meta"]["aimed_at"]
     assert sum(floor[0]["meta"]["values"]) >= 10
 

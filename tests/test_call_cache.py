@@ -18,8 +18,11 @@ def test_two_caches_on_one_folder_see_each_others_answers_without_reopening(tmp_
     first, second = CallCache(tmp_path), CallCache(tmp_path)  # two runs: two connections to one database
     assert second.get(key_of(1)) is None
     first.put(key_of(1), "answer one", {"prompt_tokens": 3, "completion_tokens": 2})
-    assert second.get(key_of(1)) == {"key": key_of(1), "text": "answer one",
-                                     "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+    assert second.get(key_of(1)) == {
+        "key": key_of(1),
+        "text": "answer one",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    }
     second.put(key_of(1), "a later answer to the same call")  # the first answer stays
     assert first.get(key_of(1))["text"] == "answer one" and len(first) == 1
     conn = sqlite3.connect(tmp_path / CACHE_DB)
@@ -45,8 +48,11 @@ def test_a_jsonl_cache_is_carried_over_once_a_cut_line_tolerated(tmp_path, caplo
     legacy.write_text(legacy_line(0) + legacy_line(1) + "not json\n" + legacy_line(2) + cut)
     with caplog.at_level(logging.INFO):
         cache = CallCache(tmp_path)
-    assert len(cache) == 3 and cache.get(key_of(2)) == {"key": key_of(2), "text": "old answer 2",
-                                                         "usage": {"prompt_tokens": 2}}
+    assert len(cache) == 3 and cache.get(key_of(2)) == {
+        "key": key_of(2),
+        "text": "old answer 2",
+        "usage": {"prompt_tokens": 2},
+    }
     assert "carried over 3 call(s)" in caplog.text and "skipped 1 unreadable line" in caplog.text
     cache.close()
 
@@ -76,7 +82,9 @@ def test_a_carried_over_call_is_not_paid_for_again(tmp_path):
         db.close()
         old = tmp_path / "old"
         (old / "cache").mkdir(parents=True)
-        (old / "cache" / LEGACY_FILE).write_text(json.dumps({"key": key, "text": text, "usage": json.loads(usage)}) + "\n")
+        (old / "cache" / LEGACY_FILE).write_text(
+            json.dumps({"key": key, "text": text, "usage": json.loads(usage)}) + "\n"
+        )
         teacher = make_teacher(server, old)
         teacher.grade(QUESTION, [attempt(1, "7")])
         assert len(server.chat_requests) == 1 and teacher.stats()["cache_hits"] == 1

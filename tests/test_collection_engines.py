@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from prosetting.collectors.backends import EngineSettings, Sampling, model_max_len, vllm_engine_kwargs
-from prosetting.collectors.data_normalizer import solver_messages
 from prosetting.collectors.engine_pool import (
     CollectionFailed,
     EnginePool,
@@ -29,6 +28,7 @@ from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.state_manager import StateManager
+from prosetting.core.text import solver_messages
 from tests.conftest import needs_ray, needs_vllm, write_questions
 
 
@@ -89,13 +89,23 @@ def test_batches_merge_in_pool_order_whatever_order_they_finish(tmp_path):
 
 # ---------------------------------------------------------------- worker processes (transformers engines: seconds to start)
 def _tasks(n: int, per: int = 2) -> list[Task]:
-    return [Task(i, [solver_messages(f"{i}{j}+1=?") for j in range(per)], Sampling(n=2, max_new_tokens=8, seed=i))
-            for i in range(n)]
+    return [
+        Task(i, [solver_messages(f"{i}{j}+1=?") for j in range(per)], Sampling(n=2, max_new_tokens=8, seed=i))
+        for i in range(n)
+    ]
 
 
 def _local_pool(model: Path, tmp_path: Path, engines: int = 1, **kwargs) -> EnginePool:
-    handles = [LocalEngine(EngineSpec(k, {"CUDA_VISIBLE_DEVICES": ""}, label=f"engine {k}"), "transformers", str(model),
-                           EngineSettings(), tmp_path / f"engine{k}.log") for k in range(engines)]
+    handles = [
+        LocalEngine(
+            EngineSpec(k, {"CUDA_VISIBLE_DEVICES": ""}, label=f"engine {k}"),
+            "transformers",
+            str(model),
+            EngineSettings(),
+            tmp_path / f"engine{k}.log",
+        )
+        for k in range(engines)
+    ]
     return EnginePool(handles, **kwargs)
 
 
@@ -158,9 +168,15 @@ def test_an_engine_that_cannot_start_fails_the_stage_with_its_log(tmp_path):
 
 # ---------------------------------------------------------------- the real vLLM CPU engine
 def _collect_cfg(ws: Path, model: Path, **overrides) -> Config:
-    settings = {"WORKSPACE_DIR": str(ws), "COLLECTION_BACKEND": "vllm", "COLLECTION_BATCH_SIZE": "4",
-                "ATTEMPTS_PER_QUESTION": "3", "MAX_NEW_TOKENS": "24", "SEED": "5",
-                **{k: str(v) for k, v in overrides.items()}}
+    settings = {
+        "WORKSPACE_DIR": str(ws),
+        "COLLECTION_BACKEND": "vllm",
+        "COLLECTION_BATCH_SIZE": "4",
+        "ATTEMPTS_PER_QUESTION": "3",
+        "MAX_NEW_TOKENS": "24",
+        "SEED": "5",
+        **{k: str(v) for k, v in overrides.items()},
+    }
     cfg, _ = load_config(env_file=None, environ={}, overrides=settings)
     return dataclasses.replace(cfg, SOLVER_MODEL_PATH=str(model))
 
@@ -195,7 +211,9 @@ def test_two_vllm_engines_collect_what_one_does(tiny_solver, pool_questions, tmp
     # per-batch seeds: which engine ran a batch does not change what it generated
     assert [[x["text"] for x in r["attempts"]] for r in a] == [[x["text"] for x in r["attempts"]] for r in b]
     attempt = a[0]["attempts"][0]
-    assert attempt["finish_reason"] in ("stop", "length") and attempt["truncated"] == (attempt["finish_reason"] == "length")
+    assert attempt["finish_reason"] in ("stop", "length") and attempt["truncated"] == (
+        attempt["finish_reason"] == "length"
+    )
     assert not (tmp_path / "one" / "data" / "round_01_trajectories.parts").exists()
     assert list((tmp_path / "two" / "logs").glob("collect_r1_engine1.log"))
 
@@ -218,15 +236,18 @@ def test_sigkill_mid_collection_resumes_without_regenerating_finished_batches(ti
         f"    cfg = dataclasses.replace(cfg, SOLVER_MODEL_PATH={str(tiny_solver)!r})\n"
         "    run_collection(RunContext(cfg=cfg, sm=StateManager(cfg.workspace)), 1)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     out = ws / "data" / "round_01_trajectories.jsonl"
     deadline = time.time() + 400
     while time.time() < deadline and len(read_jsonl(out)) < 4 and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = len(read_jsonl(out)) + sum(len(read_jsonl(p)) for p in (ws / "data" / "round_01_trajectories.parts").glob("*.jsonl"))
+    saved = len(read_jsonl(out)) + sum(
+        len(read_jsonl(p)) for p in (ws / "data" / "round_01_trajectories.parts").glob("*.jsonl")
+    )
     assert 4 <= saved < len(pool_questions), "the kill should land mid-collection"
     finished = saved // 2
     stats = _collect(ws, tiny_solver, pool_questions, COLLECTION_BATCH_SIZE=2)
@@ -244,7 +265,9 @@ def test_sigkill_mid_collection_resumes_without_regenerating_finished_batches(ti
 @needs_ray
 def test_ray_actors_write_the_files_the_local_executor_writes(tiny_solver, pool_questions, tmp_path):
     local = _collect(tmp_path / "local", tiny_solver, pool_questions, COLLECTION_CPU_ENGINES=2)
-    ray_stats = _collect(tmp_path / "ray", tiny_solver, pool_questions, COLLECTION_CPU_ENGINES=2, COLLECTION_EXECUTOR="ray")
+    ray_stats = _collect(
+        tmp_path / "ray", tiny_solver, pool_questions, COLLECTION_CPU_ENGINES=2, COLLECTION_EXECUTOR="ray"
+    )
     assert local["engines"] == ray_stats["engines"] == 2
     a = (tmp_path / "local" / "data" / "round_01_trajectories.jsonl").read_text()
     b = (tmp_path / "ray" / "data" / "round_01_trajectories.jsonl").read_text()
@@ -256,7 +279,7 @@ def test_ray_actors_write_the_files_the_local_executor_writes(tiny_solver, pool_
 
 
 def test_engines_that_cannot_start_fail_before_any_stage(tmp_path):
-    from prosetting.trainers.gpu_manager import GpuInfo
+    from prosetting.core.devices import GpuInfo
 
     model = tmp_path / "m"
     model.mkdir()
@@ -269,22 +292,27 @@ def test_engines_that_cannot_start_fail_before_any_stage(tmp_path):
 
     assert check_engines(cfg, model, gpus) == []
     small = [GpuInfo(i, "T4", 15360, 15000) for i in range(2)]
-    (problem, fix), = check_engines(cfg, model, small)
+    ((problem, fix),) = check_engines(cfg, model, small)
     assert "16.0 GiB" in problem and "raise TENSOR_PARALLEL_SIZE" in fix
     assert check_engines(dataclasses.replace(cfg, TENSOR_PARALLEL_SIZE=2), model, small) == []
-    (problem, fix), = check_engines(dataclasses.replace(cfg, PHYSICAL_SOLVER_GPU="0,7"), model, gpus)
+    ((problem, fix),) = check_engines(dataclasses.replace(cfg, PHYSICAL_SOLVER_GPU="0,7"), model, gpus)
     assert "names GPU(s) [7] that are not there" in problem
     busy = [GpuInfo(0, "H100", 81559, 20000)]
-    (problem, fix), = check_engines(dataclasses.replace(cfg, PHYSICAL_SOLVER_GPU="0"), model, busy)
+    ((problem, fix),) = check_engines(dataclasses.replace(cfg, PHYSICAL_SOLVER_GPU="0"), model, busy)
     assert "GPU 0 has 19.5 GiB free" in problem and "lower VLLM_GPU_MEMORY_UTILIZATION" in fix
-    (problem, _), = check_engines(dataclasses.replace(cfg, VLLM_MAX_MODEL_LEN=8192), model, gpus)
+    ((problem, _),) = check_engines(dataclasses.replace(cfg, VLLM_MAX_MODEL_LEN=8192), model, gpus)
     assert "VLLM_MAX_MODEL_LEN=8192" in problem
 
 
 @needs_vllm  # the configuration check refuses COLLECTION_BACKEND=vllm before the GPUs where vLLM is absent
 def test_the_health_check_names_the_absent_gpu(tmp_path):
-    out = subprocess.run([sys.executable, "utils/status_checker.py", "--quick", "--workspace", str(tmp_path / "ws")],
-                         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "COLLECTION_BACKEND": "vllm", "PHYSICAL_SOLVER_GPU": "3"})
+    out = subprocess.run(
+        [sys.executable, "utils/status_checker.py", "--quick", "--workspace", str(tmp_path / "ws")],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLLECTION_BACKEND": "vllm", "PHYSICAL_SOLVER_GPU": "3"},
+    )
     assert out.returncode != 0
     assert "PHYSICAL_SOLVER_GPU='3' names GPU" in out.stdout or "names GPUs that are not visible" in out.stdout

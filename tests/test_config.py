@@ -34,20 +34,31 @@ def test_precedence_defaults_env_file_environment_command_line(tmp_path):
     assert cfg.SEED == 9 and sources["SEED"] == "command line"
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("TOTAL_ROUNDS", "five", "TOTAL_ROUNDS: expected an integer, got 'five'"),
-    ("TOTAL_ROUNDS", "0", "TOTAL_ROUNDS: expected a value >= 1"),
-    ("REPLAY_RATIO", "1.5", "REPLAY_RATIO: expected a value <= 1.0"),
-    ("AUTO_RETRY_ENABLED", "maybe", "AUTO_RETRY_ENABLED: expected true or false"),
-    ("COLLECTION_BACKEND", "tgi", "COLLECTION_BACKEND: expected one of"),
-    pytest.param("COLLECTION_BACKEND", "vllm", "COLLECTION_BACKEND: vllm is not installed",
-                 marks=pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")),
-    ("TEACHER_BACKEND", "llm", "TEACHER_BASE_URL: required when TEACHER_BACKEND=llm"),
-    ("TRL_LOSS_WEIGHTS", "1.0,0.5", "TRL_LOSS_WEIGHTS: expected 1 weight (one per"),  # embedded: TRL_LOSS_TYPE=sft
-    ("SOLVER_MODEL_PATH", "/nonexistent/model", "SOLVER_MODEL_PATH: '/nonexistent/model' is neither an existing folder"),
-    ("QUESTIONS_FILE", "/nonexistent/q.json", "QUESTIONS_FILE: file not found"),
-    ("NO_SUCH_KEY", "1", "NO_SUCH_KEY: unknown setting"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("TOTAL_ROUNDS", "five", "TOTAL_ROUNDS: expected an integer, got 'five'"),
+        ("TOTAL_ROUNDS", "0", "TOTAL_ROUNDS: expected a value >= 1"),
+        ("REPLAY_RATIO", "1.5", "REPLAY_RATIO: expected a value <= 1.0"),
+        ("AUTO_RETRY_ENABLED", "maybe", "AUTO_RETRY_ENABLED: expected true or false"),
+        ("COLLECTION_BACKEND", "tgi", "COLLECTION_BACKEND: expected one of"),
+        pytest.param(
+            "COLLECTION_BACKEND",
+            "vllm",
+            "COLLECTION_BACKEND: vllm is not installed",
+            marks=pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed"),
+        ),
+        ("TEACHER_BACKEND", "llm", "TEACHER_BASE_URL: required when TEACHER_BACKEND=llm"),
+        ("TRL_LOSS_WEIGHTS", "1.0,0.5", "TRL_LOSS_WEIGHTS: expected 1 weight (one per"),  # embedded: TRL_LOSS_TYPE=sft
+        (
+            "SOLVER_MODEL_PATH",
+            "/nonexistent/model",
+            "SOLVER_MODEL_PATH: '/nonexistent/model' is neither an existing folder",
+        ),
+        ("QUESTIONS_FILE", "/nonexistent/q.json", "QUESTIONS_FILE: file not found"),
+        ("NO_SUCH_KEY", "1", "NO_SUCH_KEY: unknown setting"),
+    ],
+)
 def test_bad_values_fail_naming_the_key(key, value, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
         load_config(env_file=None, overrides={key: value}, environ={})
@@ -56,7 +67,9 @@ def test_bad_values_fail_naming_the_key(key, value, expected):
 def test_env_file_error_names_the_file(tmp_path):
     env = tmp_path / "bad.env"
     env.write_text("ATTEMPTS_PER_QUESTION=eight\n")
-    with pytest.raises(ConfigError, match=f"ATTEMPTS_PER_QUESTION: expected an integer, got 'eight' \\(from {re.escape(str(env))}\\)"):
+    with pytest.raises(
+        ConfigError, match=f"ATTEMPTS_PER_QUESTION: expected an integer, got 'eight' \\(from {re.escape(str(env))}\\)"
+    ):
         load_config(env, environ={})
     with pytest.raises(ConfigError, match="--env-file: file not found"):
         load_config(tmp_path / "missing.env", environ={})

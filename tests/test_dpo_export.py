@@ -21,7 +21,9 @@ def _attempts(texts_correct):
 
 
 def test_every_correct_against_every_incorrect_without_duplicates():
-    attempts, verdicts = _attempts([("c1", True), ("c2", True), ("c1", True), ("w1", False), ("w2", False), ("w3", False)])
+    attempts, verdicts = _attempts(
+        [("c1", True), ("c2", True), ("c1", True), ("w1", False), ("w2", False), ("w3", False)]
+    )
     rows, source = build_pairs(Q, attempts, verdicts, max_pairs=100, seed=0, round_=1)
     assert source == "attempts"
     pairs = {(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows}
@@ -79,14 +81,17 @@ def test_parquet_loads_with_datasets_and_trains_with_trl(tmp_path, tiny_solver):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    attempts, verdicts = _attempts([("2+4+0=6; 1+3+0=4; \\boxed{46}", True), ("2+4+0=6; \\boxed{6}", False),
-                                    ("\\boxed{45}", False)])
+    attempts, verdicts = _attempts(
+        [("2+4+0=6; 1+3+0=4; \\boxed{46}", True), ("2+4+0=6; \\boxed{6}", False), ("\\boxed{45}", False)]
+    )
     rows, _ = build_pairs(Q, attempts, verdicts, max_pairs=8, seed=0, round_=1)
     save_pairs_parquet(tmp_path / "train.parquet", rows * 4)
     save_pairs_parquet(tmp_path / "validation.parquet", rows[:1])
     save_pairs_parquet(tmp_path / "empty.parquet", [])
-    data = load_dataset("parquet", data_files={"train": str(tmp_path / "train.parquet"),
-                                               "validation": str(tmp_path / "validation.parquet")})
+    data = load_dataset(
+        "parquet",
+        data_files={"train": str(tmp_path / "train.parquet"), "validation": str(tmp_path / "validation.parquet")},
+    )
     assert len(data["train"]) == 8 and len(data["validation"]) == 1
     import pyarrow.parquet as pq
 
@@ -95,10 +100,22 @@ def test_parquet_loads_with_datasets_and_trains_with_trl(tmp_path, tiny_solver):
     assert set(data["train"].column_names) >= {"prompt", "chosen", "rejected", "question_id", "chosen_id"}
     model = AutoModelForCausalLM.from_pretrained(tiny_solver)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = DPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, report_to="none",
-                     bf16=False, loss_type=["sigmoid", "sft"], logging_steps=1, save_strategy="no")
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data["train"].select_columns(["prompt", "chosen", "rejected"]),
-                         processing_class=AutoTokenizer.from_pretrained(tiny_solver))
+    args = DPOConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        report_to="none",
+        bf16=False,
+        loss_type=["sigmoid", "sft"],
+        logging_steps=1,
+        save_strategy="no",
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"].select_columns(["prompt", "chosen", "rejected"]),
+        processing_class=AutoTokenizer.from_pretrained(tiny_solver),
+    )
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(loss == loss and abs(loss) < 1e4 for loss in losses)

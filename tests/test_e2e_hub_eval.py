@@ -26,13 +26,24 @@ def arithmetic_rows(n: int, seed: int) -> list[dict]:
     from prosetting.teacher_model import arithmetic
 
     rng = random.Random(seed)
-    return [{"problem": q["question"], "solution": q["solution"] + f" \\boxed{{{q['answer']}}}", "level": q["meta"]["level"]}
-            for q in (arithmetic.make_problem(1 + i % 2, rng) for i in range(n))]
+    return [
+        {
+            "problem": q["question"],
+            "solution": q["solution"] + f" \\boxed{{{q['answer']}}}",
+            "level": q["meta"]["level"],
+        }
+        for q in (arithmetic.make_problem(1 + i % 2, rng) for i in range(n))
+    ]
 
 
 def run(ws: Path, env: dict, settings: dict) -> subprocess.CompletedProcess:
-    args = [sys.executable, str(REPO / "scripts" / "run_training.py"), "--env-file", os.devnull,
-            *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+    args = [
+        sys.executable,
+        str(REPO / "scripts" / "run_training.py"),
+        "--env-file",
+        os.devnull,
+        *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")],
+    ]
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
 
 
@@ -45,15 +56,30 @@ def test_hub_model_eval_sets_and_tensorboard_then_resume(tmp_path, tiny_solver):
     folder.mkdir()
     datasets.Dataset.from_list(arithmetic_rows(6, 1)).to_parquet(str(folder / "test-00000-of-00001.parquet"))
     add_dataset(dcache, "org/arith-bench", {"test": datasets.Dataset.from_list(arithmetic_rows(5, 2))})
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRL_", "SOLVER_", "EVAL_"))},
-           "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "HF_DATASETS_CACHE": str(dcache)}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRL_", "SOLVER_", "EVAL_"))},
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(hub),
+        "HF_DATASETS_CACHE": str(dcache),
+    }
     ws = tmp_path / "ws"
-    settings = {"WORKSPACE_DIR": ws, "SOLVER_MODEL_PATH": "org/tiny-solver",
-                "QUESTIONS_FILE": write_questions(tmp_path / "q.jsonl", 8),
-                "HELDOUT_FILE": write_questions(tmp_path / "heldout.jsonl", 6, seed=9),
-                "EVAL_SETS": f"arith={folder},bench=hub:org/arith-bench", "EVAL_K": 2, "TRL_REPORT_TO": "tensorboard",
-                "TOTAL_ROUNDS": 2, "TRAIN_START_ROUND": 1, "ATTEMPTS_PER_QUESTION": 4, "MAX_NEW_TOKENS": 40,
-                "COLLECTION_BATCH_SIZE": 4, "TRL_BATCH_SIZE": 8, "SEED": 3, "AUTO_RETRY_ENABLED": "false"}
+    settings = {
+        "WORKSPACE_DIR": ws,
+        "SOLVER_MODEL_PATH": "org/tiny-solver",
+        "QUESTIONS_FILE": write_questions(tmp_path / "q.jsonl", 8),
+        "HELDOUT_FILE": write_questions(tmp_path / "heldout.jsonl", 6, seed=9),
+        "EVAL_SETS": f"arith={folder},bench=hub:org/arith-bench",
+        "EVAL_K": 2,
+        "TRL_REPORT_TO": "tensorboard",
+        "TOTAL_ROUNDS": 2,
+        "TRAIN_START_ROUND": 1,
+        "ATTEMPTS_PER_QUESTION": 4,
+        "MAX_NEW_TOKENS": 40,
+        "COLLECTION_BATCH_SIZE": 4,
+        "TRL_BATCH_SIZE": 8,
+        "SEED": 3,
+        "AUTO_RETRY_ENABLED": "false",
+    }
 
     proc = run(ws, env, settings)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -22,9 +22,18 @@ pytestmark = pytest.mark.slow
 
 def settings(workspace: Path, solver: Path, questions: Path) -> list[str]:
     values = {
-        "WORKSPACE_DIR": workspace, "SOLVER_MODEL_PATH": solver, "QUESTIONS_FILE": questions,
-        "TOTAL_ROUNDS": 3, "TRAIN_START_ROUND": 2, "ATTEMPTS_PER_QUESTION": 4, "MAX_NEW_TOKENS": 40,
-        "COLLECTION_BATCH_SIZE": 4, "HELDOUT_K": 0, "TRL_BATCH_SIZE": 8, "SEED": 5, "AUTO_RETRY_ENABLED": "false",
+        "WORKSPACE_DIR": workspace,
+        "SOLVER_MODEL_PATH": solver,
+        "QUESTIONS_FILE": questions,
+        "TOTAL_ROUNDS": 3,
+        "TRAIN_START_ROUND": 2,
+        "ATTEMPTS_PER_QUESTION": 4,
+        "MAX_NEW_TOKENS": 40,
+        "COLLECTION_BATCH_SIZE": 4,
+        "HELDOUT_K": 0,
+        "TRL_BATCH_SIZE": 8,
+        "SEED": 5,
+        "AUTO_RETRY_ENABLED": "false",
         "TEACHER_CONCURRENT_WORKERS": 4,
     }
     return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
@@ -87,7 +96,9 @@ def test_sigkill_anywhere_then_rerun_equals_uninterrupted(tmp_path, tiny_solver)
     ws_a, ws_b = tmp_path / "a", tmp_path / "b"
     log = (tmp_path / "runs.log").open("w")
 
-    done = subprocess.run(command(settings(ws_a, tiny_solver, questions)), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    done = subprocess.run(
+        command(settings(ws_a, tiny_solver, questions)), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+    )
     assert done.returncode == 0, (tmp_path / "runs.log").read_text()[-3000:]
     summary_a = json.loads((ws_a / "auto_training_summary.json").read_text())
     assert summary_a["status"] == "completed" and summary_a["rounds_done"] == [1, 2, 3]

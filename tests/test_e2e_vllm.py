@@ -23,12 +23,29 @@ def test_two_rounds_on_vllm_train_and_load_the_merged_solver(tiny_solver, tmp_pa
     questions = write_questions(tmp_path / "q.jsonl", 12, seed=1)
     heldout = write_questions(tmp_path / "heldout.jsonl", 8, seed=9)
     ws = tmp_path / "ws"
-    settings = {"WORKSPACE_DIR": ws, "SOLVER_MODEL_PATH": tiny_solver, "QUESTIONS_FILE": questions, "HELDOUT_FILE": heldout,
-                "COLLECTION_BACKEND": "vllm", "TOTAL_ROUNDS": 2, "TRAIN_START_ROUND": 1, "ATTEMPTS_PER_QUESTION": 4,
-                "MAX_NEW_TOKENS": 48, "COLLECTION_BATCH_SIZE": 6, "HELDOUT_K": 1, "TRL_BATCH_SIZE": 8,
-                "TRL_LOSS_TYPE": "sft", "TRL_LEARNING_RATE": "1e-4"}
-    cmd = [sys.executable, str(REPO / "scripts" / "run_training.py"), "--env-file", os.devnull,
-           *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+    settings = {
+        "WORKSPACE_DIR": ws,
+        "SOLVER_MODEL_PATH": tiny_solver,
+        "QUESTIONS_FILE": questions,
+        "HELDOUT_FILE": heldout,
+        "COLLECTION_BACKEND": "vllm",
+        "TOTAL_ROUNDS": 2,
+        "TRAIN_START_ROUND": 1,
+        "ATTEMPTS_PER_QUESTION": 4,
+        "MAX_NEW_TOKENS": 48,
+        "COLLECTION_BATCH_SIZE": 6,
+        "HELDOUT_K": 1,
+        "TRL_BATCH_SIZE": 8,
+        "TRL_LOSS_TYPE": "sft",
+        "TRL_LEARNING_RATE": "1e-4",
+    }
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "run_training.py"),
+        "--env-file",
+        os.devnull,
+        *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")],
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-3000:]
 
@@ -37,8 +54,10 @@ def test_two_rounds_on_vllm_train_and_load_the_merged_solver(tiny_solver, tmp_pa
     result = json.loads((ws / "training_results" / "trl_r1_result.json").read_text())
     assert result["trained"]
     merged = ws / "checkpoints" / "merged_solver_r1"
-    rounds = [[json.loads(line) for line in (ws / "data" / f"round_{r:02d}_trajectories.jsonl").read_text().splitlines()]
-              for r in (1, 2)]
+    rounds = [
+        [json.loads(line) for line in (ws / "data" / f"round_{r:02d}_trajectories.jsonl").read_text().splitlines()]
+        for r in (1, 2)
+    ]
     assert {row["model"] for row in rounds[0]} == {str(tiny_solver)}
     assert {row["model"] for row in rounds[1]} == {str(merged)}  # round 2's engine loaded the merged solver
     assert all(len(row["attempts"]) == 4 for rows in rounds for row in rows)

@@ -23,10 +23,23 @@ def test_short_embedded_run_writes_summary_report_and_plot(tmp_path):
     heldout = tmp_path / "heldout.jsonl"
     heldout.write_text("\n".join((REPO / "data" / "heldout.jsonl").read_text().splitlines()[::6]) + "\n")
     ws = tmp_path / "ws"
-    settings = {"WORKSPACE_DIR": ws, "QUESTIONS_FILE": questions, "HELDOUT_FILE": heldout, "TOTAL_ROUNDS": 2,
-                "TRAIN_START_ROUND": 2, "WARMSTART_STEPS": 60, "ATTEMPTS_PER_QUESTION": 4, "HELDOUT_K": 2}
-    cmd = [sys.executable, str(REPO / "scripts" / "run_training.py"), "--env-file", os.devnull,
-           *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+    settings = {
+        "WORKSPACE_DIR": ws,
+        "QUESTIONS_FILE": questions,
+        "HELDOUT_FILE": heldout,
+        "TOTAL_ROUNDS": 2,
+        "TRAIN_START_ROUND": 2,
+        "WARMSTART_STEPS": 60,
+        "ATTEMPTS_PER_QUESTION": 4,
+        "HELDOUT_K": 2,
+    }
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "run_training.py"),
+        "--env-file",
+        os.devnull,
+        *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")],
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
 
@@ -40,7 +53,11 @@ def test_short_embedded_run_writes_summary_report_and_plot(tmp_path):
     assert summary["rounds"][1]["heldout_accuracy"] == evaluations["round_2"]["greedy"]
     for row in summary["rounds"]:
         assert row["pool"]["questions"] > 0 and row["pool"]["attempts"] == 4 * row["pool"]["questions"]
-        assert 0 <= row["pool"]["solver_accuracy"] <= 1 and set(row["pool"]["zones"]) == {"too_difficult", "learning", "mastered"}
+        assert 0 <= row["pool"]["solver_accuracy"] <= 1 and set(row["pool"]["zones"]) == {
+            "too_difficult",
+            "learning",
+            "mastered",
+        }
     assert evaluations["baseline"]["n"] == len(heldout.read_text().splitlines())
     assert (ws / "checkpoints" / "base_solver" / "config.json").exists()
     assert (ws / "results" / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -51,8 +68,11 @@ def test_short_embedded_run_writes_summary_report_and_plot(tmp_path):
     # the embedded profile reaches the training process: NLL only, warm-up from 0 to 5e-4, then decay
     spec = json.loads((ws / "training_runs" / "r2" / "spec.json").read_text())
     assert (spec["loss_type"], spec["learning_rate"], spec["warmup_ratio"]) == (["sft"], 5e-4, 0.2)
-    rates = [h["learning_rate"] for h in json.loads((ws / "training_runs" / "r2" / "log_history.json").read_text())
-             if "learning_rate" in h]
+    rates = [
+        h["learning_rate"]
+        for h in json.loads((ws / "training_runs" / "r2" / "log_history.json").read_text())
+        if "learning_rate" in h
+    ]
     assert rates[0] == 0.0 and 0 < max(rates) <= 5e-4
     warm = json.loads((ws / "checkpoints" / "base_solver" / "warm_start.json").read_text())
     assert warm["target_accuracy"] == 0.35 and warm["checks"] and warm["steps"] <= 60

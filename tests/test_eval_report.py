@@ -12,15 +12,21 @@ from prosetting.utils import eval_report, report
 
 
 def result(greedy: float, mean: float, n: int = 10, levels: dict | None = None) -> dict:
-    by_level = {str(lv): {"n": 5, "greedy": g, "mean_at_k": g} for lv, g in (levels or {}).items()} or \
-        {"all": {"n": n, "greedy": greedy, "mean_at_k": mean}}
+    by_level = {str(lv): {"n": 5, "greedy": g, "mean_at_k": g} for lv, g in (levels or {}).items()} or {
+        "all": {"n": n, "greedy": greedy, "mean_at_k": mean}
+    }
     return {"n": n, "k": 4, "greedy": greedy, "mean_at_k": mean, "by_level": by_level, "truncated_rate": 0.0}
 
 
 def record(model: str, **sets) -> dict:
     names = list(sets)
-    return {**sets[names[0]], "model": model, "primary": names[0], "sets": sets,
-            "average": {m: sum(s[m] for s in sets.values()) / len(sets) for m in ("greedy", "mean_at_k")}}
+    return {
+        **sets[names[0]],
+        "model": model,
+        "primary": names[0],
+        "sets": sets,
+        "average": {m: sum(s[m] for s in sets.values()) / len(sets) for m in ("greedy", "mean_at_k")},
+    }
 
 
 EVALUATIONS = {
@@ -37,8 +43,18 @@ def test_table_one_rows_start_and_each_round_columns_each_set_and_the_average():
     assert two["sets"]["gsm8k"] == {"greedy": 0.7, "mean_at_k": 0.6, "n": 10}
     assert abs(two["average"]["greedy"] - 0.65) < 1e-9 and abs(start["average"]["mean_at_k"] - 0.3) < 1e-9
     text = eval_report.render_text(table)
-    assert "greedy / Mean@4" in text and text.splitlines()[-1].split() == ["2", "60.0", "/", "50.0", "70.0", "/", "60.0",
-                                                                          "65.0", "/", "55.0"]
+    assert "greedy / Mean@4" in text and text.splitlines()[-1].split() == [
+        "2",
+        "60.0",
+        "/",
+        "50.0",
+        "70.0",
+        "/",
+        "60.0",
+        "65.0",
+        "/",
+        "55.0",
+    ]
     assert text.splitlines()[3].startswith("    1*")
     md = eval_report.render_markdown(table)
     assert "| round | heldout (10) | gsm8k (10) | average |" in md
@@ -54,7 +70,9 @@ def test_a_single_set_has_no_average_column_and_old_records_still_read():
 
 def test_report_md_shows_the_sets_and_the_levels_from_by_level(tmp_path):
     """report.md used to read `per_level`, which the evaluator never wrote: the per-level table never appeared."""
-    cfg, _ = load_config(env_file=None, environ={}, overrides={"WORKSPACE_DIR": str(tmp_path / "ws"), "TOTAL_ROUNDS": "2"})
+    cfg, _ = load_config(
+        env_file=None, environ={}, overrides={"WORKSPACE_DIR": str(tmp_path / "ws"), "TOTAL_ROUNDS": "2"}
+    )
     sm = StateManager(cfg.workspace)
     for r in (1, 2):
         sm.mark_stage_started(r, "collect")
@@ -63,7 +81,10 @@ def test_report_md_shows_the_sets_and_the_levels_from_by_level(tmp_path):
     summary = report.write_summary(cfg, sm, "completed", time.time())
     assert summary["eval_table"]["sets"] == ["heldout", "gsm8k"] and summary["eval_k"] == 4
     text = sm.paths.report.read_text()
-    assert "| round | heldout (10) | gsm8k (10) | average |" in text and "| 1* | 30.0 / 20.0 | 50.0 / 40.0 | 40.0 / 30.0 |" in text
+    assert (
+        "| round | heldout (10) | gsm8k (10) | average |" in text
+        and "| 1* | 30.0 / 20.0 | 50.0 / 40.0 | 40.0 / 30.0 |" in text
+    )
     assert "heldout: greedy accuracy per difficulty level (%):" in text
     assert "| baseline | 50.0 | 10.0 |" in text and "| round_2 | 90.0 | 30.0 |" in text
     assert "gsm8k: greedy accuracy per difficulty level" not in text  # no levels: no table

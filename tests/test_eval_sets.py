@@ -14,17 +14,32 @@ from prosetting.core.eval_spec import EvalSpecError, parse_entry, parse_eval_set
 from prosetting.processors.eval_sets import EvalSetError, hub_dataset_cached, load_eval_set
 from tests.hub_cache import add_dataset
 
-MATH_ROWS = [{"problem": f"What is ${i}+{i}$?", "solution": f"It is $\\boxed{{{2 * i}}}$.", "answer": str(2 * i),
-              "level": 1 + i % 5, "unique_id": f"test/algebra/{i}.json"} for i in range(12)]
-GSM_ROWS = [{"question": f"Sam has {i} apples and buys 1,000 more. How many?", "answer": f"{i}+1000={i + 1000}\n#### {i + 1000:,}"}
-            for i in range(7)]
+MATH_ROWS = [
+    {
+        "problem": f"What is ${i}+{i}$?",
+        "solution": f"It is $\\boxed{{{2 * i}}}$.",
+        "answer": str(2 * i),
+        "level": 1 + i % 5,
+        "unique_id": f"test/algebra/{i}.json",
+    }
+    for i in range(12)
+]
+GSM_ROWS = [
+    {
+        "question": f"Sam has {i} apples and buys 1,000 more. How many?",
+        "answer": f"{i}+1000={i + 1000}\n#### {i + 1000:,}",
+    }
+    for i in range(7)
+]
 
 
 def test_the_syntax_names_sources_and_options(tmp_path):
     data = tmp_path / "aime.jsonl"
     data.write_text("")
-    specs = parse_eval_sets(f" gsm8k=hub:openai/gsm8k:main:test, math500=hub:HuggingFaceH4/MATH-500 ,"
-                            f"aime24={data}?limit=5&answer=final , ob=hub:math-ai/olympiadbench::train?revision=v1")
+    specs = parse_eval_sets(
+        f" gsm8k=hub:openai/gsm8k:main:test, math500=hub:HuggingFaceH4/MATH-500 ,"
+        f"aime24={data}?limit=5&answer=final , ob=hub:math-ai/olympiadbench::train?revision=v1"
+    )
     assert [s.name for s in specs] == ["gsm8k", "math500", "aime24", "ob"]
     gsm, math, aime, ob = specs
     assert (gsm.kind, gsm.dataset_id, gsm.config, gsm.split) == ("hub", "openai/gsm8k", "main", "test")
@@ -34,16 +49,19 @@ def test_the_syntax_names_sources_and_options(tmp_path):
     assert parse_eval_sets("") == []
 
 
-@pytest.mark.parametrize("text,message", [
-    ("gsm8k", "expected NAME=SOURCE"),
-    ("a b=hub:x/y", "a set name is letters"),
-    ("heldout=hub:x/y", "the name is reserved"),
-    ("a=hub:x/y?colour=red", "unknown option(s) colour"),
-    ("a=hub:x/y?limit=ten", "limit='ten': expected a whole number"),
-    ("a=hub:x/y:c:s:extra", "expected hub:ID[:CONFIG[:SPLIT]]"),
-    ("a=/no/such/file.jsonl", "no such file or folder (a Hugging Face dataset is written hub:ID)"),
-    ("a=hub:x/y,a=hub:x/z", "set name(s) used twice: a"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("gsm8k", "expected NAME=SOURCE"),
+        ("a b=hub:x/y", "a set name is letters"),
+        ("heldout=hub:x/y", "the name is reserved"),
+        ("a=hub:x/y?colour=red", "unknown option(s) colour"),
+        ("a=hub:x/y?limit=ten", "limit='ten': expected a whole number"),
+        ("a=hub:x/y:c:s:extra", "expected hub:ID[:CONFIG[:SPLIT]]"),
+        ("a=/no/such/file.jsonl", "no such file or folder (a Hugging Face dataset is written hub:ID)"),
+        ("a=hub:x/y,a=hub:x/z", "set name(s) used twice: a"),
+    ],
+)
 def test_bad_entries_say_what_was_expected(text, message):
     with pytest.raises(EvalSpecError, match=re.escape(message)):
         parse_eval_sets(text)
@@ -76,8 +94,12 @@ def test_files_and_local_dataset_folders(tmp_path):
     assert [q["answer"] for q in qs][:2] == ["1000", "1001"] and qs[0]["id"] == "gsm-00001"
     for source in (tmp_path / "math.parquet", tmp_path / "saved", tmp_path / "files"):
         qs = load_eval_set(parse_entry(f"m={source}"))
-        assert len(qs) == 12 and qs[3] == {"id": "test/algebra/3.json", "question": "What is $3+3$?", "answer": "6",
-                                           "meta": {"level": 4}}
+        assert len(qs) == 12 and qs[3] == {
+            "id": "test/algebra/3.json",
+            "question": "What is $3+3$?",
+            "answer": "6",
+            "meta": {"level": 4},
+        }
     assert len(load_eval_set(parse_entry(f"m={tmp_path / 'saved'}?split=train"))) == 3
     assert len(load_eval_set(parse_entry(f"m={tmp_path / 'files'}?split=train&limit=1"))) == 1
     with pytest.raises(EvalSetError, match=r"no split 'dev'; it has train, test: add \?split=NAME"):
@@ -89,7 +111,9 @@ def test_rows_without_a_reference_fail_naming_the_row_and_the_column_option(tmp_
 
     rows = [{"question": "1+1?", "final_answer": ["$2$"]}, {"question": "2+2?", "final_answer": ["$4$", "$-4$"]}]
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "ob.parquet"))
-    with pytest.raises(EvalSetError, match=r"EVAL_SETS ob \(file .*ob.parquet\): row 1: no reference answer.*\?answer=COLUMN"):
+    with pytest.raises(
+        EvalSetError, match=r"EVAL_SETS ob \(file .*ob.parquet\): row 1: no reference answer.*\?answer=COLUMN"
+    ):
         load_eval_set(parse_entry(f"ob={tmp_path / 'ob.parquet'}"))
     qs = load_eval_set(parse_entry(f"ob={tmp_path / 'ob.parquet'}?answer=final_answer"))
     assert [q["answer"] for q in qs] == ["$2$", "$4$, $-4$"]
@@ -116,8 +140,11 @@ def test_a_hub_dataset_offline_from_the_datasets_cache(tmp_path, monkeypatch):
     assert len(load_eval_set(parse_entry("m=hub:OrgX/MATH-500:default:test?limit=4"))) == 4
     missing = parse_entry("gsm8k=hub:openai/gsm8k:main:test")
     assert hub_dataset_cached(missing) is None
-    with pytest.raises(EvalSetError, match=r"EVAL_SETS gsm8k \(Hub dataset openai/gsm8k, config main, split test\): cannot "
-                                           r"be read: .*Load it once where the Hub is reachable.*datasets.load_dataset"):
+    with pytest.raises(
+        EvalSetError,
+        match=r"EVAL_SETS gsm8k \(Hub dataset openai/gsm8k, config main, split test\): cannot "
+        r"be read: .*Load it once where the Hub is reachable.*datasets.load_dataset",
+    ):
         load_eval_set(missing)
 
 
@@ -142,14 +169,36 @@ def test_evaluate_cli_with_a_hub_id_and_several_sets(tmp_path):
     datasets.Dataset.from_list(MATH_ROWS[:4]).to_parquet(str(tmp_path / "math" / "test-00000-of-00001.parquet"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
     out = tmp_path / "res.json"
-    proc = subprocess.run([sys.executable, str(repo / "scripts" / "evaluate.py"), "--model", "org/tiny", "--sets",
-                           f"gsm={gsm},math={tmp_path / 'math'}", "--k", "2", "--max-new-tokens", "8", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "scripts" / "evaluate.py"),
+            "--model",
+            "org/tiny",
+            "--sets",
+            f"gsm={gsm},math={tmp_path / 'math'}",
+            "--k",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["commit"] == snapshot.name and result["model_path"] == str(snapshot)
     assert {n: r["n"] for n, r in result["results"].items()} == {"gsm": 3, "math": 4} and "average" in result
     assert "gsm:" in proc.stdout and "average over 2 sets" in proc.stdout
-    missing = subprocess.run([sys.executable, str(repo / "scripts" / "evaluate.py"), "--model", "org/absent", "--data",
-                              str(gsm)], capture_output=True, text=True, timeout=600, env=env)
+    missing = subprocess.run(
+        [sys.executable, str(repo / "scripts" / "evaluate.py"), "--model", "org/absent", "--data", str(gsm)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert missing.returncode == 2 and "--model: org/absent: not in the local Hugging Face cache" in missing.stderr

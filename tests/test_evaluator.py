@@ -38,7 +38,11 @@ class ScriptedBackend:
             if sampling.temperature <= 0:
                 out.append([good if q["question"] in self.right else bad])
             else:
-                r = self.right_samples if self.right_samples is not None else (sampling.n if q["question"] in self.right else 0)
+                r = (
+                    self.right_samples
+                    if self.right_samples is not None
+                    else (sampling.n if q["question"] in self.right else 0)
+                )
                 out.append([good] * r + [bad] * (sampling.n - r))
         return out
 
@@ -104,13 +108,20 @@ def _write(path: Path, rows):
 
 
 def test_load_benchmark_formats(tmp_path):
-    path = _write(tmp_path / "mix.jsonl", [
-        {"question": "Natalia sold 48 clips ...", "answer": "She sold 48/2 = 24 ... \n#### 1,072"},
-        {"problem": "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "solution": "... so $\\boxed{\\frac{5}{6}}$.",
-         "level": 2, "unique_id": "test/algebra/1.json"},
-        {"problem": "What is $2^3$?", "answer": "8", "level": 1},
-        {"question": "1+1=?", "answer": "\\boxed{2}"},
-    ])
+    path = _write(
+        tmp_path / "mix.jsonl",
+        [
+            {"question": "Natalia sold 48 clips ...", "answer": "She sold 48/2 = 24 ... \n#### 1,072"},
+            {
+                "problem": "Compute $\\frac{1}{2}+\\frac{1}{3}$.",
+                "solution": "... so $\\boxed{\\frac{5}{6}}$.",
+                "level": 2,
+                "unique_id": "test/algebra/1.json",
+            },
+            {"problem": "What is $2^3$?", "answer": "8", "level": 1},
+            {"question": "1+1=?", "answer": "\\boxed{2}"},
+        ],
+    )
     qs = load_benchmark(path)
     assert [q["answer"] for q in qs] == ["1072", "\\frac{5}{6}", "8", "2"]
     assert qs[1]["id"] == "test/algebra/1.json" and qs[1]["meta"]["level"] == 2
@@ -118,14 +129,17 @@ def test_load_benchmark_formats(tmp_path):
     assert len(load_benchmark(arithmetic.HELDOUT_FILE)) == len(arithmetic.load_jsonl(arithmetic.HELDOUT_FILE))
 
 
-@pytest.mark.parametrize("rows, message", [
-    (['{"question": "a", "answer": "1"}', "{not json"], "line 2: not valid JSON"),
-    (['{"answer": "1"}'], "line 1: no `question` or `problem`"),
-    (['{"question": "a"}'], "line 1: no reference answer"),
-    (['{"problem": "a", "solution": "no box here"}'], "line 1: no reference answer"),
-    (["[1, 2]"], "line 1: expected a JSON object"),
-    ([], "no questions"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (['{"question": "a", "answer": "1"}', "{not json"], "line 2: not valid JSON"),
+        (['{"answer": "1"}'], "line 1: no `question` or `problem`"),
+        (['{"question": "a"}'], "line 1: no reference answer"),
+        (['{"problem": "a", "solution": "no box here"}'], "line 1: no reference answer"),
+        (["[1, 2]"], "line 1: expected a JSON object"),
+        ([], "no questions"),
+    ],
+)
 def test_load_benchmark_errors_name_file_and_line(tmp_path, rows, message):
     path = _write(tmp_path / "bad.jsonl", rows)
     with pytest.raises(ValueError, match=message) as info:
@@ -136,14 +150,43 @@ def test_load_benchmark_errors_name_file_and_line(tmp_path, rows, message):
 @pytest.mark.slow
 def test_evaluate_cli(tmp_path):
     model_dir = build_tiny_solver(tmp_path / "tiny", seed=0, layers=2)
-    data = _write(tmp_path / "bench.jsonl", [{"question": f"{i}+1=?", "answer": str(i + 1), "level": 1} for i in range(4)])
+    data = _write(
+        tmp_path / "bench.jsonl", [{"question": f"{i}+1=?", "answer": str(i + 1), "level": 1} for i in range(4)]
+    )
     out = tmp_path / "res.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--model", str(model_dir),
-                           "--data", str(data), "--k", "2", "--max-new-tokens", "8", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evaluate.py"),
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--k",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
     assert res["n"] == 4 and res["k"] == 2 and 0 <= res["mean_at_k"] <= 1 and "Mean@2" in proc.stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--model", str(model_dir),
-                          "--data", str(tmp_path / "missing.jsonl")], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evaluate.py"),
+            "--model",
+            str(model_dir),
+            "--data",
+            str(tmp_path / "missing.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "missing.jsonl" in bad.stderr

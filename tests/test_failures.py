@@ -18,11 +18,24 @@ pytestmark = pytest.mark.slow
 
 def _config(tmp_path, solver, server, **kw):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    values = {"WORKSPACE_DIR": tmp_path / "ws", "SOLVER_MODEL_PATH": solver,
-              "QUESTIONS_FILE": write_questions(tmp_path / "q.jsonl", 4), "TOTAL_ROUNDS": 2, "TRAIN_START_ROUND": 3,
-              "ATTEMPTS_PER_QUESTION": 2, "MAX_NEW_TOKENS": 24, "HELDOUT_K": 0, "TEACHER_BACKEND": "llm",
-              "TEACHER_BASE_URL": server.base_url, "TEACHER_MODEL_NAME": server.model, "TEACHER_MAX_RETRIES": 0,
-              "TEACHER_CONCURRENT_WORKERS": 2, "AUTO_RETRY_MAX": 1, "AUTO_RETRY_INTERVAL": 0.2, **kw}
+    values = {
+        "WORKSPACE_DIR": tmp_path / "ws",
+        "SOLVER_MODEL_PATH": solver,
+        "QUESTIONS_FILE": write_questions(tmp_path / "q.jsonl", 4),
+        "TOTAL_ROUNDS": 2,
+        "TRAIN_START_ROUND": 3,
+        "ATTEMPTS_PER_QUESTION": 2,
+        "MAX_NEW_TOKENS": 24,
+        "HELDOUT_K": 0,
+        "TEACHER_BACKEND": "llm",
+        "TEACHER_BASE_URL": server.base_url,
+        "TEACHER_MODEL_NAME": server.model,
+        "TEACHER_MAX_RETRIES": 0,
+        "TEACHER_CONCURRENT_WORKERS": 2,
+        "AUTO_RETRY_MAX": 1,
+        "AUTO_RETRY_INTERVAL": 0.2,
+        **kw,
+    }
     return load_config(None, overrides={k: str(v) for k, v in values.items()}, environ={})[0]
 
 
@@ -38,7 +51,8 @@ def test_failed_stage_is_retried_then_the_run_moves_on_or_stops(tmp_path, tiny_s
         ws = cfg.workspace
         # the failed round's pool is carried forward, so round 2 had questions to work on
         assert json.loads((ws / "data" / "round_02_questions.json").read_text()) == json.loads(
-            (ws / "data" / "round_01_questions.json").read_text())
+            (ws / "data" / "round_01_questions.json").read_text()
+        )
         progress = json.loads((ws / "round_01_progress.json").read_text())["stages"]
         assert progress["grade"]["status"] == "failed" and progress["grade"]["attempts"] == 2
 

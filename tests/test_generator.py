@@ -23,8 +23,11 @@ def test_utility_matches_hand_computed_values():
 
 def test_completion_round_trips():
     text = " What is 12+30?\nSolution: 2+0=2; 1+3=4; \\boxed{42}\nAnswer: 42"
-    assert parse_completion(text) == {"question": "What is 12+30?", "answer": "42",
-                                      "solution": "2+0=2; 1+3=4; \\boxed{42}"}
+    assert parse_completion(text) == {
+        "question": "What is 12+30?",
+        "answer": "42",
+        "solution": "2+0=2; 1+3=4; \\boxed{42}",
+    }
     assert parse_completion(" What is 1+1?") is None
     assert parse_completion(" What is 1+1?\nAnswer: ") is None
     assert parse_completion(" 1+1=?\nAnswer: 2\nAnswer: 3 and more")["answer"] == "2"  # the first answer line wins
@@ -49,16 +52,31 @@ def make_trainer(model_dir, rows, out, **overrides):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig
 
-    from prosetting.trainers.generator_trainer import WeightedSFTTrainer
+    from prosetting.trainers.weighted_sft import WeightedSFTTrainer
 
     torch.manual_seed(0)
     overrides.setdefault("per_device_train_batch_size", len(rows))
-    args = SFTConfig(output_dir=str(out), num_train_epochs=1, learning_rate=1e-2,
-                     loss_type="nll", report_to=[], bf16=False, use_cpu=True, save_strategy="no",
-                     logging_steps=1, seed=0, data_seed=0, dataloader_drop_last=False, **overrides)
-    return WeightedSFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
-                              args=args, train_dataset=Dataset.from_list(rows),
-                              processing_class=AutoTokenizer.from_pretrained(model_dir))
+    args = SFTConfig(
+        output_dir=str(out),
+        num_train_epochs=1,
+        learning_rate=1e-2,
+        loss_type="nll",
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        data_seed=0,
+        dataloader_drop_last=False,
+        **overrides,
+    )
+    return WeightedSFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+    )
 
 
 def trl_loss(trainer) -> torch.Tensor:
@@ -72,8 +90,9 @@ def trl_loss(trainer) -> torch.Tensor:
 @pytest.mark.slow
 def test_weight_two_equals_the_example_counted_twice(tiny_model_dir, tmp_path):
     doubled = trl_loss(make_trainer(tiny_model_dir, [{**X, "weight": 2.0}, {**Y, "weight": 1.0}], tmp_path / "a"))
-    twice = trl_loss(make_trainer(tiny_model_dir, [{**X, "weight": 1.0}, {**X, "weight": 1.0}, {**Y, "weight": 1.0}],
-                                  tmp_path / "b"))
+    twice = trl_loss(
+        make_trainer(tiny_model_dir, [{**X, "weight": 1.0}, {**X, "weight": 1.0}, {**Y, "weight": 1.0}], tmp_path / "b")
+    )
     unweighted = trl_loss(make_trainer(tiny_model_dir, [{**X, "weight": 1.0}, {**Y, "weight": 1.0}], tmp_path / "c"))
     assert doubled.item() == pytest.approx(twice.item(), rel=1e-6)
     assert abs(doubled.item() - unweighted.item()) > 1e-4  # the weight does something

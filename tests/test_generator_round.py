@@ -30,19 +30,71 @@ def make_workspace(root: Path, parents: int, next_rates: list[float | None]) -> 
     children with the given success rates (None: the child was not graded)."""
     paths = Paths(root)
     paths.data.mkdir(parents=True, exist_ok=True)
-    qs = [{"id": f"q{i}", "question": f"{i}+1=?", "answer": str(i + 1), "origin": "seed", "round": 1} for i in range(parents)]
+    qs = [
+        {"id": f"q{i}", "question": f"{i}+1=?", "answer": str(i + 1), "origin": "seed", "round": 1}
+        for i in range(parents)
+    ]
     atomic_write_json(paths.questions(1), qs)
-    write_jsonl(paths.trajectories(1), [{"question_id": q["id"], "attempts": [
-        {"attempt_id": f"{q['id']}-a0", "text": "\\boxed{0}", "answer": "0"},
-        {"attempt_id": f"{q['id']}-a1", "text": f"\\boxed{{{q['answer']}}}", "answer": q["answer"]}]} for q in qs])
-    write_jsonl(paths.rewards(1), [{"question_id": q["id"], "success_rate": 0.5, "zone": "learning", "verdicts": [
-        {"attempt_id": f"{q['id']}-a0", "correct": False, "reason": "wrong answer 0"},
-        {"attempt_id": f"{q['id']}-a1", "correct": True, "reason": "ok"}]} for q in qs])
-    write_jsonl(paths.enhanced_questions(1), [{"parent_id": q["id"], "zone": "learning", "writer": "teacher", "questions": [
-        {"id": f"r02-q{i:04d}-0", "question": f"{i}+2=?", "answer": str(i + 2), "solution": "s", "parent_id": q["id"],
-         "origin": "teacher_error_variant", "round": 2, "writer": "teacher"}], "rejected": []} for i, q in enumerate(qs)])
-    write_jsonl(paths.rewards(2), [{"question_id": f"r02-q{i:04d}-0", "success_rate": s, "zone": "learning", "verdicts": []}
-                                   for i, s in enumerate(next_rates) if s is not None])
+    write_jsonl(
+        paths.trajectories(1),
+        [
+            {
+                "question_id": q["id"],
+                "attempts": [
+                    {"attempt_id": f"{q['id']}-a0", "text": "\\boxed{0}", "answer": "0"},
+                    {"attempt_id": f"{q['id']}-a1", "text": f"\\boxed{{{q['answer']}}}", "answer": q["answer"]},
+                ],
+            }
+            for q in qs
+        ],
+    )
+    write_jsonl(
+        paths.rewards(1),
+        [
+            {
+                "question_id": q["id"],
+                "success_rate": 0.5,
+                "zone": "learning",
+                "verdicts": [
+                    {"attempt_id": f"{q['id']}-a0", "correct": False, "reason": "wrong answer 0"},
+                    {"attempt_id": f"{q['id']}-a1", "correct": True, "reason": "ok"},
+                ],
+            }
+            for q in qs
+        ],
+    )
+    write_jsonl(
+        paths.enhanced_questions(1),
+        [
+            {
+                "parent_id": q["id"],
+                "zone": "learning",
+                "writer": "teacher",
+                "questions": [
+                    {
+                        "id": f"r02-q{i:04d}-0",
+                        "question": f"{i}+2=?",
+                        "answer": str(i + 2),
+                        "solution": "s",
+                        "parent_id": q["id"],
+                        "origin": "teacher_error_variant",
+                        "round": 2,
+                        "writer": "teacher",
+                    }
+                ],
+                "rejected": [],
+            }
+            for i, q in enumerate(qs)
+        ],
+    )
+    write_jsonl(
+        paths.rewards(2),
+        [
+            {"question_id": f"r02-q{i:04d}-0", "success_rate": s, "zone": "learning", "verdicts": []}
+            for i, s in enumerate(next_rates)
+            if s is not None
+        ],
+    )
     return paths
 
 
@@ -54,7 +106,11 @@ def test_export_weights_are_the_utility_of_the_next_rounds_success_rate(tmp_path
     assert stats["records"] == 5 and stats["graded"] == 4
     assert [r["weight"] for r in rows[:4]] == pytest.approx([1.0, 0.8225775623, 0.0439369336, 0.0439369336])
     assert [r["weight"] for r in rows[:4]] == pytest.approx([U(s) for s in rates[:4]])
-    assert rows[4]["graded"] is False and rows[4]["weight"] is None and "not in the next round" in rows[4]["ungraded_reason"]
+    assert (
+        rows[4]["graded"] is False
+        and rows[4]["weight"] is None
+        and "not in the next round" in rows[4]["ungraded_reason"]
+    )
     first = rows[0]
     assert first["zone"] == "learning" and first["attempt"]["correct"] is False
     assert first["attempt"]["verdict_reason"] == "wrong answer 0"  # the failed attempt the Teacher aimed at
@@ -63,7 +119,9 @@ def test_export_weights_are_the_utility_of_the_next_rounds_success_rate(tmp_path
     from prosetting.processors.question_enhancer import make_request
 
     q0 = json.loads(paths.questions(1).read_text())[0]
-    req = make_request(q0, read_jsonl(paths.rewards(1))[0], read_jsonl(paths.trajectories(1))[0]["attempts"], 1, Config().SEED, 1)
+    req = make_request(
+        q0, read_jsonl(paths.rewards(1))[0], read_jsonl(paths.trajectories(1))[0]["attempts"], 1, Config().SEED, 1
+    )
     assert first["prompt"] == generator_prompt(q0, "learning", req.failed_attempt)
     assert first["source"]["id"] == "q0" and first["new_question"]["answer"] == "2"
     assert "Student attempt: \\boxed{0}" in first["prompt"] and first["completion"] == " 0+2=?\nSolution: s\nAnswer: 2"
@@ -74,9 +132,11 @@ def test_export_resumes_after_sigkill(tmp_path):
     n = 3000
     rates = [(i % 9) / 8 for i in range(n)]
     killed = make_workspace(tmp_path / "killed", n, rates)
-    code = ("import sys; from prosetting.core.config import Config; from prosetting.core.state_manager import Paths; "
-            "from prosetting.processors.generator_data import export_generator_training as e; "
-            "e(Paths(__import__('pathlib').Path(sys.argv[1])), Config(), 1)")
+    code = (
+        "import sys; from prosetting.core.config import Config; from prosetting.core.state_manager import Paths; "
+        "from prosetting.processors.generator_data import export_generator_training as e; "
+        "e(Paths(__import__('pathlib').Path(sys.argv[1])), Config(), 1)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(killed.root)])
     out = killed.data / "round_01_generator_training.jsonl"
     deadline = time.time() + 60
@@ -103,7 +163,10 @@ def test_check_rejects_with_a_reason(builtin):
     assert check_question(builtin, {"question": "13+31=?", "answer": "45"}, src) == "wrong answer"
     assert check_question(builtin, {"question": "12+30=?", "answer": "42"}, src) == "copy of its source"
     assert check_question(builtin, {"question": "5+5=?", "answer": "10"}, src) == "held-out question"
-    assert check_question(builtin, {"question": "what is 1+", "answer": "1"}, src) == "not a well-formed arithmetic question"
+    assert (
+        check_question(builtin, {"question": "what is 1+", "answer": "1"}, src)
+        == "not a well-formed arithmetic question"
+    )
     assert check_question(builtin, {"question": "", "answer": ""}, src) == "empty question or answer"
     assert check_question(builtin, {"question": "", "answer": "", "meta": {"raw": "x?"}}, src) == "unparsable output"
 
@@ -132,15 +195,28 @@ def test_generator_questions_pass_the_same_check_as_the_teachers(builtin, tmp_pa
     assert writers.generator is None and writers.choose("q") == "teacher"  # no Generator trained yet
     src = {"id": "q1", "question": "12+30=?", "answer": "42", "meta": {}}
     req = lambda: WriteRequest(question=src, zone="mastered", success_rate=1.0, count=1)  # noqa: E731
-    writers.generator = ScriptedGenerator([{"question": "13+31=?", "answer": "44"}, {"question": "13+31=?", "answer": "45"},
-                                           {"question": "hello", "answer": "1"}, {"question": "", "answer": ""}])
+    writers.generator = ScriptedGenerator(
+        [
+            {"question": "13+31=?", "answer": "44"},
+            {"question": "13+31=?", "answer": "45"},
+            {"question": "hello", "answer": "1"},
+            {"question": "", "answer": ""},
+        ]
+    )
     writer, accepted, rejected = writers.write(req())
     assert writer == "generator" and [a["answer"] for a in accepted] == ["44"]
-    assert [r["reason"] for r in rejected] == ["wrong answer", "not a well-formed arithmetic question", "empty question or answer"]
+    assert [r["reason"] for r in rejected] == [
+        "wrong answer",
+        "not a well-formed arithmetic question",
+        "empty question or answer",
+    ]
     writers.cfg = Config(QUESTION_WRITER="mixed", GENERATOR_SHARE=0.0)
-    writer, accepted, rejected = writers.write(WriteRequest(question={**src, "meta": {"family": "arithmetic"}}, zone="mastered",
-                                                            success_rate=1.0, count=2))
-    assert writer == "teacher" and len(accepted) + len(rejected) == 2 and not rejected  # the Teacher's pass the same check
+    writer, accepted, rejected = writers.write(
+        WriteRequest(question={**src, "meta": {"family": "arithmetic"}}, zone="mastered", success_rate=1.0, count=2)
+    )
+    assert (
+        writer == "teacher" and len(accepted) + len(rejected) == 2 and not rejected
+    )  # the Teacher's pass the same check
 
 
 @pytest.mark.slow
@@ -154,16 +230,20 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
     paths = make_workspace(tmp_path / "ws", len(rates), rates)
     export_generator_training(paths, Config(), 1)
     base = build_tiny_solver(tmp_path / "base", seed=0, layers=2)
-    code = ("import sys, pathlib, threading; from prosetting.core.config import Config; "
-            "from prosetting.core.state_manager import StateManager; from prosetting.core.context import RunContext; "
-            "from prosetting.trainers.generator_training import run_generator_training as t; "
-            "cfg = Config(GENERATOR_MODEL_PATH=sys.argv[2], QUESTION_WRITER='mixed', GENERATOR_NUM_EPOCHS=40.0, TRL_BATCH_SIZE=4); "
-            "print(t(RunContext(cfg, StateManager(pathlib.Path(sys.argv[1]))), 2))")
+    code = (
+        "import sys, pathlib, threading; from prosetting.core.config import Config; "
+        "from prosetting.core.state_manager import StateManager; from prosetting.core.context import RunContext; "
+        "from prosetting.trainers.generator_training import run_generator_training as t; "
+        "cfg = Config(GENERATOR_MODEL_PATH=sys.argv[2], QUESTION_WRITER='mixed', GENERATOR_NUM_EPOCHS=40.0, TRL_BATCH_SIZE=4); "
+        "print(t(RunContext(cfg, StateManager(pathlib.Path(sys.argv[1]))), 2))"
+    )
     argv = [sys.executable, "-c", code, str(paths.root), str(base)]
     proc = subprocess.Popen(argv)
     log = paths.logs / "generator_r2.log"
     deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or '"loss"' not in log.read_text() and "'loss'" not in log.read_text()):
+    while time.time() < deadline and (
+        not log.exists() or '"loss"' not in log.read_text() and "'loss'" not in log.read_text()
+    ):
         time.sleep(0.2)
     family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     for pid in family:
@@ -178,7 +258,9 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
     result = json.loads(paths.generator_result(2).read_text())
     assert result["trained"] and result["train_records"] == 8 and result["loss_last"] < result["loss_first"]
     assert result["verified"]["tensors_compared"] > 0  # checked against the training process's own fingerprint
-    assert (paths.root / "training_runs" / "generator_r2" / "accelerate_config.yaml").is_file()  # the solver's launch path
+    assert (
+        paths.root / "training_runs" / "generator_r2" / "accelerate_config.yaml"
+    ).is_file()  # the solver's launch path
     verify_model_dir(paths.generator_dir(2), None)
 
 
@@ -202,14 +284,33 @@ def test_writer_figures_per_writer(tmp_path):
     from prosetting.utils.writer_report import short, writer_figures
 
     paths = make_workspace(tmp_path, 2, [0.5, 1.0])
-    append_jsonl(paths.enhanced_questions(1), [{"parent_id": "q0", "zone": "mastered", "writer": "generator",
-                                                "questions": [{"id": "r02-g", "question": "9+9=?", "answer": "18"}],
-                                                "rejected": [{"question": "x", "answer": "1", "reason": "wrong answer"}] * 3}])
-    append_jsonl(paths.rewards(2), [{"question_id": "r02-g", "success_rate": 0.375, "zone": "learning", "verdicts": []}])
+    append_jsonl(
+        paths.enhanced_questions(1),
+        [
+            {
+                "parent_id": "q0",
+                "zone": "mastered",
+                "writer": "generator",
+                "questions": [{"id": "r02-g", "question": "9+9=?", "answer": "18"}],
+                "rejected": [{"question": "x", "answer": "1", "reason": "wrong answer"}] * 3,
+            }
+        ],
+    )
+    append_jsonl(
+        paths.rewards(2), [{"question_id": "r02-g", "success_rate": 0.375, "zone": "learning", "verdicts": []}]
+    )
     f = writer_figures(paths, 1)
-    assert f["teacher"] == {"written": 2, "rejected": 0, "accepted": 2, "acceptance_rate": 1.0, "graded": 2,
-                            "mean_utility": pytest.approx((1.0 + U(1.0)) / 2, abs=1e-4)}
-    assert f["generator"]["written"] == 4 and f["generator"]["rejected"] == 3 and f["generator"]["acceptance_rate"] == 0.25
+    assert f["teacher"] == {
+        "written": 2,
+        "rejected": 0,
+        "accepted": 2,
+        "acceptance_rate": 1.0,
+        "graded": 2,
+        "mean_utility": pytest.approx((1.0 + U(1.0)) / 2, abs=1e-4),
+    }
+    assert (
+        f["generator"]["written"] == 4 and f["generator"]["rejected"] == 3 and f["generator"]["acceptance_rate"] == 0.25
+    )
     assert f["generator"]["mean_utility"] == pytest.approx(U(0.375), abs=1e-4)
     assert short(f) == "generator 4/3 U=0.82, teacher 2/0 U=0.52"
 
@@ -224,11 +325,26 @@ def test_mixed_writers_through_the_command_line(tmp_path):
     questions = tmp_path / "seeds.jsonl"  # the two easiest rungs, so a short warm start leaves many partly solved
     questions.write_text("\n".join(x for x in seeds if json.loads(x)["meta"]["level"] <= 2) + "\n")
     ws = tmp_path / "ws"
-    settings = {"WORKSPACE_DIR": ws, "QUESTIONS_FILE": questions, "TOTAL_ROUNDS": 3, "TRAIN_START_ROUND": 3,
-                "WARMSTART_STEPS": 150, "ATTEMPTS_PER_QUESTION": 4, "HELDOUT_K": 0, "QUESTION_WRITER": "mixed",
-                "GENERATOR_SHARE": 0.5, "GENERATOR_TRAIN_START_ROUND": 2, "GENERATOR_NUM_EPOCHS": 2}
-    cmd = [sys.executable, str(repo / "scripts" / "run_training.py"), "--env-file", os.devnull,
-           *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+    settings = {
+        "WORKSPACE_DIR": ws,
+        "QUESTIONS_FILE": questions,
+        "TOTAL_ROUNDS": 3,
+        "TRAIN_START_ROUND": 3,
+        "WARMSTART_STEPS": 150,
+        "ATTEMPTS_PER_QUESTION": 4,
+        "HELDOUT_K": 0,
+        "QUESTION_WRITER": "mixed",
+        "GENERATOR_SHARE": 0.5,
+        "GENERATOR_TRAIN_START_ROUND": 2,
+        "GENERATOR_NUM_EPOCHS": 2,
+    }
+    cmd = [
+        sys.executable,
+        str(repo / "scripts" / "run_training.py"),
+        "--env-file",
+        os.devnull,
+        *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")],
+    ]
     out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
 
@@ -250,18 +366,35 @@ def test_mixed_writers_through_the_command_line(tmp_path):
         assert all(x["reason"] for x in row["rejected"])
     summary = json.loads((ws / "auto_training_summary.json").read_text())
     figures = summary["rounds"][1]["writers"]
-    assert figures["generator"]["written"] == sum(len(r["questions"]) + len(r["rejected"]) for r in by_writer["generator"])
+    assert figures["generator"]["written"] == sum(
+        len(r["questions"]) + len(r["rejected"]) for r in by_writer["generator"]
+    )
     assert figures["teacher"]["written"] > 0
     pool3 = json.loads(paths.questions(3).read_text())
     assert {q.get("writer", "teacher") for q in pool3 if q.get("round") == 3} <= {"teacher", "generator"}
     assert "Question writers" in (ws / "results" / "report.md").read_text()
 
     # the trained Generator as a tool of its own: a checked question set written from seed questions
-    made = subprocess.run([sys.executable, str(repo / "scripts" / "generate_questions.py"), "--generator",
-                           str(ws / "checkpoints" / "generator_r2"), "--from", str(questions), "--n", "4",
-                           "--out", str(tmp_path / "new.jsonl")], cwd=repo, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TEACHER_BACKEND": "builtin"})
+    made = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "scripts" / "generate_questions.py"),
+            "--generator",
+            str(ws / "checkpoints" / "generator_r2"),
+            "--from",
+            str(questions),
+            "--n",
+            "4",
+            "--out",
+            str(tmp_path / "new.jsonl"),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TEACHER_BACKEND": "builtin"},
+    )
     assert made.returncode == 0, made.stderr[-2000:]
-    report = json.loads(made.stdout[made.stdout.index("{"):])
+    report = json.loads(made.stdout[made.stdout.index("{") :])
     assert report["written"] >= 4 and report["accepted"] == len((tmp_path / "new.jsonl").read_text().splitlines())
     assert report["accepted"] + sum(report["rejected"].values()) == report["written"]

@@ -29,16 +29,26 @@ def test_the_8b_arithmetic_is_the_readme_table():
     off = gpu_check.predicted_gb("full", params, params, gpu_check.QWEN3_8B, 2048, checkpointing=False)
     on = gpu_check.predicted_gb("full", params, params, gpu_check.QWEN3_8B, 2048, checkpointing=True)
     assert (round(off["states"]), round(off["reference"]), round(off["activations"])) == (66, 16, 10)
-    assert (round(off["total"]), round(on["total"]), round(on["activations"])) == gpu_check.README_ROWS["full"][3] + (1,)
+    assert (round(off["total"]), round(on["total"]), round(on["activations"])) == gpu_check.README_ROWS["full"][3] + (
+        1,
+    )
 
 
 @pytest.mark.slow
 def test_tiny_dpo_steps_on_the_cpu(tmp_path):
     out = tmp_path / "check.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "README row checked: `ddp, full weights`" in proc.stdout and "| off |" in proc.stdout and "| on |" in proc.stdout
+    assert (
+        "README row checked: `ddp, full weights`" in proc.stdout
+        and "| off |" in proc.stdout
+        and "| on |" in proc.stdout
+    )
     result = json.loads(out.read_text())
     assert result["row"] == "full" and [r["gradient_checkpointing"] for r in result["results"]] == [False, True]
     for r in result["results"]:

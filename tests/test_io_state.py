@@ -41,7 +41,9 @@ def test_read_jsonl_reports_a_corrupt_line(tmp_path):
 def test_second_run_on_a_live_workspace_refuses(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / ".prosetting.lock").write_text(json.dumps({"pid": child.pid, "host": os.uname().nodename, "started": "x"}))
+        (tmp_path / ".prosetting.lock").write_text(
+            json.dumps({"pid": child.pid, "host": os.uname().nodename, "started": "x"})
+        )
         with pytest.raises(WorkspaceLockedError, match=f"in use by process {child.pid}"):
             StateManager(tmp_path).acquire_lock()
     finally:

@@ -13,7 +13,7 @@ from prosetting.core.config import load_config
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
-from prosetting.processors.reward_calculator import run_grading
+from prosetting.processors.grading import run_grading
 from prosetting.teacher_model import make_teacher, prompts
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.llm_teacher import (
@@ -26,25 +26,47 @@ from prosetting.teacher_model.llm_teacher import (
 from tests.teacher_server import TeacherServer
 
 SECRET = "sk-test-SECRET-4f9a1c"
-QUESTION = {"id": "q1", "question": "What is 17+25?", "answer": "42",
-            "solution": "7+5+0=12; 1+2+1=4; \\boxed{42}", "meta": {"level": 3}}
+QUESTION = {
+    "id": "q1",
+    "question": "What is 17+25?",
+    "answer": "42",
+    "solution": "7+5+0=12; 1+2+1=4; \\boxed{42}",
+    "meta": {"level": 3},
+}
 
 
 def attempt(i: int, answer: str | None, text: str | None = None, truncated: bool = False) -> dict:
     text = text if text is not None else (f"so \\boxed{{{answer}}}" if answer is not None else "I think")
-    return {"attempt_id": f"q1#r1a{i}", "question_id": "q1", "round": 1, "text": text, "answer": answer,
-            "truncated": truncated, "num_tokens": 5}
+    return {
+        "attempt_id": f"q1#r1a{i}",
+        "question_id": "q1",
+        "round": 1,
+        "text": text,
+        "answer": answer,
+        "truncated": truncated,
+        "num_tokens": 5,
+    }
 
 
 def user_prompt(request: dict) -> str:
     return request["messages"][-1]["content"]
 
 
-def teacher_for(server: TeacherServer, max_retries: int = 3, timeout: float = 5.0, unit: str = "attempt",
-                **kwargs) -> LLMTeacher:
+def teacher_for(
+    server: TeacherServer, max_retries: int = 3, timeout: float = 5.0, unit: str = "attempt", **kwargs
+) -> LLMTeacher:
     client = OpenAI(base_url=server.base_url, api_key=SECRET, timeout=timeout, max_retries=0)
-    return LLMTeacher(client, server.model, server.base_url, max_retries=max_retries, timeout=timeout,
-                      backoff_s=0.01, secret=SECRET, grading_unit=unit, **kwargs)
+    return LLMTeacher(
+        client,
+        server.model,
+        server.base_url,
+        max_retries=max_retries,
+        timeout=timeout,
+        backoff_s=0.01,
+        secret=SECRET,
+        grading_unit=unit,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -54,12 +76,15 @@ def server():
 
 
 # ---------------------------------------------------------------- parsing
-@pytest.mark.parametrize("text", [
-    '{"correct": true, "reason": "equal"}',
-    '```json\n{"correct": true, "reason": "equal"}\n```',
-    'Let me check [step 1].\n{"correct": true, "reason": "equal"}\nHope this helps {',
-    '<think>maybe {"correct": false}</think>{"correct": "true", "reason": "equal"}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"correct": true, "reason": "equal"}',
+        '```json\n{"correct": true, "reason": "equal"}\n```',
+        'Let me check [step 1].\n{"correct": true, "reason": "equal"}\nHope this helps {',
+        '<think>maybe {"correct": false}</think>{"correct": "true", "reason": "equal"}',
+    ],
+)
 def test_verdicts_parse_from_fences_and_prose(text):
     assert parse_verdict(text) == (True, "equal")
 
@@ -73,12 +98,20 @@ def test_latex_written_with_single_backslashes_is_kept():
 def test_grading_skips_the_call_when_the_answer_matches_and_asks_the_teacher_otherwise(server):
     def judge(req):
         assert "Reference answer:\n42" in user_prompt(req)
-        return '{"correct": true, "reason": "forty-two"}' if "forty-two" in user_prompt(req) else \
-            '```json\n{"correct": false, "reason": "41 is not 42"}\n```'
+        return (
+            '{"correct": true, "reason": "forty-two"}'
+            if "forty-two" in user_prompt(req)
+            else '```json\n{"correct": false, "reason": "41 is not 42"}\n```'
+        )
 
     server.responder = judge
-    attempts = [attempt(0, "42"), attempt(1, "42.0"), attempt(2, "41"), attempt(3, None, "the answer is forty-two"),
-                attempt(4, None, "17+25=", truncated=True)]
+    attempts = [
+        attempt(0, "42"),
+        attempt(1, "42.0"),
+        attempt(2, "41"),
+        attempt(3, None, "the answer is forty-two"),
+        attempt(4, None, "17+25=", truncated=True),
+    ]
     verdicts = teacher_for(server).grade(QUESTION, attempts)
     assert [v["attempt_id"] for v in verdicts] == [a["attempt_id"] for a in attempts]
     assert [v["correct"] for v in verdicts] == [True, True, False, True, False]
@@ -162,23 +195,32 @@ def written(*items) -> str:
 def test_learning_zone_prompt_aims_at_the_failed_attempt(server):
     server.responder = lambda req: written(
         {"question": "What is 28+36?", "answer": "64", "solution": "8+6+0=14; 2+3+1=6; \\boxed{64}"},
-        {"question": "What is 19+45?", "answer": 64, "solution": "9+5+0=14; 1+4+1=6; \\boxed{64}"})
+        {"question": "What is 19+45?", "answer": 64, "solution": "9+5+0=14; 1+4+1=6; \\boxed{64}"},
+    )
     failed = attempt(3, "32", "7+5=12; 1+2=3; \\boxed{32}")
-    req = WriteRequest(question=QUESTION, zone="learning", success_rate=0.5, failed_attempt=failed, count=2,
-                       rng=random.Random(0))
+    req = WriteRequest(
+        question=QUESTION, zone="learning", success_rate=0.5, failed_attempt=failed, count=2, rng=random.Random(0)
+    )
     out = teacher_for(server).write_questions(req)
     assert [q["question"] for q in out] == ["What is 28+36?", "What is 19+45?"]
     assert out[1]["answer"] == "64"
-    assert out[0]["meta"] == {"teacher": "llm", "teacher_model": server.model, "prompt_version": prompts.PROMPT_VERSION,
-                              "zone": "learning", "policy": "error_sibling", "level": 3}
+    assert out[0]["meta"] == {
+        "teacher": "llm",
+        "teacher_model": server.model,
+        "prompt_version": prompts.PROMPT_VERSION,
+        "zone": "learning",
+        "policy": "error_sibling",
+        "level": 3,
+    }
     prompt = user_prompt(server.chat_requests[0]["json"])
     assert "7+5=12; 1+2=3; \\boxed{32}" in prompt and QUESTION["solution"] in prompt and "50%" in prompt
     assert isinstance(server.chat_requests[0]["json"].get("seed"), int)
 
 
 def test_mastered_zone_asks_for_a_harder_variant(server):
-    server.responder = lambda req: json.dumps({"question": "What is 178+256?", "answer": "434",
-                                               "solution": "\\boxed{434}"})
+    server.responder = lambda req: json.dumps(
+        {"question": "What is 178+256?", "answer": "434", "solution": "\\boxed{434}"}
+    )
     req = WriteRequest(question=QUESTION, zone="mastered", success_rate=1.0, count=1, rng=random.Random(1))
     out = teacher_for(server).write_questions(req)
     assert out[0]["question"] == "What is 178+256?" and out[0]["meta"]["level"] == 4
@@ -194,8 +236,10 @@ def test_missing_fields_are_asked_again_then_skipped_with_a_warning(server, capl
     assert len(server.chat_requests) == 2
 
     server.requests.clear()
-    server.responder = lambda req: written({"question": QUESTION["question"], "answer": "42", "solution": "\\boxed{42}"},
-                                           {"question": "What is 2+2?", "answer": "5", "solution": "so \\boxed{4}"})
+    server.responder = lambda req: written(
+        {"question": QUESTION["question"], "answer": "42", "solution": "\\boxed{42}"},
+        {"question": "What is 2+2?", "answer": "5", "solution": "so \\boxed{4}"},
+    )
     req = WriteRequest(question=QUESTION, zone="mastered", success_rate=1.0, count=2, rng=random.Random(3))
     with caplog.at_level(logging.WARNING):
         assert teacher_for(server, max_retries=1).write_questions(req) == []
@@ -207,17 +251,41 @@ def test_missing_fields_are_asked_again_then_skipped_with_a_warning(server, capl
 # ---------------------------------------------------------------- the grading stage, end to end
 def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
     """run_grading on a hand-made workspace: make_teacher builds the LLM Teacher from the config."""
-    questions = [{"id": f"q{i}", "question": f"What is {i}+{i}?", "answer": str(2 * i), "solution": None,
-                  "parent_id": None, "origin": "seed", "round": 1, "meta": {}} for i in range(1, 5)]
+    questions = [
+        {
+            "id": f"q{i}",
+            "question": f"What is {i}+{i}?",
+            "answer": str(2 * i),
+            "solution": None,
+            "parent_id": None,
+            "origin": "seed",
+            "round": 1,
+            "meta": {},
+        }
+        for i in range(1, 5)
+    ]
 
     def judge(req):  # the Teacher accepts the written-out "twice i" answers only
-        return '{"correct": true, "reason": "worded"}' if "twice" in user_prompt(req) else '{"correct": false, "reason": "wrong"}'
+        return (
+            '{"correct": true, "reason": "worded"}'
+            if "twice" in user_prompt(req)
+            else '{"correct": false, "reason": "wrong"}'
+        )
 
     with TeacherServer(responder=judge, model="judge-7b", api_key=SECRET) as server:
-        cfg, _ = load_config(env_file=None, environ={}, overrides={
-            "WORKSPACE_DIR": str(tmp_path / "ws"), "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": server.base_url,
-            "TEACHER_MODEL_NAME": "judge-7b", "TEACHER_API_KEY": SECRET, "TEACHER_CONCURRENT_WORKERS": "3",
-            "TEACHER_GRADING_UNIT": "attempt"})
+        cfg, _ = load_config(
+            env_file=None,
+            environ={},
+            overrides={
+                "WORKSPACE_DIR": str(tmp_path / "ws"),
+                "TEACHER_BACKEND": "llm",
+                "TEACHER_BASE_URL": server.base_url,
+                "TEACHER_MODEL_NAME": "judge-7b",
+                "TEACHER_API_KEY": SECRET,
+                "TEACHER_CONCURRENT_WORKERS": "3",
+                "TEACHER_GRADING_UNIT": "attempt",
+            },
+        )
         ctx = RunContext(cfg=cfg, sm=StateManager(cfg.workspace))
         atomic_write_json(ctx.paths.questions(1), questions)
         rows = []

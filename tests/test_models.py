@@ -43,9 +43,20 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
-@pytest.mark.parametrize("value,hub", [("Qwen/Qwen3-8B", True), ("org/tiny.v2-a_b", True), ("/models/x", False),
-                                       ("./models/x", False), ("~/models/x", False), ("gpt2", False), ("a/b/c", False),
-                                       ("org/-bad", False), ("", False)])
+@pytest.mark.parametrize(
+    "value,hub",
+    [
+        ("Qwen/Qwen3-8B", True),
+        ("org/tiny.v2-a_b", True),
+        ("/models/x", False),
+        ("./models/x", False),
+        ("~/models/x", False),
+        ("gpt2", False),
+        ("a/b/c", False),
+        ("org/-bad", False),
+        ("", False),
+    ],
+)
 def test_hub_ids_are_told_from_paths(value, hub):
     assert is_hub_id(value) is hub
 
@@ -56,18 +67,23 @@ def test_model_settings_accept_a_folder_or_an_id_and_refuse_the_rest(tmp_path):
     assert check_model_setting("SOLVER_MODEL_PATH", "Qwen/Qwen3-8B", "v1.0") is None
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "expected a Hugging Face model folder with config.json" in check_model_setting("SOLVER_MODEL_PATH", str(empty))
+    assert "expected a Hugging Face model folder with config.json" in check_model_setting(
+        "SOLVER_MODEL_PATH", str(empty)
+    )
     missing = check_model_setting("SOLVER_MODEL_PATH", str(tmp_path / "nope"))
     assert "is neither an existing folder nor a Hugging Face Hub id" in missing
     assert "SOLVER_MODEL_REVISION: a revision applies to a Hub id" in check_model_setting(
-        "SOLVER_MODEL_PATH", str(folder), "main")
+        "SOLVER_MODEL_PATH", str(folder), "main"
+    )
     assert "GENERATOR_MODEL_REVISION: set without GENERATOR_MODEL_PATH" in check_model_setting(
-        "GENERATOR_MODEL_PATH", "", "main")
+        "GENERATOR_MODEL_PATH", "", "main"
+    )
 
 
 def test_config_takes_a_hub_id_and_keeps_the_embedded_profile_off(tmp_path):
-    cfg, sources = load_config(env_file=None, environ={}, overrides={"SOLVER_MODEL_PATH": "Qwen/Qwen3-8B",
-                                                                    "SOLVER_MODEL_REVISION": "main"})
+    cfg, sources = load_config(
+        env_file=None, environ={}, overrides={"SOLVER_MODEL_PATH": "Qwen/Qwen3-8B", "SOLVER_MODEL_REVISION": "main"}
+    )
     assert not cfg.embedded and "embedded profile" not in sources.values()
     with pytest.raises(ConfigError, match=re.escape("GENERATOR_MODEL_PATH: './gen' is neither an existing folder")):
         load_config(env_file=None, environ={}, overrides={"GENERATOR_MODEL_PATH": "./gen"})
@@ -88,12 +104,18 @@ def test_offline_resolution_uses_the_cache_and_pins_the_commit(tmp_path, hub_cac
     from huggingface_hub import scan_cache_dir
 
     report = scan_cache_dir(hub_cache)  # huggingface_hub reads the layout as its own
-    assert not report.warnings and {r.commit_hash for r in next(iter(report.repos)).revisions} == {first.name, second.name}
+    assert not report.warnings and {r.commit_hash for r in next(iter(report.repos)).revisions} == {
+        first.name,
+        second.name,
+    }
 
 
 def test_offline_errors_say_what_to_run(tmp_path, hub_cache):
-    with pytest.raises(ModelNotFound, match=r"org/absent: not in the local Hugging Face cache and HF_HUB_OFFLINE=1.*"
-                                            r"hf download org/absent"):
+    with pytest.raises(
+        ModelNotFound,
+        match=r"org/absent: not in the local Hugging Face cache and HF_HUB_OFFLINE=1.*"
+        r"hf download org/absent",
+    ):
         resolve_model("org/absent")
     snapshot = add_model(hub_cache, "org/tiny", model_folder(tmp_path / "m"))
     (snapshot / "model.safetensors").unlink()  # an interrupted download
@@ -114,7 +136,9 @@ def online_hub(tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     with HubServer({"org/tiny": model_folder(tmp_path / "served", "s")}) as hub:
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         yield hub, cache

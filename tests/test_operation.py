@@ -22,12 +22,28 @@ pytestmark = pytest.mark.slow
 
 
 def run_args(workspace: Path, solver: Path, questions: Path, **extra) -> list[str]:
-    values = {"WORKSPACE_DIR": workspace, "SOLVER_MODEL_PATH": solver, "QUESTIONS_FILE": questions,
-              "TOTAL_ROUNDS": 2, "TRAIN_START_ROUND": 2, "ATTEMPTS_PER_QUESTION": 4, "MAX_NEW_TOKENS": 40,
-              "COLLECTION_BATCH_SIZE": 2, "HELDOUT_K": 0, "TRL_BATCH_SIZE": 8, "SEED": 3, "AUTO_RETRY_ENABLED": "false",
-              **extra}
-    return [sys.executable, str(REPO / "scripts" / "run_training.py"), "--env-file", os.devnull,
-            *[a for k, v in values.items() for a in ("--set", f"{k}={v}")]]
+    values = {
+        "WORKSPACE_DIR": workspace,
+        "SOLVER_MODEL_PATH": solver,
+        "QUESTIONS_FILE": questions,
+        "TOTAL_ROUNDS": 2,
+        "TRAIN_START_ROUND": 2,
+        "ATTEMPTS_PER_QUESTION": 4,
+        "MAX_NEW_TOKENS": 40,
+        "COLLECTION_BATCH_SIZE": 2,
+        "HELDOUT_K": 0,
+        "TRL_BATCH_SIZE": 8,
+        "SEED": 3,
+        "AUTO_RETRY_ENABLED": "false",
+        **extra,
+    }
+    return [
+        sys.executable,
+        str(REPO / "scripts" / "run_training.py"),
+        "--env-file",
+        os.devnull,
+        *[a for k, v in values.items() for a in ("--set", f"{k}={v}")],
+    ]
 
 
 def progress(workspace: Path, r: int) -> dict:
@@ -50,8 +66,9 @@ class Session:
     """A child process whose merged stdout/stderr is read as it comes, like a user at a terminal."""
 
     def __init__(self, cmd: list[str]):
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         self.buffer = ""
         self.seen = 0
 
@@ -61,7 +78,7 @@ class Session:
         while time.time() < deadline:
             idx = self.buffer.find(text, self.seen)
             if idx != -1:
-                chunk = self.buffer[self.seen: idx + len(text)]
+                chunk = self.buffer[self.seen : idx + len(text)]
                 self.seen = idx + len(text)
                 return chunk
             ready, _, _ = select.select([fd], [], [], 0.2)
@@ -126,8 +143,9 @@ def test_semi_mode_continue_status_retry_quit_and_end_of_input(tmp_path, tiny_so
     assert state["status"] == "stopped" and state["failures"][0]["stage"] == "collect"
 
     # no terminal and no input: quits cleanly at the first prompt, never loops
-    out = subprocess.run([*args, "--mode", "semi"], cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [*args, "--mode", "semi"], cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and out.stdout.count(PROMPT) == 1 and "end of input" in out.stdout
     assert "export" not in progress(ws, 1)
 
@@ -182,11 +200,22 @@ def test_sigint_and_sigterm_stop_at_a_safe_point_and_the_same_command_continues(
     assert {p: p.stat().st_mtime_ns for p in ws.rglob("*") if p.is_file()} == before
 
     # redo from a point: without confirmation nothing changes; with --yes the stage and what follows rerun
-    no = subprocess.run([*args, "--from-round", "2", "--from-stage", "train"], cwd=REPO, stdin=subprocess.DEVNULL,
-                        capture_output=True, text=True, timeout=60)
+    no = subprocess.run(
+        [*args, "--from-round", "2", "--from-stage", "train"],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert no.returncode == 0 and "merged_solver_r2" in no.stdout and "nothing changed" in no.stdout
     assert (ws / "checkpoints" / "merged_solver_r2").exists()
-    redo = subprocess.run([*args, "--from-round", "2", "--from-stage", "enhance", "--yes"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    redo = subprocess.run(
+        [*args, "--from-round", "2", "--from-stage", "enhance", "--yes"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert redo.returncode == 0, redo.stderr[-2000:]
     assert "round 2/2: next-round preparation" in redo.stderr and "round 2/2: TRL DPO training" not in redo.stderr

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _probe(output: str) -> dict:
     line = next(line for line in output.splitlines() if line.startswith("PROBE "))
-    return json.loads(line[len("PROBE "):])
+    return json.loads(line[len("PROBE ") :])
 
 
 def test_under_pytest_datasets_is_hugging_face():
@@ -29,7 +29,9 @@ def test_under_pytest_datasets_is_hugging_face():
 
 def test_from_a_script_run_in_the_repository(tmp_path):
     script = REPO / "scripts" / "_probe_tmp.py"
-    script.write_text("from prosetting.utils.env_probe import probe\nimport json\nprint('PROBE ' + json.dumps(probe()))\n")
+    script.write_text(
+        "from prosetting.utils.env_probe import probe\nimport json\nprint('PROBE ' + json.dumps(probe()))\n"
+    )
     try:
         out = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, check=True).stdout
     finally:
@@ -39,8 +41,22 @@ def test_from_a_script_run_in_the_repository(tmp_path):
 
 @pytest.mark.slow
 def test_inside_an_accelerate_launch_from_the_repository_root():
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "prosetting.utils.env_probe"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "prosetting.utils.env_probe",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     info = _probe(out.stdout)

@@ -27,16 +27,21 @@ def test_loads_json_lines_and_json_lists(tmp_path):
         assert qs[1]["answer"] == "4" and qs[0]["origin"] == "seed" and qs[0]["round"] == 1
 
 
-@pytest.mark.parametrize("content,message", [
-    ("", "the file is empty"),
-    ('{"question": "1+1=?", "answer": "2"}\n{"question": "x", "answer": \n', "line 2: not valid JSON"),
-    ('{"question": "1+1=?", "answer": "2"}\n{"answer": "3"}\n', "line 2: missing or empty `question`"),
-    ('{"question": "  ", "answer": "3"}\n', "line 1: missing or empty `question`"),
-    ('{"question": "1+1=?"}\n', "line 1: missing `answer`"),
-    ('{"id": "a", "question": "1", "answer": "1"}\n\n{"id": "a", "question": "2", "answer": "2"}\n',
-     "line 3: duplicate id 'a' (first seen on line 1)"),
-    ('[1, 2]\n', "expected an object"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("", "the file is empty"),
+        ('{"question": "1+1=?", "answer": "2"}\n{"question": "x", "answer": \n', "line 2: not valid JSON"),
+        ('{"question": "1+1=?", "answer": "2"}\n{"answer": "3"}\n', "line 2: missing or empty `question`"),
+        ('{"question": "  ", "answer": "3"}\n', "line 1: missing or empty `question`"),
+        ('{"question": "1+1=?"}\n', "line 1: missing `answer`"),
+        (
+            '{"id": "a", "question": "1", "answer": "1"}\n\n{"id": "a", "question": "2", "answer": "2"}\n',
+            "line 3: duplicate id 'a' (first seen on line 1)",
+        ),
+        ("[1, 2]\n", "expected an object"),
+    ],
+)
 def test_bad_files_fail_with_file_and_line(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
@@ -51,7 +56,15 @@ def test_missing_file(tmp_path):
 
 
 def _q(i, **kw):
-    return {"id": f"q{i}", "question": f"question {i}", "answer": "1", "parent_id": None, "origin": "seed", "round": 1, **kw}
+    return {
+        "id": f"q{i}",
+        "question": f"question {i}",
+        "answer": "1",
+        "parent_id": None,
+        "origin": "seed",
+        "round": 1,
+        **kw,
+    }
 
 
 def test_next_pool_is_new_plus_failed_plus_replayed_share_of_mastered():
@@ -70,7 +83,9 @@ def test_next_pool_is_new_plus_failed_plus_replayed_share_of_mastered():
     assert [q["id"] for q in capped] == ["q100", "q101"] and c2["cut_by_max_size"] == 3
     assert lineage("q100", {q["id"]: q for q in qs + new}) == ["q100", "q1"]
     # REPLAY_FAILED=false (an ablation): the failed question stays out, an ungraded one still comes back
-    no_failed, c3 = build_next_pool(qs + [_q(50)], rewards, new, replay_ratio=0.25, seed=1, round_=1, replay_failed=False)
+    no_failed, c3 = build_next_pool(
+        qs + [_q(50)], rewards, new, replay_ratio=0.25, seed=1, round_=1, replay_failed=False
+    )
     assert "q1" not in [q["id"] for q in no_failed] and "q50" in [q["id"] for q in no_failed]
     assert c3["failed_replay"] == 1 and c3["mastered_replay"] == 2
 
@@ -85,8 +100,9 @@ def test_stratified_cap_keeps_the_frontier_when_easy_questions_flood_in():
     rewards |= {q["id"]: {"zone": "learning", "success_rate": 0.7} for q in mid}
     easy = [lv(200 + i, 1, origin="teacher_stepping_stone") for i in range(40)]  # new, never graded: weight 1
     top = [lv(300 + i, 5, origin="teacher_harder_variant") for i in range(3)]
-    new_first, _ = build_next_pool(hard + mid, rewards, easy + top, replay_ratio=1.0, seed=0, round_=2, max_size=43,
-                                   cap="new_first")
+    new_first, _ = build_next_pool(
+        hard + mid, rewards, easy + top, replay_ratio=1.0, seed=0, round_=2, max_size=43, cap="new_first"
+    )
     assert sum(q["meta"]["level"] == 4 for q in new_first) == 0  # the old cut: the frontier is gone
     pool, counts = build_next_pool(hard + mid, rewards, easy + top, replay_ratio=1.0, seed=0, round_=2, max_size=43)
     levels = [q["meta"]["level"] for q in pool]
@@ -135,8 +151,11 @@ def test_static_curriculum_replays_the_seed_pool_and_writes_nothing(tmp_path):
     atomic_write_json(paths.questions(3), [_q(9)])  # round 3's pool, after round 2's written questions
     write_jsonl(paths.rewards(3), [{"question_id": "q9", "zone": "learning", "success_rate": 0.5, "verdicts": []}])
     write_jsonl(paths.trajectories(3), [{"question_id": "q9", "attempts": []}])
-    ctx = type("Ctx", (), {"cfg": Config(CURRICULUM="static"), "paths": paths, "teacher": NoWriting(),
-                           "stop_event": threading.Event()})()
+    ctx = type(
+        "Ctx",
+        (),
+        {"cfg": Config(CURRICULUM="static"), "paths": paths, "teacher": NoWriting(), "stop_event": threading.Event()},
+    )()
     stats = run_enhancement(ctx, 3)
     assert json.loads(paths.questions(4).read_text()) == seeds
     assert stats["written"] == 0 and stats["curriculum"] == "static" and not paths.enhanced_questions(3).exists()

@@ -77,8 +77,9 @@ def test_every_import_is_declared_and_the_engines_only_as_optional():
             if not dists & optional or dists & core:
                 problems.append(f"`import {module}` ({where}): expected in {' or '.join(OPTIONAL)} only")
         elif not dists & core:
-            problems.append(f"`import {module}` ({where}): provided by {', '.join(sorted(dists))}, "
-                            f"which {CORE} does not declare")
+            problems.append(
+                f"`import {module}` ({where}): provided by {', '.join(sorted(dists))}, which {CORE} does not declare"
+            )
     assert not problems, "\n".join(problems)
 
 

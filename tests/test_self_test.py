@@ -11,8 +11,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_self_test_passes(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "utils" / "test_runner.py")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "utils" / "test_runner.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = out.stdout.strip().splitlines()
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.fullmatch(r"\d+ passed, 0 failed", lines[-1]), lines[-1]

@@ -86,23 +86,36 @@ def test_malformed_questions_file_fails_with_the_line(tmp_path, good):
 def test_unreachable_teacher_endpoint_fails(tmp_path, good):
     with TeacherServer() as server:
         url = server.base_url  # a port that was just free: nothing listens once the server stops
-    settings = {**good, "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": url, "TEACHER_MODEL_NAME": "m",
-                "TEACHER_API_KEY": SECRET}
+    settings = {
+        **good,
+        "TEACHER_BACKEND": "llm",
+        "TEACHER_BASE_URL": url,
+        "TEACHER_MODEL_NAME": "m",
+        "TEACHER_API_KEY": SECRET,
+    }
     rc, report = run_checker(tmp_path, settings, "--json")
     teacher = by_name(report)["teacher endpoint"]
     assert rc == 1 and teacher["status"] == "fail" and "cannot reach" in teacher["message"]
     assert "TEACHER_BASE_URL" in teacher["fix"]
 
 
-@pytest.mark.parametrize("model,key,status,expected", [
-    ("judge-1", SECRET, "ok", "serves judge-1"),
-    ("judge-2", SECRET, "fail", "set TEACHER_MODEL_NAME to one of: judge-1"),
-    ("judge-1", SECRET + "-old", "fail", "check TEACHER_API_KEY"),
-])
+@pytest.mark.parametrize(
+    "model,key,status,expected",
+    [
+        ("judge-1", SECRET, "ok", "serves judge-1"),
+        ("judge-2", SECRET, "fail", "set TEACHER_MODEL_NAME to one of: judge-1"),
+        ("judge-1", SECRET + "-old", "fail", "check TEACHER_API_KEY"),
+    ],
+)
 def test_teacher_endpoint_serving_the_right_or_the_wrong_model(tmp_path, good, model, key, status, expected):
     with TeacherServer(model="judge-1", api_key=SECRET) as server:
-        settings = {**good, "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": server.base_url, "TEACHER_MODEL_NAME": model,
-                    "TEACHER_API_KEY": key}
+        settings = {
+            **good,
+            "TEACHER_BACKEND": "llm",
+            "TEACHER_BASE_URL": server.base_url,
+            "TEACHER_MODEL_NAME": model,
+            "TEACHER_API_KEY": key,
+        }
         rc, report = run_checker(tmp_path, settings, "--json")
         assert [r["path"] for r in server.requests] == ["/v1/models"]
     teacher = by_name(report)["teacher endpoint"]
@@ -116,7 +129,9 @@ def test_live_lock_held_by_another_process_fails(tmp_path, good):
     ws.mkdir()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (ws / ".prosetting.lock").write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": "x"}))
+        (ws / ".prosetting.lock").write_text(
+            json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": "x"})
+        )
         rc, report = run_checker(tmp_path, good, "--json")
     finally:
         child.kill()
@@ -132,11 +147,19 @@ def test_live_lock_held_by_another_process_fails(tmp_path, good):
 def test_resume_point_and_corrupt_state(tmp_path, good):
     ws = Path(good["WORKSPACE_DIR"])
     ws.mkdir()
-    state = {"version": 1, "status": "interrupted", "current_round": 2, "completed_rounds": [1], "failed_rounds": [],
-             "failures": [], "runs": []}
+    state = {
+        "version": 1,
+        "status": "interrupted",
+        "current_round": 2,
+        "completed_rounds": [1],
+        "failed_rounds": [],
+        "failures": [],
+        "runs": [],
+    }
     (ws / "training_state.json").write_text(json.dumps(state))
-    (ws / "round_02_progress.json").write_text(json.dumps({"round": 2, "stages": {
-        "collect": {"status": "done"}, "grade": {"status": "running"}}}))
+    (ws / "round_02_progress.json").write_text(
+        json.dumps({"round": 2, "stages": {"collect": {"status": "done"}, "grade": {"status": "running"}}})
+    )
     rc, report = run_checker(tmp_path, good, "--json")
     assert rc == 0 and "round 2, stage grade (resumed" in by_name(report)["training state"]["message"]
 
@@ -173,12 +196,20 @@ def test_training_hosts_are_checked_for_several_machines(tmp_path, good):
     rc, report = run_checker(tmp_path, good, "--json")
     assert by_name(report)["training hosts"]["status"] == "skip"
     assert by_name(report)["training launch"]["message"].startswith("preset single")
-    two = {**good, "NUM_MACHINES": "2", "TRL_NUM_PROCESSES": "2", "MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": "29555"}
+    two = {
+        **good,
+        "NUM_MACHINES": "2",
+        "TRL_NUM_PROCESSES": "2",
+        "MAIN_PROCESS_IP": "127.0.0.1",
+        "MAIN_PROCESS_PORT": "29555",
+    }
     rc, report = run_checker(tmp_path, {**two, "TRAIN_HOSTS": "127.0.0.1"}, "--json")
     assert by_name(report)["training hosts"]["status"] == "ok"
     rc, report = run_checker(tmp_path, {**two, "TRAIN_HOSTS": "no-such-host.invalid"}, "--json")
     hosts = by_name(report)["training hosts"]
-    assert rc != 0 and hosts["status"] == "fail" and "no-such-host.invalid" in hosts["message"] and "ssh" in hosts["fix"]
+    assert (
+        rc != 0 and hosts["status"] == "fail" and "no-such-host.invalid" in hosts["message"] and "ssh" in hosts["fix"]
+    )
 
 
 def test_hub_models_not_in_the_cache_are_named_with_the_fix(tmp_path, good, monkeypatch):
@@ -199,12 +230,20 @@ def test_hub_models_not_in_the_cache_are_named_with_the_fix(tmp_path, good, monk
     checks = by_name(report)
     assert rc == 1 and checks["configuration"]["status"] == "ok"
     assert checks["solver model"]["status"] == "ok"
-    assert checks["solver model"]["message"].startswith(f"org/solver@main, commit {snapshot.name} in the local cache: {snapshot}")
+    assert checks["solver model"]["message"].startswith(
+        f"org/solver@main, commit {snapshot.name} in the local cache: {snapshot}"
+    )
     writer = checks["generator model"]
-    assert writer["status"] == "fail" and "GENERATOR_MODEL_PATH=org/writer: not in the local Hugging Face cache" in writer["message"]
+    assert (
+        writer["status"] == "fail"
+        and "GENERATOR_MODEL_PATH=org/writer: not in the local Hugging Face cache" in writer["message"]
+    )
     assert writer["fix"].startswith("hf download org/writer") and str(cache) in writer["fix"]
     rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(tmp_path / "missing" / "model")}, "--json")
-    assert rc == 1 and "neither an existing folder nor a Hugging Face Hub id" in by_name(report)["configuration"]["message"]
+    assert (
+        rc == 1
+        and "neither an existing folder nor a Hugging Face Hub id" in by_name(report)["configuration"]["message"]
+    )
 
 
 def test_eval_sets_are_checked_before_the_run(tmp_path, good, monkeypatch):
@@ -223,11 +262,18 @@ def test_eval_sets_are_checked_before_the_run(tmp_path, good, monkeypatch):
     sets = f"bench=hub:org/bench,gsm8k=hub:openai/gsm8k:main:test,mine={bad}"
     rc, report = run_checker(tmp_path, {**good, "EVAL_SETS": sets}, "--json")
     checks = by_name(report)
-    assert rc == 1 and checks["eval set bench"]["status"] == "ok" and "in the datasets cache" in checks["eval set bench"]["message"]
+    assert (
+        rc == 1
+        and checks["eval set bench"]["status"] == "ok"
+        and "in the datasets cache" in checks["eval set bench"]["message"]
+    )
     gsm = checks["eval set gsm8k"]
     assert gsm["status"] == "fail" and "HF_HUB_OFFLINE=1" in gsm["message"]
     assert "datasets.load_dataset('openai/gsm8k', 'main', split='test')" in gsm["fix"]
-    assert checks["eval set mine"]["status"] == "fail" and "line 1: no reference answer" in checks["eval set mine"]["message"]
+    assert (
+        checks["eval set mine"]["status"] == "fail"
+        and "line 1: no reference answer" in checks["eval set mine"]["message"]
+    )
 
 
 def test_online_an_unknown_model_fails_and_an_uncached_one_says_what_it_downloads(tmp_path, good, monkeypatch):
@@ -243,11 +289,17 @@ def test_online_an_unknown_model_fails_and_an_uncached_one_says_what_it_download
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with HubServer({"org/solver": model}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/typo"},
-                                 "--json")
+        rc, report = run_checker(
+            tmp_path, {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/typo"}, "--json"
+        )
     checks = by_name(report)
     solver, writer = checks["solver model"], checks["generator model"]
-    assert rc == 1 and solver["status"] == "warn" and "the run downloads 3 MiB before its first stage" in solver["message"]
+    assert (
+        rc == 1 and solver["status"] == "warn" and "the run downloads 3 MiB before its first stage" in solver["message"]
+    )
     assert solver["fix"].startswith("hf download org/solver")
     assert writer["status"] == "fail" and "GENERATOR_MODEL_PATH=org/typo: no such model on the Hub" in writer["message"]
-    assert "https://huggingface.co/org/typo" in writer["fix"] and "set GENERATOR_MODEL_PATH to a model folder" in writer["fix"]
+    assert (
+        "https://huggingface.co/org/typo" in writer["fix"]
+        and "set GENERATOR_MODEL_PATH to a model folder" in writer["fix"]
+    )

@@ -16,8 +16,8 @@ from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
 from prosetting.managers.question_manager import load_questions_file
 from prosetting.processors.evaluator import load_benchmark
+from prosetting.processors.grading import run_grading
 from prosetting.processors.question_enhancer import make_request
-from prosetting.processors.reward_calculator import run_grading
 from prosetting.teacher_model import prompts
 from prosetting.teacher_model.call_cache import CallCache
 from prosetting.teacher_model.llm_teacher import LLMTeacher, TeacherError
@@ -28,15 +28,31 @@ QUESTION = {"id": "q1", "question": "What is 17+25?", "answer": "42", "solution"
 
 
 def attempt(i: int, answer: str | None, qid: str = "q1") -> dict:
-    return {"attempt_id": f"{qid}#r1a{i}", "question_id": qid, "round": 1, "text": f"work {i} so \\boxed{{{answer}}}",
-            "answer": answer, "truncated": False, "num_tokens": 5}
+    return {
+        "attempt_id": f"{qid}#r1a{i}",
+        "question_id": qid,
+        "round": 1,
+        "text": f"work {i} so \\boxed{{{answer}}}",
+        "answer": answer,
+        "truncated": False,
+        "num_tokens": 5,
+    }
 
 
 def make_teacher(server, tmp_path=None, unit="question", mode="hybrid", max_retries=2, limits=None) -> LLMTeacher:
     client = OpenAI(base_url=server.base_url, api_key="sk-x", timeout=5, max_retries=0)
     cache = CallCache(tmp_path / "cache") if tmp_path is not None else None
-    return LLMTeacher(client, server.model, server.base_url, max_retries=max_retries, backoff_s=0.01, cache=cache,
-                      limits=limits, grading_mode=mode, grading_unit=unit)
+    return LLMTeacher(
+        client,
+        server.model,
+        server.base_url,
+        max_retries=max_retries,
+        backoff_s=0.01,
+        cache=cache,
+        limits=limits,
+        grading_mode=mode,
+        grading_unit=unit,
+    )
 
 
 def verdicts_reply(*items) -> str:
@@ -44,7 +60,9 @@ def verdicts_reply(*items) -> str:
 
 
 def test_question_unit_grades_all_undecided_attempts_in_one_request(tmp_path):
-    with TeacherServer(responder=lambda req: verdicts_reply((1, False, "adds the tens wrong"), (2, True, ""))) as server:
+    with TeacherServer(
+        responder=lambda req: verdicts_reply((1, False, "adds the tens wrong"), (2, True, ""))
+    ) as server:
         teacher = make_teacher(server, tmp_path)
         out = teacher.grade(QUESTION, [attempt(0, "42"), attempt(1, "32"), attempt(2, "forty-two")])
     assert len(server.chat_requests) == 1
@@ -58,8 +76,12 @@ def test_question_unit_grades_all_undecided_attempts_in_one_request(tmp_path):
 
 def test_question_unit_reasks_say_what_was_wrong_and_llm_mode_measures_agreement(tmp_path, monkeypatch):
     monkeypatch.setattr("prosetting.teacher_model.llm_teacher.AGREEMENT_SAMPLE_EVERY", 1)  # check every attempt
-    replies = iter([verdicts_reply((1, True, "")),  # attempt 2 missing: strict schema
-                    verdicts_reply((1, True, ""), (2, False, "wrong carry"))])
+    replies = iter(
+        [
+            verdicts_reply((1, True, "")),  # attempt 2 missing: strict schema
+            verdicts_reply((1, True, ""), (2, False, "wrong carry")),
+        ]
+    )
     with TeacherServer(responder=lambda req: next(replies)) as server:
         teacher = make_teacher(server, tmp_path, mode="llm")
         out = teacher.grade(QUESTION, [attempt(0, "42"), attempt(1, "32")])
@@ -87,7 +109,11 @@ def test_the_cache_answers_a_second_teacher_and_never_holds_the_key(tmp_path):
         assert len(server.chat_requests) == 2
         teacher = make_teacher(server, tmp_path)
         assert teacher.grade(QUESTION, [attempt(1, "7")]) == first and teacher.grade(other, [attempt(1, "5", "q2")])
-        assert len(server.chat_requests) == 2 and teacher.stats() == {"cache_hits": 2, "rule_verdicts": 0, "llm_verdicts": 2}
+        assert len(server.chat_requests) == 2 and teacher.stats() == {
+            "cache_hits": 2,
+            "rule_verdicts": 0,
+            "llm_verdicts": 2,
+        }
     assert len(CallCache(tmp_path / "cache")) == 2
     assert not any(b"sk-x" in p.read_bytes() for p in (tmp_path / "cache").iterdir())
 
@@ -122,15 +148,31 @@ def test_rate_limit_spaces_requests_across_threads(tmp_path):
 
 
 def stage_ctx(tmp_path, server, **overrides) -> RunContext:
-    cfg, _ = load_config(env_file=None, environ={}, overrides={
-        "WORKSPACE_DIR": str(tmp_path / "ws"), "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": server.base_url,
-        "TEACHER_MODEL_NAME": server.model, "TEACHER_CONCURRENT_WORKERS": "4", "TEACHER_MAX_RETRIES": "1",
-        "TEACHER_PRICE_PER_MTOK_IN": "2", "TEACHER_PRICE_PER_MTOK_OUT": "6", **overrides})
+    cfg, _ = load_config(
+        env_file=None,
+        environ={},
+        overrides={
+            "WORKSPACE_DIR": str(tmp_path / "ws"),
+            "TEACHER_BACKEND": "llm",
+            "TEACHER_BASE_URL": server.base_url,
+            "TEACHER_MODEL_NAME": server.model,
+            "TEACHER_CONCURRENT_WORKERS": "4",
+            "TEACHER_MAX_RETRIES": "1",
+            "TEACHER_PRICE_PER_MTOK_IN": "2",
+            "TEACHER_PRICE_PER_MTOK_OUT": "6",
+            **overrides,
+        },
+    )
     ctx = RunContext(cfg=cfg, sm=StateManager(cfg.workspace))
     questions = [{"id": f"q{i}", "question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(10)]
     atomic_write_json(ctx.paths.questions(1), questions)
-    append_jsonl(ctx.paths.trajectories(1), [{"question_id": q["id"], "round": 1,
-                                              "attempts": [attempt(k, "99", q["id"]) for k in range(2)]} for q in questions])
+    append_jsonl(
+        ctx.paths.trajectories(1),
+        [
+            {"question_id": q["id"], "round": 1, "attempts": [attempt(k, "99", q["id"]) for k in range(2)]}
+            for q in questions
+        ],
+    )
     ctx._teacher = LLMTeacher.from_config(cfg, backoff_s=0.01)
     return ctx
 
@@ -140,7 +182,9 @@ def test_ungraded_questions_fail_the_stage_above_the_fraction_and_are_graded_on_
     with TeacherServer(responder=lambda req: reply) as server:
         ctx = stage_ctx(tmp_path, server, TEACHER_MAX_FAILURE_FRACTION="0.1", TEACHER_CONCURRENT_WORKERS="1")
         server.fail_next(*[500] * 4)  # two questions fail both tries: 20% > 10%
-        with pytest.raises(TeacherError, match=r"2 of 10 questions .*127\.0\.0\.1.*last error: .*HTTP 500.*run the same command"):
+        with pytest.raises(
+            TeacherError, match=r"2 of 10 questions .*127\.0\.0\.1.*last error: .*HTTP 500.*run the same command"
+        ):
             run_grading(ctx, 1)
         assert len(read_jsonl(ctx.paths.rewards(1))) == 8
         answered = len([r for r in server.chat_requests if r.get("status") == 200])
@@ -148,7 +192,9 @@ def test_ungraded_questions_fail_the_stage_above_the_fraction_and_are_graded_on_
         assert len([r for r in server.chat_requests if r.get("status") == 200]) == answered + 2
     assert stats["questions"] == 10 and stats["ungraded"] == 0
     usage = stats["teacher_usage"]
-    assert usage["calls"] == 2 and usage["cost"] == pytest.approx((usage["prompt_tokens"] * 2 + usage["completion_tokens"] * 6) / 1e6)
+    assert usage["calls"] == 2 and usage["cost"] == pytest.approx(
+        (usage["prompt_tokens"] * 2 + usage["completion_tokens"] * 6) / 1e6
+    )
 
 
 def test_a_few_ungraded_questions_do_not_fail_the_stage(tmp_path):
@@ -172,8 +218,14 @@ def test_one_bad_reply_of_three_does_not_stop_a_stage_ten_of_ten_do():
 
 
 def test_the_error_analysis_reaches_the_question_writer():
-    reward = {"zone": "learning", "success_rate": 0.5, "verdicts": [
-        {"attempt_id": "q1#r1a0", "correct": True}, {"attempt_id": "q1#r1a1", "correct": False, "error": "forgot the carry"}]}
+    reward = {
+        "zone": "learning",
+        "success_rate": 0.5,
+        "verdicts": [
+            {"attempt_id": "q1#r1a0", "correct": True},
+            {"attempt_id": "q1#r1a1", "correct": False, "error": "forgot the carry"},
+        ],
+    }
     req = make_request(QUESTION, reward, [attempt(0, "42"), attempt(1, "32")], 1, 0, 1)
     assert req.failed_attempt["error_analysis"] == "forgot the carry"
     prompt = prompts.write_messages("learning", QUESTION, 0.5, req.failed_attempt, 1)[-1]["content"]
@@ -181,9 +233,11 @@ def test_the_error_analysis_reaches_the_question_writer():
 
 
 def test_gsm8k_and_math_rows_read_the_same_for_training_and_evaluation(tmp_path):
-    rows = [{"question": "Natalia sold 48 clips, then 24. How many?", "answer": "48+24 = 72\n#### 1,072"},
-            {"problem": "Half of one?", "solution": "It is $\\boxed{\\frac{1}{2}}$."},
-            {"problem": "Two?", "solution": "so \\boxed{2}", "answer": "2"}]
+    rows = [
+        {"question": "Natalia sold 48 clips, then 24. How many?", "answer": "48+24 = 72\n#### 1,072"},
+        {"problem": "Half of one?", "solution": "It is $\\boxed{\\frac{1}{2}}$."},
+        {"problem": "Two?", "solution": "so \\boxed{2}", "answer": "2"},
+    ]
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     pool, bench = load_questions_file(path), load_benchmark(path)
@@ -232,8 +286,8 @@ def test_batch_api_on_an_endpoint_without_it_falls_back_to_ordinary_calls(tmp_pa
 
 
 def test_too_difficult_questions_are_rechecked_and_flawed_ones_dropped_with_their_reason(tmp_path):
+    from prosetting.processors.grading import score
     from prosetting.processors.question_enhancer import run_enhancement
-    from prosetting.processors.reward_calculator import score
 
     def responder(req):
         prompt = req["messages"][-1]["content"]
@@ -247,16 +301,26 @@ def test_too_difficult_questions_are_rechecked_and_flawed_ones_dropped_with_thei
     with TeacherServer(responder=responder) as server:
         ctx = stage_ctx(tmp_path, server)
         rows = read_jsonl(ctx.paths.trajectories(1))
-        append_jsonl(ctx.paths.rewards(1), [score(row["question_id"], 1, [
-            {"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]]) for row in rows])
+        append_jsonl(
+            ctx.paths.rewards(1),
+            [
+                score(
+                    row["question_id"],
+                    1,
+                    [{"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]],
+                )
+                for row in rows
+            ],
+        )
         stats = run_enhancement(ctx, 1)
         assert len(server.chat_requests) == 10 + 9  # ten re-checks, a stepping stone for each of the nine kept
     pool = json.loads(ctx.paths.questions(2).read_text())
     assert stats["dropped_flawed"] == 1 and "q1" not in {q["id"] for q in pool}
     assert stats["written_by_policy"] == {"stepping_stone": 9, "error_sibling": 0, "harder_variant": 0}
     dropped = [row for row in read_jsonl(ctx.paths.enhanced_questions(1)) if row.get("dropped")]
-    assert dropped == [{"parent_id": "q1", "zone": "too_difficult", "questions": [],
-                        "dropped": "the reference answer should be 2"}]
+    assert dropped == [
+        {"parent_id": "q1", "zone": "too_difficult", "questions": [], "dropped": "the reference answer should be 2"}
+    ]
     assert stats["teacher_usage"]["calls"] == 19
 
 
@@ -300,14 +364,23 @@ def test_a_few_unusable_replies_leave_their_questions_ungraded_never_incorrect(t
 
 
 def test_wrong_shape_question_writing_stops_the_enhancement_stage(tmp_path):
+    from prosetting.processors.grading import score
     from prosetting.processors.question_enhancer import run_enhancement
-    from prosetting.processors.reward_calculator import score
 
     with TeacherServer(responder=lambda req: "Here is a harder problem: what is 2+3+4?") as server:
         ctx = stage_ctx(tmp_path, server, NEW_QUESTIONS_PER_PARENT="1")
         rows = read_jsonl(ctx.paths.trajectories(1))
-        append_jsonl(ctx.paths.rewards(1), [score(row["question_id"], 1, [
-            {"attempt_id": a["attempt_id"], "correct": True, "reason": "x"} for a in row["attempts"]]) for row in rows])
+        append_jsonl(
+            ctx.paths.rewards(1),
+            [
+                score(
+                    row["question_id"],
+                    1,
+                    [{"attempt_id": a["attempt_id"], "correct": True, "reason": "x"} for a in row["attempts"]],
+                )
+                for row in rows
+            ],
+        )
         with pytest.raises(TeacherError, match=r"question writing and re-checks.*Expected: \[\{\"question\"") as err:
             run_enhancement(ctx, 1)
         assert err.value.refused and len(server.chat_requests) <= 13
@@ -315,14 +388,23 @@ def test_wrong_shape_question_writing_stops_the_enhancement_stage(tmp_path):
 
 
 def test_a_recheck_failing_four_times_does_not_fail_the_enhancement_stage(tmp_path):
+    from prosetting.processors.grading import score
     from prosetting.processors.question_enhancer import run_enhancement
-    from prosetting.processors.reward_calculator import score
 
     with TeacherServer(responder=socratic_responder) as server:
         ctx = stage_ctx(tmp_path, server, TEACHER_MAX_RETRIES="3", TEACHER_CONCURRENT_WORKERS="1")
         rows = read_jsonl(ctx.paths.trajectories(1))
-        append_jsonl(ctx.paths.rewards(1), [score(row["question_id"], 1, [
-            {"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]]) for row in rows])
+        append_jsonl(
+            ctx.paths.rewards(1),
+            [
+                score(
+                    row["question_id"],
+                    1,
+                    [{"attempt_id": a["attempt_id"], "correct": False, "reason": "x"} for a in row["attempts"]],
+                )
+                for row in rows
+            ],
+        )
         server.fail_next(500, 500, 500, 500)  # the first re-check's request and its 3 retries
         stats = run_enhancement(ctx, 1)
         # q0 failed for good; the other 9 re-checked, kept and each given its stepping stone

@@ -22,12 +22,25 @@ pytestmark = pytest.mark.slow
 
 def settings(workspace: Path, solver: Path, questions: Path, server: TeacherServer) -> list[str]:
     values = {
-        "WORKSPACE_DIR": workspace, "SOLVER_MODEL_PATH": solver, "QUESTIONS_FILE": questions,
-        "TOTAL_ROUNDS": 2, "TRAIN_START_ROUND": 3, "ATTEMPTS_PER_QUESTION": 4, "MAX_NEW_TOKENS": 40,
-        "COLLECTION_BATCH_SIZE": 8, "HELDOUT_K": 0, "SEED": 5, "AUTO_RETRY_ENABLED": "false",
-        "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": server.base_url, "TEACHER_MODEL_NAME": server.model,
-        "GRADING_MODE": "llm", "TEACHER_GRADING_UNIT": "attempt", "TEACHER_CONCURRENT_WORKERS": 4,
-        "TEACHER_PRICE_PER_MTOK_IN": 1.0, "TEACHER_PRICE_PER_MTOK_OUT": 3.0,
+        "WORKSPACE_DIR": workspace,
+        "SOLVER_MODEL_PATH": solver,
+        "QUESTIONS_FILE": questions,
+        "TOTAL_ROUNDS": 2,
+        "TRAIN_START_ROUND": 3,
+        "ATTEMPTS_PER_QUESTION": 4,
+        "MAX_NEW_TOKENS": 40,
+        "COLLECTION_BATCH_SIZE": 8,
+        "HELDOUT_K": 0,
+        "SEED": 5,
+        "AUTO_RETRY_ENABLED": "false",
+        "TEACHER_BACKEND": "llm",
+        "TEACHER_BASE_URL": server.base_url,
+        "TEACHER_MODEL_NAME": server.model,
+        "GRADING_MODE": "llm",
+        "TEACHER_GRADING_UNIT": "attempt",
+        "TEACHER_CONCURRENT_WORKERS": 4,
+        "TEACHER_PRICE_PER_MTOK_IN": 1.0,
+        "TEACHER_PRICE_PER_MTOK_OUT": 3.0,
     }
     return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
 
@@ -50,7 +63,9 @@ def test_sigkill_during_grading_then_rerun_repeats_no_answered_call(tmp_path, ti
                     if stage_status(ws, 1, "grade") == "running" and len(answered) >= 6:
                         break
                     time.sleep(0.005)
-                assert proc.poll() is None, "the run ended before the kill: " + (tmp_path / "run1.log").read_text()[-2000:]
+                assert proc.poll() is None, (
+                    "the run ended before the kill: " + (tmp_path / "run1.log").read_text()[-2000:]
+                )
                 server.pause()  # no answer leaves the server from now on: none can be lost in flight
                 time.sleep(0.5)
                 os.kill(proc.pid, signal.SIGKILL)
@@ -96,8 +111,14 @@ def test_a_teacher_that_never_answers_in_the_asked_shape_stops_the_run_in_round_
     reply = "I have checked the student's solution carefully and it looks correct to me."
     with TeacherServer(responder=lambda req: reply, model="chatty-7b") as server:
         args = settings(ws, tiny_solver, write_questions(tmp_path / "q.jsonl", 12), server)
-        args += ["--set", "AUTO_RETRY_ENABLED=true", "--set", "AUTO_RETRY_INTERVAL=0",  # retrying cannot help
-                 "--set", "TEACHER_GRADING_UNIT=question"]
+        args += [
+            "--set",
+            "AUTO_RETRY_ENABLED=true",
+            "--set",
+            "AUTO_RETRY_INTERVAL=0",  # retrying cannot help
+            "--set",
+            "TEACHER_GRADING_UNIT=question",
+        ]
         out = subprocess.run(command(args), capture_output=True, text=True, timeout=600)
         sent = len(server.chat_requests)
     text = out.stdout + out.stderr
@@ -107,7 +128,10 @@ def test_a_teacher_that_never_answers_in_the_asked_shape_stops_the_run_in_round_
     assert sent <= 10 + 3  # stopped at the 10th unusable reply; only the other 3 workers' requests were in flight
     progress = json.loads((ws / "round_01_progress.json").read_text())["stages"]
     assert progress["grade"]["status"] == "failed" and progress["grade"]["attempts"] == 1  # not retried
-    assert not (ws / "data" / "round_01_rewards.jsonl").exists() or not (ws / "data" / "round_01_rewards.jsonl").read_text()
+    assert (
+        not (ws / "data" / "round_01_rewards.jsonl").exists()
+        or not (ws / "data" / "round_01_rewards.jsonl").read_text()
+    )
     summary = json.loads((ws / "auto_training_summary.json").read_text())
     assert summary["status"] == "failed" and summary["rounds_done"] == []
     assert "not in the JSON shape asked for" in summary["errors"][0]["error"]

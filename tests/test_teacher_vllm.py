@@ -17,7 +17,7 @@ from prosetting.core.config import load_config
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
-from prosetting.processors.reward_calculator import run_grading
+from prosetting.processors.grading import run_grading
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.llm_teacher import LLMTeacher, NoUsableAnswer, TeacherError
 from tests.conftest import needs_vllm
@@ -40,10 +40,30 @@ def vllm_server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
     log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-                             "--served-model-name", "tiny-teacher", "--host", "127.0.0.1", "--port", str(port),
-                             "--max-model-len", "4096", "--gpu-memory-utilization", "0.3", "--seed", "0"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model),
+            "--served-model-name",
+            "tiny-teacher",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-model-len",
+            "4096",
+            "--gpu-memory-utilization",
+            "0.3",
+            "--seed",
+            "0",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.time() + 300
@@ -68,17 +88,47 @@ def vllm_server(tmp_path_factory):
 
 
 def test_grading_stops_loudly_on_a_real_vllm_server_answering_nonsense(tmp_path, vllm_server):
-    cfg, _ = load_config(env_file=None, environ={}, overrides={
-        "WORKSPACE_DIR": str(tmp_path / "ws"), "TEACHER_BACKEND": "llm", "TEACHER_BASE_URL": vllm_server,
-        "TEACHER_MODEL_NAME": "tiny-teacher", "GRADING_MODE": "hybrid", "TEACHER_GRADING_UNIT": "question",
-        "TEACHER_MAX_RETRIES": "1", "TEACHER_MAX_TOKENS": "48", "TEACHER_CONCURRENT_WORKERS": "4", "TEACHER_TIMEOUT": "60"})
+    cfg, _ = load_config(
+        env_file=None,
+        environ={},
+        overrides={
+            "WORKSPACE_DIR": str(tmp_path / "ws"),
+            "TEACHER_BACKEND": "llm",
+            "TEACHER_BASE_URL": vllm_server,
+            "TEACHER_MODEL_NAME": "tiny-teacher",
+            "GRADING_MODE": "hybrid",
+            "TEACHER_GRADING_UNIT": "question",
+            "TEACHER_MAX_RETRIES": "1",
+            "TEACHER_MAX_TOKENS": "48",
+            "TEACHER_CONCURRENT_WORKERS": "4",
+            "TEACHER_TIMEOUT": "60",
+        },
+    )
     ctx = RunContext(cfg=cfg, sm=StateManager(cfg.workspace))
     questions = [{"id": f"q{i}", "question": f"{i}+{i}=?", "answer": str(2 * i)} for i in range(1, 4)]
     atomic_write_json(ctx.paths.questions(1), questions)
-    append_jsonl(ctx.paths.trajectories(1), [{"question_id": q["id"], "round": 1, "attempts": [
-        {"attempt_id": f"{q['id']}#r1a{k}", "question_id": q["id"], "round": 1, "text": f"so \\boxed{{{ans}}}",
-         "answer": ans, "truncated": False, "num_tokens": 4} for k, ans in enumerate([q["answer"], "0"])]}
-        for q in questions])
+    append_jsonl(
+        ctx.paths.trajectories(1),
+        [
+            {
+                "question_id": q["id"],
+                "round": 1,
+                "attempts": [
+                    {
+                        "attempt_id": f"{q['id']}#r1a{k}",
+                        "question_id": q["id"],
+                        "round": 1,
+                        "text": f"so \\boxed{{{ans}}}",
+                        "answer": ans,
+                        "truncated": False,
+                        "num_tokens": 4,
+                    }
+                    for k, ans in enumerate([q["answer"], "0"])
+                ],
+            }
+            for q in questions
+        ],
+    )
     ctx._teacher = teacher = LLMTeacher.from_config(cfg, backoff_s=0.1)
     with pytest.raises(TeacherError) as err:
         run_grading(ctx, 1)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from prosetting.collectors.data_normalizer import solver_messages
+from prosetting.core.text import solver_messages
 from prosetting.trainers.tiny_solver import CHARS, build_tiny_solver, build_tokenizer
 
 
@@ -98,12 +98,28 @@ def test_build_embedded_solver_runs_once(tmp_path):
 def test_warm_start_stops_at_the_target_accuracy(tiny_dir, tmp_path):
     from prosetting.trainers.warm_start import warm_start
 
-    reached = warm_start(tiny_dir, tmp_path / "a", steps=30, seed=0, batch_size=16, target_accuracy=0.0,
-                         check_every=10, validation_size=16)
+    reached = warm_start(
+        tiny_dir,
+        tmp_path / "a",
+        steps=30,
+        seed=0,
+        batch_size=16,
+        target_accuracy=0.0,
+        check_every=10,
+        validation_size=16,
+    )
     assert reached["steps"] == 10 and [c["step"] for c in reached["checks"]] == [10]
     assert json.loads((tmp_path / "a" / "warm_start.json").read_text())["steps"] == 10
-    never = warm_start(tiny_dir, tmp_path / "b", steps=30, seed=0, batch_size=16, target_accuracy=1.0,
-                       check_every=10, validation_size=16)  # a 30-step solver solves nothing
+    never = warm_start(
+        tiny_dir,
+        tmp_path / "b",
+        steps=30,
+        seed=0,
+        batch_size=16,
+        target_accuracy=1.0,
+        check_every=10,
+        validation_size=16,
+    )  # a 30-step solver solves nothing
     assert never["steps"] == 30 and [c["step"] for c in never["checks"]] == [10, 20, 30]
     assert all(c["validation_greedy"] < 1.0 for c in never["checks"])
 

@@ -13,8 +13,9 @@ from prosetting.core.config import load_config
 
 
 def cfg_for(tmp_path: Path, report_to: str = "tensorboard"):
-    return load_config(env_file=None, environ={}, overrides={"WORKSPACE_DIR": str(tmp_path / "ws"),
-                                                             "TRL_REPORT_TO": report_to})[0]
+    return load_config(
+        env_file=None, environ={}, overrides={"WORKSPACE_DIR": str(tmp_path / "ws"), "TRL_REPORT_TO": report_to}
+    )[0]
 
 
 def read_events(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], Counter]:
@@ -79,14 +80,28 @@ def test_a_tracker_that_is_not_installed_is_refused_with_the_fix(tmp_path):
 
 
 def test_round_scalars_cover_sets_pool_pairs_teacher_and_writers():
-    row = {"pool": {"questions": 120, "attempts": 960, "solver_accuracy": 0.4, "mean_level": 2.5,
-                    "zones": {"too_difficult": 30, "learning": 60, "mastered": 30}},
-           "next_pool": 130, "new_questions": 70, "pairs": 400, "train": {"steps": 13, "loss_last": 0.2},
-           "teacher": {"calls": 50, "cost": 0.12, "prompt_tokens": 9000, "completion_tokens": 1000},
-           "writers": {"generator": {"written": 40, "rejected": 30, "acceptance_rate": 0.25, "mean_utility": None}}}
-    table_row = {"sets": {"heldout": {"greedy": 0.5, "mean_at_k": 0.4, "n": 10}, "gsm8k": {"greedy": 0.3, "mean_at_k": 0.2,
-                                                                                         "n": 7}},
-                 "average": {"greedy": 0.4, "mean_at_k": 0.3}}
+    row = {
+        "pool": {
+            "questions": 120,
+            "attempts": 960,
+            "solver_accuracy": 0.4,
+            "mean_level": 2.5,
+            "zones": {"too_difficult": 30, "learning": 60, "mastered": 30},
+        },
+        "next_pool": 130,
+        "new_questions": 70,
+        "pairs": 400,
+        "train": {"steps": 13, "loss_last": 0.2},
+        "teacher": {"calls": 50, "cost": 0.12, "prompt_tokens": 9000, "completion_tokens": 1000},
+        "writers": {"generator": {"written": 40, "rejected": 30, "acceptance_rate": 0.25, "mean_utility": None}},
+    }
+    table_row = {
+        "sets": {
+            "heldout": {"greedy": 0.5, "mean_at_k": 0.4, "n": 10},
+            "gsm8k": {"greedy": 0.3, "mean_at_k": 0.2, "n": 7},
+        },
+        "average": {"greedy": 0.4, "mean_at_k": 0.3},
+    }
     out = tracking.round_scalars(row, table_row)
     assert out["eval/gsm8k/mean_at_k"] == 0.2 and out["eval/average/greedy"] == 0.4
     assert out["pool/zone_learning"] == 60 and out["pairs"] == 400 and out["train_round/steps"] == 13

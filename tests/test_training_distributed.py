@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from prosetting.core.context import RunContext
+from prosetting.core.devices import free_port
 from prosetting.core.state_manager import StateManager
 from prosetting.trainers import model_io
-from prosetting.trainers.gpu_manager import free_port
 from prosetting.trainers.trl_trainer import TrainingFailed, run_training
 from tests.training_helpers import cfg, pairs_parquet, run_stage, tiny_model
 
@@ -31,9 +31,17 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_two_process_dpo_round_gives_the_next_solver(tmp_path):
     """The stage itself, TRL_NUM_PROCESSES=2: world size 2 over gloo, tensorboard events, the merged model verified."""
     base = tiny_model(tmp_path / "base")
-    c = cfg(SOLVER_MODEL_PATH=base, WORKSPACE_DIR=tmp_path / "ws", TRAIN_START_ROUND=1, TRL_NUM_PROCESSES=2,
-            TRL_BATCH_SIZE=8, TRL_MAX_LENGTH=64, TRL_LEARNING_RATE=1e-3, TRL_REPORT_TO="tensorboard",
-            TRL_REF_MODEL="initial")
+    c = cfg(
+        SOLVER_MODEL_PATH=base,
+        WORKSPACE_DIR=tmp_path / "ws",
+        TRAIN_START_ROUND=1,
+        TRL_NUM_PROCESSES=2,
+        TRL_BATCH_SIZE=8,
+        TRL_MAX_LENGTH=64,
+        TRL_LEARNING_RATE=1e-3,
+        TRL_REPORT_TO="tensorboard",
+        TRL_REF_MODEL="initial",
+    )
     ctx = RunContext(c, StateManager(c.workspace))
     pairs_parquet(ctx.paths.dataset_dir(1) / "train.parquet", 64)
     summary = run_training(ctx, 1)
@@ -56,8 +64,15 @@ def test_two_process_dpo_round_gives_the_next_solver(tmp_path):
 def test_two_machines_on_localhost(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     model = tiny_model(tmp_path / "m")
-    c = cfg(TRL_NUM_PROCESSES=2, NUM_MACHINES=2, MAIN_PROCESS_IP="127.0.0.1", MAIN_PROCESS_PORT=free_port(),
-            TRAIN_HOSTS="127.0.0.1", TRL_BATCH_SIZE=8, TRL_MAX_LENGTH=64)
+    c = cfg(
+        TRL_NUM_PROCESSES=2,
+        NUM_MACHINES=2,
+        MAIN_PROCESS_IP="127.0.0.1",
+        MAIN_PROCESS_PORT=free_port(),
+        TRAIN_HOSTS="127.0.0.1",
+        TRL_BATCH_SIZE=8,
+        TRL_MAX_LENGTH=64,
+    )
     out = run_stage(c, model, pairs_parquet(tmp_path / "p.parquet", 64), tmp_path / "run", tmp_path / "log")
     assert out["world_size"] == 2 and out["steps"] == 4 and out["verified"]["tensors_compared"] == 27
     ranks = [cmd[cmd.index("--machine_rank") + 1] for cmd in [out["command"], *out["remote_commands"]]]
@@ -71,9 +86,24 @@ def test_fsdp2_real_shards_merge_to_the_unsharded_weights(tmp_path):
     model = tiny_model(tmp_path / "m")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO.parent), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(free_port()), str(REPO / "tests" / "fsdp2_shard_worker.py"), str(model), str(out)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            str(REPO / "tests" / "fsdp2_shard_worker.py"),
+            str(model),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     shards = sorted(p.name for p in (out / "pytorch_model_fsdp_0").glob("*.distcp"))
     assert shards == ["__0_0.distcp", "__1_0.distcp"]
@@ -81,7 +111,9 @@ def test_fsdp2_real_shards_merge_to_the_unsharded_weights(tmp_path):
     final.mkdir()
     (out / "pytorch_model_fsdp_0").rename(final / "pytorch_model_fsdp_0")
     done = model_io.finish_model_dir(final, model, "no")
-    assert done["fsdp_merged"] and {"config.json", "generation_config.json", "chat_template.jinja"} <= set(done["copied"])
+    assert done["fsdp_merged"] and {"config.json", "generation_config.json", "chat_template.jinja"} <= set(
+        done["copied"]
+    )
     assert not list(final.glob("pytorch_model_fsdp_*"))
     expected = json.loads((out / model_io.FINGERPRINT_FILE).read_text())
     assert model_io.verify_model_dir(final, expected)["tensors_compared"] == len(expected) == 27
@@ -111,8 +143,15 @@ def test_verification_catches_a_changed_tensor(tmp_path):
 
 def test_lora_in_bf16_is_merged_before_the_model_leaves(tmp_path):
     model = tiny_model(tmp_path / "m")
-    c = cfg(TRL_LORA_R=4, TRL_LORA_ALPHA=8, TRL_LORA_TARGET_MODULES="q_proj,v_proj", TRL_MIXED_PRECISION="bf16",
-            TRL_BATCH_SIZE=8, TRL_MAX_LENGTH=64, TRL_LEARNING_RATE=1e-2)
+    c = cfg(
+        TRL_LORA_R=4,
+        TRL_LORA_ALPHA=8,
+        TRL_LORA_TARGET_MODULES="q_proj,v_proj",
+        TRL_MIXED_PRECISION="bf16",
+        TRL_BATCH_SIZE=8,
+        TRL_MAX_LENGTH=64,
+        TRL_LEARNING_RATE=1e-2,
+    )
     out = run_stage(c, model, pairs_parquet(tmp_path / "p.parquet", 32), tmp_path / "run", tmp_path / "log")
     assert out["lora_merged"] and out["model_dtype"] == "bfloat16" and out["verified"]["dtype"] == "bfloat16"
     final = tmp_path / "run" / "final"
@@ -133,7 +172,6 @@ def test_a_dying_training_process_is_reported_with_its_log_tail(tmp_path):
     assert "exited with" in msg and "last lines of" in msg and "TRL_SAVE_STEPS" in msg and "Traceback" in msg
 
 
-
 def test_a_retry_resumes_from_the_newest_checkpoint(tmp_path):
     import shutil
 
@@ -142,7 +180,9 @@ def test_a_retry_resumes_from_the_newest_checkpoint(tmp_path):
     pairs, run, log = pairs_parquet(tmp_path / "p.parquet", 64), tmp_path / "run", tmp_path / "log"
     first = run_stage(c, model, pairs, run, log)
     assert first["steps"] == 8
-    assert first["model_dtype"] == first["ref_model_dtype"] == first["verified"]["dtype"] == "bfloat16"  # TRL's own reference too
+    assert (
+        first["model_dtype"] == first["ref_model_dtype"] == first["verified"]["dtype"] == "bfloat16"
+    )  # TRL's own reference too
     for step in (6, 8):  # as if the launch had died after the checkpoint of step 4
         shutil.rmtree(run / f"checkpoint-{step}")
     second = run_stage(c, model, pairs, run, log)

@@ -10,8 +10,9 @@ import shlex
 import pytest
 import yaml
 
+from prosetting.core import devices
 from prosetting.core.config import ConfigError
-from prosetting.trainers import gpu_manager, launch
+from prosetting.trainers import launch
 from prosetting.trainers.trl_trainer import build_spec, latest_checkpoint
 from tests.training_helpers import cfg
 
@@ -63,9 +64,13 @@ def test_fsdp2_on_eight_gpus(tmp_path):
 
 
 def test_ddp_and_deepspeed_on_gpus(tmp_path):
-    raw, _, _ = _yaml(tmp_path, cfg(TRL_NUM_PROCESSES=4, TRL_DISTRIBUTED="ddp", PHYSICAL_DPO_GPU="4,5,6,7"), [4, 5, 6, 7])
+    raw, _, _ = _yaml(
+        tmp_path, cfg(TRL_NUM_PROCESSES=4, TRL_DISTRIBUTED="ddp", PHYSICAL_DPO_GPU="4,5,6,7"), [4, 5, 6, 7]
+    )
     assert raw["distributed_type"] == "MULTI_GPU" and raw["gpu_ids"] == "4,5,6,7"
-    raw, loaded, _ = _yaml(tmp_path, cfg(TRL_NUM_PROCESSES=8, TRL_DISTRIBUTED="deepspeed", TRL_MIXED_PRECISION="bf16"), EIGHT)
+    raw, loaded, _ = _yaml(
+        tmp_path, cfg(TRL_NUM_PROCESSES=8, TRL_DISTRIBUTED="deepspeed", TRL_MIXED_PRECISION="bf16"), EIGHT
+    )
     assert raw["distributed_type"] == "DEEPSPEED" and loaded.deepspeed_config["zero_stage"] == 3
 
 
@@ -110,7 +115,12 @@ def test_two_nodes_yaml_and_commands(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     c = _two_nodes(TRAIN_HOSTS="node2", TRL_MIXED_PRECISION="bf16")
     raw, loaded, path = _yaml(tmp_path, c, EIGHT)
-    assert (raw["num_machines"], raw["num_processes"], raw["main_process_ip"], raw["main_process_port"]) == (2, 16, "10.0.0.1", 29500)
+    assert (raw["num_machines"], raw["num_processes"], raw["main_process_ip"], raw["main_process_port"]) == (
+        2,
+        16,
+        "10.0.0.1",
+        29500,
+    )
     assert "gpu_ids" not in raw and loaded.num_machines == 2
     cmd = launch.launch_command(c, path, "m", ["--spec", "s"])
     assert cmd[cmd.index("--machine_rank") + 1] == "0" and "--main_process_port" not in cmd
@@ -140,22 +150,33 @@ def test_spec_carries_training_options_and_resume_point(tmp_path):
     for step in (5, 10):
         (run / f"checkpoint-{step}").mkdir(parents=True)
         (run / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    c = cfg(TRL_SAVE_STEPS=5, TRL_LOSS_TYPE="sft", TRL_REF_MODEL="none", TRL_REPORT_TO="tensorboard,wandb",
-            TRL_LORA_R=8, TRL_LORA_TARGET_MODULES="q_proj,v_proj", TRL_MIXED_PRECISION="bf16")
+    c = cfg(
+        TRL_SAVE_STEPS=5,
+        TRL_LOSS_TYPE="sft",
+        TRL_REF_MODEL="none",
+        TRL_REPORT_TO="tensorboard,wandb",
+        TRL_LORA_R=8,
+        TRL_LORA_TARGET_MODULES="q_proj,v_proj",
+        TRL_MIXED_PRECISION="bf16",
+    )
     spec = build_spec(c, tmp_path / "m", ["a.parquet"], [], run, 3, ref_model=tmp_path / "init")
     assert spec["resume_from_checkpoint"].endswith("checkpoint-10") == latest_checkpoint(run).endswith("checkpoint-10")
     assert spec["precompute_ref_log_probs"] is True and spec["report_to"] == ["tensorboard", "wandb"]
-    assert (spec["lora_r"], spec["lora_target_modules"], spec["ref_model"]) == (8, "q_proj,v_proj", str(tmp_path / "init"))
+    assert (spec["lora_r"], spec["lora_target_modules"], spec["ref_model"]) == (
+        8,
+        "q_proj,v_proj",
+        str(tmp_path / "init"),
+    )
     assert build_spec(cfg(), tmp_path / "m", [], [], run, 3)["resume_from_checkpoint"] is None
 
 
 def test_nvidia_smi_parsing_and_gpu_lists():
     text = "0, NVIDIA H100 80GB HBM3, 81559, 80000\n1, NVIDIA H100 80GB HBM3, 81559, 1200\n"
-    gpus = gpu_manager.parse_nvidia_smi(text)
+    gpus = devices.parse_nvidia_smi(text)
     assert [(g.index, g.memory_free_mib) for g in gpus] == [(0, 80000), (1, 1200)]
-    assert gpu_manager.parse_gpu_list("0, 1,7") == [0, 1, 7]
+    assert devices.parse_gpu_list("0, 1,7") == [0, 1, 7]
     with pytest.raises(ValueError, match="'x'"):
-        gpu_manager.parse_gpu_list("0,x")
+        devices.parse_gpu_list("0,x")
 
 
 def test_accelerate_config_script_writes_a_server_config_on_a_cpu_machine(tmp_path):
@@ -165,13 +186,41 @@ def test_accelerate_config_script_writes_a_server_config_on_a_cpu_machine(tmp_pa
     from tests.training_helpers import REPO
 
     out = tmp_path / "fsdp8.yaml"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "accelerate_config.py"), "--env-file", str(tmp_path / "none"),
-                           "--out", str(out), "--set", "TRL_NUM_PROCESSES=8", "--set", "TRL_MIXED_PRECISION=bf16"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "accelerate_config.py"),
+            "--env-file",
+            str(tmp_path / "none"),
+            "--out",
+            str(out),
+            "--set",
+            "TRL_NUM_PROCESSES=8",
+            "--set",
+            "TRL_MIXED_PRECISION=bf16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--env-file" in proc.stderr  # a missing env file is named
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "accelerate_config.py"), "--env-file", "", "--out", str(out),
-                           "--set", "TRL_NUM_PROCESSES=8", "--set", "TRL_MIXED_PRECISION=bf16"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "accelerate_config.py"),
+            "--env-file",
+            "",
+            "--out",
+            str(out),
+            "--set",
+            "TRL_NUM_PROCESSES=8",
+            "--set",
+            "TRL_MIXED_PRECISION=bf16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     raw = yaml.safe_load(out.read_text())
     assert raw["distributed_type"] == "FSDP" and raw["num_processes"] == 8 and raw["gpu_ids"] == "0,1,2,3,4,5,6,7"
@@ -185,8 +234,12 @@ def test_a_launch_left_by_a_killed_parent_is_stopped_before_a_new_one(tmp_path):
     from prosetting.trainers.trl_trainer import _stop_stale_launches
 
     spec = str(tmp_path / "spec.json")
-    stale = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--spec", spec], start_new_session=True)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--spec", "elsewhere"], start_new_session=True)
+    stale = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "--spec", spec], start_new_session=True
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "--spec", "elsewhere"], start_new_session=True
+    )
     try:
         pid_file = tmp_path / "launch_pids.json"
         pid_file.write_text(json.dumps([stale.pid, other.pid]))

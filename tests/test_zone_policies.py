@@ -15,17 +15,26 @@ from prosetting.core.config import ConfigError, load_config
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
+from prosetting.processors.grading import score
 from prosetting.processors.question_enhancer import run_enhancement
-from prosetting.processors.reward_calculator import score
 from prosetting.teacher_model import arithmetic as ar
 from prosetting.teacher_model.base import POLICIES, WriteRequest, policies_for
 from prosetting.teacher_model.llm_teacher import LLMTeacher
 from tests.teacher_server import TeacherServer
 
-QUESTION = {"id": "q1", "question": "What is 17+25?", "answer": "42",
-            "solution": "7+5+0=12; 1+2+1=4; \\boxed{42}", "meta": {"level": 3}}
-FAILED = {"attempt_id": "q1#r1a0", "text": "7+5=12; 1+2=3; \\boxed{32}", "answer": "32",
-          "error_analysis": "drops the carry into the tens"}
+QUESTION = {
+    "id": "q1",
+    "question": "What is 17+25?",
+    "answer": "42",
+    "solution": "7+5+0=12; 1+2+1=4; \\boxed{42}",
+    "meta": {"level": 3},
+}
+FAILED = {
+    "attempt_id": "q1#r1a0",
+    "text": "7+5=12; 1+2=3; \\boxed{32}",
+    "answer": "32",
+    "error_analysis": "drops the carry into the tens",
+}
 
 
 def reply(*items) -> str:
@@ -62,7 +71,8 @@ def test_write_policies_and_the_harder_rule_are_settings():
         load_config(env_file=None, environ={}, overrides={"WRITE_POLICIES": "stepping_stones"})
     q = {"id": "p", **ar.problem_record(ar.LADDER[2], [47, 38], 3)}
     rung = ar.BuiltinTeacher(harder="next_rung").write_questions(
-        WriteRequest(q, "mastered", 1.0, count=10, rng=random.Random(0)))
+        WriteRequest(q, "mastered", 1.0, count=10, rng=random.Random(0))
+    )
     assert {w["meta"]["level"] for w in rung} == {4}
 
 
@@ -106,8 +116,10 @@ def stage_ctx(tmp_path, questions, rewards, attempts, **overrides) -> RunContext
     cfg, _ = load_config(env_file=None, environ={}, overrides={"WORKSPACE_DIR": str(tmp_path / "ws"), **overrides})
     ctx = RunContext(cfg=cfg, sm=StateManager(cfg.workspace))
     atomic_write_json(ctx.paths.questions(1), questions)
-    append_jsonl(ctx.paths.trajectories(1), [{"question_id": q["id"], "round": 1, "attempts": attempts[q["id"]]}
-                                             for q in questions])
+    append_jsonl(
+        ctx.paths.trajectories(1),
+        [{"question_id": q["id"], "round": 1, "attempts": attempts[q["id"]]} for q in questions],
+    )
     append_jsonl(ctx.paths.rewards(1), rewards)
     return ctx
 
@@ -118,13 +130,27 @@ def graded_pool(successes: list[int], n: int = 8):
     questions, rewards, attempts = [], [], {}
     for i, k in enumerate(successes):
         q = {"id": f"q{i}", **ar.make_problem(2 + i % 3, rng), "parent_id": None, "origin": "seed", "round": 1}
-        atts = [{"attempt_id": f"q{i}#a{j}", "question_id": q["id"], "round": 1,
-                 "text": q["solution"] if j < k else "1+1+0=2; \\boxed{2}", "answer": q["answer"] if j < k else "2",
-                 "truncated": False, "num_tokens": 9} for j in range(n)]
+        atts = [
+            {
+                "attempt_id": f"q{i}#a{j}",
+                "question_id": q["id"],
+                "round": 1,
+                "text": q["solution"] if j < k else "1+1+0=2; \\boxed{2}",
+                "answer": q["answer"] if j < k else "2",
+                "truncated": False,
+                "num_tokens": 9,
+            }
+            for j in range(n)
+        ]
         questions.append(q)
         attempts[q["id"]] = atts
-        rewards.append(score(q["id"], 1, [{"attempt_id": a["attempt_id"], "correct": j < k, "reason": "x"}
-                                          for j, a in enumerate(atts)]))
+        rewards.append(
+            score(
+                q["id"],
+                1,
+                [{"attempt_id": a["attempt_id"], "correct": j < k, "reason": "x"} for j, a in enumerate(atts)],
+            )
+        )
     return questions, rewards, attempts
 
 
@@ -139,14 +165,26 @@ def test_enhancement_writes_by_policy_and_records_it(tmp_path):
         return reply((f"What is {random.Random(p).randint(10, 99)}+{random.Random(p + 'b').randint(10, 99)}?", "0"))
 
     with TeacherServer(responder=lambda req: fix_answer(responder(req))) as server:
-        ctx = stage_ctx(tmp_path, questions, rewards, attempts, TEACHER_BACKEND="llm", TEACHER_BASE_URL=server.base_url,
-                        TEACHER_MODEL_NAME=server.model, NEAR_MASTERY="0.75")
+        ctx = stage_ctx(
+            tmp_path,
+            questions,
+            rewards,
+            attempts,
+            TEACHER_BACKEND="llm",
+            TEACHER_BASE_URL=server.base_url,
+            TEACHER_MODEL_NAME=server.model,
+            NEAR_MASTERY="0.75",
+        )
         stats = run_enhancement(ctx, 1)
         sent = [r["json"]["messages"][-1]["content"] for r in server.chat_requests]
     rows = {row["parent_id"]: row for row in read_jsonl(ctx.paths.enhanced_questions(1))}
     policies = {pid: [q["policy"] for q in row["questions"]] for pid, row in rows.items()}
-    assert policies == {"q0": ["stepping_stone"], "q1": ["error_sibling"], "q2": ["error_sibling", "harder_variant"],
-                        "q3": ["harder_variant"]}
+    assert policies == {
+        "q0": ["stepping_stone"],
+        "q1": ["error_sibling"],
+        "q2": ["error_sibling", "harder_variant"],
+        "q3": ["harder_variant"],
+    }
     assert stats["written_by_policy"] == {"stepping_stone": 1, "error_sibling": 2, "harder_variant": 2}
     assert sum("check the problem itself" in p for p in sent) == 1  # the too-difficult question is re-checked first
     assert sum("easier problem(s) on the path" in p for p in sent) == 1
@@ -181,22 +219,37 @@ def test_nonadaptive_control_writes_the_planned_questions_blind(tmp_path):
             seen.append(request)
             return super().write_questions(request)
 
-    ctx = stage_ctx(tmp_path, questions, rewards, attempts, CURRICULUM="nonadaptive", NONADAPTIVE_PLAN=str(plan),
-                    MAX_POOL_SIZE="15")
+    ctx = stage_ctx(
+        tmp_path, questions, rewards, attempts, CURRICULUM="nonadaptive", NONADAPTIVE_PLAN=str(plan), MAX_POOL_SIZE="15"
+    )
     ctx._teacher = Spy()
     stats = run_enhancement(ctx, 1)
     assert stats["written_by_policy"] == {"stepping_stone": 3, "error_sibling": 4, "harder_variant": 5}
     assert all(r.zone is None and r.success_rate is None and r.failed_attempt is None for r in seen)
     assert stats["next_pool"] == 15 and stats["new"] + stats["replay"] == 15
-    again = stage_ctx(tmp_path / "again", questions, rewards, attempts, CURRICULUM="nonadaptive",
-                      NONADAPTIVE_PLAN=str(plan), MAX_POOL_SIZE="15")
+    again = stage_ctx(
+        tmp_path / "again",
+        questions,
+        rewards,
+        attempts,
+        CURRICULUM="nonadaptive",
+        NONADAPTIVE_PLAN=str(plan),
+        MAX_POOL_SIZE="15",
+    )
     run_enhancement(again, 1)
     assert again.paths.questions(2).read_text() == ctx.paths.questions(2).read_text()  # seeded
 
     # the same pool graded differently gives the same blind writing: nothing the Solver did chooses
     flipped = [{**r, "zone": "mastered", "success_rate": 1.0} for r in rewards]
-    other = stage_ctx(tmp_path / "other", questions, flipped, attempts, CURRICULUM="nonadaptive",
-                      NONADAPTIVE_PLAN=str(plan), MAX_POOL_SIZE="15")
+    other = stage_ctx(
+        tmp_path / "other",
+        questions,
+        flipped,
+        attempts,
+        CURRICULUM="nonadaptive",
+        NONADAPTIVE_PLAN=str(plan),
+        MAX_POOL_SIZE="15",
+    )
     run_enhancement(other, 1)
     assert other.paths.questions(2).read_text() == ctx.paths.questions(2).read_text()
 

@@ -30,16 +30,27 @@ def pairs_parquet(path: Path, n: int, seed: int = 0) -> Path:
     rows = []
     for _ in range(n):
         a, b = rng.randint(10, 99), rng.randint(10, 99)
-        rows.append({"prompt": [{"role": "user", "content": f"{a}+{b}="}],
-                     "chosen": [{"role": "assistant", "content": f"\\boxed{{{a + b}}}"}],
-                     "rejected": [{"role": "assistant", "content": f"\\boxed{{{a + b + rng.randint(1, 9)}}}"}]})
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"{a}+{b}="}],
+                "chosen": [{"role": "assistant", "content": f"\\boxed{{{a + b}}}"}],
+                "rejected": [{"role": "assistant", "content": f"\\boxed{{{a + b + rng.randint(1, 9)}}}"}],
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
 
 
-def run_stage(c, model: Path, train: Path, run_dir: Path, log_path: Path, gpus: list[int] | None = None,
-              ref_model: Path | None = None) -> dict:
+def run_stage(
+    c,
+    model: Path,
+    train: Path,
+    run_dir: Path,
+    log_path: Path,
+    gpus: list[int] | None = None,
+    ref_model: Path | None = None,
+) -> dict:
     """The training stage's own launch, merge and verification on given files (no workspace needed)."""
     from prosetting.core.io import atomic_write_json
     from prosetting.trainers import launch
@@ -47,6 +58,8 @@ def run_stage(c, model: Path, train: Path, run_dir: Path, log_path: Path, gpus: 
 
     gpus = gpus or []
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = build_spec(c, model, [str(train)], [], run_dir, 1, ref_model=ref_model, preset=launch.resolve_preset(c, gpus))
+    spec = build_spec(
+        c, model, [str(train)], [], run_dir, 1, ref_model=ref_model, preset=launch.resolve_preset(c, gpus)
+    )
     atomic_write_json(run_dir / "spec.json", spec)
     return train_and_verify(c, spec, run_dir / "spec.json", ENTRY, log_path, gpus, 1, threading.Event())

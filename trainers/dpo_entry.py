@@ -54,7 +54,8 @@ def main() -> None:
     has_eval = "validation" in data and len(data["validation"]) > 0
     config = DPOConfig(
         output_dir=spec["output_dir"],
-        run_name=spec.get("run_name"), **project_of(spec),
+        run_name=spec.get("run_name"),
+        **project_of(spec),
         per_device_train_batch_size=spec["batch_size"],
         per_device_eval_batch_size=spec["batch_size"],
         gradient_accumulation_steps=spec["grad_accum"],
@@ -94,8 +95,16 @@ def main() -> None:
         callbacks=[heartbeat()],
     )
     acc = trainer.accelerator
-    print(json.dumps({"process": acc.process_index, "world_size": acc.num_processes,
-                      "distributed_type": str(acc.distributed_type).split(".")[-1]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "process": acc.process_index,
+                "world_size": acc.num_processes,
+                "distributed_type": str(acc.distributed_type).split(".")[-1],
+            }
+        ),
+        flush=True,
+    )
     resume = spec.get("resume_from_checkpoint")
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume if resume else None)
@@ -104,9 +113,13 @@ def main() -> None:
     final_dir = Path(spec["final_dir"])
     save_final(trainer, peft_config, final_dir)
 
-    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                         torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0],
-                        device=acc.device)
+    peak = torch.tensor(
+        [
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
+        ],
+        device=acc.device,
+    )
     peaks = acc.gather(peak.unsqueeze(0)).cpu().tolist()
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(final_dir))
@@ -122,7 +135,7 @@ def main() -> None:
             "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,
             "loss_mean_first_quarter": _mean(losses[: max(1, len(losses) // 4)]),
-            "loss_mean_last_quarter": _mean(losses[-max(1, len(losses) // 4):]),
+            "loss_mean_last_quarter": _mean(losses[-max(1, len(losses) // 4) :]),
             "reward_accuracy_last": accs[-1] if accs else None,
             "reward_accuracy_mean": _mean(accs),
             "reward_margin_last": margins[-1] if margins else None,
@@ -132,7 +145,9 @@ def main() -> None:
             "distributed_type": str(acc.distributed_type).split(".")[-1],
             "model_dtype": str(dtype).replace("torch.", ""),
             "torch_threads": torch.get_num_threads(),
-            "ref_model_dtype": str(acc.unwrap_model(trainer.ref_model).dtype).replace("torch.", "") if trainer.ref_model else None,
+            "ref_model_dtype": str(acc.unwrap_model(trainer.ref_model).dtype).replace("torch.", "")
+            if trainer.ref_model
+            else None,
             "lora_merged": peft_config is not None,
             "peak_rss_mib_per_process": [round(p[0], 1) for p in peaks],
             "peak_gpu_mib_per_process": [round(p[1], 1) for p in peaks],

@@ -33,8 +33,12 @@ def lora_config(spec: dict):
     from peft import LoraConfig
 
     targets = spec["lora_target_modules"]
-    return LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], task_type="CAUSAL_LM",
-                      target_modules=targets if targets == "all-linear" else targets.split(","))
+    return LoraConfig(
+        r=spec["lora_r"],
+        lora_alpha=spec["lora_alpha"],
+        task_type="CAUSAL_LM",
+        target_modules=targets if targets == "all-linear" else targets.split(","),
+    )
 
 
 def report_to(spec: dict) -> list[str]:

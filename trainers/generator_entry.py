@@ -23,9 +23,14 @@ def load_records(files: list[str]) -> list[dict]:
     from prosetting.trainers.generator_training import learnable_records
 
     # conversational, so TRL trains with the chat template the collection backend prompts with
-    return [{"prompt": [{"role": "user", "content": x["prompt"]}],
-             "completion": [{"role": "assistant", "content": x["completion"]}],
-             "weight": float(x["weight"])} for x in learnable_records(files)]
+    return [
+        {
+            "prompt": [{"role": "user", "content": x["prompt"]}],
+            "completion": [{"role": "assistant", "content": x["completion"]}],
+            "weight": float(x["weight"]),
+        }
+        for x in learnable_records(files)
+    ]
 
 
 def main() -> None:
@@ -46,7 +51,7 @@ def main() -> None:
         report_to,
         save_final,
     )
-    from prosetting.trainers.generator_trainer import WeightedSFTTrainer
+    from prosetting.trainers.weighted_sft import WeightedSFTTrainer
 
     torch.manual_seed(spec["seed"])
     rows = load_records(spec["train_files"])
@@ -54,24 +59,49 @@ def main() -> None:
     tokenizer, model, dtype = load_tokenizer_and_model(spec)
     peft_config = lora_config(spec)
     config = SFTConfig(
-        output_dir=spec["output_dir"], run_name=spec.get("run_name"), **project_of(spec),
-        per_device_train_batch_size=spec["batch_size"], gradient_accumulation_steps=spec["grad_accum"],
-        learning_rate=spec["learning_rate"], warmup_steps=spec.get("warmup_ratio", 0.0),
-        num_train_epochs=spec["num_epochs"], loss_type="nll", max_length=spec["max_length"],
-        seed=spec["seed"], data_seed=spec["seed"],
-        bf16=spec["mixed_precision"] == "bf16", fp16=spec["mixed_precision"] == "fp16",
+        output_dir=spec["output_dir"],
+        run_name=spec.get("run_name"),
+        **project_of(spec),
+        per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=spec["grad_accum"],
+        learning_rate=spec["learning_rate"],
+        warmup_steps=spec.get("warmup_ratio", 0.0),
+        num_train_epochs=spec["num_epochs"],
+        loss_type="nll",
+        max_length=spec["max_length"],
+        seed=spec["seed"],
+        data_seed=spec["seed"],
+        bf16=spec["mixed_precision"] == "bf16",
+        fp16=spec["mixed_precision"] == "fp16",
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=bool(spec.get("gradient_checkpointing")),
-        model_init_kwargs={"dtype": dtype}, logging_steps=1,
-        save_strategy="steps" if spec["save_steps"] else "no", save_steps=spec["save_steps"] or 500,
-        report_to=report_to(spec), dataloader_num_workers=0,
+        model_init_kwargs={"dtype": dtype},
+        logging_steps=1,
+        save_strategy="steps" if spec["save_steps"] else "no",
+        save_steps=spec["save_steps"] or 500,
+        report_to=report_to(spec),
+        dataloader_num_workers=0,
     )
 
-    trainer = WeightedSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
-                                 peft_config=peft_config, callbacks=[heartbeat()])
+    trainer = WeightedSFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[heartbeat()],
+    )
     acc = trainer.accelerator
-    print(json.dumps({"process": acc.process_index, "world_size": acc.num_processes,
-                      "distributed_type": str(acc.distributed_type).split(".")[-1]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "process": acc.process_index,
+                "world_size": acc.num_processes,
+                "distributed_type": str(acc.distributed_type).split(".")[-1],
+            }
+        ),
+        flush=True,
+    )
     t0 = time.time()
     trainer.train(resume_from_checkpoint=spec.get("resume_from_checkpoint") or None)
     duration = time.time() - t0
@@ -81,11 +111,17 @@ def main() -> None:
         tokenizer.save_pretrained(str(final_dir))
         history = trainer.state.log_history
         losses = [h["loss"] for h in history if "loss" in h]
-        metrics = {"steps": trainer.state.global_step, "train_records": len(rows),
-                   "weight_sum": round(sum(x["weight"] for x in rows), 4),
-                   "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                   "duration_s": round(duration, 2), "world_size": acc.num_processes,
-                   "lora_merged": peft_config is not None, "log_history": history}
+        metrics = {
+            "steps": trainer.state.global_step,
+            "train_records": len(rows),
+            "weight_sum": round(sum(x["weight"] for x in rows), 4),
+            "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+            "duration_s": round(duration, 2),
+            "world_size": acc.num_processes,
+            "lora_merged": peft_config is not None,
+            "log_history": history,
+        }
         (final_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 

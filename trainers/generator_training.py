@@ -49,15 +49,21 @@ def base_generator(ctx: RunContext) -> Path:
 
 def learnable_records(files: list[str]) -> list[dict]:
     """The records a Generator learns from: questions the Teacher wrote that the next round graded (a weight)."""
-    return [x for f in files for x in read_jsonl(f, repair=False)
-            if x.get("weight") is not None and x.get("writer", "teacher") == "teacher"]
+    return [
+        x
+        for f in files
+        for x in read_jsonl(f, repair=False)
+        if x.get("weight") is not None and x.get("writer", "teacher") == "teacher"
+    ]
 
 
 def records_to_learn(paths, r: int) -> tuple[Path | None, list[str]]:
     """The Generator round r continues from (None: the base model) and the record files it has not learnt yet."""
     previous = latest_generator(paths, r - 1)
     first_new = int(previous.name.rsplit("_r", 1)[1]) if previous else 1  # generator_rP learnt rounds < P
-    return previous, [str(paths.generator_records(k)) for k in range(first_new, r) if paths.generator_records(k).is_file()]
+    return previous, [
+        str(paths.generator_records(k)) for k in range(first_new, r) if paths.generator_records(k).is_file()
+    ]
 
 
 def run_generator_training(ctx: RunContext, r: int) -> dict:
@@ -75,7 +81,9 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
     previous, files = records_to_learn(paths, r)
     weighted = len(learnable_records(files))
     if r < cfg.GENERATOR_TRAIN_START_ROUND or not weighted:
-        reason = "before GENERATOR_TRAIN_START_ROUND" if r < cfg.GENERATOR_TRAIN_START_ROUND else "no new graded records"
+        reason = (
+            "before GENERATOR_TRAIN_START_ROUND" if r < cfg.GENERATOR_TRAIN_START_ROUND else "no new graded records"
+        )
         result = {"round": r, "trained": False, "reason": reason}
         atomic_write_json(result_path, result)
         return result
@@ -86,20 +94,40 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
     gpus = launch.training_gpus(cfg)
     preset = launch.resolve_preset(cfg, gpus)
     spec = solver_training.build_spec(cfg, model, files, [], run_dir, r, preset=preset)
-    spec.update(learning_rate=cfg.GENERATOR_LEARNING_RATE, num_epochs=cfg.GENERATOR_NUM_EPOCHS, max_steps=0,
-                **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}"))
+    spec.update(
+        learning_rate=cfg.GENERATOR_LEARNING_RATE,
+        num_epochs=cfg.GENERATOR_NUM_EPOCHS,
+        max_steps=0,
+        **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}"),
+    )
     spec_path = run_dir / "spec.json"
     atomic_write_json(spec_path, spec)
     log_path = paths.generator_log(r)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    log.info("generator r%d: %d weighted records from %s -> %s; preset %s; log %s", r, weighted, model,
-             paths.generator_dir(r), preset, log_path)
+    log.info(
+        "generator r%d: %d weighted records from %s -> %s; preset %s; log %s",
+        r,
+        weighted,
+        model,
+        paths.generator_dir(r),
+        preset,
+        log_path,
+    )
     outcome = solver_training.train_and_verify(cfg, spec, spec_path, ENTRY_MODULE, log_path, gpus, r, ctx.stop_event)
     replace_dir(Path(spec["final_dir"]), paths.generator_dir(r))
     metrics = {k: v for k, v in outcome.items() if k not in ("command", "remote_commands")}
-    result = {"round": r, "trained": True, "base_model": str(model), "output": str(paths.generator_dir(r)),
-              "train_files": files, "preset": preset, "log": str(log_path), "wall_s": round(time.time() - t0, 1), **metrics}
+    result = {
+        "round": r,
+        "trained": True,
+        "base_model": str(model),
+        "output": str(paths.generator_dir(r)),
+        "train_files": files,
+        "preset": preset,
+        "log": str(log_path),
+        "wall_s": round(time.time() - t0, 1),
+        **metrics,
+    }
     atomic_write_json(result_path, result)
     log.info("generator r%d: %d steps, loss %s -> %s", r, metrics["steps"], metrics["loss_first"], metrics["loss_last"])
     return result

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from prosetting.core import devices
 from prosetting.core.config import Config
-from prosetting.trainers import gpu_manager
 
 PRESETS = ("single", "ddp", "fsdp", "deepspeed")
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
@@ -35,7 +35,7 @@ class LaunchError(RuntimeError):
 
 def training_gpus(cfg: Config) -> list[int]:
     """PHYSICAL_DPO_GPU when set, else every visible GPU; empty on a CPU machine."""
-    return gpu_manager.parse_gpu_list(cfg.PHYSICAL_DPO_GPU) if cfg.PHYSICAL_DPO_GPU else gpu_manager.training_gpus()
+    return devices.parse_gpu_list(cfg.PHYSICAL_DPO_GPU) if cfg.PHYSICAL_DPO_GPU else devices.training_gpus()
 
 
 def resolve_preset(cfg: Config, gpus: list[int]) -> str:
@@ -58,7 +58,9 @@ def accelerate_config(cfg: Config, gpus: list[int], preset: str | None = None) -
     if preset == "single" and n > 1:
         raise LaunchError(f"TRL_DISTRIBUTED=single runs one process; TRL_NUM_PROCESSES={n}: use ddp or fsdp")
     if preset in ("fsdp", "deepspeed") and not gpus:
-        raise LaunchError(f"TRL_DISTRIBUTED={preset} needs GPUs (accelerate turns it into plain DDP on the CPU); use ddp")
+        raise LaunchError(
+            f"TRL_DISTRIBUTED={preset} needs GPUs (accelerate turns it into plain DDP on the CPU); use ddp"
+        )
     conf = {
         "compute_environment": "LOCAL_MACHINE",
         "debug": False,
@@ -73,7 +75,9 @@ def accelerate_config(cfg: Config, gpus: list[int], preset: str | None = None) -
         "same_network": True,
         "main_training_function": "main",
         "enable_cpu_affinity": False,
-        "tpu_env": [], "tpu_use_cluster": False, "tpu_use_sudo": False,
+        "tpu_env": [],
+        "tpu_use_cluster": False,
+        "tpu_use_sudo": False,
     }
     if gpus and cfg.NUM_MACHINES == 1:
         conf["gpu_ids"] = ",".join(str(g) for g in gpus[:n])
@@ -127,14 +131,15 @@ def write_accelerate_config(cfg: Config, gpus: list[int], path: Path) -> Path:
     return path
 
 
-def launch_command(cfg: Config, config_path: Path, module: str, args: list[str], machine_rank: int = 0,
-                   port: int | None = None) -> list[str]:
+def launch_command(
+    cfg: Config, config_path: Path, module: str, args: list[str], machine_rank: int = 0, port: int | None = None
+) -> list[str]:
     """`accelerate launch --config_file ... -m module args` for one machine."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path)]
     if cfg.NUM_MACHINES > 1:
         cmd += ["--machine_rank", str(machine_rank)]
     else:
-        cmd += ["--main_process_port", str(port or cfg.MAIN_PROCESS_PORT or gpu_manager.free_port())]
+        cmd += ["--main_process_port", str(port or cfg.MAIN_PROCESS_PORT or devices.free_port())]
     return cmd + ["-m", module, *args]
 
 
@@ -164,8 +169,10 @@ def remote_commands(cfg: Config, config_path: Path, module: str, args: list[str]
         inner = launch_command(cfg, config_path, module, args, machine_rank=rank)
         if hosts:
             if len(hosts) < cfg.NUM_MACHINES - 1:
-                raise LaunchError(f"TRAIN_HOSTS lists {len(hosts)} hosts; NUM_MACHINES={cfg.NUM_MACHINES} needs "
-                                  f"{cfg.NUM_MACHINES - 1} (ranks 1..{cfg.NUM_MACHINES - 1})")
+                raise LaunchError(
+                    f"TRAIN_HOSTS lists {len(hosts)} hosts; NUM_MACHINES={cfg.NUM_MACHINES} needs "
+                    f"{cfg.NUM_MACHINES - 1} (ranks 1..{cfg.NUM_MACHINES - 1})"
+                )
             if hosts[rank - 1] in LOCAL_HOSTS:  # this machine: started directly (how the launch is tested on one box)
                 cmds.append(inner)
                 continue
@@ -175,7 +182,9 @@ def remote_commands(cfg: Config, config_path: Path, module: str, args: list[str]
         elif os.environ.get("SLURM_JOB_ID"):
             cmds.append(["srun", "--nodes=1", "--ntasks=1", f"--relative={rank}", "--export=ALL", *inner])
         else:
-            raise LaunchError("NUM_MACHINES > 1 needs TRAIN_HOSTS (ssh) or a Slurm allocation (srun) to start the others")
+            raise LaunchError(
+                "NUM_MACHINES > 1 needs TRAIN_HOSTS (ssh) or a Slurm allocation (srun) to start the others"
+            )
     return cmds
 
 
@@ -189,6 +198,8 @@ def failure_advice(log_tail: str, preset: str) -> str:
         tips += ["TRL_LORA_R=16 (LoRA, ddp)", "TRL_PRECOMPUTE_REF_LOG_PROBS=true or TRL_MAX_LENGTH lower"]
         return "it ran out of memory: " + "; ".join(tips)
     if "nccl" in text or "gloo" in text or "rendezvous" in text or "connection" in text:
-        return ("a collective or rendezvous failed: check that every machine reaches MAIN_PROCESS_IP:MAIN_PROCESS_PORT "
-                "(python utils/status_checker.py), NCCL_SOCKET_IFNAME, and that no other job uses the port")
+        return (
+            "a collective or rendezvous failed: check that every machine reaches MAIN_PROCESS_IP:MAIN_PROCESS_PORT "
+            "(python utils/status_checker.py), NCCL_SOCKET_IFNAME, and that no other job uses the port"
+        )
     return "read the log above; set TRL_SAVE_STEPS so a retry resumes from the newest checkpoint"

@@ -18,8 +18,19 @@ import torch
 
 FINGERPRINT_FILE = "weights_fingerprint.json"
 SAMPLES_PER_TENSOR = 4096
-_COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-           "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json", "added_tokens.json")
+_COPIED = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "added_tokens.json",
+)
 DTYPES = {"no": torch.float32, "fp16": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -37,9 +48,15 @@ def _tensor_digest(t: torch.Tensor) -> str:
 
 def fingerprint(state_dict: dict[str, torch.Tensor]) -> dict[str, dict]:
     """Per tensor: shape, dtype, a digest of sampled elements and the float64 sum."""
-    return {name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "digest": _tensor_digest(t),
-                   "sum": float(t.detach().to(torch.float64).sum())}
-            for name, t in state_dict.items()}
+    return {
+        name: {
+            "shape": list(t.shape),
+            "dtype": str(t.dtype).replace("torch.", ""),
+            "digest": _tensor_digest(t),
+            "sum": float(t.detach().to(torch.float64).sum()),
+        }
+        for name, t in state_dict.items()
+    }
 
 
 def is_sharded(model_dir: Path) -> bool:
@@ -53,8 +70,12 @@ def load_sharded_state_dict(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     state: dict = {}
-    _load_state_dict(state, storage_reader=dcp.FileSystemReader(str(checkpoint_dir)),
-                     planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    _load_state_dict(
+        state,
+        storage_reader=dcp.FileSystemReader(str(checkpoint_dir)),
+        planner=_EmptyStateDictLoadPlanner(),
+        no_dist=True,
+    )
     if set(state) == {"model"}:  # accelerate saves {"model": state_dict}
         state = state["model"]
     return state

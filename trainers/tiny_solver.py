@@ -68,8 +68,16 @@ def build_tokenizer():
     return tok
 
 
-def build_tiny_solver(out_dir: str | Path, seed: int = 0, layers: int = 4, hidden: int = 128, heads: int = 2,
-                      kv_heads: int = 1, intermediate: int = 512, max_positions: int = 512) -> Path:
+def build_tiny_solver(
+    out_dir: str | Path,
+    seed: int = 0,
+    layers: int = 4,
+    hidden: int = 128,
+    heads: int = 2,
+    kv_heads: int = 1,
+    intermediate: int = 512,
+    max_positions: int = 512,
+) -> Path:
     """Write a random Qwen2ForCausalLM and its character tokenizer to `out_dir`; returns the folder."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -104,4 +112,3 @@ def build_tiny_solver(out_dir: str | Path, seed: int = 0, layers: int = 4, hidde
     n_params = sum(p.numel() for p in model.parameters())
     log.info("built tiny solver in %s: %d layers, hidden %d, %.2fM parameters", out, layers, hidden, n_params / 1e6)
     return out
-

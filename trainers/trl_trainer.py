@@ -58,8 +58,16 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     return str(max(ckpts, key=lambda p: int(p.name.split("-")[-1]))) if ckpts else None
 
 
-def build_spec(cfg: Config, model: Path, train: list[str], val: list[str], run_dir: Path, r: int,
-               ref_model: Path | None = None, preset: str = "single") -> dict:
+def build_spec(
+    cfg: Config,
+    model: Path,
+    train: list[str],
+    val: list[str],
+    run_dir: Path,
+    r: int,
+    ref_model: Path | None = None,
+    preset: str = "single",
+) -> dict:
     return {
         "round": r,
         "model": str(model),
@@ -105,7 +113,11 @@ def run_training(ctx: RunContext, r: int) -> dict:
     cfg, paths = ctx.cfg, ctx.paths
     result_path = paths.train_result(r)
     if r < cfg.TRAIN_START_ROUND:
-        result = {"round": r, "trained": False, "reason": f"round {r} < TRAIN_START_ROUND={cfg.TRAIN_START_ROUND}: accumulate only"}
+        result = {
+            "round": r,
+            "trained": False,
+            "reason": f"round {r} < TRAIN_START_ROUND={cfg.TRAIN_START_ROUND}: accumulate only",
+        }
         atomic_write_json(result_path, result)
         log.info("train r%d: skipped (%s)", r, result["reason"])
         return {"trained": False}
@@ -123,32 +135,80 @@ def run_training(ctx: RunContext, r: int) -> dict:
     gpus = launch.training_gpus(cfg)
     preset = launch.resolve_preset(cfg, gpus)
     if preset == "fsdp" and spec_precompute(cfg):
-        log.warning("train r%d: precomputing reference log-probs under FSDP2 has crashed with a device mismatch "
-                    "(trl issue 6470); if it does, set TRL_PRECOMPUTE_REF_LOG_PROBS=false", r)
+        log.warning(
+            "train r%d: precomputing reference log-probs under FSDP2 has crashed with a device mismatch "
+            "(trl issue 6470); if it does, set TRL_PRECOMPUTE_REF_LOG_PROBS=false",
+            r,
+        )
     ref = ctx.base_model() if cfg.TRL_REF_MODEL == "initial" and Path(model) != Path(ctx.base_model()) else None
     spec = build_spec(cfg, model, train, val, run_dir, r, ref_model=ref, preset=preset)
     spec_path = run_dir / "spec.json"
     atomic_write_json(spec_path, spec)
     log_path = paths.train_log(r)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("train r%d: %d pair files from %s -> %s; preset %s, %d process(es) on %d machine(s); log %s", r, len(train),
-             model, paths.merged_solver(r), preset, cfg.TRL_NUM_PROCESSES, cfg.NUM_MACHINES, log_path)
+    log.info(
+        "train r%d: %d pair files from %s -> %s; preset %s, %d process(es) on %d machine(s); log %s",
+        r,
+        len(train),
+        model,
+        paths.merged_solver(r),
+        preset,
+        cfg.TRL_NUM_PROCESSES,
+        cfg.NUM_MACHINES,
+        log_path,
+    )
     t0 = time.time()
     outcome = train_and_verify(cfg, spec, spec_path, ENTRY, log_path, gpus, r, ctx.stop_event)
     replace_dir(Path(spec["final_dir"]), paths.merged_solver(r))
-    result = {"round": r, "trained": True, "base_model": str(model), "output": str(paths.merged_solver(r)),
-              "train_files": train, "validation_files": val, "preset": preset, **outcome,
-              "wall_s": round(time.time() - t0, 1), "log": str(log_path)}
+    result = {
+        "round": r,
+        "trained": True,
+        "base_model": str(model),
+        "output": str(paths.merged_solver(r)),
+        "train_files": train,
+        "validation_files": val,
+        "preset": preset,
+        **outcome,
+        "wall_s": round(time.time() - t0, 1),
+        "log": str(log_path),
+    }
     atomic_write_json(result_path, result)
-    log.info("train r%d: %d steps on world size %d, loss %.4f -> %.4f, reward accuracy %s; verified %d tensors; %.1fs", r,
-             result["steps"], result["world_size"], result["loss_first"] or 0, result["loss_last"] or 0,
-             result["reward_accuracy_last"], result["verified"]["tensors_compared"], result["wall_s"])
-    return {k: result[k] for k in ("trained", "steps", "train_pairs", "loss_first", "loss_last", "reward_accuracy_last",
-                                   "world_size", "wall_s")}
+    log.info(
+        "train r%d: %d steps on world size %d, loss %.4f -> %.4f, reward accuracy %s; verified %d tensors; %.1fs",
+        r,
+        result["steps"],
+        result["world_size"],
+        result["loss_first"] or 0,
+        result["loss_last"] or 0,
+        result["reward_accuracy_last"],
+        result["verified"]["tensors_compared"],
+        result["wall_s"],
+    )
+    return {
+        k: result[k]
+        for k in (
+            "trained",
+            "steps",
+            "train_pairs",
+            "loss_first",
+            "loss_last",
+            "reward_accuracy_last",
+            "world_size",
+            "wall_s",
+        )
+    }
 
 
-def train_and_verify(cfg: Config, spec: dict, spec_path: Path, entry: str, log_path: Path, gpus: list[int], r: int,
-                     stop_event: threading.Event) -> dict:
+def train_and_verify(
+    cfg: Config,
+    spec: dict,
+    spec_path: Path,
+    entry: str,
+    log_path: Path,
+    gpus: list[int],
+    r: int,
+    stop_event: threading.Event,
+) -> dict:
     """Launch `entry` on every machine, then merge, complete and verify spec["final_dir"]; returns its metrics.
 
     Any entry point that writes a model, `weights_fingerprint.json` and `metrics.json` into
@@ -169,10 +229,15 @@ def train_and_verify(cfg: Config, spec: dict, spec_path: Path, entry: str, log_p
     if returncode != 0:
         tail = tail_text(log_path, 40)
         advice = launch.failure_advice(tail, launch.resolve_preset(cfg, gpus))
-        resume = (" With TRL_SAVE_STEPS set, the retry resumes from the newest checkpoint in " + str(run_dir)
-                  if cfg.TRL_SAVE_STEPS else " Set TRL_SAVE_STEPS so that a retry resumes instead of starting over.")
-        raise TrainingFailed(f"the training process exited with {returncode}; {advice}.{resume}\n"
-                             f"--- last lines of {log_path} ---\n{tail}")
+        resume = (
+            " With TRL_SAVE_STEPS set, the retry resumes from the newest checkpoint in " + str(run_dir)
+            if cfg.TRL_SAVE_STEPS
+            else " Set TRL_SAVE_STEPS so that a retry resumes instead of starting over."
+        )
+        raise TrainingFailed(
+            f"the training process exited with {returncode}; {advice}.{resume}\n"
+            f"--- last lines of {log_path} ---\n{tail}"
+        )
     final_dir = Path(spec["final_dir"])
     metrics = json.loads((final_dir / "metrics.json").read_text())
     (final_dir / "metrics.json").unlink()
@@ -186,8 +251,14 @@ def train_and_verify(cfg: Config, spec: dict, spec_path: Path, entry: str, log_p
         verified = model_io.verify_model_dir(final_dir, expected, spec["mixed_precision"])
     except model_io.ModelCheckFailed as exc:
         raise TrainingFailed(str(exc)) from exc
-    return {**metrics, **finished, "verified": verified, "command": cmd, "remote_commands": remotes,
-            "accelerate_config": str(config_path)}
+    return {
+        **metrics,
+        **finished,
+        "verified": verified,
+        "command": cmd,
+        "remote_commands": remotes,
+        "accelerate_config": str(config_path),
+    }
 
 
 def _stop_stale_launches(pid_file: Path, spec_path: str) -> None:
@@ -208,8 +279,9 @@ def _stop_stale_launches(pid_file: Path, spec_path: str) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def _run_streaming(stop_event: threading.Event, cmds: list[list[str]], log_path: Path, r: int, env: dict[str, str],
-                   pid_file: Path) -> int:
+def _run_streaming(
+    stop_event: threading.Event, cmds: list[list[str]], log_path: Path, r: int, env: dict[str, str], pid_file: Path
+) -> int:
     """Run the launches (this machine's first) in their own process groups, output appended to the log.
 
     Returns the first non-zero exit status, else 0; a stop request or a dead launch stops the others.
@@ -220,8 +292,12 @@ def _run_streaming(stop_event: threading.Event, cmds: list[list[str]], log_path:
             fh.write(f"$ {shlex.join(cmd)}\n")
             log.info("train r%d: $ %s", r, shlex.join(cmd))
         fh.flush()
-        procs = [subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env,
-                                  start_new_session=True) for cmd in cmds]
+        procs = [
+            subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env, start_new_session=True
+            )
+            for cmd in cmds
+        ]
         pid_file.write_text(json.dumps([p.pid for p in procs]))
         try:
             while any(p.poll() is None for p in procs):

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from prosetting.collectors.data_normalizer import solver_messages
 from prosetting.core.io import atomic_write_json, replace_dir
+from prosetting.core.text import solver_messages
 from prosetting.teacher_model import arithmetic
 from prosetting.trainers.tiny_solver import build_tiny_solver
 
@@ -38,16 +38,30 @@ def sft_rows(n: int, levels: tuple[int, ...], seed: int, exclude: set[str], syst
         q = arithmetic.make_problem(rng.choice(levels), rng)
         if q["question"] in exclude:
             continue
-        rows.append({"prompt": solver_messages(q["question"], system_prompt),
-                     "completion": [{"role": "assistant", "content": q["solution"]}]})
+        rows.append(
+            {
+                "prompt": solver_messages(q["question"], system_prompt),
+                "completion": [{"role": "assistant", "content": q["solution"]}],
+            }
+        )
     return rows
 
 
-def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int, log_dir: str | Path | None = None,
-               levels: tuple[int, ...] = WARMSTART_LEVELS, exclude: set[str] | None = None,
-               learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE,
-               lr_scheduler: str = "cosine", target_accuracy: float | None = None, check_every: int = 25,
-               validation_size: int = 128) -> dict:
+def warm_start(
+    base_dir: str | Path,
+    out_dir: str | Path,
+    steps: int,
+    seed: int,
+    log_dir: str | Path | None = None,
+    levels: tuple[int, ...] = WARMSTART_LEVELS,
+    exclude: set[str] | None = None,
+    learning_rate: float = LEARNING_RATE,
+    batch_size: int = BATCH_SIZE,
+    lr_scheduler: str = "cosine",
+    target_accuracy: float | None = None,
+    check_every: int = 25,
+    validation_size: int = 128,
+) -> dict:
     """SFT `base_dir` for `steps` steps (or until `target_accuracy`) and save model + tokenizer to
     `out_dir` (atomically); returns stats."""
     from datasets import Dataset
@@ -63,8 +77,16 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        stats = {"steps": steps, "max_steps": steps, "seed": seed, "levels": list(levels), "train_loss": None, "losses": [],
-                 "target_accuracy": target_accuracy, "checks": []}
+        stats = {
+            "steps": steps,
+            "max_steps": steps,
+            "seed": seed,
+            "levels": list(levels),
+            "train_loss": None,
+            "losses": [],
+            "target_accuracy": target_accuracy,
+            "checks": [],
+        }
         if steps > 0:
             rows = sft_rows(steps * batch_size, levels, seed, exclude)
             callbacks = []
@@ -78,8 +100,14 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
                         acc = greedy_accuracy(model, tokenizer, val)
                         stats["checks"].append({"step": state.global_step, "validation_greedy": round(acc, 4)})
                         loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
-                        log.info("warm start step %d/%d: loss %.3f, validation greedy %.1f%% (target %.0f%%)",
-                                 state.global_step, state.max_steps, loss, 100 * acc, 100 * target_accuracy)
+                        log.info(
+                            "warm start step %d/%d: loss %.3f, validation greedy %.1f%% (target %.0f%%)",
+                            state.global_step,
+                            state.max_steps,
+                            loss,
+                            100 * acc,
+                            100 * target_accuracy,
+                        )
                         if acc >= target_accuracy:
                             control.should_training_stop = True
 
@@ -102,8 +130,13 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
                 dataloader_pin_memory=False,  # no accelerator; silences torch's warning
                 disable_tqdm=True,
             )
-            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                 processing_class=tokenizer, callbacks=callbacks)
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_list(rows),
+                processing_class=tokenizer,
+                callbacks=callbacks,
+            )
             trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; the losses go to warm_start.json
             result = trainer.train()
             stats["steps"] = trainer.state.global_step
@@ -121,8 +154,14 @@ def warm_start(base_dir: str | Path, out_dir: str | Path, steps: int, seed: int,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("warm start: %d SFT steps on levels %s in %.0f s (final loss %s) -> %s", stats["steps"], list(levels),
-             stats["seconds"], stats["losses"][-1] if stats["losses"] else "n/a", out_dir)
+    log.info(
+        "warm start: %d SFT steps on levels %s in %.0f s (final loss %s) -> %s",
+        stats["steps"],
+        list(levels),
+        stats["seconds"],
+        stats["losses"][-1] if stats["losses"] else "n/a",
+        out_dir,
+    )
     return stats
 
 
@@ -153,7 +192,8 @@ def greedy_texts(model, tokenizer, questions: list[dict], max_new_tokens: int = 
         with torch.random.fork_rng():  # the backend seeds torch per chunk; training must not notice
             outs = TransformersBackend.from_model(model, tokenizer).generate(
                 [solver_messages(q["question"]) for q in questions],
-                Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=0))
+                Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=0),
+            )
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
@@ -162,7 +202,7 @@ def greedy_texts(model, tokenizer, questions: list[dict], max_new_tokens: int = 
 
 def greedy_accuracy(model, tokenizer, questions: list[dict], max_new_tokens: int = 64) -> float:
     """Fraction of `questions` whose greedy completion's boxed answer matches the reference."""
-    from prosetting.collectors.data_normalizer import extract_boxed
+    from prosetting.core.text import extract_boxed
     from prosetting.teacher_model.rule_teacher import answers_match
 
     texts = greedy_texts(model, tokenizer, questions, max_new_tokens)
@@ -183,5 +223,12 @@ def build_embedded_solver(dest: str | Path, cfg) -> dict:
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".init.") as scratch:
         init = build_tiny_solver(Path(scratch) / "init", seed=cfg.SEED, **MODEL_SIZE)
         target = cfg.WARMSTART_TARGET_ACCURACY or None
-        return warm_start(init, dest, steps=cfg.WARMSTART_STEPS, seed=cfg.SEED, exclude=exclude, target_accuracy=target,
-                          lr_scheduler="constant_with_warmup" if target else "cosine")
+        return warm_start(
+            init,
+            dest,
+            steps=cfg.WARMSTART_STEPS,
+            seed=cfg.SEED,
+            exclude=exclude,
+            target_accuracy=target,
+            lr_scheduler="constant_with_warmup" if target else "cosine",
+        )

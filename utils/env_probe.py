@@ -1,6 +1,6 @@
 """Where the libraries a run needs are imported from, as JSON; run inside any launcher to check it.
 
-    accelerate launch --cpu --num_processes 1 -m prosetting.utils.env_probe
+accelerate launch --cpu --num_processes 1 -m prosetting.utils.env_probe
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ def probe(names: tuple[str, ...] = ("datasets", "trl", "transformers", "torch", 
     for name in names:
         try:
             mod = importlib.import_module(name)
-            out[name] = {"file": getattr(mod, "__file__", None), "version": getattr(mod, "__version__", None),
-                         "is_hf_datasets": name != "datasets" or hasattr(mod, "load_dataset")}
+            out[name] = {
+                "file": getattr(mod, "__file__", None),
+                "version": getattr(mod, "__version__", None),
+                "is_hf_datasets": name != "datasets" or hasattr(mod, "load_dataset"),
+            }
         except Exception as exc:
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return out

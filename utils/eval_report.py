@@ -57,8 +57,10 @@ def render_text(table: dict | None) -> str:
         return ""
     columns = table["sets"] + (["average"] if len(table["sets"]) > 1 else [])
     width = max(13, *(len(c) for c in columns))
-    lines = [f"evaluation sets, greedy / Mean@{table['k']} (%); * = solver not retrained, figures carried",
-             f"{'round':>6} " + " ".join(f"{c:>{width}}" for c in columns)]
+    lines = [
+        f"evaluation sets, greedy / Mean@{table['k']} (%); * = solver not retrained, figures carried",
+        f"{'round':>6} " + " ".join(f"{c:>{width}}" for c in columns),
+    ]
     for row in table["rows"]:
         cells = [_cell(row["sets"].get(n)) for n in table["sets"]]
         if len(table["sets"]) > 1:
@@ -74,10 +76,13 @@ def render_markdown(table: dict | None) -> list[str]:
     names = table["sets"]
     columns = names + (["average"] if len(names) > 1 else [])
     n = {name: next((row["sets"][name]["n"] for row in table["rows"] if name in row["sets"]), None) for name in names}
-    lines = [f"Evaluation sets, greedy / Mean@{table['k']} accuracy in % (questions per set in the header; "
-             "rows marked * kept the previous solver):", "",
-             "| round | " + " | ".join(f"{c} ({n[c]})" if c in n else c for c in columns) + " |",
-             "|---" * (len(columns) + 1) + "|"]
+    lines = [
+        f"Evaluation sets, greedy / Mean@{table['k']} accuracy in % (questions per set in the header; "
+        "rows marked * kept the previous solver):",
+        "",
+        "| round | " + " | ".join(f"{c} ({n[c]})" if c in n else c for c in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for row in table["rows"]:
         cells = [_cell(row["sets"].get(c)) for c in names] + ([_cell(row.get("average"))] if len(names) > 1 else [])
         lines.append(f"| {row['label']}{'*' if row['carried'] else ''} | " + " | ".join(cells) + " |")
@@ -97,8 +102,13 @@ def levels_markdown(evaluations: dict) -> list[str]:
         if not per_label:
             continue
         levels = sorted({lv for d in per_label.values() for lv in d}, key=_level_key)
-        lines += ["", f"{name}: greedy accuracy per difficulty level (%):", "",
-                  "| model | " + " | ".join(f"level {lv}" for lv in levels) + " |", "|---" * (len(levels) + 1) + "|"]
+        lines += [
+            "",
+            f"{name}: greedy accuracy per difficulty level (%):",
+            "",
+            "| model | " + " | ".join(f"level {lv}" for lv in levels) + " |",
+            "|---" * (len(levels) + 1) + "|",
+        ]
         for label, d in per_label.items():
             lines.append(f"| {label} | " + " | ".join(_pct((d.get(lv) or {}).get("greedy")) for lv in levels) + " |")
     return lines
@@ -115,11 +125,21 @@ def plot_sets(ax, table: dict) -> None:
     """Mean@k per set and their average against the round, on a matplotlib axis."""
     xs = [row["round"] for row in table["rows"]]
     for name in table["sets"]:
-        ax.plot(xs, [row["sets"][name]["mean_at_k"] if name in row["sets"] else float("nan") for row in table["rows"]],
-                "o-", label=name, alpha=0.8)
+        ax.plot(
+            xs,
+            [row["sets"][name]["mean_at_k"] if name in row["sets"] else float("nan") for row in table["rows"]],
+            "o-",
+            label=name,
+            alpha=0.8,
+        )
     if len(table["sets"]) > 1:
-        ax.plot(xs, [row["average"]["mean_at_k"] if "average" in row else float("nan") for row in table["rows"]],
-                "k-", linewidth=2.5, label="average")
+        ax.plot(
+            xs,
+            [row["average"]["mean_at_k"] if "average" in row else float("nan") for row in table["rows"]],
+            "k-",
+            linewidth=2.5,
+            label="average",
+        )
     ax.set_xlabel("round (0 = start)")
     ax.set_ylabel(f"Mean@{table['k']}")
     ax.set_ylim(0, 1)

@@ -21,7 +21,19 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None, name: str = 
     console.setLevel(getattr(logging, level.upper(), logging.INFO))
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
     root.addHandler(console)
-    for noisy in ("httpx", "httpx2", "openai", "urllib3", "filelock", "datasets", "transformers", "accelerate", "torch", "matplotlib", "PIL"):
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "openai",
+        "urllib3",
+        "filelock",
+        "datasets",
+        "transformers",
+        "accelerate",
+        "torch",
+        "matplotlib",
+        "PIL",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if log_dir is None:
         return None

@@ -14,8 +14,11 @@ from prosetting.core.io import read_json, read_jsonl
 ZONE_NAMES = ("too_difficult", "learning", "mastered")
 POLICY_NAMES = ("seed", "stepping_stone", "error_sibling", "harder_variant")
 # Questions written before policies were recorded carry only their origin.
-_POLICY_OF_ORIGIN = {"teacher_error_variant": "error_sibling", "teacher_harder_variant": "harder_variant",
-                     "teacher_stepping_stone": "stepping_stone"}
+_POLICY_OF_ORIGIN = {
+    "teacher_error_variant": "error_sibling",
+    "teacher_harder_variant": "harder_variant",
+    "teacher_stepping_stone": "stepping_stone",
+}
 
 
 def level_key(level) -> str:
@@ -26,7 +29,9 @@ def level_key(level) -> str:
 
 
 def policy_of(q: dict) -> str:
-    return q.get("policy") or _POLICY_OF_ORIGIN.get(q.get("origin", "")) or ("seed" if not q.get("parent_id") else "other")
+    return (
+        q.get("policy") or _POLICY_OF_ORIGIN.get(q.get("origin", "")) or ("seed" if not q.get("parent_id") else "other")
+    )
 
 
 def composition(questions: list[dict], rewards: dict[str, dict]) -> dict:
@@ -47,10 +52,13 @@ def composition(questions: list[dict], rewards: dict[str, dict]) -> dict:
         p = policy_of(q)
         policies[p] = policies.get(p, 0) + 1
     order = sorted((k for k in levels if k != "n/a"), key=float) + (["n/a"] if "n/a" in levels else [])
-    return {"questions": len(questions), "levels": {k: levels[k] for k in order},
-            "mean_level": round(sum(known) / len(known), 3) if known else None,
-            "zones": {k: v for k, v in zones.items() if v or k in ZONE_NAMES},
-            "policies": {k: v for k, v in policies.items() if v or k in POLICY_NAMES}}
+    return {
+        "questions": len(questions),
+        "levels": {k: levels[k] for k in order},
+        "mean_level": round(sum(known) / len(known), 3) if known else None,
+        "zones": {k: v for k, v in zones.items() if v or k in ZONE_NAMES},
+        "policies": {k: v for k, v in policies.items() if v or k in POLICY_NAMES},
+    }
 
 
 def pool_composition(paths, r: int) -> dict:
@@ -79,14 +87,23 @@ def pool_markdown(rounds: list[dict]) -> list[str]:
     levels = sorted({k for _, c in comps for k in c["levels"] if k != "n/a"}, key=float)
     if any("n/a" in c["levels"] for _, c in comps):
         levels.append("n/a")
-    lines = ["", "Pool composition per round (questions per difficulty level, per zone after grading, per writing policy):",
-             "", "| round | questions | mean level | " + " | ".join(f"L{k}" for k in levels)
-             + " | too difficult | learning | mastered | seed | stepping stone | error sibling | harder variant |",
-             "|---" * (10 + len(levels)) + "|"]
+    lines = [
+        "",
+        "Pool composition per round (questions per difficulty level, per zone after grading, per writing policy):",
+        "",
+        "| round | questions | mean level | "
+        + " | ".join(f"L{k}" for k in levels)
+        + " | too difficult | learning | mastered | seed | stepping stone | error sibling | harder variant |",
+        "|---" * (10 + len(levels)) + "|",
+    ]
     for r, c in comps:
         z, p = c["zones"], c["policies"]
         mean = "-" if c["mean_level"] is None else f"{c['mean_level']:.2f}"
-        lines.append(f"| {r} | {c['questions']} | {mean} | " + " | ".join(str(c["levels"].get(k, 0)) for k in levels)
-                     + f" | {z.get('too_difficult', 0)} | {z.get('learning', 0)} | {z.get('mastered', 0)} | "
-                     + " | ".join(str(p.get(k, 0)) for k in POLICY_NAMES) + " |")
+        lines.append(
+            f"| {r} | {c['questions']} | {mean} | "
+            + " | ".join(str(c["levels"].get(k, 0)) for k in levels)
+            + f" | {z.get('too_difficult', 0)} | {z.get('learning', 0)} | {z.get('mastered', 0)} | "
+            + " | ".join(str(p.get(k, 0)) for k in POLICY_NAMES)
+            + " |"
+        )
     return lines

@@ -24,7 +24,9 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
     comp = pool_composition(sm.paths, r)  # per level, zone and writing policy (utils/pool_report.py)
     return {
         "round": r,
-        "done": all((stages.get(s) or {}).get("status") == "done" for s in ("collect", "grade", "export", "train", "enhance")),
+        "done": all(
+            (stages.get(s) or {}).get("status") == "done" for s in ("collect", "grade", "export", "train", "enhance")
+        ),
         "trained": bool(train.get("trained")),
         "heldout_accuracy": ev["greedy"] if ev else None,
         "heldout_mean_at_k": ev["mean_at_k"] if ev else None,
@@ -38,7 +40,9 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
             "composition": comp,
         },
         "pairs": export.get("pairs"),
-        "train": {k: train.get(k) for k in ("steps", "loss_first", "loss_last", "reward_accuracy_last", "wall_s")} if train.get("trained") else None,
+        "train": {k: train.get(k) for k in ("steps", "loss_first", "loss_last", "reward_accuracy_last", "wall_s")}
+        if train.get("trained")
+        else None,
         "next_pool": enhance.get("next_pool"),
         "new_questions": enhance.get("written"),
         "writers": writer_figures(sm.paths, r),  # written / rejected / mean utility of accepted, per writer
@@ -68,10 +72,12 @@ def teacher_row(grade: dict, enhance: dict) -> dict | None:
 def _teacher_line(t: dict) -> str:
     cost = f", cost {t['cost']:.4f}" if "cost" in t else ""
     agreement = f", rule/LLM agreement {100 * t['agreement']:.0f}%" if "agreement" in t else ""
-    return (f"{'':>5} teacher: {t.get('calls', 0)} calls, {t.get('cache_hits', 0)} cache hits, "
-            f"{t.get('prompt_tokens', 0)}+{t.get('completion_tokens', 0)} tokens{cost}; verdicts {t.get('rule_verdicts', 0)} "
-            f"by rule, {t.get('llm_verdicts', 0)} by LLM{agreement}; {t.get('unusable_replies', 0)} unusable replies, "
-            f"{t.get('reasks', 0)} re-asks, {t.get('ungraded', 0)} ungraded, {t.get('dropped_flawed', 0)} flawed dropped")
+    return (
+        f"{'':>5} teacher: {t.get('calls', 0)} calls, {t.get('cache_hits', 0)} cache hits, "
+        f"{t.get('prompt_tokens', 0)}+{t.get('completion_tokens', 0)} tokens{cost}; verdicts {t.get('rule_verdicts', 0)} "
+        f"by rule, {t.get('llm_verdicts', 0)} by LLM{agreement}; {t.get('unusable_replies', 0)} unusable replies, "
+        f"{t.get('reasks', 0)} re-asks, {t.get('ungraded', 0)} ungraded, {t.get('dropped_flawed', 0)} flawed dropped"
+    )
 
 
 def _fmt(x, pct=False) -> str:
@@ -82,8 +88,11 @@ def _fmt(x, pct=False) -> str:
 
 def trained_rounds(sm: StateManager, upto: int) -> list[tuple[int, bool]]:
     """(round, trained) for the rounds up to `upto` that have started."""
-    return [(r, bool((read_json(sm.paths.train_result(r)) or {}).get("trained")))
-            for r in range(1, upto + 1) if sm.paths.progress(r).exists()]
+    return [
+        (r, bool((read_json(sm.paths.train_result(r)) or {}).get("trained")))
+        for r in range(1, upto + 1)
+        if sm.paths.progress(r).exists()
+    ]
 
 
 def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
@@ -95,9 +104,11 @@ def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
         lines.append(f"{'start':>5} {'':>9} {'':>8} {'':>8} {'':>6} {'':>7} {_fmt(base['greedy'], True):>8} {'':>9}")
     for r in range(1, upto + 1):
         row = round_row(sm, r, evaluations)
-        lines.append(f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['attempts']):>8} "
-                     f"{_fmt(row['pool']['solver_accuracy'], True):>8} {_fmt(row['pairs']):>6} "
-                     f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}  {short(row['writers'])}")
+        lines.append(
+            f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['attempts']):>8} "
+            f"{_fmt(row['pool']['solver_accuracy'], True):>8} {_fmt(row['pairs']):>6} "
+            f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}  {short(row['writers'])}"
+        )
         lines.append(pool_line(row["pool"]["composition"]))
         if row.get("teacher"):
             lines.append(_teacher_line(row["teacher"]))
@@ -134,7 +145,9 @@ def write_summary(cfg: Config, sm: StateManager, status: str, started: float) ->
         "heldout_k": cfg.EVAL_K,
         "eval_k": cfg.EVAL_K,
         "eval_primary": (base or {}).get("primary", "heldout"),  # whose figures the heldout_* keys hold
-        "eval_table": eval_report.eval_table(evaluations, [(row["round"], row["trained"]) for row in rounds], cfg.EVAL_K),
+        "eval_table": eval_report.eval_table(
+            evaluations, [(row["round"], row["trained"]) for row in rounds], cfg.EVAL_K
+        ),
         "rounds": rounds,
         **teacher_totals(rounds),
         "errors": state["failures"],
@@ -155,47 +168,78 @@ def teacher_totals(rounds: list[dict]) -> dict:
     if not rows:
         return {}
     total = lambda k: sum(t.get(k, 0) for t in rows)  # noqa: E731
-    out = {"teacher_calls": total("calls"), "teacher_cache_hits": total("cache_hits"),
-           "teacher_prompt_tokens": total("prompt_tokens"), "teacher_completion_tokens": total("completion_tokens")}
+    out = {
+        "teacher_calls": total("calls"),
+        "teacher_cache_hits": total("cache_hits"),
+        "teacher_prompt_tokens": total("prompt_tokens"),
+        "teacher_completion_tokens": total("completion_tokens"),
+    }
     if any("cost" in t for t in rows):
         out["teacher_cost"] = round(total("cost"), 6)
     return out
 
 
 def render_markdown(summary: dict, evaluations: dict) -> str:
-    lines = [f"# ProSetting run: {summary['status']}", "",
-             f"Workspace `{summary['workspace']}`, {summary['duration_s']:.0f} s, rounds done {summary['rounds_done']}, "
-             f"failed {summary['rounds_failed']}.", ""]
+    lines = [
+        f"# ProSetting run: {summary['status']}",
+        "",
+        f"Workspace `{summary['workspace']}`, {summary['duration_s']:.0f} s, rounds done {summary['rounds_done']}, "
+        f"failed {summary['rounds_failed']}.",
+        "",
+    ]
     if summary["baseline_heldout_accuracy"] is not None:
         primary = summary.get("eval_primary", "heldout")
-        lines += [f"{'Held-out' if primary == 'heldout' else primary} greedy accuracy: {_fmt(summary['baseline_heldout_accuracy'], True)} at the start, "
-                  f"{_fmt(summary['final_heldout_accuracy'], True)} after the last round "
-                  f"(Mean@{summary['heldout_k']}: {_fmt(summary['baseline_heldout_mean_at_k'], True)} -> "
-                  f"{_fmt(summary['rounds'][-1]['heldout_mean_at_k'] if summary['rounds'] else None, True)}).", ""]
-    lines += ["| round | questions | mean level | pool accuracy | zones (0 / partial / 1) | pairs | trained | held-out greedy | held-out Mean@k |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"{'Held-out' if primary == 'heldout' else primary} greedy accuracy: {_fmt(summary['baseline_heldout_accuracy'], True)} at the start, "
+            f"{_fmt(summary['final_heldout_accuracy'], True)} after the last round "
+            f"(Mean@{summary['heldout_k']}: {_fmt(summary['baseline_heldout_mean_at_k'], True)} -> "
+            f"{_fmt(summary['rounds'][-1]['heldout_mean_at_k'] if summary['rounds'] else None, True)}).",
+            "",
+        ]
+    lines += [
+        "| round | questions | mean level | pool accuracy | zones (0 / partial / 1) | pairs | trained | held-out greedy | held-out Mean@k |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in summary["rounds"]:
         z = row["pool"]["zones"] or {}
-        lines.append(f"| {row['round']} | {row['pool']['questions']} | {_fmt(row['pool']['mean_level'])} | "
-                     f"{_fmt(row['pool']['solver_accuracy'], True)} | {z.get('too_difficult', '-')} / {z.get('learning', '-')} / "
-                     f"{z.get('mastered', '-')} | {_fmt(row['pairs'])} | {'yes' if row['trained'] else 'no'} | "
-                     f"{_fmt(row['heldout_accuracy'], True)} | {_fmt(row['heldout_mean_at_k'], True)} |")
+        lines.append(
+            f"| {row['round']} | {row['pool']['questions']} | {_fmt(row['pool']['mean_level'])} | "
+            f"{_fmt(row['pool']['solver_accuracy'], True)} | {z.get('too_difficult', '-')} / {z.get('learning', '-')} / "
+            f"{z.get('mastered', '-')} | {_fmt(row['pairs'])} | {'yes' if row['trained'] else 'no'} | "
+            f"{_fmt(row['heldout_accuracy'], True)} | {_fmt(row['heldout_mean_at_k'], True)} |"
+        )
     teacher = [(row["round"], row["teacher"]) for row in summary["rounds"] if row.get("teacher")]
     if teacher:
-        lines += ["", "LLM Teacher per round:", "", "```"] + [f"round {r}: {_teacher_line(t).strip()}" for r, t in teacher] + ["```"]
+        lines += (
+            ["", "LLM Teacher per round:", "", "```"]
+            + [f"round {r}: {_teacher_line(t).strip()}" for r, t in teacher]
+            + ["```"]
+        )
     table = eval_report.render_markdown(summary.get("eval_table"))
     if table:
         lines += ["", *table]
     lines += eval_report.levels_markdown(evaluations)  # the evaluator's `by_level`, per set
     lines += pool_markdown(summary["rounds"])
-    writers = [(row["round"], name, f) for row in summary["rounds"] for name, f in sorted(row.get("writers", {}).items())]
+    writers = [
+        (row["round"], name, f) for row in summary["rounds"] for name, f in sorted(row.get("writers", {}).items())
+    ]
     if writers:
-        lines += ["", "Question writers (mean utility of accepted questions, graded by the next round):", "",
-                  "| round | writer | written | rejected | acceptance | graded | mean utility |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r} | {name} | {f['written']} | {f['rejected']} | {_fmt(f['acceptance_rate'], True)} | {f['graded']} | "
-                  f"{_fmt(f['mean_utility'])} |" for r, name, f in writers]
+        lines += [
+            "",
+            "Question writers (mean utility of accepted questions, graded by the next round):",
+            "",
+            "| round | writer | written | rejected | acceptance | graded | mean utility |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r} | {name} | {f['written']} | {f['rejected']} | {_fmt(f['acceptance_rate'], True)} | {f['graded']} | "
+            f"{_fmt(f['mean_utility'])} |"
+            for r, name, f in writers
+        ]
     if summary["errors"]:
-        lines += ["", "## Errors", ""] + [f"- round {e['round']} {e['stage']}: {e['error']} (log: {e['log']})" for e in summary["errors"]]
+        lines += ["", "## Errors", ""] + [
+            f"- round {e['round']} {e['stage']}: {e['error']} (log: {e['log']})" for e in summary["errors"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -220,9 +264,18 @@ def plot(summary: dict, path) -> None:
     if any(v is not None for v in greedy):
         name = summary.get("eval_primary", "heldout").replace("heldout", "held-out")
         ax.plot(xs, [v if v is not None else float("nan") for v in greedy], "o-", label=f"{name} greedy")
-        ax.plot(xs, [v if v is not None else float("nan") for v in meank], "s--", label=f"{name} Mean@{summary['heldout_k']}")
-    ax.plot([row["round"] for row in rounds], [row["pool"]["solver_accuracy"] or float("nan") for row in rounds], "^:",
-            label="pool accuracy (sampled)")
+        ax.plot(
+            xs,
+            [v if v is not None else float("nan") for v in meank],
+            "s--",
+            label=f"{name} Mean@{summary['heldout_k']}",
+        )
+    ax.plot(
+        [row["round"] for row in rounds],
+        [row["pool"]["solver_accuracy"] or float("nan") for row in rounds],
+        "^:",
+        label="pool accuracy (sampled)",
+    )
     ax.set_xlabel("round (0 = warm start)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
@@ -232,8 +285,14 @@ def plot(summary: dict, path) -> None:
     ax2 = ax.twinx()
     levels = [row["pool"]["mean_level"] for row in rounds]
     if any(v is not None for v in levels):
-        ax2.plot([row["round"] for row in rounds], [v if v is not None else float("nan") for v in levels], "d-", color="tab:red",
-                 alpha=0.6, label="pool mean difficulty level")
+        ax2.plot(
+            [row["round"] for row in rounds],
+            [v if v is not None else float("nan") for v in levels],
+            "d-",
+            color="tab:red",
+            alpha=0.6,
+            label="pool mean difficulty level",
+        )
         ax2.set_ylabel("mean difficulty level")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)

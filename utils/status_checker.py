@@ -29,6 +29,7 @@ from pathlib import Path
 
 from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, diff_configs, load_config
+from prosetting.core.devices import parse_gpu_list, query_gpus
 from prosetting.core.io import read_json
 from prosetting.core.models import (
     IGNORE_PATTERNS,
@@ -40,7 +41,6 @@ from prosetting.core.models import (
 )
 from prosetting.core.state_manager import STAGES, StateManager
 from prosetting.managers.question_manager import QuestionFileError, load_questions_file
-from prosetting.trainers.gpu_manager import parse_gpu_list, query_gpus
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = ("torch", "transformers", "trl", "accelerate", "datasets", "pyarrow", "openai", "math_verify")
@@ -62,12 +62,20 @@ def check_config(env_file: str | None, workspace: str | None) -> tuple[Check, Co
         cfg, sources = load_config(env_file, {"WORKSPACE_DIR": workspace} if workspace else None)
     except ConfigError as exc:
         key = str(exc).split(":", 1)[0]
-        return Check("configuration", "fail", str(exc),
-                     f"set {key} to a valid value in {env_file or 'the .env file'} or the environment "
-                     "(.env.example lists every key with what it expects)"), None
+        return Check(
+            "configuration",
+            "fail",
+            str(exc),
+            f"set {key} to a valid value in {env_file or 'the .env file'} or the environment "
+            "(.env.example lists every key with what it expects)",
+        ), None
     where = f"{len(sources)} settings from {', '.join(sorted(set(sources.values())))}" if sources else "all defaults"
-    return Check("configuration", "ok", f"valid ({where}); teacher "
-                 f"{cfg.TEACHER_BACKEND}, collection {cfg.COLLECTION_BACKEND}, {cfg.TOTAL_ROUNDS} rounds"), cfg
+    return Check(
+        "configuration",
+        "ok",
+        f"valid ({where}); teacher "
+        f"{cfg.TEACHER_BACKEND}, collection {cfg.COLLECTION_BACKEND}, {cfg.TOTAL_ROUNDS} rounds",
+    ), cfg
 
 
 def _weights(folder: Path) -> list[Path]:
@@ -81,15 +89,32 @@ def check_models(cfg: Config, quick: bool, timeout: float) -> list[Check]:
         if (base / "config.json").is_file():
             checks = [Check("solver model", "ok", f"embedded tiny solver, already built in {base}")]
         else:
-            checks = [Check("solver model", "ok", f"embedded tiny solver: built and warm-started in {base} on the first "
-                            f"run (SFT until {cfg.WARMSTART_TARGET_ACCURACY:.0%} validation accuracy, at most "
-                            f"{cfg.WARMSTART_STEPS} steps; minutes on a CPU)")]
+            checks = [
+                Check(
+                    "solver model",
+                    "ok",
+                    f"embedded tiny solver: built and warm-started in {base} on the first "
+                    f"run (SFT until {cfg.WARMSTART_TARGET_ACCURACY:.0%} validation accuracy, at most "
+                    f"{cfg.WARMSTART_STEPS} steps; minutes on a CPU)",
+                )
+            ]
     else:
-        checks = [check_model("solver model", "SOLVER_MODEL_PATH", cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION,
-                              quick, timeout)]
+        checks = [
+            check_model(
+                "solver model", "SOLVER_MODEL_PATH", cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION, quick, timeout
+            )
+        ]
     if cfg.GENERATOR_MODEL_PATH:
-        checks.append(check_model("generator model", "GENERATOR_MODEL_PATH", cfg.GENERATOR_MODEL_PATH,
-                                  cfg.GENERATOR_MODEL_REVISION, quick, timeout))
+        checks.append(
+            check_model(
+                "generator model",
+                "GENERATOR_MODEL_PATH",
+                cfg.GENERATOR_MODEL_PATH,
+                cfg.GENERATOR_MODEL_REVISION,
+                quick,
+                timeout,
+            )
+        )
     return checks
 
 
@@ -116,27 +141,52 @@ def check_hub_model(name: str, key: str, repo_id: str, revision: str | None, tim
 
     fix = f"{hub_hint(repo_id, revision)} into this machine's cache ({constants.HF_HUB_CACHE})"
     if constants.HF_HUB_OFFLINE:
-        return Check(name, "fail", f"{key}={repo_id}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
-                     "downloading it", f"{fix} where the network is reachable, or unset HF_HUB_OFFLINE")
+        return Check(
+            name,
+            "fail",
+            f"{key}={repo_id}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it",
+            f"{fix} where the network is reachable, or unset HF_HUB_OFFLINE",
+        )
     try:
         info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout)
     except GatedRepoError:
-        return Check(name, "fail", f"{key}={repo_id} is gated on the Hub", f"accept its terms at https://huggingface.co/"
-                     f"{repo_id}, log in (`hf auth login` or HF_TOKEN), then {fix}")
+        return Check(
+            name,
+            "fail",
+            f"{key}={repo_id} is gated on the Hub",
+            f"accept its terms at https://huggingface.co/{repo_id}, log in (`hf auth login` or HF_TOKEN), then {fix}",
+        )
     except RepositoryNotFoundError:
-        return Check(name, "fail", f"{key}={repo_id}: no such model on the Hub (or a private one without a login), "
-                     "and no such local folder", f"check the id at https://huggingface.co/{repo_id}, log in for a private "
-                     f"model (`hf auth login`), or set {key} to a model folder")
+        return Check(
+            name,
+            "fail",
+            f"{key}={repo_id}: no such model on the Hub (or a private one without a login), and no such local folder",
+            f"check the id at https://huggingface.co/{repo_id}, log in for a private "
+            f"model (`hf auth login`), or set {key} to a model folder",
+        )
     except RevisionNotFoundError:
-        return Check(name, "fail", f"{key}={repo_id} has no revision {revision!r} on the Hub",
-                     f"set {key.replace('_PATH', '_REVISION')} to a branch, tag or commit of https://huggingface.co/{repo_id}")
+        return Check(
+            name,
+            "fail",
+            f"{key}={repo_id} has no revision {revision!r} on the Hub",
+            f"set {key.replace('_PATH', '_REVISION')} to a branch, tag or commit of https://huggingface.co/{repo_id}",
+        )
     except Exception as exc:  # unreachable Hub, proxy, timeout: the run may still download later
-        return Check(name, "warn", f"{key}={repo_id}: not in the local cache, and the Hub did not answer "
-                     f"({type(exc).__name__}: {exc})", fix)
+        return Check(
+            name,
+            "warn",
+            f"{key}={repo_id}: not in the local cache, and the Hub did not answer ({type(exc).__name__}: {exc})",
+            fix,
+        )
     size = sum((s.size or 0) for s in info.siblings or [] if s.size and _downloaded(s.rfilename)) / GIB
     amount = f"{size:.1f} GiB" if size >= 0.1 else f"{size * 1024:.0f} MiB"
-    return Check(name, "warn", f"{key}={repo_id}: on the Hub (commit {(info.sha or '?')[:12]}) but not in the local "
-                 f"cache: the run downloads {amount} before its first stage", fix)
+    return Check(
+        name,
+        "warn",
+        f"{key}={repo_id}: on the Hub (commit {(info.sha or '?')[:12]}) but not in the local "
+        f"cache: the run downloads {amount} before its first stage",
+        fix,
+    )
 
 
 def _downloaded(filename: str) -> bool:
@@ -151,16 +201,28 @@ def check_model_folder(name: str, key: str, folder: Path, quick: bool) -> Check:
         model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     except (OSError, json.JSONDecodeError) as exc:
         return Check(name, "fail", f"{folder / 'config.json'} does not parse: {exc}", fix)
-    tokenizer = [n for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json") if (folder / n).is_file()]
+    tokenizer = [
+        n
+        for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+        if (folder / n).is_file()
+    ]
     weights = _weights(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
         missing = sorted(s for s in shards if not (folder / s).is_file())
         if missing:
-            return Check(name, "fail", f"{len(missing)} weight shard(s) listed in {index.name} are missing: "
-                         f"{', '.join(missing[:3])}", "copy the whole model folder again")
-    problems = [p for p, bad in (("no tokenizer files", not tokenizer), ("no weights (*.safetensors, *.bin)", not weights)) if bad]
+            return Check(
+                name,
+                "fail",
+                f"{len(missing)} weight shard(s) listed in {index.name} are missing: {', '.join(missing[:3])}",
+                "copy the whole model folder again",
+            )
+    problems = [
+        p
+        for p, bad in (("no tokenizer files", not tokenizer), ("no weights (*.safetensors, *.bin)", not weights))
+        if bad
+    ]
     if problems:
         return Check(name, "fail", f"{folder}: {'; '.join(problems)}", fix)
     size = sum(w.stat().st_size for w in weights) / GIB
@@ -186,7 +248,13 @@ def check_questions(cfg: Config) -> list[Check]:
     try:
         if pool.exists():
             n = len(read_json(pool))
-            checks.append(Check("questions", "ok", f"round-1 pool already in the workspace ({n} questions); {source} is not read again"))
+            checks.append(
+                Check(
+                    "questions",
+                    "ok",
+                    f"round-1 pool already in the workspace ({n} questions); {source} is not read again",
+                )
+            )
         else:
             n = len(load_questions_file(source))
             checks.append(Check("questions", "ok", f"{n} questions in {source}"))
@@ -227,7 +295,9 @@ def check_eval_sets(cfg: Config, quick: bool, timeout: float) -> list[Check]:
         try:
             n = len(load_eval_set(spec))
         except EvalSetError as exc:
-            checks.append(Check(name, "fail", str(exc), "fix the source or its EVAL_SETS entry (README, Evaluation sets)"))
+            checks.append(
+                Check(name, "fail", str(exc), "fix the source or its EVAL_SETS entry (README, Evaluation sets)")
+            )
             continue
         checks.append(Check(name, "ok", f"{n} questions from {spec.describe()}"))
     return checks
@@ -240,23 +310,46 @@ def check_hub_dataset(name: str, spec, timeout: float) -> Check:
     call = f"datasets.load_dataset({spec.dataset_id!r}, {spec.config!r}, split={spec.split or 'test'!r})"
     fix = f'python -c "import datasets; {call}" where the Hub is reachable, with the same HF_HOME / HF_DATASETS_CACHE'
     if constants.HF_HUB_OFFLINE:
-        return Check(name, "fail", f"{spec.describe()}: not in the datasets cache and HF_HUB_OFFLINE=1 forbids "
-                     "downloading it", fix)
+        return Check(
+            name,
+            "fail",
+            f"{spec.describe()}: not in the datasets cache and HF_HUB_OFFLINE=1 forbids downloading it",
+            fix,
+        )
     try:
         info = HfApi().dataset_info(spec.dataset_id, revision=spec.revision, timeout=timeout)
     except GatedRepoError:
-        return Check(name, "fail", f"{spec.dataset_id} is gated on the Hub", f"accept its terms at https://huggingface.co/"
-                     f"datasets/{spec.dataset_id} and log in (`hf auth login`), then {fix}")
+        return Check(
+            name,
+            "fail",
+            f"{spec.dataset_id} is gated on the Hub",
+            f"accept its terms at https://huggingface.co/"
+            f"datasets/{spec.dataset_id} and log in (`hf auth login`), then {fix}",
+        )
     except RepositoryNotFoundError:
-        return Check(name, "fail", f"{spec.dataset_id}: no such dataset on the Hub (or a private one without a login)",
-                     f"check the id at https://huggingface.co/datasets/{spec.dataset_id}, or use a local file or folder")
+        return Check(
+            name,
+            "fail",
+            f"{spec.dataset_id}: no such dataset on the Hub (or a private one without a login)",
+            f"check the id at https://huggingface.co/datasets/{spec.dataset_id}, or use a local file or folder",
+        )
     except RevisionNotFoundError:
-        return Check(name, "fail", f"{spec.dataset_id} has no revision {spec.revision!r}", "fix ?revision= in EVAL_SETS")
+        return Check(
+            name, "fail", f"{spec.dataset_id} has no revision {spec.revision!r}", "fix ?revision= in EVAL_SETS"
+        )
     except Exception as exc:
-        return Check(name, "warn", f"{spec.describe()}: not in the datasets cache, and the Hub did not answer "
-                     f"({type(exc).__name__}: {exc})", fix)
-    return Check(name, "warn", f"{spec.describe()}: on the Hub (commit {(info.sha or '?')[:12]}), not cached yet: read "
-                 "at the run's start", fix)
+        return Check(
+            name,
+            "warn",
+            f"{spec.describe()}: not in the datasets cache, and the Hub did not answer ({type(exc).__name__}: {exc})",
+            fix,
+        )
+    return Check(
+        name,
+        "warn",
+        f"{spec.describe()}: on the Hub (commit {(info.sha or '?')[:12]}), not cached yet: read at the run's start",
+        fix,
+    )
 
 
 # ---------------------------------------------------------------- machine
@@ -271,8 +364,12 @@ def check_workspace(cfg: Config) -> Check:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".status_check."):
             pass
     except OSError as exc:
-        return Check("workspace", "fail", f"cannot write in {existing}: {exc.strerror or exc}",
-                     "fix the folder's permissions or set WORKSPACE_DIR to a writable place")
+        return Check(
+            "workspace",
+            "fail",
+            f"cannot write in {existing}: {exc.strerror or exc}",
+            "fix the folder's permissions or set WORKSPACE_DIR to a writable place",
+        )
     free = shutil.disk_usage(existing).free / GIB
     need = MIN_FREE_GIB
     solver = None if cfg.embedded else cached_model(cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION or None)
@@ -281,8 +378,12 @@ def check_workspace(cfg: Config) -> Check:
         need = max(need, sum(w.stat().st_size for w in _weights(Path(solver.path))) / GIB * (trained + 1))
     state = "exists" if root.exists() else f"will be created under {existing}"
     if free < need:
-        return Check("workspace", "warn", f"{root} ({state}): {free:.1f} GiB free, a full run needs about {need:.1f} GiB",
-                     "free disk space or set WORKSPACE_DIR on a larger disk")
+        return Check(
+            "workspace",
+            "warn",
+            f"{root} ({state}): {free:.1f} GiB free, a full run needs about {need:.1f} GiB",
+            "free disk space or set WORKSPACE_DIR on a larger disk",
+        )
     return Check("workspace", "ok", f"{root} ({state}), writable, {free:.1f} GiB free (needs about {need:.1f} GiB)")
 
 
@@ -310,30 +411,58 @@ def check_packages(cfg: Config | None, quick: bool) -> list[Check]:
         except Exception as exc:
             missing.append(f"{name} ({type(exc).__name__}: {exc})")
     how = "installed" if quick else "import"
-    checks = [Check("packages", "fail", f"missing or broken: {'; '.join(missing)}",
-                    "pip install -r requirements.txt (inside the environment that runs the training)")
-              if missing else Check("packages", "ok", f"{how}: {', '.join(found)}")]
+    checks = [
+        Check(
+            "packages",
+            "fail",
+            f"missing or broken: {'; '.join(missing)}",
+            "pip install -r requirements.txt (inside the environment that runs the training)",
+        )
+        if missing
+        else Check("packages", "ok", f"{how}: {', '.join(found)}")
+    ]
     needed = cfg is not None and cfg.COLLECTION_BACKEND == "vllm"
     try:
         checks.append(Check("vllm", "ok", f"vllm {_version('vllm', quick)} ({how})"))
     except Exception as exc:
-        checks.append(Check("vllm", "fail", f"COLLECTION_BACKEND=vllm but vllm does not {how}: {exc}",
-                            "pip install vllm, or set COLLECTION_BACKEND=transformers") if needed
-                      else Check("vllm", "ok", "not installed (optional: only COLLECTION_BACKEND=vllm needs it)"))
+        checks.append(
+            Check(
+                "vllm",
+                "fail",
+                f"COLLECTION_BACKEND=vllm but vllm does not {how}: {exc}",
+                "pip install vllm, or set COLLECTION_BACKEND=transformers",
+            )
+            if needed
+            else Check("vllm", "ok", "not installed (optional: only COLLECTION_BACKEND=vllm needs it)")
+        )
     checks.append(check_datasets_is_hf(quick))
     if cfg is not None and tracking.targets(cfg):
         missing = tracking.missing_packages(cfg)
-        checks.append(Check("trackers", "fail", f"TRL_REPORT_TO={cfg.TRL_REPORT_TO}: {', '.join(missing)} not installed",
-                            f"pip install {' '.join(missing)}, or leave them out of TRL_REPORT_TO") if missing else
-                      Check("trackers", "ok", f"{', '.join(tracking.targets(cfg))}: round figures in "
-                            f"{cfg.workspace / 'tracking'} and the trainers' steps, one run per workspace"))
+        checks.append(
+            Check(
+                "trackers",
+                "fail",
+                f"TRL_REPORT_TO={cfg.TRL_REPORT_TO}: {', '.join(missing)} not installed",
+                f"pip install {' '.join(missing)}, or leave them out of TRL_REPORT_TO",
+            )
+            if missing
+            else Check(
+                "trackers",
+                "ok",
+                f"{', '.join(tracking.targets(cfg))}: round figures in "
+                f"{cfg.workspace / 'tracking'} and the trainers' steps, one run per workspace",
+            )
+        )
     return checks
 
 
 def check_datasets_is_hf(quick: bool) -> Check:
     """`import datasets` from the repository root must find Hugging Face's, not the project's datasets/ folder."""
-    code = ("import importlib.util as u; s = u.find_spec('datasets'); print(s.origin if s else '')" if quick else
-            "import datasets; print(datasets.__file__ if hasattr(datasets, 'load_dataset') else '')")
+    code = (
+        "import importlib.util as u; s = u.find_spec('datasets'); print(s.origin if s else '')"
+        if quick
+        else "import datasets; print(datasets.__file__ if hasattr(datasets, 'load_dataset') else '')"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
         origin = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
@@ -342,8 +471,12 @@ def check_datasets_is_hf(quick: bool) -> Check:
     if origin and Path(origin).resolve().parent != REPO / "datasets":
         return Check("datasets import", "ok", f"Hugging Face datasets from {Path(origin).parent}")
     detail = f"finds {origin}" if origin else f"fails ({(out.stderr.strip().splitlines() or ['no output'])[-1]})"
-    return Check("datasets import", "fail", f"`import datasets` from {REPO} {detail}",
-                 "pip install datasets, and keep datasets/ without an __init__.py (it is a namespace package on purpose)")
+    return Check(
+        "datasets import",
+        "fail",
+        f"`import datasets` from {REPO} {detail}",
+        "pip install datasets, and keep datasets/ without an __init__.py (it is a namespace package on purpose)",
+    )
 
 
 def check_collection_engines(cfg: Config) -> Check:
@@ -353,7 +486,11 @@ def check_collection_engines(cfg: Config) -> Check:
 
     backend = resolve_backend(cfg.COLLECTION_BACKEND)
     if backend != "vllm":
-        return Check("collection engines", "ok", f"{backend} in the stage's process (COLLECTION_BACKEND={cfg.COLLECTION_BACKEND})")
+        return Check(
+            "collection engines",
+            "ok",
+            f"{backend} in the stage's process (COLLECTION_BACKEND={cfg.COLLECTION_BACKEND})",
+        )
     gpus = query_gpus(timeout=5)
     solver = cached_model(cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION or None) if cfg.SOLVER_MODEL_PATH else None
     problems = check_engines(cfg, solver.path if solver else None, gpus)
@@ -363,9 +500,14 @@ def check_collection_engines(cfg: Config) -> Check:
         ids = solver_gpus(cfg)
         specs = plan_engines(ids, cfg.TENSOR_PARALLEL_SIZE if ids else 1, cfg.COLLECTION_CPU_ENGINES)
     except ValueError as exc:
-        return Check("collection engines", "fail", str(exc), "see TENSOR_PARALLEL_SIZE and PHYSICAL_SOLVER_GPU in .env.example")
-    return Check("collection engines", "ok", f"{len(specs)} vLLM engine(s) via {cfg.COLLECTION_EXECUTOR}: "
-                 + "; ".join(s.label for s in specs))
+        return Check(
+            "collection engines", "fail", str(exc), "see TENSOR_PARALLEL_SIZE and PHYSICAL_SOLVER_GPU in .env.example"
+        )
+    return Check(
+        "collection engines",
+        "ok",
+        f"{len(specs)} vLLM engine(s) via {cfg.COLLECTION_EXECUTOR}: " + "; ".join(s.label for s in specs),
+    )
 
 
 def check_gpus(cfg: Config | None) -> Check:
@@ -378,21 +520,41 @@ def check_gpus(cfg: Config | None) -> Check:
         except ValueError as exc:
             return Check("GPUs", "fail", f"PHYSICAL_SOLVER_GPU: {exc}", fix)
         if absent:
-            return Check("GPUs", "fail", f"PHYSICAL_SOLVER_GPU={cfg.PHYSICAL_SOLVER_GPU!r} names GPUs that are not "
-                         f"visible: {absent} (visible: {[g.index for g in gpus]})", fix)
+            return Check(
+                "GPUs",
+                "fail",
+                f"PHYSICAL_SOLVER_GPU={cfg.PHYSICAL_SOLVER_GPU!r} names GPUs that are not "
+                f"visible: {absent} (visible: {[g.index for g in gpus]})",
+                fix,
+            )
     if not gpus:
         if real_model or (cfg is not None and cfg.COLLECTION_BACKEND == "vllm"):
-            return Check("GPUs", "warn", "no GPU visible: a real solver or vLLM on the CPU is very slow",
-                         "check `nvidia-smi` and CUDA_VISIBLE_DEVICES on this machine")
+            return Check(
+                "GPUs",
+                "warn",
+                "no GPU visible: a real solver or vLLM on the CPU is very slow",
+                "check `nvidia-smi` and CUDA_VISIBLE_DEVICES on this machine",
+            )
         return Check("GPUs", "ok", "no GPU: every stage runs on the CPU (fine for the embedded solver)")
-    text = ", ".join(f"{g.index}: {g.name} {g.memory_free_mib / 1024:.0f}/{g.memory_total_mib / 1024:.0f} GiB free" for g in gpus)
+    text = ", ".join(
+        f"{g.index}: {g.name} {g.memory_free_mib / 1024:.0f}/{g.memory_total_mib / 1024:.0f} GiB free" for g in gpus
+    )
     busy = [g.index for g in gpus if g.memory_free_mib < 0.5 * g.memory_total_mib]
     if cfg is not None and cfg.TRL_NUM_PROCESSES // cfg.NUM_MACHINES > len(gpus):
-        return Check("GPUs", "fail", f"TRL_NUM_PROCESSES={cfg.TRL_NUM_PROCESSES} on {cfg.NUM_MACHINES} machine(s) but only "
-                     f"{len(gpus)} GPU(s) here: {text}", f"set TRL_NUM_PROCESSES to at most {len(gpus) * cfg.NUM_MACHINES}")
+        return Check(
+            "GPUs",
+            "fail",
+            f"TRL_NUM_PROCESSES={cfg.TRL_NUM_PROCESSES} on {cfg.NUM_MACHINES} machine(s) but only "
+            f"{len(gpus)} GPU(s) here: {text}",
+            f"set TRL_NUM_PROCESSES to at most {len(gpus) * cfg.NUM_MACHINES}",
+        )
     if busy:
-        return Check("GPUs", "warn", f"GPU(s) {busy} less than half free (another process uses them): {text}",
-                     "see `nvidia-smi` for the processes, or pick other GPUs with PHYSICAL_SOLVER_GPU")
+        return Check(
+            "GPUs",
+            "warn",
+            f"GPU(s) {busy} less than half free (another process uses them): {text}",
+            "see `nvidia-smi` for the processes, or pick other GPUs with PHYSICAL_SOLVER_GPU",
+        )
     return Check("GPUs", "ok", text)
 
 
@@ -404,10 +566,18 @@ def check_training_launch(cfg: Config, timeout: float) -> list[Check]:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             launch.write_accelerate_config(cfg, gpus, Path(tmp) / "accelerate_config.yaml")
-            checks = [Check("training launch", "ok", f"preset {launch.resolve_preset(cfg, gpus)}, {cfg.TRL_NUM_PROCESSES} "
-                            f"process(es) on {cfg.NUM_MACHINES} machine(s)")]
+            checks = [
+                Check(
+                    "training launch",
+                    "ok",
+                    f"preset {launch.resolve_preset(cfg, gpus)}, {cfg.TRL_NUM_PROCESSES} "
+                    f"process(es) on {cfg.NUM_MACHINES} machine(s)",
+                )
+            ]
         except (launch.LaunchError, ValueError) as exc:
-            checks = [Check("training launch", "fail", str(exc), "see TRL_DISTRIBUTED, TRL_NUM_PROCESSES, PHYSICAL_DPO_GPU")]
+            checks = [
+                Check("training launch", "fail", str(exc), "see TRL_DISTRIBUTED, TRL_NUM_PROCESSES, PHYSICAL_DPO_GPU")
+            ]
     if cfg.NUM_MACHINES == 1:
         return checks + [Check("training hosts", "skip", "NUM_MACHINES=1")]
     hosts = [h.strip() for h in cfg.TRAIN_HOSTS.split(",") if h.strip()]
@@ -415,8 +585,14 @@ def check_training_launch(cfg: Config, timeout: float) -> list[Check]:
         nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "0") or 0)
         if nodes >= cfg.NUM_MACHINES:
             return checks + [Check("training hosts", "ok", f"Slurm allocation of {nodes} nodes: srun starts ranks 1..")]
-        return checks + [Check("training hosts", "fail", f"NUM_MACHINES={cfg.NUM_MACHINES} but no TRAIN_HOSTS and no Slurm "
-                               f"allocation of that many nodes", "set TRAIN_HOSTS=host1,... or run inside salloc/sbatch")]
+        return checks + [
+            Check(
+                "training hosts",
+                "fail",
+                f"NUM_MACHINES={cfg.NUM_MACHINES} but no TRAIN_HOSTS and no Slurm allocation of that many nodes",
+                "set TRAIN_HOSTS=host1,... or run inside salloc/sbatch",
+            )
+        ]
     bad = []
     for host in hosts[: cfg.NUM_MACHINES - 1]:
         if host in launch.LOCAL_HOSTS:
@@ -428,10 +604,22 @@ def check_training_launch(cfg: Config, timeout: float) -> list[Check]:
         except (subprocess.SubprocessError, OSError):
             bad.append(host)
     if bad:
-        return checks + [Check("training hosts", "fail", f"not reachable by ssh without a password: {', '.join(bad)}",
-                               "set up key-based ssh to each TRAIN_HOSTS entry (ssh -o BatchMode=yes HOST true)")]
-    return checks + [Check("training hosts", "ok", f"reachable: {', '.join(hosts[: cfg.NUM_MACHINES - 1])}; rank 0 "
-                           f"at {cfg.MAIN_PROCESS_IP}:{cfg.MAIN_PROCESS_PORT}")]
+        return checks + [
+            Check(
+                "training hosts",
+                "fail",
+                f"not reachable by ssh without a password: {', '.join(bad)}",
+                "set up key-based ssh to each TRAIN_HOSTS entry (ssh -o BatchMode=yes HOST true)",
+            )
+        ]
+    return checks + [
+        Check(
+            "training hosts",
+            "ok",
+            f"reachable: {', '.join(hosts[: cfg.NUM_MACHINES - 1])}; rank 0 "
+            f"at {cfg.MAIN_PROCESS_IP}:{cfg.MAIN_PROCESS_PORT}",
+        )
+    ]
 
 
 def check_teacher(cfg: Config, timeout: float) -> Check:
@@ -448,19 +636,39 @@ def check_teacher(cfg: Config, timeout: float) -> Check:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             served = [m.get("id") for m in json.loads(resp.read()).get("data", [])]
     except urllib.error.HTTPError as exc:
-        fix = {401: "check TEACHER_API_KEY", 403: "check TEACHER_API_KEY",
-               404: "TEACHER_BASE_URL usually ends in /v1"}.get(exc.code, "check the server's log")
-        return Check("teacher endpoint", "fail", f"GET {url} answered HTTP {exc.code}: {scrub(exc.read()[:200].decode(errors='replace'))}", fix)
+        fix = {
+            401: "check TEACHER_API_KEY",
+            403: "check TEACHER_API_KEY",
+            404: "TEACHER_BASE_URL usually ends in /v1",
+        }.get(exc.code, "check the server's log")
+        return Check(
+            "teacher endpoint",
+            "fail",
+            f"GET {url} answered HTTP {exc.code}: {scrub(exc.read()[:200].decode(errors='replace'))}",
+            fix,
+        )
     except (urllib.error.URLError, OSError) as exc:
         reason = scrub(str(getattr(exc, "reason", exc)))
-        return Check("teacher endpoint", "fail", f"cannot reach {url}: {reason} (timeout {timeout:g}s)",
-                     "start the Teacher server (e.g. `vllm serve MODEL`) or fix TEACHER_BASE_URL")
+        return Check(
+            "teacher endpoint",
+            "fail",
+            f"cannot reach {url}: {reason} (timeout {timeout:g}s)",
+            "start the Teacher server (e.g. `vllm serve MODEL`) or fix TEACHER_BASE_URL",
+        )
     except (json.JSONDecodeError, AttributeError) as exc:
-        return Check("teacher endpoint", "fail", f"GET {url} did not return a model list: {exc}",
-                     "TEACHER_BASE_URL must be an OpenAI-compatible API root, usually ending in /v1")
+        return Check(
+            "teacher endpoint",
+            "fail",
+            f"GET {url} did not return a model list: {exc}",
+            "TEACHER_BASE_URL must be an OpenAI-compatible API root, usually ending in /v1",
+        )
     if cfg.TEACHER_MODEL_NAME not in served:
-        return Check("teacher endpoint", "fail", f"{url} serves {served}, not TEACHER_MODEL_NAME={cfg.TEACHER_MODEL_NAME!r}",
-                     f"set TEACHER_MODEL_NAME to one of: {', '.join(map(str, served)) or '(none served)'}")
+        return Check(
+            "teacher endpoint",
+            "fail",
+            f"{url} serves {served}, not TEACHER_MODEL_NAME={cfg.TEACHER_MODEL_NAME!r}",
+            f"set TEACHER_MODEL_NAME to one of: {', '.join(map(str, served)) or '(none served)'}",
+        )
     return Check("teacher endpoint", "ok", f"{cfg.TEACHER_BASE_URL} serves {cfg.TEACHER_MODEL_NAME}")
 
 
@@ -473,8 +681,11 @@ def resume_point(cfg: Config, sm: StateManager, state: dict) -> tuple[int, str, 
         for stage in STAGES:
             status = sm.stage_record(r, stage).get("status")
             if status != "done":
-                how = {"running": "resumed (it was running when the process stopped)", "interrupted": "resumed",
-                       "failed": "retried (it failed last time)"}.get(status, "started")
+                how = {
+                    "running": "resumed (it was running when the process stopped)",
+                    "interrupted": "resumed",
+                    "failed": "retried (it failed last time)",
+                }.get(status, "started")
                 return r, stage, how
     return None
 
@@ -489,23 +700,51 @@ def check_state(cfg: Config) -> list[Check]:
             sm.load_progress(r)
         saved = read_json(sm.paths.config)
     except (ValueError, KeyError) as exc:
-        return [Check("training state", "fail", f"{exc}", "restore the file from a backup, or move the workspace aside "
-                      "and start again (--from-round/--from-stage redo from a point)"), check_lock(sm)]
+        return [
+            Check(
+                "training state",
+                "fail",
+                f"{exc}",
+                "restore the file from a backup, or move the workspace aside "
+                "and start again (--from-round/--from-stage redo from a point)",
+            ),
+            check_lock(sm),
+        ]
     done = sorted(state.get("completed_rounds", []))
     point = resume_point(cfg, sm, state)
     if point is None:
-        checks = [Check("training state", "warn", f"all {cfg.TOTAL_ROUNDS} rounds are done ({done}): a run does nothing",
-                        "raise TOTAL_ROUNDS to go on, or redo with --from-round R --from-stage STAGE")]
+        checks = [
+            Check(
+                "training state",
+                "warn",
+                f"all {cfg.TOTAL_ROUNDS} rounds are done ({done}): a run does nothing",
+                "raise TOTAL_ROUNDS to go on, or redo with --from-round R --from-stage STAGE",
+            )
+        ]
     else:
         r, stage, how = point
-        checks = [Check("training state", "ok", f"status {state.get('status')}, rounds done {done}; the next run starts at "
-                        f"round {r}, stage {stage} ({how})")]
+        checks = [
+            Check(
+                "training state",
+                "ok",
+                f"status {state.get('status')}, rounds done {done}; the next run starts at "
+                f"round {r}, stage {stage} ({how})",
+            )
+        ]
     checks.append(check_lock(sm))
-    changed = [(k, a, b) for k, a, b in diff_configs(saved or {}, cfg.to_dict()) if k != "WORKSPACE_DIR"] if saved else []
+    changed = (
+        [(k, a, b) for k, a, b in diff_configs(saved or {}, cfg.to_dict()) if k != "WORKSPACE_DIR"] if saved else []
+    )
     if changed:
         text = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in changed[:6]) + (" ..." if len(changed) > 6 else "")
-        checks.append(Check("saved configuration", "warn", f"{len(changed)} setting(s) changed since the last run: {text}; "
-                            "the run uses the new values", "if that is not intended, restore them in .env"))
+        checks.append(
+            Check(
+                "saved configuration",
+                "warn",
+                f"{len(changed)} setting(s) changed since the last run: {text}; the run uses the new values",
+                "if that is not intended, restore them in .env",
+            )
+        )
     return checks
 
 
@@ -514,12 +753,20 @@ def check_lock(sm: StateManager) -> Check:
         return Check("workspace lock", "ok", "no lock: no run holds the workspace")
     info = sm.read_lock()
     if not sm.lock_is_stale(info):
-        return Check("workspace lock", "fail", f"a live run holds the workspace: process {info.get('pid')} on "
-                     f"{info.get('host')}, started {info.get('started')}",
-                     f"wait for it to finish, stop it (kill {info.get('pid')} on {info.get('host')}), or use another WORKSPACE_DIR")
+        return Check(
+            "workspace lock",
+            "fail",
+            f"a live run holds the workspace: process {info.get('pid')} on "
+            f"{info.get('host')}, started {info.get('started')}",
+            f"wait for it to finish, stop it (kill {info.get('pid')} on {info.get('host')}), or use another WORKSPACE_DIR",
+        )
     who = f"process {info.get('pid')} on {info.get('host')}, gone" if info else "unreadable lock file"
-    return Check("workspace lock", "warn", f"stale lock ({who}): the next run takes it over",
-                 f"nothing to do; or delete {sm.paths.lock}")
+    return Check(
+        "workspace lock",
+        "warn",
+        f"stale lock ({who}): the next run takes it over",
+        f"nothing to do; or delete {sm.paths.lock}",
+    )
 
 
 # ---------------------------------------------------------------- all of it
@@ -528,16 +775,23 @@ def run_checks(env_file: str | None = ".env", workspace: str | None = None, quic
     checks = [check]
     if cfg is not None:
         timeout = 3.0 if quick else 10.0
-        checks += [*check_models(cfg, quick, timeout), *check_questions(cfg), *check_eval_sets(cfg, quick, timeout),
-                   check_workspace(cfg)]
+        checks += [
+            *check_models(cfg, quick, timeout),
+            *check_questions(cfg),
+            *check_eval_sets(cfg, quick, timeout),
+            check_workspace(cfg),
+        ]
     checks += [*check_packages(cfg, quick), check_gpus(cfg)]
     if cfg is not None:
         checks.append(check_collection_engines(cfg))
     if cfg is None:
         skipped = ("solver model", "questions", "workspace", "training launch", "teacher endpoint", "training state")
         return checks + [Check(name, "skip", "configuration invalid") for name in skipped]
-    return checks + [*check_training_launch(cfg, 3.0 if quick else 10.0), check_teacher(cfg, 3.0 if quick else 10.0),
-                     *check_state(cfg)]
+    return checks + [
+        *check_training_launch(cfg, 3.0 if quick else 10.0),
+        check_teacher(cfg, 3.0 if quick else 10.0),
+        *check_state(cfg),
+    ]
 
 
 def render(checks: list[Check], seconds: float) -> str:
@@ -549,7 +803,9 @@ def render(checks: list[Check], seconds: float) -> str:
             lines.append(f"{'':<5} {'':<{width}}  fix: {c.fix}")
     counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail", "skip")}
     verdict = "ready" if not counts["fail"] else "not ready: fix the failures above"
-    lines.append(f"{len(checks)} checks in {seconds:.1f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {verdict}")
+    lines.append(
+        f"{len(checks)} checks in {seconds:.1f}s: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {verdict}"
+    )
     return "\n".join(lines)
 
 
@@ -565,8 +821,17 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.time() - t0
     ready = not any(c.status == "fail" for c in checks)
     if args.json:
-        print(json.dumps({"ready": ready, "quick": args.quick, "seconds": round(seconds, 2),
-                          "checks": [asdict(c) for c in checks]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ready": ready,
+                    "quick": args.quick,
+                    "seconds": round(seconds, 2),
+                    "checks": [asdict(c) for c in checks],
+                },
+                indent=2,
+            )
+        )
     else:
         print(render(checks, seconds))
     return 0 if ready else 1

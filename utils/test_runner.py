@@ -87,16 +87,28 @@ def check_parquet(tmp: Path) -> str:
     from prosetting.datasets.data_saver import count_rows, save_pairs_parquet
 
     msg = lambda role, text: [{"role": role, "content": text}]  # noqa: E731
-    rows = [{"prompt": msg("user", f"{i}+1=?"), "chosen": msg("assistant", f"\\boxed{{{i + 1}}}"),
-             "rejected": msg("assistant", "\\boxed{0}"), "question_id": f"q{i}", "round": 1,
-             "chosen_id": f"q{i}#a0", "rejected_id": f"q{i}#a1", "chosen_source": "attempts"} for i in range(3)]
+    rows = [
+        {
+            "prompt": msg("user", f"{i}+1=?"),
+            "chosen": msg("assistant", f"\\boxed{{{i + 1}}}"),
+            "rejected": msg("assistant", "\\boxed{0}"),
+            "question_id": f"q{i}",
+            "round": 1,
+            "chosen_id": f"q{i}#a0",
+            "rejected_id": f"q{i}#a1",
+            "chosen_source": "attempts",
+        }
+        for i in range(3)
+    ]
     ds_dir = tmp / "ds"
     save_pairs_parquet(ds_dir / "train.parquet", rows[:2])
     save_pairs_parquet(ds_dir / "validation.parquet", rows[2:])
     save_pairs_parquet(ds_dir / "empty.parquet", [])
-    ds = load_dataset("parquet", data_files={"train": str(ds_dir / "train.parquet"),
-                                             "validation": str(ds_dir / "validation.parquet")},
-                      cache_dir=str(tmp / "hf_cache"))
+    ds = load_dataset(
+        "parquet",
+        data_files={"train": str(ds_dir / "train.parquet"), "validation": str(ds_dir / "validation.parquet")},
+        cache_dir=str(tmp / "hf_cache"),
+    )
     assert ds["train"].num_rows == 2 and ds["validation"].num_rows == 1
     assert ds["train"][1]["chosen"] == msg("assistant", "\\boxed{2}")
     # An empty split is a valid file with the schema; the trainer skips it (count_rows == 0).
@@ -113,7 +125,13 @@ def check_next_pool(tmp: Path) -> str:
     new = [{"id": "n1", "question": "17+17=?"}, {"id": "n2", "question": " 5+5=? "}]  # n2 repeats q5's text
     pool, counts = build_next_pool(qs, rewards, new, replay_ratio=0.4, seed=1, round_=1)
     assert [q["id"] for q in pool[:2]] == ["n1", "n2"], "new questions come first"
-    assert counts == {"new": 2, "failed_replay": 4, "mastered_replay": 2, "duplicates_dropped": 1, "cut_by_max_size": 0}, counts
+    assert counts == {
+        "new": 2,
+        "failed_replay": 4,
+        "mastered_replay": 2,
+        "duplicates_dropped": 1,
+        "cut_by_max_size": 0,
+    }, counts
     again, _ = build_next_pool(qs, rewards, new, replay_ratio=0.4, seed=1, round_=1)
     assert again == pool, "the pool must be deterministic"
     cut, cut_counts = build_next_pool(qs, rewards, new, replay_ratio=0.4, seed=1, round_=1, max_size=4)
@@ -122,18 +140,27 @@ def check_next_pool(tmp: Path) -> str:
 
 
 def check_grading(tmp: Path) -> str:
-    from prosetting.processors.reward_calculator import score
+    from prosetting.processors.grading import score
     from prosetting.teacher_model.rule_teacher import answers_match, grade_by_reference
 
-    for pred, ref, want in (("1/2", "\\frac{1}{2}", True), ("0.5", "1/2", True), ("46", "46", True),
-                            ("45", "46", False), (None, "46", False)):
+    for pred, ref, want in (
+        ("1/2", "\\frac{1}{2}", True),
+        ("0.5", "1/2", True),
+        ("46", "46", True),
+        ("45", "46", False),
+        (None, "46", False),
+    ):
         assert answers_match(pred, ref) == want, f"answers_match({pred!r}, {ref!r}) should be {want}"
-    attempts = [{"attempt_id": f"a{i}", "answer": a, "truncated": a is None} for i, a in enumerate(["46", "46.0", "45", None])]
+    attempts = [
+        {"attempt_id": f"a{i}", "answer": a, "truncated": a is None} for i, a in enumerate(["46", "46.0", "45", None])
+    ]
     verdicts = grade_by_reference({"answer": "46"}, attempts)
     assert [v["correct"] for v in verdicts] == [True, True, False, False]
     rec = score("q1", 1, verdicts)
     assert rec["success_rate"] == 0.5 and rec["zone"] == "learning"
-    assert score("q2", 1, verdicts[:2])["zone"] == "mastered" and score("q3", 1, verdicts[2:])["zone"] == "too_difficult"
+    assert (
+        score("q2", 1, verdicts[:2])["zone"] == "mastered" and score("q3", 1, verdicts[2:])["zone"] == "too_difficult"
+    )
     return "math-verify equivalence, verdicts, zones"
 
 
@@ -144,7 +171,9 @@ def check_state(tmp: Path) -> str:
     root.mkdir()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        (root / ".prosetting.lock").write_text(json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": "x"}))
+        (root / ".prosetting.lock").write_text(
+            json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": "x"})
+        )
         try:
             StateManager(root).acquire_lock()
         except WorkspaceLockedError:
@@ -175,11 +204,13 @@ def check_stages(tmp: Path) -> str:
     from prosetting.core.state_manager import StateManager
     from prosetting.datasets.data_saver import count_rows
     from prosetting.datasets.dpo_data_converter import run_export
+    from prosetting.processors.grading import run_grading
     from prosetting.processors.question_enhancer import run_enhancement
-    from prosetting.processors.reward_calculator import run_grading
     from prosetting.teacher_model import arithmetic
 
-    cfg, _ = load_config(None, environ={}, overrides={"WORKSPACE_DIR": str(tmp / "ws"), "TEACHER_CONCURRENT_WORKERS": "2"})
+    cfg, _ = load_config(
+        None, environ={}, overrides={"WORKSPACE_DIR": str(tmp / "ws"), "TEACHER_CONCURRENT_WORKERS": "2"}
+    )
     ctx = RunContext(cfg=cfg, sm=StateManager(cfg.workspace))
     rng = random.Random(0)
     questions, rows = [], []
@@ -188,9 +219,24 @@ def check_stages(tmp: Path) -> str:
         q.update(id=f"s{i}", parent_id=None, origin="seed", round=1)
         questions.append(q)
         answers = [q["answer"]] * (i % 3) + ["0"] * (2 - i % 3)  # 0, 1 or 2 right of 2: every zone
-        rows.append({"question_id": q["id"], "round": 1, "attempts": [
-            {"attempt_id": f"s{i}#r1a{k}", "question_id": q["id"], "round": 1, "text": f"so \\boxed{{{a}}}",
-             "answer": a, "truncated": False, "num_tokens": 4} for k, a in enumerate(answers)]})
+        rows.append(
+            {
+                "question_id": q["id"],
+                "round": 1,
+                "attempts": [
+                    {
+                        "attempt_id": f"s{i}#r1a{k}",
+                        "question_id": q["id"],
+                        "round": 1,
+                        "text": f"so \\boxed{{{a}}}",
+                        "answer": a,
+                        "truncated": False,
+                        "num_tokens": 4,
+                    }
+                    for k, a in enumerate(answers)
+                ],
+            }
+        )
     atomic_write_json(ctx.paths.questions(1), questions)
     append_jsonl(ctx.paths.trajectories(1), rows)
     graded = run_grading(ctx, 1)
@@ -230,7 +276,10 @@ def run_all(checks=CHECKS) -> tuple[int, int]:
             except Exception as exc:
                 failed += 1
                 where = traceback.extract_tb(exc.__traceback__)[-1]
-                print(f"FAIL  {name}: {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})", flush=True)
+                print(
+                    f"FAIL  {name}: {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})",
+                    flush=True,
+                )
                 continue
         passed += 1
         print(f"PASS  {name} ({time.time() - t0:.1f}s): {detail}", flush=True)

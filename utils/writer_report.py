@@ -16,12 +16,22 @@ def writer_figures(paths, r: int) -> dict:
     rows = read_jsonl(paths.enhanced_questions(r))
     out: dict[str, dict] = {}
     for name, c in writer_counts(rows).items():
-        us = [utility(graded[q["id"]], mu, sigma) for row in rows if row.get("writer", "teacher") == name
-              for q in row["questions"] if q["id"] in graded]
+        us = [
+            utility(graded[q["id"]], mu, sigma)
+            for row in rows
+            if row.get("writer", "teacher") == name
+            for q in row["questions"]
+            if q["id"] in graded
+        ]
         accepted = c["written"] - c["rejected"]
-        out[name] = {"written": c["written"], "rejected": c["rejected"], "accepted": accepted,
-                     "acceptance_rate": round(accepted / c["written"], 4) if c["written"] else None,
-                     "graded": len(us), "mean_utility": round(sum(us) / len(us), 4) if us else None}
+        out[name] = {
+            "written": c["written"],
+            "rejected": c["rejected"],
+            "accepted": accepted,
+            "acceptance_rate": round(accepted / c["written"], 4) if c["written"] else None,
+            "graded": len(us),
+            "mean_utility": round(sum(us) / len(us), 4) if us else None,
+        }
     return out
 
 

@@ -28,7 +28,11 @@ def query_gpus(timeout: float = 10.0) -> list[GpuInfo]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=timeout, check=True).stdout
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
     except (subprocess.SubprocessError, OSError):
         return []
     return parse_nvidia_smi(out)
@@ -44,7 +48,7 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
 
 
 def parse_gpu_list(text: str) -> list[int]:
-    """"0,1,2" -> [0, 1, 2]; raises ValueError naming the bad entry."""
+    """ "0,1,2" -> [0, 1, 2]; raises ValueError naming the bad entry."""
     ids = []
     for part in text.split(","):
         part = part.strip()

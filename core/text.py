@@ -22,8 +22,15 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-def make_attempt(question_id: str, round_: int, index: int, text: str, num_tokens: int, truncated: bool,
-                 finish_reason: str | None = None) -> dict:
+def make_attempt(
+    question_id: str,
+    round_: int,
+    index: int,
+    text: str,
+    num_tokens: int,
+    truncated: bool,
+    finish_reason: str | None = None,
+) -> dict:
     return {
         "attempt_id": f"{question_id}#r{round_}a{index}",
         "question_id": question_id,

@@ -32,8 +32,15 @@ log = logging.getLogger(__name__)
 def score(question_id: str, round_: int, verdicts: list[dict]) -> dict:
     correct = sum(bool(v["correct"]) for v in verdicts)
     rate = correct / len(verdicts) if verdicts else 0.0
-    return {"question_id": question_id, "round": round_, "success_rate": rate, "zone": zone_of(rate),
-            "num_attempts": len(verdicts), "num_correct": correct, "verdicts": verdicts}
+    return {
+        "question_id": question_id,
+        "round": round_,
+        "success_rate": rate,
+        "zone": zone_of(rate),
+        "num_attempts": len(verdicts),
+        "num_correct": correct,
+        "verdicts": verdicts,
+    }
 
 
 def load_rewards(ctx: RunContext, r: int) -> dict[str, dict]:
@@ -47,7 +54,9 @@ def run_grading(ctx: RunContext, r: int) -> dict:
     out = paths.rewards(r)
     done = set(load_rewards(ctx, r))
     todo = [row for row in trajectories if row["question_id"] not in done]
-    log.info("grade r%d: %d questions with the %s teacher (%d already graded)", r, len(trajectories), teacher.name, len(done))
+    log.info(
+        "grade r%d: %d questions with the %s teacher (%d already graded)", r, len(trajectories), teacher.name, len(done)
+    )
     t0 = time.time()
     before = teacher_stats(teacher)
     ungraded: dict[str, str] = {}
@@ -62,16 +71,22 @@ def run_grading(ctx: RunContext, r: int) -> dict:
             ungraded[q["id"]] = str(exc)
             return None
         if len(verdicts) != len(row["attempts"]):
-            raise ValueError(f"teacher {teacher.name} returned {len(verdicts)} verdicts for {len(row['attempts'])} attempts of {q['id']}")
+            raise ValueError(
+                f"teacher {teacher.name} returned {len(verdicts)} verdicts for {len(row['attempts'])} attempts of {q['id']}"
+            )
         return score(q["id"], r, verdicts)
 
     batch_stats = {}
     if todo and ctx.cfg.TEACHER_BATCH_API and hasattr(teacher, "grading_requests"):
         from prosetting.teacher_model.batch import prefetch
 
-        requests = [req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])]
-        batch_stats = prefetch(teacher, requests, paths.data / f"round_{r:02d}_grade_batch.json",
-                               ctx.cfg.TEACHER_BATCH_POLL_SECONDS)
+        requests = [
+            req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])
+        ]
+        batch_stats = prefetch(
+            teacher, requests, paths.data / f"round_{r:02d}_grade_batch.json", ctx.cfg.TEACHER_BATCH_POLL_SECONDS
+        )
+
     def save(results: list) -> None:
         # One fsync'd append for every question finished meanwhile; a kill before it loses no paid call:
         # their Teacher answers are in the call cache already.
@@ -81,8 +96,16 @@ def run_grading(ctx: RunContext, r: int) -> dict:
 
     if todo:
         with watching(teacher, f"round {r} grading"):
-            run_concurrently(todo, grade_one, ctx.cfg.TEACHER_CONCURRENT_WORKERS, ctx.stop_event, done=save,
-                             desc=f"round {r} grade", total=len(trajectories), initial=len(done))
+            run_concurrently(
+                todo,
+                grade_one,
+                ctx.cfg.TEACHER_CONCURRENT_WORKERS,
+                ctx.stop_event,
+                done=save,
+                desc=f"round {r} grade",
+                total=len(trajectories),
+                initial=len(done),
+            )
         ctx.check_stop()
     if ungraded:
         share = len(ungraded) / max(1, len(trajectories))
@@ -92,9 +115,15 @@ def run_grading(ctx: RunContext, r: int) -> dict:
                 f"{len(ungraded)} of {len(trajectories)} questions got no grade from the Teacher endpoint "
                 f"{ctx.cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={ctx.cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
                 f"last error: {last}. The graded ones are saved and answered calls are cached: fix the endpoint "
-                "(or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS) and run the same command again")
-        log.warning("grade r%d: %d question(s) ungraded (last error: %s); they go back into the next pool and "
-                    "any re-run of this stage grades them", r, len(ungraded), last)
+                "(or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS) and run the same command again"
+            )
+        log.warning(
+            "grade r%d: %d question(s) ungraded (last error: %s); they go back into the next pool and "
+            "any re-run of this stage grades them",
+            r,
+            len(ungraded),
+            last,
+        )
 
     rewards = load_rewards(ctx, r)
     zones = {z: 0 for z in ("too_difficult", "learning", "mastered")}
@@ -113,9 +142,18 @@ def run_grading(ctx: RunContext, r: int) -> dict:
     usage = usage_since(teacher, before, ctx.cfg)
     if usage:
         stats["teacher_usage"] = usage
-        log.info("grade r%d: teacher %d calls, %d cache hits, %d+%d tokens; verdicts %d by rule, %d by LLM, "
-                 "%d unusable replies, %d re-asks", r, usage["calls"], usage["cache_hits"], usage["prompt_tokens"],
-                 usage["completion_tokens"], usage.get("rule_verdicts", 0), usage.get("llm_verdicts", 0),
-                 usage.get("unusable_replies", 0), usage.get("reasks", 0))
+        log.info(
+            "grade r%d: teacher %d calls, %d cache hits, %d+%d tokens; verdicts %d by rule, %d by LLM, "
+            "%d unusable replies, %d re-asks",
+            r,
+            usage["calls"],
+            usage["cache_hits"],
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            usage.get("rule_verdicts", 0),
+            usage.get("llm_verdicts", 0),
+            usage.get("unusable_replies", 0),
+            usage.get("reasks", 0),
+        )
     log.info("grade r%d: accuracy %.3f, zones %s, in %.1fs", r, stats["accuracy"], zones, stats["seconds"])
     return stats
