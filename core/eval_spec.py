@@ -11,7 +11,7 @@ Each entry is `NAME=SOURCE[?OPTION=VALUE&...]`, entries separated by commas. SOU
 Options: `split` (which split of a folder or Hub dataset; default `test`, or the only one), `revision` (of a Hub
 dataset), `limit` (the first N questions, for a quick look), and column names where a dataset does not use the
 usual ones: `question` (default `question`, then `problem`), `answer`, `solution`, `level`.
-Every row is read by the one reader of GSM8K and MATH rows (managers/question_manager.read_reference).
+Every row is read by the one reader of GSM8K and MATH rows (core/questions.read_reference).
 """
 
 from __future__ import annotations

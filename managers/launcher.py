@@ -1,4 +1,8 @@
-"""From parsed command-line arguments to a finished (or cleanly stopped) run; used by scripts/run_training.py."""
+"""From parsed command-line arguments to a finished (or cleanly stopped) run; used by scripts/run_training.py.
+
+The round loop (round_controller, semi_driver) is imported only once the configuration and inputs have been
+checked: it pulls in torch and the Teacher clients (about 3 s), and a bad setting must fail in a second.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,16 @@ import shlex
 import sys
 from argparse import Namespace
 
+from prosetting.collectors.engine_pool import check_engines
 from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, load_config
+from prosetting.core.context import RunContext
+from prosetting.core.devices import query_gpus
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
 from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model, hub_hint, hub_offline
+from prosetting.core.questions import DEFAULT_HELDOUT, DEFAULT_QUESTIONS, QuestionFileError, load_questions_file
 from prosetting.core.state_manager import STAGES, StateManager, WorkspaceLockedError
-from prosetting.managers.question_manager import QuestionFileError, load_questions_file
 from prosetting.processors.eval_sets import EvalSetError, load_eval_set
 from prosetting.utils.logging_setup import setup_logging
 
@@ -38,8 +45,6 @@ def overrides_from_args(args: Namespace) -> dict[str, str]:
 
 def check_inputs(cfg: Config) -> None:
     """Parse the questions (and held-out) files before anything is written to the workspace."""
-    from prosetting.managers.round_controller import DEFAULT_QUESTIONS
-
     if not StateManager(cfg.workspace).paths.questions(1).exists():
         load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
     if cfg.HELDOUT_FILE:
@@ -57,9 +62,6 @@ def check_inputs(cfg: Config) -> None:
 
 def describe_plan(cfg: Config) -> str:
     """What a run would do now: rounds, stages done or to do, models and data sources."""
-    from prosetting.core.context import RunContext
-    from prosetting.managers.round_controller import DEFAULT_QUESTIONS
-
     sm = StateManager(cfg.workspace)
     ctx = RunContext(cfg=cfg, sm=sm)
     state = sm.load_state()
@@ -120,8 +122,6 @@ def describe_plan(cfg: Config) -> str:
 
 
 def describe_evaluation(cfg: Config) -> str:
-    from prosetting.managers.round_controller import DEFAULT_HELDOUT
-
     heldout = cfg.HELDOUT_FILE or (DEFAULT_HELDOUT if cfg.embedded else "")
     sets = ([f"heldout ({heldout})"] if heldout else []) + [
         f"{s.name} ({s.describe()})" for s in parse_eval_sets(cfg.EVAL_SETS)
@@ -144,9 +144,6 @@ def confirm(question: str) -> bool:
 
 def check_collection_engines(cfg: Config) -> None:
     """vLLM engines that could not start (absent GPUs, a model that does not fit) fail here, before any stage."""
-    from prosetting.collectors.engine_pool import check_engines
-    from prosetting.core.devices import query_gpus
-
     if cfg.COLLECTION_BACKEND == "transformers":
         return
     # a Hub id not cached yet is downloaded at the start and checked by the engines as they load

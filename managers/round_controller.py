@@ -25,12 +25,12 @@ from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
+from prosetting.core.questions import DEFAULT_HELDOUT, DEFAULT_QUESTIONS, load_questions_file
 from prosetting.core.state_manager import STAGES, Paths, StateManager
 from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers import evaluation
 from prosetting.managers.evaluation import EvalSet
-from prosetting.managers.question_manager import load_questions_file
 from prosetting.processors.eval_sets import EvalSetError
 from prosetting.processors.generator_stage import run_grading_and_generator
 from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
@@ -38,10 +38,6 @@ from prosetting.trainers.trl_trainer import run_training
 from prosetting.utils import eval_report, report
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_QUESTIONS = REPO_ROOT / "data" / "seed_questions.jsonl"
-DEFAULT_HELDOUT = REPO_ROOT / "data" / "heldout.jsonl"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from prosetting.core.eval_spec import EvalSetSpec
+from prosetting.core.questions import QuestionFileError, read_records, read_reference
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ def to_questions(
 ) -> list[dict]:
     """Question records ({id, question, answer, meta}) from (position, row) pairs, each reference read by
     read_reference; the position ("line 7", "row 7") names a bad row in the error."""
-    from prosetting.managers.question_manager import read_reference  # the one reading of GSM8K and MATH rows
-
     columns = columns or {}
     questions = []
     for index, (position, row) in enumerate(rows, 1):
@@ -103,10 +102,8 @@ def load_eval_set(spec: EvalSetSpec) -> list[dict]:
 def _rows(spec: EvalSetSpec) -> Iterable[tuple[str, dict]]:
     """(position, row) pairs of the set's source."""
     if spec.kind == "file" and Path(spec.path).suffix in (".json", ".jsonl"):
-        from prosetting.managers.question_manager import QuestionFileError, _records
-
         try:
-            return [(f"line {lineno}", row) for lineno, row in _records(Path(spec.path))]
+            return [(f"line {lineno}", row) for lineno, row in read_records(Path(spec.path))]
         except QuestionFileError as exc:
             raise EvalSetError(f"EVAL_SETS {spec.name}: {exc}") from None
     return ((f"row {i}", row) for i, row in enumerate(_dataset(spec), 1))

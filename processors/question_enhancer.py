@@ -34,8 +34,8 @@ import time
 from prosetting.core.config import read_write_plan
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
-from prosetting.managers.question_manager import build_blind_pool, build_next_pool
 from prosetting.processors.concurrent import run_concurrently
+from prosetting.processors.question_pool import build_blind_pool, build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
 from prosetting.teacher_model import prompts, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import POLICIES, POLICY_OF_ZONE, WriteRequest, policies_for

@@ -12,7 +12,7 @@ import sys
 
 from prosetting.core.config import load_config
 from prosetting.core.io import write_jsonl
-from prosetting.managers.question_manager import load_questions_file
+from prosetting.core.questions import load_questions_file
 from prosetting.processors.generator_writer import GeneratorWriter, generate_question_set
 from prosetting.teacher_model import make_teacher
 

@@ -7,14 +7,8 @@ import re
 
 import pytest
 
-from prosetting.managers.question_manager import (
-    QuestionFileError,
-    build_blind_pool,
-    build_next_pool,
-    lineage,
-    load_questions_file,
-    stratified_cut,
-)
+from prosetting.core.questions import QuestionFileError, load_questions_file
+from prosetting.processors.question_pool import build_blind_pool, build_next_pool, lineage, stratified_cut
 
 
 def test_loads_json_lines_and_json_lists(tmp_path):

@@ -13,8 +13,8 @@ from openai import OpenAI
 from prosetting.core.config import load_config
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
+from prosetting.core.questions import load_questions_file
 from prosetting.core.state_manager import StateManager
-from prosetting.managers.question_manager import load_questions_file
 from prosetting.processors.evaluator import load_benchmark
 from prosetting.processors.grading import run_grading
 from prosetting.processors.question_enhancer import make_request

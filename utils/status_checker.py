@@ -27,9 +27,12 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from prosetting.collectors.backends import resolve_backend
+from prosetting.collectors.engine_pool import check_engines, plan_engines, solver_gpus
 from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, diff_configs, load_config
 from prosetting.core.devices import parse_gpu_list, query_gpus
+from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
 from prosetting.core.models import (
     IGNORE_PATTERNS,
@@ -39,8 +42,10 @@ from prosetting.core.models import (
     is_hub_id,
     resolve_model,
 )
+from prosetting.core.questions import DEFAULT_QUESTIONS, QuestionFileError, load_questions_file
 from prosetting.core.state_manager import STAGES, StateManager
-from prosetting.managers.question_manager import QuestionFileError, load_questions_file
+from prosetting.processors.eval_sets import EvalSetError, hub_dataset_cached, load_eval_set
+from prosetting.trainers import launch
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = ("torch", "transformers", "trl", "accelerate", "datasets", "pyarrow", "openai", "math_verify")
@@ -239,8 +244,6 @@ def check_model_folder(name: str, key: str, folder: Path, quick: bool) -> Check:
 
 
 def check_questions(cfg: Config) -> list[Check]:
-    from prosetting.managers.round_controller import DEFAULT_QUESTIONS
-
     pool = StateManager(cfg.workspace).paths.questions(1)
     source = Path(cfg.QUESTIONS_FILE) if cfg.QUESTIONS_FILE else DEFAULT_QUESTIONS
     checks = []
@@ -272,9 +275,6 @@ def check_questions(cfg: Config) -> list[Check]:
 def check_eval_sets(cfg: Config, quick: bool, timeout: float) -> list[Check]:
     """Each EVAL_SETS set: read from its file or folder (a bad row fails here), or found in the datasets cache; a Hub
     dataset that is not cached fails offline and, online, is looked up on the Hub."""
-    from prosetting.core.eval_spec import parse_eval_sets
-    from prosetting.processors.eval_sets import EvalSetError, hub_dataset_cached, load_eval_set
-
     sm = StateManager(cfg.workspace)
     sources = read_json(sm.paths.eval_sources) or {}
     checks = []
@@ -481,9 +481,6 @@ def check_datasets_is_hf(quick: bool) -> Check:
 
 def check_collection_engines(cfg: Config) -> Check:
     """The engines collection will start: where, how many, and whether the solver fits them."""
-    from prosetting.collectors.backends import resolve_backend
-    from prosetting.collectors.engine_pool import check_engines, plan_engines, solver_gpus
-
     backend = resolve_backend(cfg.COLLECTION_BACKEND)
     if backend != "vllm":
         return Check(
@@ -560,8 +557,6 @@ def check_gpus(cfg: Config | None) -> Check:
 
 def check_training_launch(cfg: Config, timeout: float) -> list[Check]:
     """The accelerate config the training stage would write (validated by accelerate), and the other machines."""
-    from prosetting.trainers import launch
-
     gpus = launch.training_gpus(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -5,6 +5,10 @@
 Builds a temporary workspace and checks configuration, questions, pairs, parquet with `datasets`, the
 next pool, math-verify grading, the lock and stage markers, and the grade/export/enhance stages on
 hand-made files. One line per check, then `N passed, N failed`; exit status 0 only when all pass.
+
+Each check imports what it tests inside its own function, on purpose: a module that fails to import (a broken
+install) fails that one check with its reason instead of the whole self-test, and `main` sets
+HF_DATASETS_OFFLINE and TQDM_DISABLE before `datasets` is first imported.
 """
 
 from __future__ import annotations
@@ -42,8 +46,7 @@ def check_config(tmp: Path) -> str:
 
 
 def check_questions(tmp: Path) -> str:
-    from prosetting.managers.question_manager import QuestionFileError, load_questions_file
-    from prosetting.managers.round_controller import DEFAULT_QUESTIONS
+    from prosetting.core.questions import DEFAULT_QUESTIONS, QuestionFileError, load_questions_file
 
     seeds = load_questions_file(DEFAULT_QUESTIONS)
     path = tmp / "q.jsonl"
@@ -118,7 +121,7 @@ def check_parquet(tmp: Path) -> str:
 
 
 def check_next_pool(tmp: Path) -> str:
-    from prosetting.managers.question_manager import build_next_pool
+    from prosetting.processors.question_pool import build_next_pool
 
     qs = [{"id": f"q{i}", "question": f"{i}+{i}=?"} for i in range(10)]
     rewards = {f"q{i}": {"zone": "mastered" if i < 5 else "learning"} for i in range(10)}
