@@ -22,7 +22,7 @@ class RunContext:
     sm: StateManager
     stop_event: threading.Event = field(default_factory=threading.Event)
     log_file: Path | None = None  # the run's log, named in failure records
-    _teacher: object = None
+    _teacher: object = None  # the run's Teacher, built on first use by teacher_model.teacher_for(ctx)
     # SOLVER_MODEL_PATH / GENERATOR_MODEL_PATH resolved to local folders (round_controller.prepare fills it from the
     # commits recorded in training_config.json; anything else resolves on first use)
     models: dict[str, ResolvedModel] = field(default_factory=dict)
@@ -35,14 +35,6 @@ class RunContext:
         """Stages call this at safe points (between batches, between items)."""
         if self.stop_event.is_set():
             raise StageInterrupted("stop requested")
-
-    @property
-    def teacher(self):
-        if self._teacher is None:
-            from prosetting.teacher_model import make_teacher
-
-            self._teacher = make_teacher(self.cfg)
-        return self._teacher
 
     def model_path(self, key: str) -> Path:
         """The local folder of a model setting (a folder as it is, a Hub id as its cached snapshot)."""

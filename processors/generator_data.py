@@ -17,8 +17,7 @@ import math
 from pathlib import Path
 
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
-from prosetting.processors.question_enhancer import make_request
-from prosetting.teacher_model.base import POLICY_OF_ZONE
+from prosetting.teacher_model.base import POLICY_OF_ZONE, make_request
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,13 @@ the Teacher's are; the caller counts rejections with their reason.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from prosetting.collectors.backends import EngineSettings, Sampling, make_backend
 from prosetting.processors.generator_data import generator_prompt, parse_completion
 from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.question_check import check_written
 
 
 class GeneratorWriter:
@@ -69,10 +71,6 @@ class GeneratorWriter:
 
 def generate_question_set(writer: GeneratorWriter, teacher, sources: list[dict], n: int, seed: int = 0) -> dict:
     """Up to n checked questions written from `sources` (cycled), as harder variants; rejections by reason."""
-    import random
-
-    from prosetting.processors.question_writers import check_written
-
     rng = random.Random(seed)
     accepted: list[dict] = []
     reasons: dict[str, int] = {}

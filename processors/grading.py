@@ -22,7 +22,7 @@ import time
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
 from prosetting.processors.concurrent import run_concurrently
-from prosetting.teacher_model import teacher_stats, usage_since, watching
+from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import zone_of
 from prosetting.teacher_model.llm_teacher import TeacherError
 
@@ -48,7 +48,7 @@ def load_rewards(ctx: RunContext, r: int) -> dict[str, dict]:
 
 
 def run_grading(ctx: RunContext, r: int) -> dict:
-    paths, teacher = ctx.paths, ctx.teacher
+    paths, teacher = ctx.paths, teacher_for(ctx)
     questions = {q["id"]: q for q in read_json(paths.questions(r))}
     trajectories = read_jsonl(paths.trajectories(r))
     out = paths.rewards(r)

@@ -37,8 +37,8 @@ from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_
 from prosetting.processors.concurrent import run_concurrently
 from prosetting.processors.question_pool import build_blind_pool, build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
-from prosetting.teacher_model import prompts, teacher_stats, usage_since, watching
-from prosetting.teacher_model.base import POLICIES, POLICY_OF_ZONE, WriteRequest, policies_for
+from prosetting.teacher_model import prompts, teacher_for, teacher_stats, usage_since, watching
+from prosetting.teacher_model.base import POLICIES, WriteRequest, make_request, policies_for
 from prosetting.teacher_model.llm_teacher import TeacherError
 
 log = logging.getLogger(__name__)
@@ -48,35 +48,6 @@ ORIGIN_BY_POLICY = {
     "error_sibling": "teacher_error_variant",
     "harder_variant": "teacher_harder_variant",
 }
-
-
-def make_request(
-    question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int, policy: str | None = None
-) -> WriteRequest | None:
-    """The request for one policy (default: the zone's own) of a graded question, seeded by (SEED, round, id)."""
-    zone = reward["zone"]
-    policy = policy or POLICY_OF_ZONE.get(zone)
-    if policy is None or count == 0:
-        return None
-    tail = "" if policy == POLICY_OF_ZONE.get(zone) else f":{policy}"
-    rng = random.Random(f"{seed}:enhance:{r}:{question['id']}{tail}")
-    failed_attempt = None
-    if policy in ("error_sibling", "stepping_stone"):
-        wrong = {v["attempt_id"]: v for v in reward["verdicts"] if not v["correct"]}
-        candidates = [a for a in attempts if a["attempt_id"] in wrong]
-        answered = [a for a in candidates if a.get("answer") is not None] or candidates
-        failed_attempt = rng.choice(answered) if answered else None
-        if failed_attempt is not None and wrong[failed_attempt["attempt_id"]].get("error"):
-            failed_attempt = {**failed_attempt, "error_analysis": wrong[failed_attempt["attempt_id"]]["error"]}
-    return WriteRequest(
-        question=question,
-        zone=zone,
-        success_rate=reward["success_rate"],
-        failed_attempt=failed_attempt,
-        count=count,
-        rng=rng,
-        policy=policy,
-    )
 
 
 def make_requests(
@@ -136,7 +107,7 @@ def recheck_request(question: dict) -> list[dict]:
 
 def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: set[str]) -> list[tuple]:
     """(pool index, parent, its requests, re-check first?) for every parent not yet written from."""
-    cfg, teacher = ctx.cfg, ctx.teacher
+    cfg, teacher = ctx.cfg, teacher_for(ctx)
     if cfg.CURRICULUM == "nonadaptive":
         plan = read_write_plan(cfg.NONADAPTIVE_PLAN).get(r, {}) if cfg.NONADAPTIVE_PLAN else None
         blind = blind_requests(questions, plan, cfg.NEW_QUESTIONS_PER_PARENT, cfg.SEED, r, cfg.write_policies)
@@ -166,7 +137,7 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
 
 
 def run_enhancement(ctx: RunContext, r: int) -> dict:
-    cfg, paths, teacher = ctx.cfg, ctx.paths, ctx.teacher
+    cfg, paths, teacher = ctx.cfg, ctx.paths, teacher_for(ctx)
     t0 = time.time()
     if cfg.CURRICULUM == "static":  # the ablation: nothing written, the seed pool again
         pool = read_json(paths.questions(1))

@@ -14,35 +14,20 @@ import logging
 import random
 import threading
 
+from prosetting.collectors.backends import EngineSettings
 from prosetting.core.context import RunContext
+from prosetting.processors.generator_writer import GeneratorWriter
+from prosetting.teacher_model import teacher_for
 from prosetting.teacher_model.base import WriteRequest
-from prosetting.teacher_model.question_check import check_question
+from prosetting.teacher_model.question_check import check_written
 from prosetting.trainers.generator_training import latest_generator
 
 log = logging.getLogger(__name__)
 
 
-def check_written(
-    teacher, written: list[dict], source: dict, seen: set[str] | None = None
-) -> tuple[list[dict], list[dict]]:
-    """(accepted, rejected) of one writer's questions from `source`: `check_question`, and with `seen` (texts
-    already accepted, updated) a repeat of one of them is rejected as a duplicate."""
-    accepted, rejected = [], []
-    for w in written:
-        reason = check_question(teacher, w, source)
-        if reason is None and seen is not None:
-            reason = "duplicate" if w["question"] in seen else None
-            seen.add(w["question"])
-        if reason is None:
-            accepted.append(w)
-        else:
-            rejected.append({"question": w.get("question"), "answer": w.get("answer"), "reason": reason})
-    return accepted, rejected
-
-
 class QuestionWriters:
     def __init__(self, ctx: RunContext, r: int):
-        self.cfg, self.r, self.teacher = ctx.cfg, r, ctx.teacher
+        self.cfg, self.r, self.teacher = ctx.cfg, r, teacher_for(ctx)
         self.generator = None
         self._lock = threading.Lock()  # one generate at a time on the backend
         if self.cfg.QUESTION_WRITER != "teacher":
@@ -50,9 +35,6 @@ class QuestionWriters:
             if model is None:
                 log.info("enhance r%d: no Generator trained yet; the Teacher writes every question", r)
             else:
-                from prosetting.collectors.backends import EngineSettings
-                from prosetting.processors.generator_writer import GeneratorWriter
-
                 self.generator = GeneratorWriter(
                     model,
                     backend=self.cfg.COLLECTION_BACKEND,

@@ -1,4 +1,8 @@
-"""Teachers: grade attempts and write new questions (see base.py for the interface)."""
+"""Teachers: grade attempts and write new questions (see base.py for the interface).
+
+`make_teacher` imports only the Teacher TEACHER_BACKEND names: the LLM Teacher pulls in openai and httpx2,
+which a run with the rule or built-in Teacher never loads.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,14 @@ def make_teacher(cfg):
 
         return LLMTeacher.from_config(cfg)
     raise ValueError(f"TEACHER_BACKEND: unknown teacher {cfg.TEACHER_BACKEND!r}")
+
+
+def teacher_for(ctx):
+    """The run's Teacher: built from the configuration on first use and kept on the context (a test or a
+    benchmark may set `ctx._teacher` first), so every stage of a run shares its cache, limits and counters."""
+    if ctx._teacher is None:
+        ctx._teacher = make_teacher(ctx.cfg)
+    return ctx._teacher
 
 
 def watching(teacher, stage: str):

@@ -67,6 +67,35 @@ class WriteRequest:
             )
 
 
+def make_request(
+    question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int, policy: str | None = None
+) -> WriteRequest | None:
+    """The request for one policy (default: the zone's own) of a graded question, seeded by (SEED, round, id)."""
+    zone = reward["zone"]
+    policy = policy or POLICY_OF_ZONE.get(zone)
+    if policy is None or count == 0:
+        return None
+    tail = "" if policy == POLICY_OF_ZONE.get(zone) else f":{policy}"
+    rng = random.Random(f"{seed}:enhance:{r}:{question['id']}{tail}")
+    failed_attempt = None
+    if policy in ("error_sibling", "stepping_stone"):
+        wrong = {v["attempt_id"]: v for v in reward["verdicts"] if not v["correct"]}
+        candidates = [a for a in attempts if a["attempt_id"] in wrong]
+        answered = [a for a in candidates if a.get("answer") is not None] or candidates
+        failed_attempt = rng.choice(answered) if answered else None
+        if failed_attempt is not None and wrong[failed_attempt["attempt_id"]].get("error"):
+            failed_attempt = {**failed_attempt, "error_analysis": wrong[failed_attempt["attempt_id"]]["error"]}
+    return WriteRequest(
+        question=question,
+        zone=zone,
+        success_rate=reward["success_rate"],
+        failed_attempt=failed_attempt,
+        count=count,
+        rng=rng,
+        policy=policy,
+    )
+
+
 @runtime_checkable
 class Teacher(Protocol):
     name: str

@@ -44,3 +44,21 @@ def check_question(teacher, new: dict, source: dict) -> str | None:
     except NoUsableAnswer:
         return "no usable Teacher verdict"  # unchecked is not accepted; too many of these stop the stage
     return None if verdict["correct"] else f"teacher rejected: {verdict.get('reason', 'incorrect')}"
+
+
+def check_written(
+    teacher, written: list[dict], source: dict, seen: set[str] | None = None
+) -> tuple[list[dict], list[dict]]:
+    """(accepted, rejected) of one writer's questions from `source`: `check_question`, and with `seen` (texts
+    already accepted, updated) a repeat of one of them is rejected as a duplicate."""
+    accepted, rejected = [], []
+    for w in written:
+        reason = check_question(teacher, w, source)
+        if reason is None and seen is not None:
+            reason = "duplicate" if w["question"] in seen else None
+            seen.add(w["question"])
+        if reason is None:
+            accepted.append(w)
+        else:
+            rejected.append({"question": w.get("question"), "answer": w.get("answer"), "reason": reason})
+    return accepted, rejected

@@ -116,7 +116,7 @@ def test_export_weights_are_the_utility_of_the_next_rounds_success_rate(tmp_path
     assert first["attempt"]["verdict_reason"] == "wrong answer 0"  # the failed attempt the Teacher aimed at
     # the training prompt is the prompt a writer is given for the same parent in the round (no train/serve skew)
     from prosetting.processors.generator_data import generator_prompt
-    from prosetting.processors.question_enhancer import make_request
+    from prosetting.teacher_model.base import make_request
 
     q0 = json.loads(paths.questions(1).read_text())[0]
     req = make_request(
@@ -190,7 +190,7 @@ def test_generator_questions_pass_the_same_check_as_the_teachers(builtin, tmp_pa
     from prosetting.processors.question_writers import QuestionWriters
 
     cfg = Config(QUESTION_WRITER="mixed", GENERATOR_SHARE=1.0)
-    ctx = type("Ctx", (), {"cfg": cfg, "teacher": builtin, "paths": Paths(tmp_path)})()
+    ctx = type("Ctx", (), {"cfg": cfg, "_teacher": builtin, "paths": Paths(tmp_path)})()
     writers = QuestionWriters(ctx, 1)
     assert writers.generator is None and writers.choose("q") == "teacher"  # no Generator trained yet
     src = {"id": "q1", "question": "12+30=?", "answer": "42", "meta": {}}

@@ -320,4 +320,4 @@ def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
     assert "HTTP 503" in caplog.text
     assert SECRET not in caplog.text
     assert SECRET not in ctx.paths.rewards(1).read_text()
-    assert SECRET not in repr(ctx.teacher)
+    assert SECRET not in repr(ctx._teacher)

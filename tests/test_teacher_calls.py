@@ -17,8 +17,8 @@ from prosetting.core.questions import load_questions_file
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.evaluator import load_benchmark
 from prosetting.processors.grading import run_grading
-from prosetting.processors.question_enhancer import make_request
 from prosetting.teacher_model import prompts
+from prosetting.teacher_model.base import make_request
 from prosetting.teacher_model.call_cache import CallCache
 from prosetting.teacher_model.llm_teacher import LLMTeacher, TeacherError
 from prosetting.teacher_model.rate_limit import RateLimits
