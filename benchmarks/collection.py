@@ -13,6 +13,7 @@ solver's character tokenizer) and the same prompts:
       half the cores, so this shows the orchestration's overhead, not a speed-up).
 Generated tokens per second over generation time (engine start excluded: it is paid once per stage and
 listed apart), and the ratios a/b (goal >= 0.9), a/c and d/a. Saved as <out>/collection.json.
+Each side imports what it runs inside its own function, so the plain vLLM side loads none of our stage.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ solutions (what more warm start would have seen), and measures the same held-out
 loop's rounds choose their data by zone (its own correct attempts on learning-zone questions, and the
 Teacher's reference solution where every attempt failed); the control does not. Printed and saved as
 `<workspace>/results/sft_control.json`.
+torch, TRL and ProSetting's modules are imported after the arguments are parsed, so `--help` answers at once.
 """
 
 from __future__ import annotations

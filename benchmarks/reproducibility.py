@@ -9,7 +9,8 @@ digits), its losses, the sha256 of the saved weights and what torch reports (thr
 ATen dispatches to). Settings that give the same weights as `default` do not move a trajectory; any that
 do, a machine (or a user's environment) can move too. `--steps 0` runs the run's own warm start (600 steps
 at most, stopped at WARMSTART_TARGET_ACCURACY); `--steps N` a fixed N steps, cheaper. Writes
-`<out>/reproducibility.json` (default `results/`).
+`<out>/reproducibility.json` (default `results/`). torch and ProSetting's modules are imported only inside the
+child's functions: the parent must not load torch, whose CPU settings are read when it is first imported.
 """
 
 from __future__ import annotations

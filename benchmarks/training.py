@@ -9,6 +9,7 @@ train, save_pretrained: what a user would write by hand). Prints the wall time o
 (goal: at most 1.15) and the peak resident memory of the training process(es). The two sides alternate
 (--repeats) and the fastest run of each counts, because the machine may be shared; the CPU time of each side
 (this process and its children) is reported too, as it barely moves with other users' load.
+ProSetting's modules are imported in `main` after the `--plain` branch: the plain side loads none of them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from prosetting.core.devices import visible_gpus
+
 log = logging.getLogger(__name__)
 
 
@@ -282,8 +284,6 @@ def resolve_backend(kind: str) -> str:
     start-up costs more than the tiny embedded solver's whole collection: see the README's figures)."""
     if kind != "auto":
         return kind
-    from prosetting.core.devices import visible_gpus
-
     return "vllm" if vllm_installed() and visible_gpus() else "transformers"
 
 

@@ -39,6 +39,7 @@ from prosetting.collectors.backends import (
     model_max_len,
     resolve_backend,
 )
+from prosetting.core.devices import parse_gpu_list, visible_gpus
 from prosetting.core.io import tail_text
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,6 @@ def plan_engines(
 
 def solver_gpus(cfg) -> list[int]:
     """PHYSICAL_SOLVER_GPU, or every visible GPU when it is empty."""
-    from prosetting.core.devices import parse_gpu_list, visible_gpus
-
     return parse_gpu_list(cfg.PHYSICAL_SOLVER_GPU) if cfg.PHYSICAL_SOLVER_GPU else visible_gpus()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from prosetting.core.devices import parse_gpu_list
 from prosetting.core.eval_spec import EvalSpecError, parse_eval_sets
 from prosetting.core.models import MODEL_KEYS, check_model_setting
 
@@ -445,8 +446,6 @@ class Config:
                 "COLLECTION_EXECUTOR: ray is not installed; `pip install -r requirements-ray.txt` or use local"
             )
         if self.PHYSICAL_SOLVER_GPU:
-            from prosetting.core.devices import parse_gpu_list
-
             try:
                 ids = parse_gpu_list(self.PHYSICAL_SOLVER_GPU)
             except ValueError as exc:

@@ -15,12 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prosetting.collectors.engine_pool import open_pool
 from prosetting.core.config import Config
 from prosetting.core.context import RunContext
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.state_manager import Paths
 from prosetting.processors.eval_sets import load_eval_set
+from prosetting.processors.evaluator import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,6 @@ def evaluate_model(ctx: RunContext, label: str, model_dir: Path, sets: list[Eval
     todo = [s for s in sets if s.name not in done or done[s.name].get("source", s.source) != s.source]
     if not todo:
         return record
-    from prosetting.collectors.engine_pool import open_pool
-    from prosetting.processors.evaluator import evaluate
-
     t0 = time.time() - record.get("seconds", 0.0) if done else time.time()
     pool = open_pool(cfg, model_dir, paths.logs, f"eval_{label}", check_stop=ctx.check_stop)
     try:

@@ -35,6 +35,7 @@ from prosetting.processors.eval_sets import EvalSetError
 from prosetting.processors.generator_stage import run_grading_and_generator
 from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
 from prosetting.trainers.trl_trainer import run_training
+from prosetting.trainers.warm_start import build_embedded_solver
 from prosetting.utils import eval_report, report
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,6 @@ class RoundController:
             {**self.cfg.to_dict(), "resolved_models": {k: m.to_dict() for k, m in self.ctx.models.items()}},
         )
         if cfg.embedded and not (paths.base_model / "config.json").exists():
-            from prosetting.trainers.warm_start import build_embedded_solver
-
             log.info(
                 "building the embedded solver (tiny Qwen2, SFT warm start until %.0f%% validation accuracy, at most "
                 "%d steps) in %s",

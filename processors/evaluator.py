@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prosetting.collectors.backends import GenerationBackend, Sampling
 from prosetting.core.text import extract_boxed, solver_messages
+from prosetting.processors.eval_sets import EvalSetError, to_questions
 from prosetting.teacher_model.rule_teacher import answers_match
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,6 @@ def load_benchmark(path: str | Path) -> list[dict]:
     `\\boxed{}` in it) or a `solution` ending in `\\boxed{}`. A line that has neither raises, naming file and line.
     Other sources (parquet, dataset folders, Hub datasets) go through processors/eval_sets.py the same way.
     """
-    from prosetting.processors.eval_sets import EvalSetError, to_questions
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: benchmark file not found")

@@ -24,6 +24,7 @@ from prosetting.core.io import append_jsonl, read_json, read_jsonl
 from prosetting.processors.concurrent import run_concurrently
 from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import zone_of
+from prosetting.teacher_model.batch import prefetch
 from prosetting.teacher_model.llm_teacher import TeacherError
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,6 @@ def run_grading(ctx: RunContext, r: int) -> dict:
 
     batch_stats = {}
     if todo and ctx.cfg.TEACHER_BATCH_API and hasattr(teacher, "grading_requests"):
-        from prosetting.teacher_model.batch import prefetch
-
         requests = [
             req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])
         ]

@@ -39,6 +39,7 @@ from prosetting.processors.question_pool import build_blind_pool, build_next_poo
 from prosetting.processors.question_writers import QuestionWriters
 from prosetting.teacher_model import prompts, teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import POLICIES, WriteRequest, make_request, policies_for
+from prosetting.teacher_model.batch import prefetch
 from prosetting.teacher_model.llm_teacher import TeacherError
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,6 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     writers = QuestionWriters(ctx, r)
     batch_stats = {}
     if jobs and cfg.TEACHER_BATCH_API and hasattr(teacher, "writing_request"):
-        from prosetting.teacher_model.batch import prefetch
-
         requests = [(recheck_request(q), 0.0, None) for _, q, _, check_first in jobs if check_first]
         requests += [
             teacher.writing_request(req)

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from prosetting.managers.launcher import launch
+    from prosetting.managers.launcher import launch  # after parsing: `--help` and a usage error need no import
 
     return launch(args)
 

@@ -7,6 +7,9 @@ The spec (written by trainers/trl_trainer.py) names the model, the parquet files
 and the hyperparameters. The main process writes the final model to `spec["final_dir"]` (sharded
 under FSDP), `weights_fingerprint.json` (what the parent verifies the merged folder against) and
 `metrics.json`; the parent merges, completes, verifies and moves the model into place.
+
+torch, transformers, TRL and Hugging Face `datasets` are imported in `main` after the arguments are parsed, so
+`--help` and a bad `--spec` answer at once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,15 @@ import json
 import resource
 import time
 from pathlib import Path
+
+from prosetting.trainers.entry_common import (
+    heartbeat,
+    load_tokenizer_and_model,
+    lora_config,
+    project_of,
+    report_to,
+    save_final,
+)
 
 
 def main() -> None:
@@ -28,15 +40,6 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
-
-    from prosetting.trainers.entry_common import (
-        heartbeat,
-        load_tokenizer_and_model,
-        lora_config,
-        project_of,
-        report_to,
-        save_final,
-    )
 
     torch.manual_seed(spec["seed"])
     files = {"train": spec["train_files"]}

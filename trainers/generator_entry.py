@@ -8,6 +8,9 @@ and epochs) names the base model, the JSON Lines records (prompt, completion, we
 folders. Like trainers/dpo_entry.py, the main process writes the model to `spec["final_dir"]` (sharded
 under FSDP), `weights_fingerprint.json` and `metrics.json`; the parent (trl_trainer.train_and_verify)
 merges, completes, verifies and moves it into place.
+
+torch, TRL, Hugging Face `datasets` and the modules that load them (generator_training, weighted_sft) are
+imported after the arguments are parsed, so `--help` and a bad `--spec` answer at once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,15 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+from prosetting.trainers.entry_common import (
+    heartbeat,
+    load_tokenizer_and_model,
+    lora_config,
+    project_of,
+    report_to,
+    save_final,
+)
 
 
 def load_records(files: list[str]) -> list[dict]:
@@ -43,14 +55,6 @@ def main() -> None:
     import torch
     from trl import SFTConfig
 
-    from prosetting.trainers.entry_common import (
-        heartbeat,
-        load_tokenizer_and_model,
-        lora_config,
-        project_of,
-        report_to,
-        save_final,
-    )
     from prosetting.trainers.weighted_sft import WeightedSFTTrainer
 
     torch.manual_seed(spec["seed"])

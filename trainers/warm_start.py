@@ -16,9 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from prosetting.collectors.backends import Sampling, TransformersBackend
 from prosetting.core.io import atomic_write_json, replace_dir
-from prosetting.core.text import solver_messages
+from prosetting.core.text import extract_boxed, solver_messages
 from prosetting.teacher_model import arithmetic
+from prosetting.teacher_model.rule_teacher import answers_match
 from prosetting.trainers.tiny_solver import build_tiny_solver
 
 log = logging.getLogger(__name__)
@@ -184,8 +186,6 @@ def greedy_texts(model, tokenizer, questions: list[dict], max_new_tokens: int = 
     random state are left as they were."""
     import torch
 
-    from prosetting.collectors.backends import Sampling, TransformersBackend
-
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     try:
@@ -202,9 +202,6 @@ def greedy_texts(model, tokenizer, questions: list[dict], max_new_tokens: int = 
 
 def greedy_accuracy(model, tokenizer, questions: list[dict], max_new_tokens: int = 64) -> float:
     """Fraction of `questions` whose greedy completion's boxed answer matches the reference."""
-    from prosetting.core.text import extract_boxed
-    from prosetting.teacher_model.rule_teacher import answers_match
-
     texts = greedy_texts(model, tokenizer, questions, max_new_tokens)
     hits = [answers_match(extract_boxed(t), str(q["answer"])) for q, t in zip(questions, texts, strict=True)]
     return sum(hits) / len(hits) if hits else 0.0
