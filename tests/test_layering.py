@@ -1,0 +1,70 @@
+"""Imports point one way: the import-linter contracts in pyproject.toml ([tool.importlinter]) hold.
+
+    lint-imports          # the same check by hand, from the repository root
+
+The layers (README, "Architecture"): core < teacher_model | collectors | datasets < trainers < processors < utils
+< managers < scripts | benchmarks, and no import cycle between the modules of a package, function-level imports
+included. The graph is built from the package Python imports (here: this checkout, which the second test checks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import grimp
+from importlinter.api import read_configuration
+from importlinter.cli import lint_imports
+
+import prosetting
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "pyproject.toml"
+
+
+def contracts() -> dict[str, dict]:
+    return {c["type"]: c for c in read_configuration(str(CONFIG))["contracts_options"]}
+
+
+def layers() -> list[set[str]]:
+    return [{m.strip() for m in layer.split("|")} for layer in contracts()["layers"]["layers"]]
+
+
+def test_the_contracts_hold():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = lint_imports(config_filename=str(CONFIG), no_cache=True, no_logo=True)
+    assert code == 0, out.getvalue()
+    assert "Contracts: 2 kept, 0 broken." in out.getvalue(), out.getvalue()
+
+
+def test_the_check_reads_this_checkout_and_every_folder_has_a_layer():
+    assert Path(prosetting.__file__).resolve().parent == REPO
+    roots = read_configuration(str(CONFIG))["session_options"]["root_packages"]
+    graph = grimp.build_graph(*roots, cache_dir=None)
+    seen = {m.split(".")[1] for m in graph.modules if m.count(".") >= 1}
+    folders = {p.name for p in REPO.iterdir() if p.is_dir() and any(p.glob("*.py"))}
+    # datasets/ and benchmarks/ are namespace subpackages: without their own root the graph would miss them
+    assert {"datasets", "benchmarks", "core", "managers"} <= seen and folders <= seen, folders - seen
+    layered = {m.split(".")[1] for layer in layers() for m in layer}
+    assert folders - layered == {"tests"}, f"folders with no layer in pyproject.toml: {folders - layered - {'tests'}}"
+
+
+def test_an_upward_or_sideways_import_breaks_the_layers():
+    """The contract is not vacuous: one import from core up to managers, or between independent siblings, is an
+    illegal dependency on the real graph."""
+    roots = read_configuration(str(CONFIG))["session_options"]["root_packages"]
+    spec = [grimp.Layer(*sorted(layer), independent=True) for layer in layers()]
+    for importer, imported in [
+        ("prosetting.core.io", "prosetting.managers.round_controller"),
+        ("prosetting.collectors.backends", "prosetting.teacher_model.base"),
+        ("prosetting.datasets.data_saver", "prosetting.trainers.launch"),
+    ]:
+        graph = grimp.build_graph(*roots, cache_dir=None)
+        assert not graph.find_illegal_dependencies_for_layers(layers=spec)
+        graph.add_import(importer=importer, imported=imported)
+        illegal = graph.find_illegal_dependencies_for_layers(layers=spec)
+        assert {(d.importer, d.imported) for d in illegal} == {
+            (".".join(importer.split(".")[:2]), ".".join(imported.split(".")[:2]))
+        }
