@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import grimp
@@ -68,3 +69,19 @@ def test_an_upward_or_sideways_import_breaks_the_layers():
         assert {(d.importer, d.imported) for d in illegal} == {
             (".".join(importer.split(".")[:2]), ".".join(imported.split(".")[:2]))
         }
+
+
+def test_the_readme_states_the_layers_and_names_every_module_in_its_layer():
+    """README, "Architecture": the numbered layers, from the bottom, are the contract's, and each layer's item names
+    every module of its folders (entry points and benchmarks excepted: they are listed in their own sections)."""
+    section = (REPO / "README.md").read_text().split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    items = re.findall(r"(?ms)^(\d+)\. (.*?)(?=^\d+\. |^\S)", section)
+    assert [int(n) for n, _ in items] == list(range(1, len(layers()) + 1)), "one numbered item per layer"
+    for (_, text), layer in zip(items, reversed(layers()), strict=True):
+        heads = text.split(":", 1)[0]
+        folders = set(re.findall(r"`(\w+)/`", heads))
+        assert folders == {m.split(".")[1] for m in layer}, f"README layer {heads!r} is not {sorted(layer)}"
+        for folder in folders - {"scripts", "benchmarks"}:
+            missing = [p.name for p in sorted((REPO / folder).glob("*.py")) if p.name != "__init__.py"]
+            missing = [name for name in missing if f"`{name}`" not in text]
+            assert not missing, f"README, Architecture, layer of {folder}/ does not name {missing}"
