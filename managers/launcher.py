@@ -144,7 +144,7 @@ def confirm(question: str) -> bool:
 
 def check_collection_engines(cfg: Config) -> None:
     """vLLM engines that could not start (absent GPUs, a model that does not fit) fail here, before any stage."""
-    from prosetting.collectors.engine_pool import check_engines
+    from prosetting.collectors.placement import check_engines
     from prosetting.core.devices import query_gpus
 
     if cfg.COLLECTION_BACKEND == "transformers":

@@ -482,7 +482,7 @@ def check_datasets_is_hf(quick: bool) -> Check:
 def check_collection_engines(cfg: Config) -> Check:
     """The engines collection will start: where, how many, and whether the solver fits them."""
     from prosetting.collectors.backends import resolve_backend
-    from prosetting.collectors.engine_pool import check_engines, plan_engines, solver_gpus
+    from prosetting.collectors.placement import check_engines, plan_engines, solver_gpus
 
     backend = resolve_backend(cfg.COLLECTION_BACKEND)
     if backend != "vllm":
