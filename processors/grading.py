@@ -24,7 +24,7 @@ from prosetting.core.io import append_jsonl, read_json, read_jsonl
 from prosetting.processors.concurrent import run_concurrently
 from prosetting.teacher_model import teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import zone_of
-from prosetting.teacher_model.llm_teacher import TeacherError
+from prosetting.teacher_model.transport import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,11 @@ def run_grading(ctx: RunContext, r: int) -> dict:
             req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])
         ]
         batch_stats = prefetch(
-            teacher, requests, paths.data / f"round_{r:02d}_grade_batch.json", ctx.cfg.TEACHER_BATCH_POLL_SECONDS
+            teacher.transport,
+            requests,
+            paths.data / f"round_{r:02d}_grade_batch.json",
+            ctx.cfg.TEACHER_BATCH_POLL_SECONDS,
+            ctx.stop_event,
         )
 
     def save(results: list) -> None:

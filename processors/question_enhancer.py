@@ -39,7 +39,7 @@ from prosetting.processors.concurrent import run_concurrently
 from prosetting.processors.question_writers import QuestionWriters
 from prosetting.teacher_model import prompts, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import POLICIES, POLICY_OF_ZONE, WriteRequest, policies_for
-from prosetting.teacher_model.llm_teacher import TeacherError
+from prosetting.teacher_model.transport import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +201,11 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
             for req in reqs
         ]
         batch_stats = prefetch(
-            teacher,
+            teacher.transport,
             [x for x in requests if x is not None],
             paths.data / f"round_{r:02d}_enhance_batch.json",
             cfg.TEACHER_BATCH_POLL_SECONDS,
+            ctx.stop_event,
         )
 
     failed: dict[str, str] = {}
