@@ -35,6 +35,39 @@ def _line(transport: TeacherTransport, messages: list[dict], temperature: float,
     return key, {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
+def _submit(
+    transport: TeacherTransport, requests: list[tuple[list[dict], float, int | None]], state_path: Path
+) -> dict | None:
+    """Upload the requests the cache cannot answer as one batch and save its state; None when there is
+    nothing to ask, or the endpoint has no Batches API (the requests then become ordinary calls)."""
+    lines = {}
+    for messages, temperature, seed in requests:
+        key, line = _line(transport, messages, temperature, seed)
+        if transport.cache.get(key) is None:
+            lines[key] = line
+    if not lines:
+        return None
+    data = "".join(json.dumps(line) + "\n" for line in lines.values()).encode()
+    try:
+        upload = transport.client.files.create(file=(state_path.stem + ".jsonl", io.BytesIO(data)), purpose="batch")
+        batch = transport.client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    except (openai.NotFoundError, openai.BadRequestError) as exc:
+        log.warning(
+            "teacher endpoint %s refused the Batches API (HTTP %s); these %d requests become ordinary "
+            "calls. Set TEACHER_BATCH_API=false for endpoints without it (vLLM, SGLang)",
+            transport.base_url,
+            exc.status_code,
+            len(lines),
+        )
+        return None
+    state = {"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines)}
+    atomic_write_json(state_path, state)  # before the first poll: a resume polls this batch
+    log.info("teacher batch %s submitted: %d requests (state in %s)", batch.id, len(lines), state_path)
+    return state
+
+
 def prefetch(
     transport: TeacherTransport,
     requests: list[tuple[list[dict], float, int | None]],
@@ -47,31 +80,9 @@ def prefetch(
     stop = stop or threading.Event()
     state = read_json(state_path)
     if state is None:
-        lines = {}
-        for messages, temperature, seed in requests:
-            key, line = _line(transport, messages, temperature, seed)
-            if transport.cache.get(key) is None:
-                lines[key] = line
-        if not lines:
+        state = _submit(transport, requests, state_path)
+        if state is None:
             return {"batch_requests": 0}
-        data = "".join(json.dumps(line) + "\n" for line in lines.values()).encode()
-        try:
-            upload = transport.client.files.create(file=(state_path.stem + ".jsonl", io.BytesIO(data)), purpose="batch")
-            batch = transport.client.batches.create(
-                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-            )
-        except (openai.NotFoundError, openai.BadRequestError) as exc:
-            log.warning(
-                "teacher endpoint %s refused the Batches API (HTTP %s); these %d requests become ordinary "
-                "calls. Set TEACHER_BATCH_API=false for endpoints without it (vLLM, SGLang)",
-                transport.base_url,
-                exc.status_code,
-                len(lines),
-            )
-            return {"batch_requests": 0}
-        state = {"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines)}
-        atomic_write_json(state_path, state)  # before the first poll: a resume polls this batch
-        log.info("teacher batch %s submitted: %d requests (state in %s)", batch.id, len(lines), state_path)
     else:
         log.info("teacher batch %s: resuming its polling (%d requests)", state["batch_id"], state["requests"])
     while True:

@@ -258,6 +258,22 @@ class LLMTeacher:
             f"re-checking {question.get('id', '?')}",
         )
 
+    def _written_meta(self, request: WriteRequest) -> dict:
+        """What each written question records about its writing; its level follows the policy."""
+        meta = {
+            "teacher": self.name,
+            "teacher_model": self.transport.model,
+            "prompt_version": prompts.PROMPT_VERSION,
+            "zone": request.zone,
+            "policy": request.policy,
+        }
+        level = (request.question.get("meta") or {}).get("level")
+        if isinstance(level, int):
+            meta["level"] = {"harder_variant": level + 1, "stepping_stone": max(1, level - 1)}.get(
+                request.policy, level
+            )
+        return meta
+
     def write_questions(self, request: WriteRequest) -> list[dict]:
         """By the request's policy: stepping stones under a too-difficult question (from its failed attempt),
         questions aimed at a learning-zone attempt's error, harder variants of a (nearly) mastered question.
@@ -270,18 +286,7 @@ class LLMTeacher:
             request.policy, q, request.success_rate, request.failed_attempt, request.count
         )
         what = f"writing {request.policy} questions from {q.get('id', '?')}"
-        meta = {
-            "teacher": self.name,
-            "teacher_model": self.transport.model,
-            "prompt_version": prompts.PROMPT_VERSION,
-            "zone": request.zone,
-            "policy": request.policy,
-        }
-        level = (q.get("meta") or {}).get("level")
-        if isinstance(level, int):
-            meta["level"] = {"harder_variant": level + 1, "stepping_stone": max(1, level - 1)}.get(
-                request.policy, level
-            )
+        meta = self._written_meta(request)
         kept: list[dict] = []
         seen = {normalise(q["question"])}
         shape = '[{"question": "...", "answer": "...", "solution": "... \\\\boxed{...}"}]'
