@@ -24,7 +24,6 @@ def main() -> None:
     args = parser.parse_args()
     spec = json.loads(Path(args.spec).read_text())
 
-    import datasets  # Hugging Face datasets; our own `datasets/` folder is a namespace subpackage and cannot hide it
     import torch
     from transformers import AutoModelForCausalLM
     from trl import DPOTrainer
@@ -32,11 +31,7 @@ def main() -> None:
     from prosetting.trainers.entry_common import heartbeat, load_tokenizer_and_model, lora_config, save_final
 
     torch.manual_seed(spec["seed"])
-    files = {"train": spec["train_files"]}
-    if spec.get("validation_files"):
-        files["validation"] = spec["validation_files"]
-    data = datasets.load_dataset("parquet", data_files=files)
-    data = data.select_columns(["prompt", "chosen", "rejected"])
+    data = _load_pairs(spec)
 
     tokenizer, model, dtype = load_tokenizer_and_model(spec)
     ref_model = None
@@ -56,16 +51,7 @@ def main() -> None:
         callbacks=[heartbeat()],
     )
     acc = trainer.accelerator
-    print(
-        json.dumps(
-            {
-                "process": acc.process_index,
-                "world_size": acc.num_processes,
-                "distributed_type": str(acc.distributed_type).split(".")[-1],
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps({"process": acc.process_index, **_world(acc)}), flush=True)
     resume = spec.get("resume_from_checkpoint")
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume if resume else None)
@@ -82,8 +68,7 @@ def main() -> None:
             "validation_pairs": len(data["validation"]) if has_eval else 0,
             **_training_curves(trainer.state.log_history),
             "duration_s": round(duration, 2),
-            "world_size": acc.num_processes,
-            "distributed_type": str(acc.distributed_type).split(".")[-1],
+            **_world(acc),
             "model_dtype": str(dtype).replace("torch.", ""),
             "torch_threads": torch.get_num_threads(),
             "ref_model_dtype": str(acc.unwrap_model(trainer.ref_model).dtype).replace("torch.", "")
@@ -95,6 +80,21 @@ def main() -> None:
             "log_history": trainer.state.log_history,
         }
         (final_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def _load_pairs(spec: dict):
+    """The exported parquet files as a DatasetDict: `train`, and `validation` when the spec names files."""
+    import datasets  # Hugging Face datasets; our own `datasets/` folder is a namespace subpackage and cannot hide it
+
+    files = {"train": spec["train_files"]}
+    if spec.get("validation_files"):
+        files["validation"] = spec["validation_files"]
+    data = datasets.load_dataset("parquet", data_files=files)
+    return data.select_columns(["prompt", "chosen", "rejected"])
+
+
+def _world(acc) -> dict:
+    return {"world_size": acc.num_processes, "distributed_type": str(acc.distributed_type).split(".")[-1]}
 
 
 def dpo_config(spec: dict, dtype, has_eval: bool):
