@@ -98,50 +98,7 @@ def run_collection(ctx: RunContext, r: int) -> dict:
     t0 = time.time()
     engines, failures, timings = 0, [], {}
     if todo:
-        tasks = [
-            Task(
-                i,
-                [solver_messages(q["question"], cfg.SOLVER_SYSTEM_PROMPT) for q in batches[i]],
-                Sampling(
-                    n=cfg.ATTEMPTS_PER_QUESTION,
-                    temperature=cfg.SAMPLING_TEMPERATURE,
-                    top_p=cfg.SAMPLING_TOP_P,
-                    max_new_tokens=cfg.MAX_NEW_TOKENS,
-                    seed=batch_seed(cfg.SEED, r, i),
-                    stop=cfg.stop_strings,
-                ),
-            )
-            for i in todo
-        ]
-        bar = tqdm(
-            total=len(questions),
-            initial=len(questions) - sum(len(batches[i]) for i in todo),
-            desc=f"round {r} collect",
-            unit="q",
-            dynamic_ncols=True,
-        )
-
-        def save(task: Task, outs: list) -> None:
-            rows = []
-            for q, gens in zip(batches[task.id], outs, strict=True):
-                attempts = [
-                    make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason)
-                    for k, g in enumerate(gens)
-                ]
-                rows.append({"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts})
-            write_jsonl(part_file(parts, task.id), rows)  # atomic: a batch is saved whole or not at all
-            merge.flush()
-            bar.update(len(rows))
-
-        pool = open_pool(cfg, model_dir, paths.logs, f"collect_r{r}", check_stop=ctx.check_stop, kind=backend)
-        engines = len(pool.engines)
-        try:
-            pool.run(tasks, save)
-            timings = pool.timings()
-        finally:
-            pool.close()
-            bar.close()
-        failures = pool.failures
+        engines, failures, timings = _generate(ctx, r, model_dir, backend, batches, todo, merge)
     merge.flush()
     missing = [q["id"] for q in questions if q["id"] not in merge.merged]
     if missing:
@@ -150,13 +107,8 @@ def run_collection(ctx: RunContext, r: int) -> dict:
         )
     shutil.rmtree(parts, ignore_errors=True)
     rows = read_jsonl(out)
-    attempts = [a for row in rows for a in row["attempts"]]
     stats = {
-        "questions": len(rows),
-        "attempts": len(attempts),
-        "with_answer": sum(a["answer"] is not None for a in attempts),
-        "truncated": sum(a["truncated"] for a in attempts),
-        "mean_tokens": round(sum(a["num_tokens"] for a in attempts) / max(1, len(attempts)), 1),
+        **attempt_stats(rows),
         "model": str(model_dir),
         "backend": backend,
         "engines": engines,
@@ -180,3 +132,78 @@ def run_collection(ctx: RunContext, r: int) -> dict:
         stats["seconds"],
     )
     return stats
+
+
+def batch_tasks(cfg, r: int, batches: list[list[dict]], todo: list[int]) -> list[Task]:
+    """One task per batch to do: its chats and its sampling, seeded by (SEED, round, batch index)."""
+    return [
+        Task(
+            i,
+            [solver_messages(q["question"], cfg.SOLVER_SYSTEM_PROMPT) for q in batches[i]],
+            Sampling(
+                n=cfg.ATTEMPTS_PER_QUESTION,
+                temperature=cfg.SAMPLING_TEMPERATURE,
+                top_p=cfg.SAMPLING_TOP_P,
+                max_new_tokens=cfg.MAX_NEW_TOKENS,
+                seed=batch_seed(cfg.SEED, r, i),
+                stop=cfg.stop_strings,
+            ),
+        )
+        for i in todo
+    ]
+
+
+def _generate(
+    ctx: RunContext,
+    r: int,
+    model_dir: Path,
+    backend: str,
+    batches: list[list[dict]],
+    todo: list[int],
+    merge: InOrderMerge,
+) -> tuple[int, list[dict], dict]:
+    """The batches in `todo` generated on the engines, each saved as its part file as it finishes and merged
+    in pool order; returns (engines, engine failures, timings)."""
+    cfg, total = ctx.cfg, sum(len(b) for b in batches)
+    bar = tqdm(
+        total=total,
+        initial=total - sum(len(batches[i]) for i in todo),
+        desc=f"round {r} collect",
+        unit="q",
+        dynamic_ncols=True,
+    )
+
+    def save(task: Task, outs: list) -> None:
+        rows = []
+        for q, gens in zip(batches[task.id], outs, strict=True):
+            attempts = [
+                make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason)
+                for k, g in enumerate(gens)
+            ]
+            rows.append({"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts})
+        write_jsonl(part_file(merge.parts, task.id), rows)  # atomic: a batch is saved whole or not at all
+        merge.flush()
+        bar.update(len(rows))
+
+    tasks = batch_tasks(cfg, r, batches, todo)
+    pool = open_pool(cfg, model_dir, ctx.paths.logs, f"collect_r{r}", check_stop=ctx.check_stop, kind=backend)
+    timings = {}
+    try:
+        pool.run(tasks, save)
+        timings = pool.timings()
+    finally:
+        pool.close()
+        bar.close()
+    return len(pool.engines), pool.failures, timings
+
+
+def attempt_stats(rows: list[dict]) -> dict:
+    """Questions, attempts, attempts with an answer, truncated ones and their mean length in tokens."""
+    attempts = [a for row in rows for a in row["attempts"]]
+    return {
+        "questions": len(rows),
+        "attempts": len(attempts),
+        "with_answer": sum(a["answer"] is not None for a in attempts),
+        "truncated": sum(a["truncated"] for a in attempts),
+        "mean_tokens": round(sum(a["num_tokens"] for a in attempts) / max(1, len(attempts)), 1),
+    }

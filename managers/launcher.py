@@ -11,7 +11,7 @@ import shlex
 import sys
 from argparse import Namespace
 
-from prosetting.collectors.engine_pool import check_engines
+from prosetting.collectors.placement import check_engines
 from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.context import RunContext

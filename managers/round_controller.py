@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
@@ -68,19 +69,35 @@ STAGE_LIST: tuple[Stage, ...] = (
 assert tuple(s.name for s in STAGE_LIST) == STAGES
 
 
+class Decision(Enum):
+    """What a driver decides around a stage."""
+
+    CONTINUE = "continue"  # before a stage: run it
+    QUIT = "quit"  # the user ends the run: its status is "stopped", resumable
+    RETRY = "retry"  # after a failure: run the stage again
+    NEXT_ROUND = "next_round"  # after a failure: give the round up, go on with the next
+    STOP = "stop"  # after a failure: the run failed
+
+
 class StopRun(Exception):
-    """The run ends here: a stage failed for good, or the user quit."""
+    """The run ends here with `status`: "failed" (a stage failed for good) or "stopped" (the user quit)."""
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
 
 
 class Driver(Protocol):
     """Decides, around each stage, whether to go on (auto: always; semi: asks the user)."""
 
-    def before_stage(self, controller: RoundController, r: int, stage: Stage) -> str:
-        """'continue', 'skip' (leave the stage for later: ends the run) or 'quit'."""
+    def before_stage(self, controller: RoundController, r: int, stage: Stage) -> Decision:
+        """CONTINUE or QUIT."""
         ...
 
-    def on_failure(self, controller: RoundController, r: int, stage: Stage, error: BaseException, tries: int) -> str:
-        """'retry', 'next_round', 'stop' (the run failed) or 'quit' (the user ends it)."""
+    def on_failure(
+        self, controller: RoundController, r: int, stage: Stage, error: BaseException, tries: int
+    ) -> Decision:
+        """RETRY, NEXT_ROUND, STOP (the run failed) or QUIT (the user ends it)."""
         ...
 
 
@@ -94,13 +111,13 @@ class AutoDriver:
         self.cfg = cfg
         self.sleep = sleep
 
-    def before_stage(self, controller, r, stage) -> str:
-        return "continue"
+    def before_stage(self, controller, r, stage) -> Decision:
+        return Decision.CONTINUE
 
-    def on_failure(self, controller, r, stage, error, tries) -> str:
+    def on_failure(self, controller, r, stage, error, tries) -> Decision:
         cfg = self.cfg
         if getattr(error, "retryable", True) is False:
-            return "stop"
+            return Decision.STOP
         if cfg.AUTO_RETRY_ENABLED and tries <= cfg.AUTO_RETRY_MAX:
             log.warning(
                 "round %d %s failed (try %d of %d): %s; retrying in %.0fs",
@@ -113,8 +130,8 @@ class AutoDriver:
             )
             if controller.ctx.stop_event.wait(cfg.AUTO_RETRY_INTERVAL):
                 raise StageInterrupted("stop requested while waiting to retry")
-            return "retry"
-        return "next_round" if cfg.AUTO_CONTINUE_ON_FAILURE else "stop"
+            return Decision.RETRY
+        return Decision.NEXT_ROUND if cfg.AUTO_CONTINUE_ON_FAILURE else Decision.STOP
 
 
 class RoundController:
@@ -243,7 +260,7 @@ class RoundController:
         except StageInterrupted:
             status = "interrupted"
         except StopRun as exc:
-            status = "stopped" if str(exc) == "quit" else "failed"
+            status = exc.status
         except KeyboardInterrupt:
             status = "interrupted"
         except (ModelNotFound, EvalSetError, TrackingError) as exc:
@@ -273,8 +290,8 @@ class RoundController:
         for stage in STAGE_LIST:
             if self.sm.is_stage_done(r, stage.name):
                 continue
-            if self.driver.before_stage(self, r, stage) in ("quit", "skip"):
-                raise StopRun("quit")
+            if self.driver.before_stage(self, r, stage) is Decision.QUIT:
+                raise StopRun(f"quit before round {r} {stage.name}", status="stopped")
             if not self.run_stage(r, stage):
                 self.finish_round(r, failed=True)
                 return
@@ -299,13 +316,13 @@ class RoundController:
                 self.record_failure(r, stage.name, exc, log_file)
                 log.error("round %d %s failed: %s", r, stage.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
                 decision = self.driver.on_failure(self, r, stage, exc, tries)
-                if decision == "retry":
+                if decision is Decision.RETRY:
                     continue
-                if decision == "next_round":
+                if decision is Decision.NEXT_ROUND:
                     return False
-                if decision == "quit":
-                    raise StopRun("quit") from exc
-                raise StopRun(f"round {r} {stage.name} failed") from exc
+                if decision is Decision.QUIT:
+                    raise StopRun(f"quit after round {r} {stage.name} failed", status="stopped") from exc
+                raise StopRun(f"round {r} {stage.name} failed", status="failed") from exc
             self.sm.mark_stage_done(r, stage.name, stats)
             return True
 

@@ -11,6 +11,7 @@ from prosetting.core.config import Config
 from prosetting.core.io import read_json, read_jsonl
 from prosetting.core.state_manager import STAGES
 from prosetting.datasets.data_saver import count_rows
+from prosetting.managers.round_controller import Decision
 
 
 def status_text(controller, r: int) -> str:
@@ -69,10 +70,10 @@ class SemiDriver:
                 return answer[:1]
             self._say(f"please answer one of: {', '.join(allowed)}")
 
-    def before_stage(self, controller, r: int, stage) -> str:
+    def before_stage(self, controller, r: int, stage) -> Decision:
         if self.pause == "round":
             if self._asked_round == r:
-                return "continue"
+                return Decision.CONTINUE
             self._asked_round = r
         what = f"Round {r}" if self.pause == "round" else f"Round {r}, stage {stage.name} ({stage.title})"
         while True:
@@ -80,9 +81,9 @@ class SemiDriver:
             if choice == "s":
                 self._say(status_text(controller, r))
                 continue
-            return "continue" if choice == "c" else "quit"
+            return Decision.CONTINUE if choice == "c" else Decision.QUIT
 
-    def on_failure(self, controller, r: int, stage, error: BaseException, tries: int) -> str:
+    def on_failure(self, controller, r: int, stage, error: BaseException, tries: int) -> Decision:
         self._say(f"Round {r} stage {stage.name} failed: {type(error).__name__}: {error}")
         while True:
             choice = self._ask(
@@ -91,4 +92,4 @@ class SemiDriver:
             if choice == "s":
                 self._say(status_text(controller, r))
                 continue
-            return {"r": "retry", "c": "next_round", "q": "quit"}[choice]
+            return {"r": Decision.RETRY, "c": Decision.NEXT_ROUND, "q": Decision.QUIT}[choice]

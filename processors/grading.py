@@ -25,7 +25,7 @@ from prosetting.processors.concurrent import run_concurrently
 from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import zone_of
 from prosetting.teacher_model.batch import prefetch
-from prosetting.teacher_model.llm_teacher import TeacherError
+from prosetting.teacher_model.transport import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,7 @@ def run_grading(ctx: RunContext, r: int) -> dict:
             )
         return score(q["id"], r, verdicts)
 
-    batch_stats = {}
-    if todo and ctx.cfg.TEACHER_BATCH_API and hasattr(teacher, "grading_requests"):
-        requests = [
-            req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])
-        ]
-        batch_stats = prefetch(
-            teacher, requests, paths.data / f"round_{r:02d}_grade_batch.json", ctx.cfg.TEACHER_BATCH_POLL_SECONDS
-        )
+    batch_stats = _prefetch(ctx, r, todo, questions)
 
     def save(results: list) -> None:
         # One fsync'd append for every question finished meanwhile; a kill before it loses no paid call:
@@ -107,52 +100,76 @@ def run_grading(ctx: RunContext, r: int) -> dict:
             )
         ctx.check_stop()
     if ungraded:
-        share = len(ungraded) / max(1, len(trajectories))
-        last = next(reversed(ungraded.values()))
-        if share > ctx.cfg.TEACHER_MAX_FAILURE_FRACTION:
-            raise TeacherError(
-                f"{len(ungraded)} of {len(trajectories)} questions got no grade from the Teacher endpoint "
-                f"{ctx.cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={ctx.cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
-                f"last error: {last}. The graded ones are saved and answered calls are cached: fix the endpoint "
-                "(or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS) and run the same command again"
-            )
-        log.warning(
-            "grade r%d: %d question(s) ungraded (last error: %s); they go back into the next pool and "
-            "any re-run of this stage grades them",
-            r,
-            len(ungraded),
-            last,
-        )
+        _check_ungraded(ctx.cfg, r, ungraded, len(trajectories))
+    stats = grading_stats(load_rewards(ctx, r), teacher.name)
+    stats.update(ungraded=len(ungraded), **batch_stats, seconds=round(time.time() - t0, 1))
+    usage = usage_since(teacher, before, ctx.cfg)
+    if usage:
+        stats["teacher_usage"] = usage
+        _log_usage(r, usage)
+    log.info("grade r%d: accuracy %.3f, zones %s, in %.1fs", r, stats["accuracy"], stats["zones"], stats["seconds"])
+    return stats
 
-    rewards = load_rewards(ctx, r)
+
+def _prefetch(ctx: RunContext, r: int, todo: list[dict], questions: dict[str, dict]) -> dict:
+    """TEACHER_BATCH_API: the first grading request of every question to grade answered through one batch."""
+    teacher = teacher_for(ctx)
+    if not (todo and ctx.cfg.TEACHER_BATCH_API and hasattr(teacher, "grading_requests")):
+        return {}
+    requests = [req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])]
+    return prefetch(
+        teacher.transport,
+        requests,
+        ctx.paths.data / f"round_{r:02d}_grade_batch.json",
+        ctx.cfg.TEACHER_BATCH_POLL_SECONDS,
+        ctx.stop_event,
+    )
+
+
+def _check_ungraded(cfg, r: int, ungraded: dict[str, str], total: int) -> None:
+    """More than TEACHER_MAX_FAILURE_FRACTION of the questions ungraded fails the stage; fewer, a warning."""
+    last = next(reversed(ungraded.values()))
+    if len(ungraded) / max(1, total) > cfg.TEACHER_MAX_FAILURE_FRACTION:
+        raise TeacherError(
+            f"{len(ungraded)} of {total} questions got no grade from the Teacher endpoint "
+            f"{cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
+            f"last error: {last}. The graded ones are saved and answered calls are cached: fix the endpoint "
+            "(or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS) and run the same command again"
+        )
+    log.warning(
+        "grade r%d: %d question(s) ungraded (last error: %s); they go back into the next pool and "
+        "any re-run of this stage grades them",
+        r,
+        len(ungraded),
+        last,
+    )
+
+
+def grading_stats(rewards: dict[str, dict], teacher_name: str) -> dict:
+    """Questions graded, accuracy over their attempts, and questions per zone."""
     zones = {z: 0 for z in ("too_difficult", "learning", "mastered")}
     for rec in rewards.values():
         zones[rec["zone"]] += 1
     total_attempts = sum(rec["num_attempts"] for rec in rewards.values())
-    stats = {
+    return {
         "questions": len(rewards),
         "accuracy": round(sum(rec["num_correct"] for rec in rewards.values()) / max(1, total_attempts), 4),
         "zones": zones,
-        "teacher": teacher.name,
-        "ungraded": len(ungraded),
-        **batch_stats,
-        "seconds": round(time.time() - t0, 1),
+        "teacher": teacher_name,
     }
-    usage = usage_since(teacher, before, ctx.cfg)
-    if usage:
-        stats["teacher_usage"] = usage
-        log.info(
-            "grade r%d: teacher %d calls, %d cache hits, %d+%d tokens; verdicts %d by rule, %d by LLM, "
-            "%d unusable replies, %d re-asks",
-            r,
-            usage["calls"],
-            usage["cache_hits"],
-            usage["prompt_tokens"],
-            usage["completion_tokens"],
-            usage.get("rule_verdicts", 0),
-            usage.get("llm_verdicts", 0),
-            usage.get("unusable_replies", 0),
-            usage.get("reasks", 0),
-        )
-    log.info("grade r%d: accuracy %.3f, zones %s, in %.1fs", r, stats["accuracy"], zones, stats["seconds"])
-    return stats
+
+
+def _log_usage(r: int, usage: dict) -> None:
+    log.info(
+        "grade r%d: teacher %d calls, %d cache hits, %d+%d tokens; verdicts %d by rule, %d by LLM, "
+        "%d unusable replies, %d re-asks",
+        r,
+        usage["calls"],
+        usage["cache_hits"],
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        usage.get("rule_verdicts", 0),
+        usage.get("llm_verdicts", 0),
+        usage.get("unusable_replies", 0),
+        usage.get("reasks", 0),
+    )

@@ -40,7 +40,7 @@ from prosetting.processors.question_writers import QuestionWriters
 from prosetting.teacher_model import prompts, teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import POLICIES, WriteRequest, make_request, policies_for
 from prosetting.teacher_model.batch import prefetch
-from prosetting.teacher_model.llm_teacher import TeacherError
+from prosetting.teacher_model.transport import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,6 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
     out = paths.enhanced_questions(r)
     done = {row["parent_id"] for row in read_jsonl(out)}
     before = teacher_stats(teacher)
-    recheck = getattr(teacher, "recheck_question", None)
     jobs = _jobs(ctx, r, questions, rewards, done)
     log.info(
         "enhance r%d: %d questions to write from with the %s teacher (%d already written)",
@@ -159,108 +158,154 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         teacher.name,
         len(done),
     )
-    lock = threading.Lock()
-    writers = QuestionWriters(ctx, r)
-    batch_stats = {}
-    if jobs and cfg.TEACHER_BATCH_API and hasattr(teacher, "writing_request"):
-        requests = [(recheck_request(q), 0.0, None) for _, q, _, check_first in jobs if check_first]
-        requests += [
-            teacher.writing_request(req)
-            for _, q, reqs, check_first in jobs
-            if not check_first and writers.choose(q["id"]) == "teacher"
-            for req in reqs
-        ]
-        batch_stats = prefetch(
-            teacher,
-            [x for x in requests if x is not None],
-            paths.data / f"round_{r:02d}_enhance_batch.json",
-            cfg.TEACHER_BATCH_POLL_SECONDS,
-        )
-
-    failed: dict[str, str] = {}
-
-    def write_one(job) -> None:
-        index, q, reqs, check_first = job
-        if ctx.stop_event.is_set():
-            return
-        try:
-            write_for(index, q, reqs, check_first)
-        except TeacherError as exc:
-            if exc.refused:  # a request the endpoint will never accept, or replies it cannot use: stop now
-                raise
-            with lock:
-                failed[q["id"]] = str(exc)
-
-    def write_for(index: int, q: dict, reqs: list[WriteRequest], check_first: bool) -> None:
-        zone = (rewards.get(q["id"]) or {}).get("zone")
-        if check_first:  # a too-difficult question: re-checked, dropped or kept (and then given its stepping stone)
-            keep, reason = recheck(q)
-            if not keep:
-                with lock:
-                    append_jsonl(out, [{"parent_id": q["id"], "zone": zone, "questions": [], "dropped": reason}])
-                return
-        writer, new, rejected = None, [], []
-        for req in reqs:
-            writer, written, refused = writers.write(req)
-            new += [
-                {
-                    "id": f"r{r + 1:02d}-q{index:04d}-{len(new) + k}",
-                    "question": w["question"],
-                    "answer": str(w["answer"]),
-                    "solution": w.get("solution"),
-                    "parent_id": q["id"],
-                    "root_id": q.get("root_id") or q["id"],
-                    "origin": ORIGIN_BY_POLICY[req.policy],
-                    "policy": req.policy,
-                    "round": r + 1,
-                    "meta": w.get("meta") or {},
-                    "writer": writer,
-                }
-                for k, w in enumerate(written)
-            ]
-            rejected += [{**x, "policy": req.policy} for x in refused]
-        with lock:
-            append_jsonl(
-                out,
-                [
-                    {
-                        "parent_id": q["id"],
-                        "zone": zone,
-                        "writer": writer or writers.choose(q["id"]),
-                        "questions": new,
-                        "rejected": rejected,
-                    }
-                ],
-            )
-
+    writing = _Writing(ctx, r, rewards, QuestionWriters(ctx, r), out)
+    batch_stats = _prefetch(ctx, r, jobs, writing.writers)
     try:
         if jobs:
             with watching(teacher, f"round {r} question writing and re-checks"):
                 run_concurrently(
-                    jobs, write_one, cfg.TEACHER_CONCURRENT_WORKERS, ctx.stop_event, desc=f"round {r} enhance"
+                    jobs, writing, cfg.TEACHER_CONCURRENT_WORKERS, ctx.stop_event, desc=f"round {r} enhance"
                 )
     finally:
-        writers.close()
+        writing.writers.close()
     ctx.check_stop()
-    if failed:
-        total = len(jobs) + len(done)
-        last = next(reversed(failed.values()))
-        if len(failed) / max(1, total) > cfg.TEACHER_MAX_FAILURE_FRACTION:
-            raise TeacherError(
-                f"{len(failed)} of {total} questions got nothing written or re-checked by the Teacher endpoint "
-                f"{cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
-                f"last error: {last}. What was written is saved and answered calls are cached: fix the endpoint "
-                "and run the same command again"
-            )
-        log.warning(
-            "enhance r%d: %d question(s) got nothing written or re-checked (last error: %s); none is "
-            "dropped, nothing new comes from them this round",
-            r,
-            len(failed),
-            last,
-        )
+    if writing.failed:
+        _check_failures(cfg, r, writing.failed, len(jobs) + len(done))
 
     rows = read_jsonl(out)
+    pool, counts, new_questions, dropped = _next_pool(ctx, r, questions, rewards, rows)
+    atomic_write_json(paths.questions(r + 1), pool)
+    stats = {
+        "written": len(new_questions),
+        "next_pool": len(pool),
+        **counts,
+        "next_pool_levels": level_counts(pool),
+        "written_by_policy": policy_counts(new_questions),
+        "dropped_flawed": len(dropped),
+        "writers": writer_counts(rows),
+        "failed": len(writing.failed),
+        **batch_stats,
+        "seconds": round(time.time() - t0, 1),
+    }
+    usage = usage_since(teacher, before, cfg)
+    if usage:
+        stats["teacher_usage"] = usage
+    log.info(
+        "enhance r%d: %d new questions %s; next pool %d (%s)",
+        r,
+        len(new_questions),
+        stats["written_by_policy"],
+        len(pool),
+        counts,
+    )
+    return stats
+
+
+def _prefetch(ctx: RunContext, r: int, jobs: list[tuple], writers: QuestionWriters) -> dict:
+    """TEACHER_BATCH_API: the first re-check and writing requests answered through one batch."""
+    cfg, teacher = ctx.cfg, teacher_for(ctx)
+    if not (jobs and cfg.TEACHER_BATCH_API and hasattr(teacher, "writing_request")):
+        return {}
+    requests = [(recheck_request(q), 0.0, None) for _, q, _, check_first in jobs if check_first]
+    requests += [
+        teacher.writing_request(req)
+        for _, q, reqs, check_first in jobs
+        if not check_first and writers.choose(q["id"]) == "teacher"
+        for req in reqs
+    ]
+    return prefetch(
+        teacher.transport,
+        [x for x in requests if x is not None],
+        ctx.paths.data / f"round_{r:02d}_enhance_batch.json",
+        cfg.TEACHER_BATCH_POLL_SECONDS,
+        ctx.stop_event,
+    )
+
+
+class _Writing:
+    """One job per parent, called from the stage's threads: re-check it (too difficult), write from it, and
+    append its line to the enhanced file; a parent whose Teacher requests failed is kept in `failed`."""
+
+    def __init__(self, ctx: RunContext, r: int, rewards: dict, writers: QuestionWriters, out):
+        self.ctx, self.r, self.rewards, self.writers, self.out = ctx, r, rewards, writers, out
+        self.recheck = getattr(teacher_for(ctx), "recheck_question", None)
+        self.lock = threading.Lock()
+        self.failed: dict[str, str] = {}
+
+    def __call__(self, job: tuple) -> None:
+        index, q, reqs, check_first = job
+        if self.ctx.stop_event.is_set():
+            return
+        try:
+            self.write_for(index, q, reqs, check_first)
+        except TeacherError as exc:
+            if exc.refused:  # a request the endpoint will never accept, or replies it cannot use: stop now
+                raise
+            with self.lock:
+                self.failed[q["id"]] = str(exc)
+
+    def write_for(self, index: int, q: dict, reqs: list[WriteRequest], check_first: bool) -> None:
+        zone = (self.rewards.get(q["id"]) or {}).get("zone")
+        if check_first:  # a too-difficult question: re-checked, dropped or kept (and then given its stepping stone)
+            keep, reason = self.recheck(q)
+            if not keep:
+                with self.lock:
+                    append_jsonl(self.out, [{"parent_id": q["id"], "zone": zone, "questions": [], "dropped": reason}])
+                return
+        writer, new, rejected = None, [], []
+        for req in reqs:
+            writer, written, refused = self.writers.write(req)
+            new += [self.new_question(index, len(new) + k, q, req, w, writer) for k, w in enumerate(written)]
+            rejected += [{**x, "policy": req.policy} for x in refused]
+        row = {
+            "parent_id": q["id"],
+            "zone": zone,
+            "writer": writer or self.writers.choose(q["id"]),
+            "questions": new,
+            "rejected": rejected,
+        }
+        with self.lock:
+            append_jsonl(self.out, [row])
+
+    def new_question(self, index: int, k: int, q: dict, req: WriteRequest, w: dict, writer: str) -> dict:
+        r = self.r
+        return {
+            "id": f"r{r + 1:02d}-q{index:04d}-{k}",
+            "question": w["question"],
+            "answer": str(w["answer"]),
+            "solution": w.get("solution"),
+            "parent_id": q["id"],
+            "root_id": q.get("root_id") or q["id"],
+            "origin": ORIGIN_BY_POLICY[req.policy],
+            "policy": req.policy,
+            "round": r + 1,
+            "meta": w.get("meta") or {},
+            "writer": writer,
+        }
+
+
+def _check_failures(cfg, r: int, failed: dict[str, str], total: int) -> None:
+    """More than TEACHER_MAX_FAILURE_FRACTION of the parents without a line fails the stage; fewer, a warning."""
+    last = next(reversed(failed.values()))
+    if len(failed) / max(1, total) > cfg.TEACHER_MAX_FAILURE_FRACTION:
+        raise TeacherError(
+            f"{len(failed)} of {total} questions got nothing written or re-checked by the Teacher endpoint "
+            f"{cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
+            f"last error: {last}. What was written is saved and answered calls are cached: fix the endpoint "
+            "and run the same command again"
+        )
+    log.warning(
+        "enhance r%d: %d question(s) got nothing written or re-checked (last error: %s); none is "
+        "dropped, nothing new comes from them this round",
+        r,
+        len(failed),
+        last,
+    )
+
+
+def _next_pool(ctx: RunContext, r: int, questions: list[dict], rewards: dict, rows: list[dict]) -> tuple:
+    """(next pool, its counts, the new questions in pool order, the dropped parents with their reasons)."""
+    cfg = ctx.cfg
     by_parent = {row["parent_id"]: row["questions"] for row in rows}
     dropped = {row["parent_id"]: row["dropped"] for row in rows if row.get("dropped")}
     for qid, reason in dropped.items():
@@ -281,35 +326,16 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
             replay_failed=cfg.REPLAY_FAILED,
             cap=cfg.POOL_CAP,
         )
-    atomic_write_json(paths.questions(r + 1), pool)
+    return pool, counts, new_questions, dropped
+
+
+def level_counts(pool: list[dict]) -> dict[str, int]:
+    """Questions per difficulty level (`meta.level`; "n/a" without one), in pool order of first appearance."""
     levels: dict[str, int] = {}
     for q in pool:
         key = str((q.get("meta") or {}).get("level", "n/a"))
         levels[key] = levels.get(key, 0) + 1
-    stats = {
-        "written": len(new_questions),
-        "next_pool": len(pool),
-        **counts,
-        "next_pool_levels": levels,
-        "written_by_policy": policy_counts(new_questions),
-        "dropped_flawed": len(dropped),
-        "writers": writer_counts(rows),
-        "failed": len(failed),
-        **batch_stats,
-        "seconds": round(time.time() - t0, 1),
-    }
-    usage = usage_since(teacher, before, cfg)
-    if usage:
-        stats["teacher_usage"] = usage
-    log.info(
-        "enhance r%d: %d new questions %s; next pool %d (%s)",
-        r,
-        len(new_questions),
-        stats["written_by_policy"],
-        len(pool),
-        counts,
-    )
-    return stats
+    return levels
 
 
 def policy_counts(questions: list[dict]) -> dict[str, int]:

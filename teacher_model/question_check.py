@@ -9,7 +9,7 @@ answer (an LLM Teacher judges whether that solution is right); a wrong one is re
 from __future__ import annotations
 
 from prosetting.teacher_model.arithmetic import BuiltinTeacher, params_of, problem_record
-from prosetting.teacher_model.llm_teacher import NoUsableAnswer
+from prosetting.teacher_model.transport import NoUsableAnswer
 
 
 def check_question(teacher, new: dict, source: dict) -> str | None:

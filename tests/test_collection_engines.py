@@ -15,14 +15,8 @@ from pathlib import Path
 import pytest
 
 from prosetting.collectors.backends import EngineSettings, Sampling, model_max_len, vllm_engine_kwargs
-from prosetting.collectors.engine_pool import (
-    CollectionFailed,
-    EnginePool,
-    EngineSpec,
-    LocalEngine,
-    Task,
-    plan_engines,
-)
+from prosetting.collectors.engine_pool import CollectionFailed, EnginePool, LocalEngine, Task
+from prosetting.collectors.placement import EngineSpec, plan_engines
 from prosetting.collectors.trajectory_collector import InOrderMerge, part_file, run_collection
 from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.context import RunContext
@@ -288,7 +282,7 @@ def test_engines_that_cannot_start_fail_before_any_stage(tmp_path):
         f.truncate(16 * 2**30)  # a sparse 16 GiB file: an 8B solver in bf16
     gpus = [GpuInfo(i, "H100", 81559, 80000) for i in range(2)]
     cfg = dataclasses.replace(Config(), COLLECTION_BACKEND="vllm")
-    from prosetting.collectors.engine_pool import check_engines
+    from prosetting.collectors.placement import check_engines
 
     assert check_engines(cfg, model, gpus) == []
     small = [GpuInfo(i, "T4", 15360, 15000) for i in range(2)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 from pathlib import Path
 
@@ -32,9 +33,22 @@ def layers() -> list[set[str]]:
     return [{m.strip() for m in layer.split("|")} for layer in contracts()["layers"]["layers"]]
 
 
+@contextlib.contextmanager
+def loggers_kept():
+    """import-linter's command line configures logging with dictConfig, which disables every logger that exists;
+    the project's loggers are put back as they were, so later tests still see their records."""
+    loggers = [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    disabled = {lg: lg.disabled for lg in loggers}
+    try:
+        yield
+    finally:
+        for lg, was in disabled.items():
+            lg.disabled = was
+
+
 def test_the_contracts_hold():
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), loggers_kept():
         code = lint_imports(config_filename=str(CONFIG), no_cache=True, no_logo=True)
     assert code == 0, out.getvalue()
     assert "Contracts: 2 kept, 0 broken." in out.getvalue(), out.getvalue()

@@ -16,13 +16,9 @@ from prosetting.core.state_manager import StateManager
 from prosetting.processors.grading import run_grading
 from prosetting.teacher_model import make_teacher, prompts
 from prosetting.teacher_model.base import WriteRequest
-from prosetting.teacher_model.llm_teacher import (
-    LLMTeacher,
-    NoUsableAnswer,
-    TeacherError,
-    parse_json,
-    parse_verdict,
-)
+from prosetting.teacher_model.llm_teacher import LLMTeacher
+from prosetting.teacher_model.reply_parsing import parse_json, parse_verdict
+from prosetting.teacher_model.transport import NoUsableAnswer, TeacherError, TeacherTransport
 from tests.teacher_server import TeacherServer
 
 SECRET = "sk-test-SECRET-4f9a1c"
@@ -56,17 +52,10 @@ def teacher_for(
     server: TeacherServer, max_retries: int = 3, timeout: float = 5.0, unit: str = "attempt", **kwargs
 ) -> LLMTeacher:
     client = OpenAI(base_url=server.base_url, api_key=SECRET, timeout=timeout, max_retries=0)
-    return LLMTeacher(
-        client,
-        server.model,
-        server.base_url,
-        max_retries=max_retries,
-        timeout=timeout,
-        backoff_s=0.01,
-        secret=SECRET,
-        grading_unit=unit,
-        **kwargs,
+    transport = TeacherTransport(
+        client, server.model, server.base_url, max_retries=max_retries, timeout=timeout, backoff_s=0.01, secret=SECRET
     )
+    return LLMTeacher(transport, grading_unit=unit, **kwargs)
 
 
 @pytest.fixture
@@ -129,7 +118,7 @@ def test_retries_on_500_and_429_then_succeeds(server, caplog):
         verdicts = teacher_for(server, max_retries=3).grade(QUESTION, [attempt(0, "7")])
     assert verdicts[0]["correct"] is True
     assert len(server.chat_requests) == 4
-    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("llm_teacher")]
+    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("transport")]
     assert any("HTTP 500" in m and "retry 1 of 3" in m for m in warnings)
     assert any("HTTP 429 (rate limited)" in m for m in warnings)
 
@@ -152,14 +141,15 @@ def test_unreachable_endpoint_fails_after_retries():
     with TeacherServer() as s:
         url = s.base_url
     client = OpenAI(base_url=url, api_key=SECRET, timeout=2, max_retries=0)
-    teacher = LLMTeacher(client, "m", url, max_retries=1, backoff_s=0.01, secret=SECRET)
+    teacher = LLMTeacher(TeacherTransport(client, "m", url, max_retries=1, backoff_s=0.01, secret=SECRET))
     with pytest.raises(TeacherError, match="connection failed"):
         teacher.grade(QUESTION, [attempt(0, "7")])
 
 
 def test_wrong_api_key_is_not_retried_and_never_shown(server, caplog):
     client = OpenAI(base_url=server.base_url, api_key="sk-wrong-KEY-77", timeout=5, max_retries=0)
-    teacher = LLMTeacher(client, server.model, server.base_url, backoff_s=0.01, secret="sk-wrong-KEY-77")
+    transport = TeacherTransport(client, server.model, server.base_url, backoff_s=0.01, secret="sk-wrong-KEY-77")
+    teacher = LLMTeacher(transport)
     with caplog.at_level(logging.DEBUG), pytest.raises(TeacherError) as err:
         teacher.grade(QUESTION, [attempt(0, "7")])
     assert "HTTP 401" in str(err.value) and "TEACHER_API_KEY" in str(err.value)

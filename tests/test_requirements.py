@@ -86,5 +86,5 @@ def test_every_import_is_declared_and_the_engines_only_as_optional():
 def test_the_scan_sees_the_imports_it_must():
     found = third_party_imports()
     assert {"torch", "openai", "httpx2", "vllm", "pytest"} <= set(found)
-    assert "teacher_model/llm_teacher.py" in found["httpx2"]
+    assert "teacher_model/transport.py" in found["httpx2"]
     assert "json" not in found and "prosetting" not in found and "tests" not in found

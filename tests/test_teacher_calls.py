@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 import pytest
 from openai import OpenAI
 
 from prosetting.core.config import load_config
-from prosetting.core.context import RunContext
+from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.questions import load_questions_file
 from prosetting.core.state_manager import StateManager
@@ -20,8 +21,9 @@ from prosetting.processors.grading import run_grading
 from prosetting.teacher_model import prompts
 from prosetting.teacher_model.base import make_request
 from prosetting.teacher_model.call_cache import CallCache
-from prosetting.teacher_model.llm_teacher import LLMTeacher, TeacherError
+from prosetting.teacher_model.llm_teacher import LLMTeacher
 from prosetting.teacher_model.rate_limit import RateLimits
+from prosetting.teacher_model.transport import TeacherError, TeacherTransport
 from tests.teacher_server import DROP, MALFORMED, TeacherServer, socratic_responder
 
 QUESTION = {"id": "q1", "question": "What is 17+25?", "answer": "42", "solution": "\\boxed{42}"}
@@ -42,17 +44,10 @@ def attempt(i: int, answer: str | None, qid: str = "q1") -> dict:
 def make_teacher(server, tmp_path=None, unit="question", mode="hybrid", max_retries=2, limits=None) -> LLMTeacher:
     client = OpenAI(base_url=server.base_url, api_key="sk-x", timeout=5, max_retries=0)
     cache = CallCache(tmp_path / "cache") if tmp_path is not None else None
-    return LLMTeacher(
-        client,
-        server.model,
-        server.base_url,
-        max_retries=max_retries,
-        backoff_s=0.01,
-        cache=cache,
-        limits=limits,
-        grading_mode=mode,
-        grading_unit=unit,
+    transport = TeacherTransport(
+        client, server.model, server.base_url, max_retries=max_retries, backoff_s=0.01, cache=cache, limits=limits
     )
+    return LLMTeacher(transport, grading_mode=mode, grading_unit=unit)
 
 
 def verdicts_reply(*items) -> str:
@@ -245,24 +240,29 @@ def test_gsm8k_and_math_rows_read_the_same_for_training_and_evaluation(tmp_path)
     assert pool[0]["solution"] == "48+24 = 72" and pool[1]["solution"] == rows[1]["solution"]
 
 
-def test_batch_api_answers_the_stage_and_a_killed_poll_resumes_the_same_batch(tmp_path, monkeypatch):
-    import prosetting.teacher_model.batch as batch_module
-
+def test_batch_api_answers_the_stage_and_a_stopped_poll_resumes_the_same_batch(tmp_path):
     with TeacherServer(responder=socratic_responder) as server:
-        ctx = stage_ctx(tmp_path, server, TEACHER_BATCH_API="true", TEACHER_BATCH_POLL_SECONDS="0.05")
+        # polls an hour apart: the stop below ends the wait at once, or the test fails on a finished batch
+        ctx = stage_ctx(tmp_path, server, TEACHER_BATCH_API="true", TEACHER_BATCH_POLL_SECONDS="3600")
         server.batch_failures = {3}  # one line of the batch fails: an ordinary call answers it
         server.batch_seconds = 0.5
 
-        def killed(seconds):  # the process dies during its first poll, after the batch id was saved
-            raise KeyboardInterrupt
+        def ctrl_c_once_submitted():  # what the round loop's SIGINT handler does, while the stage polls
+            while not server.batches:
+                time.sleep(0.01)
+            ctx.stop_event.set()
 
-        monkeypatch.setattr(batch_module.time, "sleep", killed)
-        with pytest.raises(KeyboardInterrupt):
+        stopper = threading.Thread(target=ctrl_c_once_submitted)
+        stopper.start()
+        with pytest.raises(StageInterrupted, match="teacher batch"):
             run_grading(ctx, 1)
+        stopper.join()
         state = json.loads((ctx.paths.data / "round_01_grade_batch.json").read_text())
         assert list(server.batches) == [state["batch_id"]] and server.chat_requests == []
-        monkeypatch.undo()
 
+        while server.batches[state["batch_id"]]["status"] != "completed":  # the resume's first poll finds it done
+            time.sleep(0.05)
+        ctx.stop_event.clear()
         ctx._teacher = LLMTeacher.from_config(ctx.cfg, backoff_s=0.01)  # a new process: empty counters
         stats = run_grading(ctx, 1)
         uploads = [r for r in server.requests if r["path"] == "/v1/files"]
@@ -271,8 +271,15 @@ def test_batch_api_answers_the_stage_and_a_killed_poll_resumes_the_same_batch(tm
     assert len(server.chat_requests) == 1 and stats["teacher_usage"]["batch_calls"] == 9
     assert stats["teacher_usage"]["cache_hits"] == 9 and stats["teacher_usage"]["calls"] == 1
     assert not (ctx.paths.data / "round_01_grade_batch.json").exists()
-    body = json.loads(server.files[state["input_file_id"]].decode().splitlines()[0])
-    assert body["url"] == "/v1/chat/completions" and body["body"]["model"] == server.model
+    lines = [json.loads(x) for x in server.files[state["input_file_id"]].decode().splitlines()]
+    assert lines[0]["url"] == "/v1/chat/completions" and lines[0]["body"]["model"] == server.model
+    # each line's id is the key the ordinary path builds for the same call: the stage's lookups found them
+    transport = ctx._teacher.transport
+    for line in lines:
+        body = line["body"]
+        assert line["custom_id"] == transport.request(body["messages"], body["temperature"], body.get("seed"))[0]
+    answered = [line["custom_id"] for i, line in enumerate(lines) if i != 3]
+    assert all(transport.cache.get(key) is not None for key in answered)
 
 
 def test_batch_api_on_an_endpoint_without_it_falls_back_to_ordinary_calls(tmp_path, caplog):

@@ -19,7 +19,8 @@ from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.grading import run_grading
 from prosetting.teacher_model.base import WriteRequest
-from prosetting.teacher_model.llm_teacher import LLMTeacher, NoUsableAnswer, TeacherError
+from prosetting.teacher_model.llm_teacher import LLMTeacher
+from prosetting.teacher_model.transport import NoUsableAnswer, TeacherError
 from tests.conftest import needs_vllm
 
 pytestmark = [pytest.mark.slow, needs_vllm]

@@ -20,6 +20,7 @@ from prosetting.processors.question_enhancer import run_enhancement
 from prosetting.teacher_model import arithmetic as ar
 from prosetting.teacher_model.base import POLICIES, WriteRequest, policies_for
 from prosetting.teacher_model.llm_teacher import LLMTeacher
+from prosetting.teacher_model.transport import TeacherTransport
 from tests.teacher_server import TeacherServer
 
 QUESTION = {
@@ -43,7 +44,7 @@ def reply(*items) -> str:
 
 def teacher_for(server) -> LLMTeacher:
     client = OpenAI(base_url=server.base_url, api_key="sk-x", timeout=5, max_retries=0)
-    return LLMTeacher(client, server.model, server.base_url, max_retries=1, backoff_s=0.01)
+    return LLMTeacher(TeacherTransport(client, server.model, server.base_url, max_retries=1, backoff_s=0.01))
 
 
 def prompt_of(server, i=-1) -> str:

@@ -36,17 +36,12 @@ def main() -> None:
     args = parser.parse_args()
     spec = json.loads(Path(args.spec).read_text())
 
-    import datasets  # Hugging Face datasets; our own `datasets/` folder is a namespace subpackage and cannot hide it
     import torch
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     torch.manual_seed(spec["seed"])
-    files = {"train": spec["train_files"]}
-    if spec.get("validation_files"):
-        files["validation"] = spec["validation_files"]
-    data = datasets.load_dataset("parquet", data_files=files)
-    data = data.select_columns(["prompt", "chosen", "rejected"])
+    data = _load_pairs(spec)
 
     tokenizer, model, dtype = load_tokenizer_and_model(spec)
     ref_model = None
@@ -55,7 +50,69 @@ def main() -> None:
     peft_config = lora_config(spec)
 
     has_eval = "validation" in data and len(data["validation"]) > 0
-    config = DPOConfig(
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=dpo_config(spec, dtype, has_eval),
+        train_dataset=data["train"],
+        eval_dataset=data["validation"] if has_eval else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[heartbeat()],
+    )
+    acc = trainer.accelerator
+    print(json.dumps({"process": acc.process_index, **_world(acc)}), flush=True)
+    resume = spec.get("resume_from_checkpoint")
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume if resume else None)
+    duration = time.time() - t0
+
+    final_dir = Path(spec["final_dir"])
+    save_final(trainer, peft_config, final_dir)
+    peaks = _peak_memory(acc)  # every process takes part in the gather
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(final_dir))
+        metrics = {
+            "steps": trainer.state.global_step,
+            "train_pairs": len(data["train"]),
+            "validation_pairs": len(data["validation"]) if has_eval else 0,
+            **_training_curves(trainer.state.log_history),
+            "duration_s": round(duration, 2),
+            **_world(acc),
+            "model_dtype": str(dtype).replace("torch.", ""),
+            "torch_threads": torch.get_num_threads(),
+            "ref_model_dtype": str(acc.unwrap_model(trainer.ref_model).dtype).replace("torch.", "")
+            if trainer.ref_model
+            else None,
+            "lora_merged": peft_config is not None,
+            "peak_rss_mib_per_process": [round(p[0], 1) for p in peaks],
+            "peak_gpu_mib_per_process": [round(p[1], 1) for p in peaks],
+            "log_history": trainer.state.log_history,
+        }
+        (final_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def _load_pairs(spec: dict):
+    """The exported parquet files as a DatasetDict: `train`, and `validation` when the spec names files."""
+    import datasets  # Hugging Face datasets; our own `datasets/` folder is a namespace subpackage and cannot hide it
+
+    files = {"train": spec["train_files"]}
+    if spec.get("validation_files"):
+        files["validation"] = spec["validation_files"]
+    data = datasets.load_dataset("parquet", data_files=files)
+    return data.select_columns(["prompt", "chosen", "rejected"])
+
+
+def _world(acc) -> dict:
+    return {"world_size": acc.num_processes, "distributed_type": str(acc.distributed_type).split(".")[-1]}
+
+
+def dpo_config(spec: dict, dtype, has_eval: bool):
+    """TRL's DPOConfig from the spec's hyperparameters and folders."""
+    import torch
+    from trl import DPOConfig
+
+    return DPOConfig(
         output_dir=spec["output_dir"],
         run_name=spec.get("run_name"),
         **project_of(spec),
@@ -87,34 +144,10 @@ def main() -> None:
         dataloader_num_workers=0,
     )
 
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=config,
-        train_dataset=data["train"],
-        eval_dataset=data["validation"] if has_eval else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[heartbeat()],
-    )
-    acc = trainer.accelerator
-    print(
-        json.dumps(
-            {
-                "process": acc.process_index,
-                "world_size": acc.num_processes,
-                "distributed_type": str(acc.distributed_type).split(".")[-1],
-            }
-        ),
-        flush=True,
-    )
-    resume = spec.get("resume_from_checkpoint")
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume if resume else None)
-    duration = time.time() - t0
 
-    final_dir = Path(spec["final_dir"])
-    save_final(trainer, peft_config, final_dir)
+def _peak_memory(acc) -> list[list[float]]:
+    """[peak RSS MiB, peak GPU MiB] of every process (a collective: every process calls it)."""
+    import torch
 
     peak = torch.tensor(
         [
@@ -123,40 +156,25 @@ def main() -> None:
         ],
         device=acc.device,
     )
-    peaks = acc.gather(peak.unsqueeze(0)).cpu().tolist()
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(final_dir))
-        history = trainer.state.log_history
-        losses = [h["loss"] for h in history if "loss" in h]
-        accs = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
-        margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
-        evals = [h for h in history if "eval_loss" in h]
-        metrics = {
-            "steps": trainer.state.global_step,
-            "train_pairs": len(data["train"]),
-            "validation_pairs": len(data["validation"]) if has_eval else 0,
-            "loss_first": losses[0] if losses else None,
-            "loss_last": losses[-1] if losses else None,
-            "loss_mean_first_quarter": _mean(losses[: max(1, len(losses) // 4)]),
-            "loss_mean_last_quarter": _mean(losses[-max(1, len(losses) // 4) :]),
-            "reward_accuracy_last": accs[-1] if accs else None,
-            "reward_accuracy_mean": _mean(accs),
-            "reward_margin_last": margins[-1] if margins else None,
-            "eval": evals[-1] if evals else None,
-            "duration_s": round(duration, 2),
-            "world_size": acc.num_processes,
-            "distributed_type": str(acc.distributed_type).split(".")[-1],
-            "model_dtype": str(dtype).replace("torch.", ""),
-            "torch_threads": torch.get_num_threads(),
-            "ref_model_dtype": str(acc.unwrap_model(trainer.ref_model).dtype).replace("torch.", "")
-            if trainer.ref_model
-            else None,
-            "lora_merged": peft_config is not None,
-            "peak_rss_mib_per_process": [round(p[0], 1) for p in peaks],
-            "peak_gpu_mib_per_process": [round(p[1], 1) for p in peaks],
-            "log_history": history,
-        }
-        (final_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return acc.gather(peak.unsqueeze(0)).cpu().tolist()
+
+
+def _training_curves(history: list[dict]) -> dict:
+    """Loss, reward accuracy and margin at the start and end of training, and the last evaluation."""
+    losses = [h["loss"] for h in history if "loss" in h]
+    accs = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
+    margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
+    evals = [h for h in history if "eval_loss" in h]
+    return {
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "loss_mean_first_quarter": _mean(losses[: max(1, len(losses) // 4)]),
+        "loss_mean_last_quarter": _mean(losses[-max(1, len(losses) // 4) :]),
+        "reward_accuracy_last": accs[-1] if accs else None,
+        "reward_accuracy_mean": _mean(accs),
+        "reward_margin_last": margins[-1] if margins else None,
+        "eval": evals[-1] if evals else None,
+    }
 
 
 def _mean(xs: list[float]) -> float | None:

@@ -66,9 +66,7 @@ def warm_start(
 ) -> dict:
     """SFT `base_dir` for `steps` steps (or until `target_accuracy`) and save model + tokenizer to
     `out_dir` (atomically); returns stats."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out_dir = Path(out_dir)
     if exclude is None:
@@ -94,57 +92,9 @@ def warm_start(
             callbacks = []
             if target_accuracy is not None:
                 val = validation_set(validation_size, levels, seed + 1, exclude)
-
-                class StopAtTarget(TrainerCallback):
-                    def on_step_end(self, args, state, control, model=None, **kwargs):
-                        if state.global_step % check_every and state.global_step < state.max_steps:
-                            return
-                        acc = greedy_accuracy(model, tokenizer, val)
-                        stats["checks"].append({"step": state.global_step, "validation_greedy": round(acc, 4)})
-                        loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
-                        log.info(
-                            "warm start step %d/%d: loss %.3f, validation greedy %.1f%% (target %.0f%%)",
-                            state.global_step,
-                            state.max_steps,
-                            loss,
-                            100 * acc,
-                            100 * target_accuracy,
-                        )
-                        if acc >= target_accuracy:
-                            control.should_training_stop = True
-
-                callbacks.append(StopAtTarget())
-            args = SFTConfig(
-                output_dir=str(tmp / "run"),
-                max_steps=steps,
-                per_device_train_batch_size=batch_size,
-                learning_rate=learning_rate,
-                lr_scheduler_type=lr_scheduler,
-                warmup_steps=min(20, steps // 10),
-                weight_decay=0.0,
-                max_length=128,
-                bf16=False,
-                report_to="none",
-                logging_steps=max(1, steps // 20),
-                save_strategy="no",
-                seed=seed,
-                data_seed=seed,
-                dataloader_pin_memory=False,  # no accelerator; silences torch's warning
-                disable_tqdm=True,
-            )
-            trainer = SFTTrainer(
-                model=model,
-                args=args,
-                train_dataset=Dataset.from_list(rows),
-                processing_class=tokenizer,
-                callbacks=callbacks,
-            )
-            trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; the losses go to warm_start.json
-            result = trainer.train()
-            stats["steps"] = trainer.state.global_step
-            stats["train_loss"] = float(result.training_loss)
-            stats["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-            model = trainer.model
+                callbacks.append(_stop_at_target(tokenizer, val, target_accuracy, check_every, stats["checks"]))
+            config = _sft_config(tmp / "run", steps, batch_size, learning_rate, lr_scheduler, seed)
+            model = _train(model, tokenizer, config, rows, callbacks, stats)
         shutil.rmtree(tmp / "run", ignore_errors=True)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -165,6 +115,76 @@ def warm_start(
         out_dir,
     )
     return stats
+
+
+def _stop_at_target(tokenizer, val: list[dict], target_accuracy: float, check_every: int, checks: list[dict]):
+    """A callback that measures greedy accuracy on `val` every `check_every` steps (and at the last), records
+    it in `checks`, and stops training once it reaches `target_accuracy`."""
+    from transformers import TrainerCallback
+
+    class StopAtTarget(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % check_every and state.global_step < state.max_steps:
+                return
+            acc = greedy_accuracy(model, tokenizer, val)
+            checks.append({"step": state.global_step, "validation_greedy": round(acc, 4)})
+            loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
+            log.info(
+                "warm start step %d/%d: loss %.3f, validation greedy %.1f%% (target %.0f%%)",
+                state.global_step,
+                state.max_steps,
+                loss,
+                100 * acc,
+                100 * target_accuracy,
+            )
+            if acc >= target_accuracy:
+                control.should_training_stop = True
+
+    return StopAtTarget()
+
+
+def _sft_config(run_dir: Path, steps: int, batch_size: int, learning_rate: float, lr_scheduler: str, seed: int):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(run_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type=lr_scheduler,
+        warmup_steps=min(20, steps // 10),
+        weight_decay=0.0,
+        max_length=128,
+        bf16=False,
+        report_to="none",
+        logging_steps=max(1, steps // 20),
+        save_strategy="no",
+        seed=seed,
+        data_seed=seed,
+        dataloader_pin_memory=False,  # no accelerator; silences torch's warning
+        disable_tqdm=True,
+    )
+
+
+def _train(model, tokenizer, config, rows: list[dict], callbacks: list, stats: dict):
+    """TRL SFT on `rows`; fills the steps and losses into `stats` and returns the trained model."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; the losses go to warm_start.json
+    result = trainer.train()
+    stats["steps"] = trainer.state.global_step
+    stats["train_loss"] = float(result.training_loss)
+    stats["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return trainer.model
 
 
 def validation_set(n: int, levels: tuple[int, ...], seed: int, exclude: set[str]) -> list[dict]:

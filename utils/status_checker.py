@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prosetting.collectors.backends import resolve_backend
-from prosetting.collectors.engine_pool import check_engines, plan_engines, solver_gpus
+from prosetting.collectors.placement import check_engines, plan_engines, solver_gpus
 from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, diff_configs, load_config
 from prosetting.core.devices import parse_gpu_list, query_gpus
