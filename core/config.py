@@ -600,6 +600,11 @@ def read_write_plan(path: str | os.PathLike) -> dict[int, dict[str, int]]:
     return plan
 
 
+def default_of(key: str) -> Any:
+    """Config's default for `key` (the one place defaults live), e.g. where a saved configuration lacks it."""
+    return Config.__dataclass_fields__[key].default
+
+
 def describe_fields() -> list[tuple[str, Any, str]]:
     """(key, default, help) for every setting, in declaration order."""
     return [(f.name, f.default, f.metadata["help"]) for f in fields(Config)]
