@@ -75,7 +75,9 @@ def _plain_vllm(model: str, prompts: list[str], n: int, max_tokens: int, queue) 
 
     import torch
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from prosetting.core.config import Config
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{Config.VLLM_CPU_KVCACHE_SPACE:g}")  # as our engines get it
     if not torch.cuda.is_available():  # as our CPU workers run it (see VllmBackend); on a GPU vLLM's default
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM, SamplingParams

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import textwrap
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,18 @@ def _f(
 class Config:
     """Every setting of a ProSetting run. Field names are the environment/.env keys."""
 
-    # --- run and workspace ---
+    # --- Run and workspace ---
     WORKSPACE_DIR: str = _f(
         "./workspace", "Folder holding every file of the run (state, data, datasets, checkpoints, logs)."
     )
+    TOTAL_ROUNDS: int = _f(5, "Number of co-evolution rounds.", minimum=1)
+    TRAIN_START_ROUND: int = _f(
+        3, "First round that trains the solver; earlier rounds only accumulate preference pairs.", minimum=1
+    )
+    SEED: int = _f(42, "Seed for sampling, pair selection, splits, question writing and training.", minimum=0)
+    LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    # --- Models and data ---
     SOLVER_MODEL_PATH: str = _f(
         "",
         "Initial solver: a Hugging Face model folder or a Hub id (e.g. Qwen/Qwen3-8B, fetched once through the Hub cache); empty builds and warm-starts the embedded tiny solver.",
@@ -68,82 +77,13 @@ class Config:
         "",
         "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one when the solver is embedded.",
     )
-    TOTAL_ROUNDS: int = _f(5, "Number of co-evolution rounds.", minimum=1)
-    TRAIN_START_ROUND: int = _f(
-        3, "First round that trains the solver; earlier rounds only accumulate preference pairs.", minimum=1
-    )
-    ATTEMPTS_PER_QUESTION: int = _f(8, "Sampled solutions per question in collection.", minimum=1)
-    SEED: int = _f(42, "Seed for sampling, pair selection, splits, question writing and training.", minimum=0)
-    CURRICULUM: str = _f(
-        "teacher",
-        "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method), `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds) or `nonadaptive` (the Teacher writes from parents and policies drawn at random, never looking at the Solver's results, and the pool keeps a random subset: the control that shows what adapting adds).",
-        choices=("teacher", "static", "nonadaptive"),
-    )
-    NONADAPTIVE_PLAN: str = _f(
-        "",
-        'With CURRICULUM=nonadaptive, a JSON file of how many questions to write per round and policy ({"rounds": {"1": {"stepping_stone": 30, ...}}}, e.g. what the full loop wrote: benchmarks/ablations.py makes it); empty writes NEW_QUESTIONS_PER_PARENT per pool question, each with a random policy.',
-    )
-    REPLAY_FAILED: bool = _f(
-        True,
-        "Put every question the solver has not mastered back into the next pool (Socratic-Zero's replay of failures).",
-    )
-    REPLAY_RATIO: float = _f(
-        0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0
-    )
-    MAX_PAIRS_PER_QUESTION: int = _f(
-        8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1
-    )
-    DPO_TRUNCATE_REJECTED: bool = _f(
-        False,
-        "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.",
-    )
-    VALIDATION_FRACTION: float = _f(
-        0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5
-    )
-    NEW_QUESTIONS_PER_PARENT: int = _f(
-        1,
-        "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).",
-        minimum=0,
-    )
-    WRITE_POLICIES: str = _f(
-        "stepping_stone,error_sibling,harder_variant",
-        "Writing policies in use, comma-separated: `stepping_stone` (too-difficult questions), `error_sibling` (learning zone), `harder_variant` (mastered and nearly mastered); a question whose policy is left out gets nothing written and is replayed as it is.",
-    )
-    HARDER_VARIANT: str = _f(
-        "raise_one",
-        "How the built-in Teacher makes a harder variant: `raise_one` (one more digit, operand or carries, onto a rung of the ladder: 2-digit sums with carries lead to 3-operand and 3-digit sums) or `next_rung` (the next rung of the ladder).",
-        choices=("raise_one", "next_rung"),
-    )
-    NEAR_MASTERY: float = _f(
-        0.75,
-        "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    MAX_POOL_SIZE: int = _f(
-        0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0
-    )
-    POOL_CAP: str = _f(
-        "stratified",
-        "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).",
-        choices=("stratified", "new_first"),
-    )
-    LOG_LEVEL: str = _f("INFO", "Console log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
-    # --- collection ---
+    # --- Collection ---
+    ATTEMPTS_PER_QUESTION: int = _f(8, "Sampled solutions per question in collection.", minimum=1)
     COLLECTION_BACKEND: str = _f(
         "auto",
         "Engine that samples solutions and runs held-out evaluation: `vllm`, `transformers`, or `auto` (vLLM when it is installed and a GPU is visible, else transformers).",
         choices=("auto", "transformers", "vllm"),
-    )
-    COLLECTION_EXECUTOR: str = _f(
-        "local",
-        "Where vLLM engines run: `local` (one worker process per engine on this machine) or `ray` (one Ray actor per engine, across a cluster).",
-        choices=("local", "ray"),
-    )
-    RAY_ADDRESS: str = _f(
-        "",
-        "Ray cluster to join with COLLECTION_EXECUTOR=ray (e.g. `auto` or `ray://head:10001`); empty starts a local Ray instance and stops it after the stage.",
     )
     COLLECTION_BATCH_SIZE: int = _f(
         16, "Questions per collection batch; a batch is the unit that a resume never redoes.", minimum=1
@@ -159,19 +99,6 @@ class Config:
         "",
         "Stop strings for collection, separated by `||` (e.g. `</answer>||Question:`); the stop string is not kept in the attempt.",
     )
-    PHYSICAL_SOLVER_GPU: str = _f(
-        "", "Comma-separated GPU ids for collection engines; empty uses every visible GPU, or the CPU."
-    )
-    TENSOR_PARALLEL_SIZE: int = _f(
-        1,
-        "GPUs per vLLM engine: PHYSICAL_SOLVER_GPU is cut into groups of this size, one independent engine per group.",
-        minimum=1,
-    )
-    COLLECTION_CPU_ENGINES: int = _f(
-        1,
-        "vLLM engines on a machine without GPUs, each bound to its own share of the cores (the CPU stand-in for one engine per GPU).",
-        minimum=1,
-    )
     COLLECTION_BATCH_TIMEOUT: float = _f(
         1800.0,
         "Seconds one batch may take on an engine before the engine counts as hung, is killed and the batch goes to a fresh one.",
@@ -184,6 +111,30 @@ class Config:
         2,
         "Fresh workers one failed batch gets before the stage fails (the round loop then retries the stage).",
         minimum=0,
+    )
+
+    # --- Collection engines ---
+    COLLECTION_EXECUTOR: str = _f(
+        "local",
+        "Where vLLM engines run: `local` (one worker process per engine on this machine) or `ray` (one Ray actor per engine, across a cluster).",
+        choices=("local", "ray"),
+    )
+    RAY_ADDRESS: str = _f(
+        "",
+        "Ray cluster to join with COLLECTION_EXECUTOR=ray (e.g. `auto` or `ray://head:10001`); empty starts a local Ray instance and stops it after the stage.",
+    )
+    PHYSICAL_SOLVER_GPU: str = _f(
+        "", "Comma-separated GPU ids for collection engines; empty uses every visible GPU, or the CPU."
+    )
+    TENSOR_PARALLEL_SIZE: int = _f(
+        1,
+        "GPUs per vLLM engine: PHYSICAL_SOLVER_GPU is cut into groups of this size, one independent engine per group.",
+        minimum=1,
+    )
+    COLLECTION_CPU_ENGINES: int = _f(
+        1,
+        "vLLM engines on a machine without GPUs, each bound to its own share of the cores (the CPU stand-in for one engine per GPU).",
+        minimum=1,
     )
     VLLM_GPU_MEMORY_UTILIZATION: float = _f(
         0.85,
@@ -209,7 +160,7 @@ class Config:
         1.0, "GiB of KV cache per vLLM engine on the CPU build (VLLM_CPU_KVCACHE_SPACE).", minimum=0.1
     )
 
-    # --- teacher ---
+    # --- Teacher ---
     TEACHER_BACKEND: str = _f(
         "builtin",
         "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or `llm` (OpenAI-compatible endpoint).",
@@ -221,16 +172,6 @@ class Config:
     TEACHER_CONCURRENT_WORKERS: int = _f(32, "Concurrent Teacher calls in grading and enhancement.", minimum=1)
     TEACHER_TIMEOUT: float = _f(120.0, "Seconds before one Teacher request is abandoned and retried.", minimum=1.0)
     TEACHER_MAX_RETRIES: int = _f(3, "Retries of one Teacher request, with exponential backoff.", minimum=0)
-    GRADING_MODE: str = _f(
-        "hybrid",
-        "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).",
-        choices=("rule", "hybrid", "llm"),
-    )
-    TEACHER_GRADING_UNIT: str = _f(
-        "question",
-        "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per attempt).",
-        choices=("question", "attempt"),
-    )
     TEACHER_MAX_TOKENS: int = _f(
         0, "Most tokens in one Teacher answer (max_tokens); 0 leaves it to the endpoint.", minimum=0
     )
@@ -270,7 +211,31 @@ class Config:
         0.0, "Price per million completion tokens of the Teacher endpoint, for the cost in reports.", minimum=0.0
     )
 
-    # --- training (TRL DPO through accelerate) ---
+    # --- Grading ---
+    GRADING_MODE: str = _f(
+        "hybrid",
+        "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).",
+        choices=("rule", "hybrid", "llm"),
+    )
+    TEACHER_GRADING_UNIT: str = _f(
+        "question",
+        "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per attempt).",
+        choices=("question", "attempt"),
+    )
+
+    # --- DPO export ---
+    MAX_PAIRS_PER_QUESTION: int = _f(
+        8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1
+    )
+    DPO_TRUNCATE_REJECTED: bool = _f(
+        False,
+        "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.",
+    )
+    VALIDATION_FRACTION: float = _f(
+        0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5
+    )
+
+    # --- Training the Solver ---
     TRL_NUM_PROCESSES: int = _f(1, "Processes `accelerate launch` starts (one per GPU on a server).", minimum=1)
     TRL_MIXED_PRECISION: str = _f(
         "no", "accelerate mixed precision; bf16 on GPUs that support it.", choices=("no", "fp16", "bf16")
@@ -335,6 +300,8 @@ class Config:
     )
     TRL_LORA_ALPHA: int = _f(16, "LoRA alpha (scale alpha/r).", minimum=1)
     TRL_LORA_TARGET_MODULES: str = _f("all-linear", "Comma list of module names LoRA adapts, or `all-linear`.")
+
+    # --- Multi-machine training ---
     NUM_MACHINES: int = _f(
         1,
         "Machines training runs on; above 1 the stage starts the others' launches (srun in a Slurm allocation, else ssh to TRAIN_HOSTS).",
@@ -352,26 +319,53 @@ class Config:
         "Comma list of the other machines' hosts for ssh (ranks 1..NUM_MACHINES-1, in order); empty inside Slurm uses srun.",
     )
 
-    # --- generator ---
-    GENERATOR_UTILITY_MU: float = _f(
-        0.5,
-        "Success rate at which a Teacher-written question is most useful to the Generator (utility peak).",
+    # --- Next round's pool ---
+    CURRICULUM: str = _f(
+        "teacher",
+        "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method), `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds) or `nonadaptive` (the Teacher writes from parents and policies drawn at random, never looking at the Solver's results, and the pool keeps a random subset: the control that shows what adapting adds).",
+        choices=("teacher", "static", "nonadaptive"),
+    )
+    NONADAPTIVE_PLAN: str = _f(
+        "",
+        'With CURRICULUM=nonadaptive, a JSON file of how many questions to write per round and policy ({"rounds": {"1": {"stepping_stone": 30, ...}}}, e.g. what the full loop wrote: benchmarks/ablations.py makes it); empty writes NEW_QUESTIONS_PER_PARENT per pool question, each with a random policy.',
+    )
+    REPLAY_FAILED: bool = _f(
+        True,
+        "Put every question the solver has not mastered back into the next pool (Socratic-Zero's replay of failures).",
+    )
+    REPLAY_RATIO: float = _f(
+        0.2, "Fraction of mastered questions replayed into the next pool.", minimum=0.0, maximum=1.0
+    )
+    NEW_QUESTIONS_PER_PARENT: int = _f(
+        1,
+        "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).",
+        minimum=0,
+    )
+    WRITE_POLICIES: str = _f(
+        "stepping_stone,error_sibling,harder_variant",
+        "Writing policies in use, comma-separated: `stepping_stone` (too-difficult questions), `error_sibling` (learning zone), `harder_variant` (mastered and nearly mastered); a question whose policy is left out gets nothing written and is replayed as it is.",
+    )
+    HARDER_VARIANT: str = _f(
+        "raise_one",
+        "How the built-in Teacher makes a harder variant: `raise_one` (one more digit, operand or carries, onto a rung of the ladder: 2-digit sums with carries lead to 3-operand and 3-digit sums) or `next_rung` (the next rung of the ladder).",
+        choices=("raise_one", "next_rung"),
+    )
+    NEAR_MASTERY: float = _f(
+        0.75,
+        "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.",
         minimum=0.0,
         maximum=1.0,
     )
-    GENERATOR_UTILITY_SIGMA: float = _f(
-        0.2,
-        "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.",
-        minimum=1e-6,
+    MAX_POOL_SIZE: int = _f(
+        0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0
     )
-    GENERATOR_TRAIN_START_ROUND: int = _f(
-        2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1
+    POOL_CAP: str = _f(
+        "stratified",
+        "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).",
+        choices=("stratified", "new_first"),
     )
-    GENERATOR_MODEL_PATH: str = _f(
-        "",
-        "Base model of the Generator, a folder or a Hub id; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).",
-    )
-    GENERATOR_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in GENERATOR_MODEL_PATH; empty is main.")
+
+    # --- Generator ---
     QUESTION_WRITER: str = _f(
         "teacher",
         "Who writes the next round's questions: the Teacher, the newest trained Generator, or both (mixed).",
@@ -383,6 +377,25 @@ class Config:
         minimum=0.0,
         maximum=1.0,
     )
+    GENERATOR_MODEL_PATH: str = _f(
+        "",
+        "Base model of the Generator, a folder or a Hub id; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).",
+    )
+    GENERATOR_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in GENERATOR_MODEL_PATH; empty is main.")
+    GENERATOR_TRAIN_START_ROUND: int = _f(
+        2, "First round whose end trains the Generator (on the utility-weighted records exported so far).", minimum=1
+    )
+    GENERATOR_UTILITY_MU: float = _f(
+        0.5,
+        "Success rate at which a Teacher-written question is most useful to the Generator (utility peak).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    GENERATOR_UTILITY_SIGMA: float = _f(
+        0.2,
+        "Width of the utility U = exp(-(s - mu)^2 / (2 sigma^2)) weighting Generator training records.",
+        minimum=1e-6,
+    )
     GENERATOR_LEARNING_RATE: float = _f(1e-5, "Learning rate of the Generator's weighted SFT.", minimum=0.0)
     GENERATOR_NUM_EPOCHS: float = _f(
         2.0,
@@ -390,7 +403,7 @@ class Config:
         minimum=0.0,
     )
 
-    # --- embedded default: evaluation and warm start ---
+    # --- Evaluation ---
     EVAL_SETS: str = _f(
         "",
         "Named evaluation sets, measured at the start and after every trained round beside the held-out set: `NAME=SOURCE` entries separated by commas, a SOURCE being a file, a local dataset folder or hub:ID[:CONFIG[:SPLIT]] (README, Evaluation sets).",
@@ -401,6 +414,8 @@ class Config:
         minimum=0,
     )
     EVAL_TEMPERATURE: float = _f(0.7, "Sampling temperature for Mean@k.", minimum=0.0)
+
+    # --- Embedded solver warm start ---
     WARMSTART_STEPS: int = _f(
         600, "Most SFT steps of the embedded solver's warm start (built once per workspace).", minimum=0
     )
@@ -411,7 +426,7 @@ class Config:
         maximum=1.0,
     )
 
-    # --- unattended operation ---
+    # --- Unattended operation ---
     AUTO_RETRY_ENABLED: bool = _f(True, "Retry a failed stage automatically.")
     AUTO_RETRY_MAX: int = _f(2, "Retries of one failed stage before giving up on it.", minimum=0)
     AUTO_RETRY_INTERVAL: float = _f(30.0, "Seconds between retries of a failed stage.", minimum=0.0)
@@ -584,9 +599,75 @@ def read_write_plan(path: str | os.PathLike) -> dict[int, dict[str, int]]:
     return plan
 
 
+def default_of(key: str) -> Any:
+    """Config's default for `key` (the one place defaults live), e.g. where a saved configuration lacks it."""
+    return Config.__dataclass_fields__[key].default
+
+
 def describe_fields() -> list[tuple[str, Any, str]]:
-    """(key, default, help) for every setting, in declaration order; used by .env.example and --help."""
+    """(key, default, help) for every setting, in declaration order."""
     return [(f.name, f.default, f.metadata["help"]) for f in fields(Config)]
+
+
+# The groups of Config, in its field order: each starts at its first key and runs to the next group's. The one
+# source of the grouping in --help, .env.example and the README (the class's `# --- title ---` lines repeat the
+# titles for its reader; a test keeps them equal).
+GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("WORKSPACE_DIR", "Run and workspace", "Where the run lives, how many rounds, which rounds train, the seed."),
+    (
+        "SOLVER_MODEL_PATH",
+        "Models and data",
+        "The initial solver and the question files; empty uses the embedded default.",
+    ),
+    ("ATTEMPTS_PER_QUESTION", "Collection", "Stage `collect`: the solver's sampled attempts at every pool question."),
+    (
+        "COLLECTION_EXECUTOR",
+        "Collection engines",
+        "Where collection and evaluation run: vLLM engines, their GPUs and memory, a Ray cluster.",
+    ),
+    (
+        "TEACHER_BACKEND",
+        "Teacher",
+        "The Teacher that grades and writes questions: its endpoint, limits, retries, cache, batches and price.",
+    ),
+    ("GRADING_MODE", "Grading", "Stage `grade`: how each attempt is judged right or wrong."),
+    ("MAX_PAIRS_PER_QUESTION", "DPO export", "Stage `export`: (chosen, rejected) pairs from the graded attempts."),
+    ("TRL_NUM_PROCESSES", "Training the Solver", "Stage `train`: TRL DPO through `accelerate launch`."),
+    ("NUM_MACHINES", "Multi-machine training", "Stage `train` on several machines (Slurm or ssh)."),
+    (
+        "CURRICULUM",
+        "Next round's pool",
+        "Stage `enhance`: the next round's questions, written, replayed and capped.",
+    ),
+    (
+        "QUESTION_WRITER",
+        "Generator",
+        "The Generator: trained on the Teacher's questions weighted by their utility, it can write in its place.",
+    ),
+    ("EVAL_SETS", "Evaluation", "Held-out and named evaluation sets, at the start and after every trained round."),
+    (
+        "WARMSTART_STEPS",
+        "Embedded solver warm start",
+        "The embedded tiny solver's SFT warm start (SOLVER_MODEL_PATH empty).",
+    ),
+    ("AUTO_RETRY_ENABLED", "Unattended operation", "What the round loop does when a stage fails."),
+)
+
+
+def describe_groups() -> list[tuple[str, str, list[tuple[str, Any, str]]]]:
+    """(title, what it covers, [(key, default, help), ...]) for every group of GROUPS, in field order."""
+    starts = {first: (title, about) for first, title, about in GROUPS}
+    out: list[tuple[str, str, list[tuple[str, Any, str]]]] = []
+    for key, default, help_text in describe_fields():
+        if key in starts:
+            out.append((*starts[key], []))
+        out[-1][2].append((key, default, help_text))
+    return out
+
+
+def _shown(value: Any) -> str:
+    """A default as a user writes it in .env: booleans in lower case."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # The embedded default's own defaults, sized so that the whole run (build, warm start, five rounds) takes
@@ -705,7 +786,7 @@ def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, An
 
 
 def render_env_example() -> str:
-    """The text of .env.example: every key with its help line and default (regenerate after adding a field)."""
+    """The text of .env.example: every key by group with its help line and default (regenerate after adding a field)."""
     lines = [
         "# ProSetting settings. Precedence: defaults < this file (as .env) < environment < command line.",
         "# Copy to .env and uncomment what you change. Secrets (TEACHER_API_KEY) belong here or in the",
@@ -715,7 +796,51 @@ def render_env_example() -> str:
         + ".",
         "",
     ]
-    for key, default, help_text in describe_fields():
-        value = str(default).lower() if isinstance(default, bool) else default
-        lines += [f"# {help_text}", f"# {key}={value}", ""]
+    for title, about, keys in describe_groups():
+        lines += [f"# ===== {title} =====", f"# {about}", ""]
+        for key, default, help_text in keys:
+            lines += [f"# {help_text}", f"# {key}={_shown(default)}", ""]
     return "\n".join(lines)
+
+
+def render_cli_help(width: int = 100) -> str:
+    """The settings by group for `run_training.py --help`: key, default (embedded profile's too), help line."""
+    lines = ["settings (--set KEY=VALUE, .env or environment; defaults shown, embedded: the embedded profile's):"]
+    for title, about, keys in describe_groups():
+        lines += ["", f"{title}: {about}"]
+        for key, default, help_text in keys:
+            embedded = f", embedded: {_shown(EMBEDDED_PROFILE[key])}" if key in EMBEDDED_PROFILE else ""
+            lines.append(f"  {key}={_shown(default)}{embedded}")
+            lines += textwrap.wrap(help_text, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+README_BEGIN = "<!-- settings: generated by core/config.py:render_readme_settings; a test keeps it equal -->"
+README_END = "<!-- end of settings -->"
+
+
+def render_readme_settings() -> str:
+    """The README's list of settings by group, between README_BEGIN and README_END (markers included)."""
+    lines = [README_BEGIN]
+    for title, about, keys in describe_groups():
+        lines += ["", f"**{title}.** {about}", ""]
+        for key, default, help_text in keys:
+            shown = f"`{_shown(default)}`" if _shown(default) else "empty"
+            embedded = f" (embedded: `{_shown(EMBEDDED_PROFILE[key])}`)" if key in EMBEDDED_PROFILE else ""
+            lines.append(f"- `{key}` = {shown}{embedded}: {help_text}")
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
+def regenerate(repo: str | os.PathLike) -> None:
+    """Rewrite .env.example and the README's settings block from Config (after adding or changing a field)."""
+    repo = Path(repo)
+    (repo / ".env.example").write_text(render_env_example(), encoding="utf-8")
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    before, rest = readme.split(README_BEGIN, 1)
+    after = rest.split(README_END, 1)[1]
+    (repo / "README.md").write_text(before + render_readme_settings() + after, encoding="utf-8")
+
+
+if __name__ == "__main__":  # python -m prosetting.core.config: regenerate .env.example and the README's settings
+    regenerate(Path(__file__).resolve().parent.parent)

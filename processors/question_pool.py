@@ -157,11 +157,3 @@ def build_blind_pool(
         pool.append(q)
         counts[kind] += 1
     return pool, counts
-
-
-def lineage(question_id: str, by_id: dict[str, dict]) -> list[str]:
-    """Ids from the question back to its seed."""
-    chain = [question_id]
-    while (parent := by_id.get(chain[-1], {}).get("parent_id")) and parent not in chain:
-        chain.append(parent)
-    return chain

@@ -39,20 +39,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "hub:ID[:CONFIG[:SPLIT]] (`question`/`problem`, `answer`/`solution`).",
     )
     data.add_argument("--sets", help="Several named sets, as EVAL_SETS: NAME=SOURCE,NAME=SOURCE,...")
-    p.add_argument("--k", type=int, default=32, help="Samples per question for Mean@k (0: greedy only).")
-    p.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature for Mean@k.")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="Longest generated solution.")
+    p.add_argument("--k", type=int, default=Config.EVAL_K, help="Samples per question for Mean@k (0: greedy only).")
+    p.add_argument(
+        "--temperature", type=float, default=Config.EVAL_TEMPERATURE, help="Sampling temperature for Mean@k."
+    )
+    p.add_argument("--max-new-tokens", type=int, default=Config.MAX_NEW_TOKENS, help="Longest generated solution.")
     p.add_argument("--seed", type=int, default=0, help="Sampling seed.")
     p.add_argument(
         "--backend",
         choices=("auto", "transformers", "vllm"),
-        default="auto",
+        default=Config.COLLECTION_BACKEND,
         help="Generation engine, as COLLECTION_BACKEND: auto is vLLM when installed and a GPU is visible.",
     )
     p.add_argument(
         "--gpus", default="", help="GPU ids for vLLM engines (PHYSICAL_SOLVER_GPU); empty: every visible GPU."
     )
-    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per vLLM engine (TENSOR_PARALLEL_SIZE).")
+    p.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        default=Config.TENSOR_PARALLEL_SIZE,
+        help="GPUs per vLLM engine (TENSOR_PARALLEL_SIZE).",
+    )
     p.add_argument("--system-prompt", default=Config.SOLVER_SYSTEM_PROMPT, help="System message given to the solver.")
     p.add_argument(
         "--out",

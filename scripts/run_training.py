@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from prosetting.core.config import render_cli_help
 from prosetting.core.state_manager import STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, epilog=render_cli_help(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument(
         "--mode", choices=("auto", "semi"), default="auto", help="auto: unattended (default); semi: interactive"
     )

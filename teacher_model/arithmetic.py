@@ -124,7 +124,11 @@ def trace(op: str, operands: list[int]) -> tuple[list[Step], int]:
 
 
 def solution_text(op: str, operands: list[int]) -> str:
-    steps, result = trace(op, operands)
+    """The digit-by-digit reference solution: each column's step, then the boxed result."""
+    return _solution(*trace(op, operands))
+
+
+def _solution(steps: list[Step], result: int) -> str:
     return "; ".join(s.text for s in steps) + f"; \\boxed{{{result}}}"
 
 
@@ -186,7 +190,7 @@ def problem_record(spec: Spec, operands: list[int], level: int | None = None) ->
     return {
         "question": spec.op.join(str(x) for x in operands) + "=?",
         "answer": str(result),
-        "solution": "; ".join(s.text for s in steps) + f"; \\boxed{{{result}}}",
+        "solution": _solution(steps, result),
         "meta": {"family": FAMILY, "level": level, **dataclasses.asdict(spec), "values": list(operands)},
     }
 
@@ -391,8 +395,6 @@ class BuiltinTeacher:
 
 
 # ---------------------------------------------------------------- shipped data files
-SEED_LEVELS = (1, 2, 3, 4)
-HELDOUT_LEVELS = (1, 2, 3, 4)
 
 
 def load_jsonl(path: str | Path) -> list[dict]:

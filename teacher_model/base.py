@@ -12,7 +12,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-ZONES = ("too_difficult", "learning", "mastered")
 # What a written question is for, chosen by its parent's zone (`policies_for`): an easier question on the path
 # to a too-difficult one, a sibling aimed at a learning-zone error, a harder variant of a (nearly) mastered one.
 POLICIES = ("stepping_stone", "error_sibling", "harder_variant")

@@ -34,10 +34,6 @@ class RateLimits:
 
         self._rpm, self._tpm = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
 
-    @property
-    def active(self) -> bool:
-        return self._loop is not None
-
     async def _acquire(self, tokens: int) -> None:
         if self._rpm is not None:
             await self._rpm.acquire(1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing.process
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,55 @@ needs_vllm = needs("vllm")
 needs_ray = needs("ray")
 
 
+# A test that starts a process (a subprocess, `accelerate launch`, a vLLM engine, Ray, the command line) carries
+# the `slow` marker, so that `pytest -m "not slow"` runs only in-process tests. Every process start goes through
+# one of these audit events (Python's own hooks, sys.addaudithook) or through multiprocessing's Process.start; a
+# fast test that starts one fails at teardown with what it started.
+# System probes a library runs for a moment (platform.processor() runs `uname -p`, core/devices.py:query_gpus
+# runs `nvidia-smi` where a driver is installed) start no work of the test's own and are let through.
+_SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system"})
+_PROBES = frozenset({"uname", "nvidia-smi"})
+_started: list[str] | None = None  # processes the running fast test started; None outside a fast test
+
+
+def _record_spawn(event: str, args: tuple) -> None:
+    if _started is None or event not in _SPAWN_EVENTS:
+        return
+    if event == "subprocess.Popen" and os.path.basename(str(args[0])) in _PROBES:
+        return
+    _started.append(f"{event} {str(args[:2])[:200]}")
+
+
+sys.addaudithook(_record_spawn)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(request, monkeypatch):
+    global _started
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    started: list[str] = []
+    start = multiprocessing.process.BaseProcess.start
+
+    def recorded_start(process):
+        started.append(f"multiprocessing {process!r}")
+        return start(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", recorded_start)
+    _started = started
+    try:
+        yield started
+    finally:
+        _started = None
+    if started:
+        pytest.fail(
+            f"a test without @pytest.mark.slow started {len(started)} process(es), first: {started[0]}; "
+            "mark it slow (pytest -m 'not slow' runs in-process tests only)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def tiny_solver(tmp_path_factory) -> Path:
     """A 4-layer character-level Qwen2 with a short warm start (seconds), shared by the slow tests."""
@@ -54,8 +105,3 @@ def write_questions(path: Path, n: int, seed: int = 0, levels=(1, 2)) -> Path:
         rows.append({"id": f"t-{i:03d}", **{k: q[k] for k in ("question", "answer", "solution", "meta")}})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-@pytest.fixture
-def questions_file(tmp_path) -> Path:
-    return write_questions(tmp_path / "questions.jsonl", 12)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from prosetting.core.config import load_config
 from prosetting.managers.round_controller import RoundController
 
@@ -25,6 +27,7 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_malformed_questions_file_fails_before_the_workspace_exists(tmp_path):
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"question": "1+1=?", "answer": "2"}\n{"question": "2+2=?"}\n')
@@ -35,6 +38,7 @@ def test_malformed_questions_file_fails_before_the_workspace_exists(tmp_path):
     assert not ws.exists()
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_bad_setting_fails_in_a_second_naming_the_key(tmp_path):
     out = _run("--workspace", str(tmp_path / "ws"), "--set", "ATTEMPTS_PER_QUESTION=lots")
     assert (

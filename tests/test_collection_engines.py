@@ -298,6 +298,7 @@ def test_engines_that_cannot_start_fail_before_any_stage(tmp_path):
     assert "VLLM_MAX_MODEL_LEN=8192" in problem
 
 
+@pytest.mark.slow  # starts a subprocess
 @needs_vllm  # the configuration check refuses COLLECTION_BACKEND=vllm before the GPUs where vLLM is absent
 def test_the_health_check_names_the_absent_gpu(tmp_path):
     out = subprocess.run(

@@ -8,7 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from prosetting.core.config import REDACTED, Config, ConfigError, describe_fields, diff_configs, load_config
+from prosetting.core.config import (
+    GROUPS,
+    README_BEGIN,
+    REDACTED,
+    Config,
+    ConfigError,
+    describe_fields,
+    describe_groups,
+    diff_configs,
+    load_config,
+    render_env_example,
+    render_readme_settings,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,13 +96,35 @@ def test_secrets_are_redacted_and_ignored_in_diffs():
     assert diff_configs(other, dumped) == [("SEED", 1, 42)]
 
 
-def test_env_example_documents_every_key_with_its_help():
+def test_env_example_and_the_readme_are_generated_from_config():
+    # `python -m prosetting.core.config` rewrites both after a field is added or changed.
+    assert (REPO / ".env.example").read_text() == render_env_example()
+    readme = (REPO / "README.md").read_text()
+    assert readme.count(README_BEGIN) == 1 and render_readme_settings() in readme
     text = (REPO / ".env.example").read_text()
     for key, _default, help_text in describe_fields():
-        assert re.search(rf"^#?\s*{key}=", text, re.M), f".env.example lacks {key}"
-        assert help_text in text, f".env.example lacks the help line of {key}"
-    keys_in_file = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
-    assert keys_in_file <= {f for f, _, _ in describe_fields()}, keys_in_file - {f for f, _, _ in describe_fields()}
+        assert re.search(rf"^# {key}=", text, re.M) and help_text in text, f".env.example lacks {key}"
+
+
+def test_every_key_is_in_one_group_in_field_order_and_help_lists_them_by_group():
+    keys = [key for key, _, _ in describe_fields()]
+    firsts = [first for first, _, _ in GROUPS]
+    assert firsts[0] == keys[0] and [k for k in keys if k in firsts] == firsts, "GROUPS: first keys in field order"
+    grouped = describe_groups()
+    assert [key for _, _, members in grouped for key, _, _ in members] == keys
+    assert all(members for _, _, members in grouped) and len({title for title, _, _ in grouped}) == len(GROUPS)
+    # the `# --- title ---` lines in the class say the same as GROUPS
+    source = (REPO / "core" / "config.py").read_text()
+    assert re.findall(r"^    # --- (.+) ---$", source, re.M) == [title for _, title, _ in GROUPS]
+    from prosetting.scripts.run_training import build_parser
+
+    help_text = build_parser().format_help()
+    positions = [help_text.index(f"\n{title}: ") for _, title, _ in GROUPS]
+    assert positions == sorted(positions)
+    for (title, _, members), start, end in zip(grouped, positions, [*positions[1:], len(help_text)], strict=True):
+        for key, _default, _help in members:
+            assert f"\n  {key}=" in help_text[start:end], f"--help lacks {key} under {title}"
+    assert "TRAIN_START_ROUND=3, embedded: 1" in help_text
 
 
 def test_every_field_has_help():

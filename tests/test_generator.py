@@ -7,17 +7,20 @@ import math
 import pytest
 import torch
 
+from prosetting.core.config import default_of
 from prosetting.processors.generator_data import parse_completion, utility
+
+MU, SIGMA = default_of("GENERATOR_UTILITY_MU"), default_of("GENERATOR_UTILITY_SIGMA")  # the paper's 0.5 and 0.2
 
 
 def test_utility_matches_hand_computed_values():
     # U = exp(-(s - 0.5)^2 / (2 * 0.2^2)) = exp(-(s - 0.5)^2 / 0.08)
-    assert utility(0.5) == 1.0
-    assert utility(0.3) == pytest.approx(math.exp(-0.04 / 0.08))  # 0.60653
-    assert utility(0.7) == pytest.approx(0.6065306597)
-    assert utility(0.0) == pytest.approx(math.exp(-0.25 / 0.08))  # 0.04394
-    assert utility(1.0) == pytest.approx(0.0439369336)
-    assert utility(0.625) == pytest.approx(math.exp(-0.015625 / 0.08))  # 5 of 8 attempts: 0.82257
+    assert utility(0.5, MU, SIGMA) == 1.0
+    assert utility(0.3, MU, SIGMA) == pytest.approx(math.exp(-0.04 / 0.08))  # 0.60653
+    assert utility(0.7, MU, SIGMA) == pytest.approx(0.6065306597)
+    assert utility(0.0, MU, SIGMA) == pytest.approx(math.exp(-0.25 / 0.08))  # 0.04394
+    assert utility(1.0, MU, SIGMA) == pytest.approx(0.0439369336)
+    assert utility(0.625, MU, SIGMA) == pytest.approx(math.exp(-0.015625 / 0.08))  # 5 of 8 attempts: 0.82257
     assert utility(0.5, mu=0.25, sigma=0.5) == pytest.approx(math.exp(-0.0625 / 0.5))
 
 

@@ -128,6 +128,7 @@ def test_export_weights_are_the_utility_of_the_next_rounds_success_rate(tmp_path
     assert export_generator_training(paths, Config(), 1)["written_now"] == 0  # re-run: nothing twice
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_export_resumes_after_sigkill(tmp_path):
     n = 3000
     rates = [(i % 9) / 8 for i in range(n)]

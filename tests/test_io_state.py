@@ -38,6 +38,7 @@ def test_read_jsonl_reports_a_corrupt_line(tmp_path):
         read_jsonl(path)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_second_run_on_a_live_workspace_refuses(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

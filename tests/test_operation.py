@@ -3,6 +3,7 @@ through a pipe (c, s, r, q, invalid input, end of input), --dry-run and --from-r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import write_questions
@@ -60,6 +62,19 @@ def wait_for(predicate, timeout: float = 300, what: str = "condition") -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of process group `pgid` still runs (a zombie left to be reaped does not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+    return False
 
 
 class Session:
@@ -181,8 +196,10 @@ def test_sigint_and_sigterm_stop_at_a_safe_point_and_the_same_command_continues(
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-2000:]
     assert progress(ws, 2)["train"]["status"] == "interrupted"
-    ps = subprocess.run(["pgrep", "-f", "prosetting.trainers.dpo_entry"], capture_output=True, text=True)
-    assert str(ws) not in ps.stdout and ps.stdout.strip() == "", "the training process group was not stopped"
+    # the launches this run started, from its own record (each leads its own process group): none is left
+    launches = json.loads((ws / "training_runs" / "r2" / "launch_pids.json").read_text())
+    assert launches
+    wait_for(lambda: not any(group_alive(pid) for pid in launches), timeout=30, what="the training launch to stop")
 
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

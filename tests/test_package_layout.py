@@ -27,6 +27,7 @@ def test_under_pytest_datasets_is_hugging_face():
     assert not (REPO / "datasets" / "__init__.py").exists(), "datasets/__init__.py would shadow Hugging Face datasets"
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_from_a_script_run_in_the_repository(tmp_path):
     script = REPO / "scripts" / "_probe_tmp.py"
     script.write_text(

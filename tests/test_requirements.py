@@ -88,3 +88,15 @@ def test_the_scan_sees_the_imports_it_must():
     assert {"torch", "openai", "httpx2", "vllm", "pytest"} <= set(found)
     assert "teacher_model/transport.py" in found["httpx2"]
     assert "json" not in found and "prosetting" not in found and "tests" not in found
+
+
+def test_the_tools_ci_runs_are_declared_and_pinned():
+    # .ci/run installs requirements.txt with constraints.txt, then runs ruff and pytest from that environment.
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "ruff format --check ." in ci and "ruff check ." in ci
+    pinned = {
+        _norm(line.split("==")[0]) for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line
+    }
+    for tool in ("ruff", "pytest", "pytest-timeout"):
+        assert tool in declared(CORE) and tool in pinned, f"{tool}: expected in {CORE} and pinned in constraints.txt"
+    assert "line-length" in (REPO / "pyproject.toml").read_text().split("[tool.ruff]", 1)[1]

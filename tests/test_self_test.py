@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_self_test_passes(tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO / "utils" / "test_runner.py")],

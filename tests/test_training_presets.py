@@ -179,6 +179,7 @@ def test_nvidia_smi_parsing_and_gpu_lists():
         devices.parse_gpu_list("0,x")
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_accelerate_config_script_writes_a_server_config_on_a_cpu_machine(tmp_path):
     import subprocess
     import sys
@@ -226,6 +227,7 @@ def test_accelerate_config_script_writes_a_server_config_on_a_cpu_machine(tmp_pa
     assert raw["distributed_type"] == "FSDP" and raw["num_processes"] == 8 and raw["gpu_ids"] == "0,1,2,3,4,5,6,7"
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_a_launch_left_by_a_killed_parent_is_stopped_before_a_new_one(tmp_path):
     import json
     import subprocess

@@ -25,7 +25,6 @@ import yaml
 from prosetting.core import devices
 from prosetting.core.config import Config
 
-PRESETS = ("single", "ddp", "fsdp", "deepspeed")
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
 
 

@@ -3,6 +3,7 @@ accepted ones once the next round has graded them — whether the Generator has 
 
 from __future__ import annotations
 
+from prosetting.core.config import default_of
 from prosetting.core.io import read_json, read_jsonl
 from prosetting.processors.generator_data import utility
 from prosetting.processors.question_enhancer import writer_counts
@@ -11,7 +12,7 @@ from prosetting.processors.question_enhancer import writer_counts
 def writer_figures(paths, r: int) -> dict:
     """{"teacher": {"written", "rejected", "accepted", "acceptance_rate", "graded", "mean_utility"}, ...}."""
     cfg = read_json(paths.config) or {}
-    mu, sigma = float(cfg.get("GENERATOR_UTILITY_MU", 0.5)), float(cfg.get("GENERATOR_UTILITY_SIGMA", 0.2))
+    mu, sigma = (float(cfg.get(key, default_of(key))) for key in ("GENERATOR_UTILITY_MU", "GENERATOR_UTILITY_SIGMA"))
     graded = {row["question_id"]: row["success_rate"] for row in read_jsonl(paths.rewards(r + 1))}
     rows = read_jsonl(paths.enhanced_questions(r))
     out: dict[str, dict] = {}
