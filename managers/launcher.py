@@ -173,6 +173,12 @@ def launch(args: Namespace) -> int:
 
     if args.dry_run:
         print(describe_plan(cfg))
+        if args.from_round is not None and args.from_stage is not None:
+            files = StateManager(cfg.workspace).discard_plan(args.from_round, args.from_stage, cfg.TOTAL_ROUNDS)
+            print(
+                f"\nredo from round {args.from_round}, stage {args.from_stage} would discard {len(files)} files or folders:"
+            )
+            print("".join(f"  {p}\n" for p in files), end="")
         return EXIT_OK
 
     from prosetting.managers.round_controller import RoundController

@@ -83,9 +83,7 @@ def run_grading(ctx: RunContext, r: int) -> dict:
         requests = [
             req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])
         ]
-        batch_stats = prefetch(
-            teacher, requests, paths.data / f"round_{r:02d}_grade_batch.json", ctx.cfg.TEACHER_BATCH_POLL_SECONDS
-        )
+        batch_stats = prefetch(teacher, requests, paths.grade_batch(r), ctx.cfg.TEACHER_BATCH_POLL_SECONDS)
 
     def save(results: list) -> None:
         # One fsync'd append for every question finished meanwhile; a kill before it loses no paid call:

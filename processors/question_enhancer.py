@@ -203,7 +203,7 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         batch_stats = prefetch(
             teacher,
             [x for x in requests if x is not None],
-            paths.data / f"round_{r:02d}_enhance_batch.json",
+            paths.enhance_batch(r),
             cfg.TEACHER_BATCH_POLL_SECONDS,
         )
 

@@ -72,3 +72,35 @@ def test_stage_markers_and_reset(tmp_path):
     sm.reset_from(1, "grade", total_rounds=2)
     assert sm.is_stage_done(1, "collect") and not sm.is_stage_done(1, "grade") and not sm.is_stage_done(2, "collect")
     assert sm.load_state()["completed_rounds"] == [] and sm.load_state()["current_round"] == 1
+
+
+def test_one_list_of_a_stages_files_for_redo_and_status(tmp_path):
+    """The grade stage owns the Generator's files; redo and the status check read Paths.stage_outputs."""
+    from prosetting.collectors.trajectory_collector import parts_dir
+    from prosetting.core.config import Config
+    from prosetting.utils.status_checker import check_state
+
+    sm = StateManager(tmp_path)
+    paths = sm.paths
+    assert paths.trajectory_parts(3) == parts_dir(paths.trajectories(3))  # the collector's batch folder
+    for r in (1, 2):
+        for s in ("collect", "grade", "export", "train", "enhance"):
+            sm.mark_stage_started(r, s)
+            sm.mark_stage_done(r, s, {})
+    sm.mark_stage_started(2, "grade")  # killed while grading round 2
+    for f in (paths.rewards(2), paths.generator_records(1), paths.generator_result(2), paths.solver_training(1)):
+        atomic_write_json(f, {})
+    paths.generator_dir(2).mkdir(parents=True)
+    state = sm.load_state()
+    state["completed_rounds"] = [1]
+    sm.save_state(state)
+
+    plan = sm.discard_plan(2, "grade", total_rounds=2)
+    assert plan == [paths.rewards(2), paths.generator_records(1), paths.generator_result(2), paths.generator_dir(2)]
+    assert paths.solver_training(1) not in plan
+    [check] = [
+        c for c in check_state(Config(WORKSPACE_DIR=str(tmp_path), TOTAL_ROUNDS=2)) if c.name == "training state"
+    ]
+    assert "round 2, stage grade (resumed" in check.message and "4 of its files already saved are kept" in check.message
+    with pytest.raises(ValueError, match="unknown stage 'grading'"):
+        paths.stage_outputs("grading", 1)

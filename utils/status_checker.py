@@ -723,12 +723,14 @@ def check_state(cfg: Config) -> list[Check]:
         ]
     else:
         r, stage, how = point
+        saved_files = [p for p in sm.paths.stage_outputs(stage, r) if p.exists()]
+        kept = f"; {len(saved_files)} of its files already saved are kept" if saved_files else ""
         checks = [
             Check(
                 "training state",
                 "ok",
                 f"status {state.get('status')}, rounds done {done}; the next run starts at "
-                f"round {r}, stage {stage} ({how})",
+                f"round {r}, stage {stage} ({how}{kept})",
             )
         ]
     checks.append(check_lock(sm))
