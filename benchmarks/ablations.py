@@ -142,12 +142,15 @@ def run_loop(variant: str, seed: int, out: Path, extra: list[str], threads: int)
 
 def write_plan(full_ws: Path) -> dict:
     """What the full loop wrote, per round and policy: the non-adaptive control writes as many."""
+    from prosetting.core.io import read_jsonl
+    from prosetting.core.state_manager import Paths
+
     rounds = {}
-    for f in sorted((full_ws / "data").glob("round_*_enhanced_questions.jsonl")):
+    for f in sorted(Paths(full_ws).data.glob("round_*_enhanced_questions.jsonl")):
         r = int(f.name.split("_")[1])
         counts: dict[str, int] = {}
-        for line in f.read_text().splitlines():
-            for q in json.loads(line)["questions"] if line.strip() else []:
+        for row in read_jsonl(f):
+            for q in row["questions"]:
                 counts[q["policy"]] = counts.get(q["policy"], 0) + 1
         rounds[str(r)] = counts
     return {"source": str(full_ws), "rounds": rounds}

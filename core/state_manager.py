@@ -25,6 +25,11 @@ from typing import Any
 from prosetting.core.io import atomic_write_json, read_json
 
 STAGES: tuple[str, ...] = ("collect", "grade", "export", "train", "enhance")
+
+SHIPPED_DATA = Path(__file__).resolve().parent.parent / "data"
+"""The data the package ships: the embedded default's seed questions and its held-out set."""
+SHIPPED_SEEDS = SHIPPED_DATA / "seed_questions.jsonl"
+SHIPPED_HELDOUT = SHIPPED_DATA / "heldout.jsonl"
 STATE_VERSION = 1
 
 

@@ -11,6 +11,7 @@ import random
 import re
 from pathlib import Path
 
+from prosetting.core.io import read_jsonl_numbered
 from prosetting.core.text import extract_boxed
 
 
@@ -36,15 +37,10 @@ def _records(path: Path) -> list[tuple[int, object]]:
         starts = [m.start() for m in re.finditer(r"(?m)^\s*\{", text)]
         lines = [text.count("\n", 0, s) + 1 for s in starts]
         return [(lines[i] if i < len(lines) else 0, item) for i, item in enumerate(data)]
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise QuestionFileError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
-    return out
+    try:
+        return read_jsonl_numbered(path)
+    except ValueError as exc:
+        raise QuestionFileError(str(exc)) from None
 
 
 def _clean_answer(text: str) -> str:

@@ -25,7 +25,7 @@ from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
-from prosetting.core.state_manager import STAGES, Paths, StateManager
+from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, STAGES, Paths, StateManager
 from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers import evaluation
@@ -39,9 +39,8 @@ from prosetting.utils import eval_report, report
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_QUESTIONS = REPO_ROOT / "data" / "seed_questions.jsonl"
-DEFAULT_HELDOUT = REPO_ROOT / "data" / "heldout.jsonl"
+DEFAULT_QUESTIONS = SHIPPED_SEEDS
+DEFAULT_HELDOUT = SHIPPED_HELDOUT
 
 
 @dataclass(frozen=True)

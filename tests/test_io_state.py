@@ -20,13 +20,21 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-def test_read_jsonl_drops_and_repairs_a_cut_last_line(tmp_path):
+def test_read_jsonl_drops_a_cut_last_line_and_append_cuts_it(tmp_path):
     path = tmp_path / "t.jsonl"
     append_jsonl(path, [{"i": 1}, {"i": 2}])
     with path.open("a") as fh:
         fh.write('{"i": 3, "text": "cut mid-wri')  # what a SIGKILL during an append leaves
     assert read_jsonl(path) == [{"i": 1}, {"i": 2}]
-    assert path.read_text().endswith("}\n")
+    assert path.read_text().endswith("mid-wri")  # a read changes nothing
+    append_jsonl(path, [{"i": 3}])  # the append cuts the torn line first
+    assert [r["i"] for r in read_jsonl(path)] == [1, 2, 3]
+
+
+def test_a_last_line_missing_only_its_newline_is_kept(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"i": 1}\n{"i": 2}')  # as an editor saves a user's file
+    assert read_jsonl(path) == [{"i": 1}, {"i": 2}]
     append_jsonl(path, [{"i": 3}])
     assert [r["i"] for r in read_jsonl(path)] == [1, 2, 3]
 

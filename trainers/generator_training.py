@@ -52,7 +52,7 @@ def learnable_records(files: list[str]) -> list[dict]:
     return [
         x
         for f in files
-        for x in read_jsonl(f, repair=False)
+        for x in read_jsonl(f)
         if x.get("weight") is not None and x.get("writer", "teacher") == "teacher"
     ]
 

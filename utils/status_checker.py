@@ -30,7 +30,7 @@ from pathlib import Path
 from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, diff_configs, load_config
 from prosetting.core.devices import parse_gpu_list, query_gpus
-from prosetting.core.io import read_json
+from prosetting.core.io import read_json, read_jsonl
 from prosetting.core.models import (
     IGNORE_PATTERNS,
     ModelNotFound,
@@ -281,7 +281,7 @@ def check_eval_sets(cfg: Config, quick: bool, timeout: float) -> list[Check]:
     for spec in parse_eval_sets(cfg.EVAL_SETS, check_paths=False):
         name, copy = f"eval set {spec.name}", sm.paths.eval_set(spec.name)
         if copy.exists() and sources.get(spec.name) == spec.text:
-            n = sum(1 for line in copy.read_text().splitlines() if line.strip())
+            n = len(read_jsonl(copy))
             checks.append(Check(name, "ok", f"{n} questions already read into {copy}"))
             continue
         if spec.kind == "hub":
