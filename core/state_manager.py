@@ -155,6 +155,19 @@ class Paths:
     def generator_log(self, r: int) -> Path:
         return self.logs / f"generator_r{r}.log"
 
+    def newest_trained(self, model: str, before: int) -> Path | None:
+        """The newest `model` ("solver": merged_solver_rX, "generator": generator_rX) trained in a round
+        before `before` (its result says trained and its folder is there); None when none was."""
+        result, folder = {
+            "solver": (self.train_result, self.merged_solver),
+            "generator": (self.generator_result, self.generator_dir),
+        }[model]
+        for r in range(before - 1, 0, -1):
+            done = read_json(result(r))
+            if done and done.get("trained") and folder(r).is_dir():
+                return folder(r)
+        return None
+
     def trajectory_parts(self, r: int) -> Path:
         """Collection batches saved but not yet merged into trajectories(r), one file per batch."""
         return self._data(r, "trajectories.parts")

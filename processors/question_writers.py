@@ -17,7 +17,6 @@ import threading
 from prosetting.core.context import RunContext
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.question_check import check_question
-from prosetting.trainers.generator_training import latest_generator
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class QuestionWriters:
         self.generator = None
         self._lock = threading.Lock()  # one generate at a time on the backend
         if self.cfg.QUESTION_WRITER != "teacher":
-            model = latest_generator(ctx.paths, r)
+            model = ctx.paths.newest_trained("generator", before=r + 1)
             if model is None:
                 log.info("enhance r%d: no Generator trained yet; the Teacher writes every question", r)
             else:

@@ -112,3 +112,24 @@ def test_one_list_of_a_stages_files_for_redo_and_status(tmp_path):
     assert "round 2, stage grade (resumed" in check.message and "4 of its files already saved are kept" in check.message
     with pytest.raises(ValueError, match="unknown stage 'grading'"):
         paths.stage_outputs("grading", 1)
+
+
+def test_newest_trained_model_before_a_round(tmp_path):
+    """One rule for the solver a round samples with and the Generator it writes with or continues from."""
+    from prosetting.core.config import Config
+    from prosetting.core.context import RunContext
+
+    sm = StateManager(tmp_path)
+    paths = sm.paths
+    atomic_write_json(paths.train_result(1), {"trained": True})
+    paths.merged_solver(1).mkdir(parents=True)
+    atomic_write_json(paths.train_result(2), {"trained": False})
+    atomic_write_json(paths.train_result(3), {"trained": True})  # its folder is gone: not a model
+    atomic_write_json(paths.generator_result(2), {"trained": True})
+    paths.generator_dir(2).mkdir(parents=True)
+    assert paths.newest_trained("solver", before=1) is None
+    assert paths.newest_trained("solver", before=5) == paths.merged_solver(1)
+    assert paths.newest_trained("generator", before=2) is None
+    assert paths.newest_trained("generator", before=3) == paths.generator_dir(2)
+    ctx = RunContext(Config(WORKSPACE_DIR=str(tmp_path)), sm)
+    assert ctx.solver_for_round(1) == paths.base_model and ctx.solver_for_round(4) == paths.merged_solver(1)

@@ -31,15 +31,6 @@ log = logging.getLogger(__name__)
 ENTRY_MODULE = "prosetting.trainers.generator_entry"
 
 
-def latest_generator(paths, r: int) -> Path | None:
-    """The newest Generator trained in a round <= r."""
-    for prev in range(r, 0, -1):
-        result = read_json(paths.generator_result(prev))
-        if result and result.get("trained") and paths.generator_dir(prev).is_dir():
-            return paths.generator_dir(prev)
-    return None
-
-
 def base_generator(ctx: RunContext) -> Path:
     """GENERATOR_MODEL_PATH, else the initial solver (for the embedded default: its warm-started tiny model)."""
     if ctx.cfg.GENERATOR_MODEL_PATH:
@@ -59,7 +50,7 @@ def learnable_records(files: list[str]) -> list[dict]:
 
 def records_to_learn(paths, r: int) -> tuple[Path | None, list[str]]:
     """The Generator round r continues from (None: the base model) and the record files it has not learnt yet."""
-    previous = latest_generator(paths, r - 1)
+    previous = paths.newest_trained("generator", before=r)
     first_new = int(previous.name.rsplit("_r", 1)[1]) if previous else 1  # generator_rP learnt rounds < P
     return previous, [
         str(paths.generator_records(k)) for k in range(first_new, r) if paths.generator_records(k).is_file()
