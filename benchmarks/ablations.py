@@ -361,6 +361,12 @@ def main() -> None:
         "--no-results-copy", action="store_true", help="do not copy the result into the repository's results/"
     )
     a = p.parse_args()
+    from prosetting.core.config import ConfigError, parse_set_args
+
+    try:
+        parse_set_args(a.extra)  # a bad pair stops here, not once per run
+    except ConfigError as exc:
+        p.error(str(exc))
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     variants = ["full"] + [v for v in a.variants if v != "full"]

@@ -8,7 +8,7 @@ import sys
 from argparse import Namespace
 
 from prosetting.core import tracking
-from prosetting.core.config import Config, ConfigError, load_config
+from prosetting.core.config import Config, ConfigError, load_config, parse_set_args
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
 from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model, hub_hint, hub_offline
@@ -23,12 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def overrides_from_args(args: Namespace) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value
+    out = parse_set_args(args.set)
     if args.workspace:
         out["WORKSPACE_DIR"] = args.workspace
     if args.rounds is not None:
