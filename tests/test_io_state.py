@@ -114,6 +114,22 @@ def test_one_list_of_a_stages_files_for_redo_and_status(tmp_path):
         paths.stage_outputs("grading", 1)
 
 
+def test_dry_run_lists_what_a_redo_discards(tmp_path, capsys):
+    from prosetting.managers.launcher import launch
+    from prosetting.scripts.run_training import build_parser
+
+    paths = StateManager(tmp_path).paths
+    for f in (paths.rewards(1), paths.generator_records(1), paths.generator_result(2), paths.trajectories(1)):
+        atomic_write_json(f, {})
+    argv = ["--env-file", os.devnull, "--workspace", str(tmp_path), "--rounds", "2", "--dry-run"]
+    assert launch(build_parser().parse_args([*argv, "--from-round", "1", "--from-stage", "grade"])) == 0
+    out = capsys.readouterr().out
+    listed = [line.strip() for line in out.split("would discard", 1)[1].splitlines()[1:]]
+    assert listed == [str(p) for p in StateManager(tmp_path).discard_plan(1, "grade", total_rounds=2)]
+    assert str(paths.generator_result(2)) in listed and str(paths.trajectories(1)) not in listed
+    assert paths.generator_result(2).exists()  # a dry run discards nothing
+
+
 def test_newest_trained_model_before_a_round(tmp_path):
     """One rule for the solver a round samples with and the Generator it writes with or continues from."""
     from prosetting.core.config import Config
