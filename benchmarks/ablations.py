@@ -142,12 +142,15 @@ def run_loop(variant: str, seed: int, out: Path, extra: list[str], threads: int)
 
 def write_plan(full_ws: Path) -> dict:
     """What the full loop wrote, per round and policy: the non-adaptive control writes as many."""
+    from prosetting.core.io import read_jsonl
+    from prosetting.core.state_manager import Paths
+
     rounds = {}
-    for f in sorted((full_ws / "data").glob("round_*_enhanced_questions.jsonl")):
+    for f in sorted(Paths(full_ws).data.glob("round_*_enhanced_questions.jsonl")):
         r = int(f.name.split("_")[1])
         counts: dict[str, int] = {}
-        for line in f.read_text().splitlines():
-            for q in json.loads(line)["questions"] if line.strip() else []:
+        for row in read_jsonl(f):
+            for q in row["questions"]:
                 counts[q["policy"]] = counts.get(q["policy"], 0) + 1
         rounds[str(r)] = counts
     return {"source": str(full_ws), "rounds": rounds}
@@ -358,6 +361,12 @@ def main() -> None:
         "--no-results-copy", action="store_true", help="do not copy the result into the repository's results/"
     )
     a = p.parse_args()
+    from prosetting.core.config import ConfigError, parse_set_args
+
+    try:
+        parse_set_args(a.extra)  # a bad pair stops here, not once per run
+    except ConfigError as exc:
+        p.error(str(exc))
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     variants = ["full"] + [v for v in a.variants if v != "full"]

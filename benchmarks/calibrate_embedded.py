@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from prosetting.collectors.backends import Sampling, TransformersBackend
+from prosetting.core.io import read_jsonl
 from prosetting.core.text import extract_boxed, solver_messages
 from prosetting.processors.evaluator import evaluate
 from prosetting.teacher_model import arithmetic
@@ -146,8 +147,8 @@ def heldout_eval(model_dir: Path, heldout: list[dict], seed: int) -> dict:
 
 def run_seed(seed: int, a: argparse.Namespace, work: Path) -> dict:
     t0 = time.time()
-    heldout = arithmetic.load_jsonl(arithmetic.HELDOUT_FILE)
-    seeds = arithmetic.load_jsonl(arithmetic.SEED_FILE)
+    heldout = read_jsonl(arithmetic.HELDOUT_FILE)
+    seeds = read_jsonl(arithmetic.SEED_FILE)
     size = dict(layers=a.layers, hidden=a.hidden, heads=a.hidden // 64, kv_heads=1, intermediate=4 * a.hidden)
     cache = work / (
         f"warm_s{seed}_n{a.warm_steps}_L{a.layers}h{a.hidden}_lv{''.join(map(str, a.warm_levels))}"

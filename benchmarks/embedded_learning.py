@@ -68,6 +68,12 @@ def main() -> None:
     p.add_argument("--out", default="embedded_learning", help="folder for the workspaces, logs and the result")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
     a = p.parse_args()
+    from prosetting.core.config import ConfigError, parse_set_args
+
+    try:
+        parse_set_args(a.extra)  # a bad pair stops here, not once per run
+    except ConfigError as exc:
+        p.error(str(exc))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []

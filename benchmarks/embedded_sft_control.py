@@ -33,16 +33,17 @@ def main() -> None:
 
     from prosetting.collectors.backends import TransformersBackend
     from prosetting.core.io import read_jsonl
+    from prosetting.core.state_manager import Paths
     from prosetting.processors.evaluator import evaluate
     from prosetting.trainers.warm_start import sft_rows
 
-    ws = Path(a.workspace)
-    cfg = json.loads((ws / "training_config.json").read_text())
-    summary = json.loads((ws / "auto_training_summary.json").read_text())
-    evaluations = json.loads((ws / "results" / "evaluations.json").read_text())
-    base = ws / "checkpoints" / "base_solver"
+    paths = Paths(Path(a.workspace))
+    cfg = json.loads(paths.config.read_text())
+    summary = json.loads(paths.summary.read_text())
+    evaluations = json.loads(paths.evaluations.read_text())
+    base = paths.base_model
     warm = json.loads((base / "warm_start.json").read_text())
-    heldout = read_jsonl(ws / "data" / "heldout.jsonl", repair=False)
+    heldout = read_jsonl(paths.heldout)
     exclude = {q["question"] for q in heldout}
 
     def held_out(model_dir: Path) -> dict:
@@ -57,7 +58,7 @@ def main() -> None:
     try:
         for entry in summary["rounds"]:
             r = entry["round"]
-            result = json.loads((ws / "training_results" / f"trl_r{r}_result.json").read_text())
+            result = json.loads(paths.train_result(r).read_text())
             if not result.get("trained"):
                 continue
             steps = int(result["steps"])
@@ -103,8 +104,8 @@ def main() -> None:
             )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    result = {"workspace": str(ws), "warm_start": evaluations["baseline"]["greedy"], "rounds": rows}
-    (ws / "results" / "sft_control.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {"workspace": str(paths.root), "warm_start": evaluations["baseline"]["greedy"], "rounds": rows}
+    (paths.evaluations.parent / "sft_control.json").write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"warm start {100 * result['warm_start']:.1f}%; after the last round: loop "
         f"{100 * rows[-1]['loop_greedy']:.1f}%, SFT control {100 * rows[-1]['control_greedy']:.1f}%"

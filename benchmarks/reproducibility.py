@@ -44,13 +44,14 @@ def heldout_greedy(model_dir: Path, max_new_tokens: int, system_prompt: str) -> 
     """Greedy accuracy on the shipped 220-question held-out set, as the run measures its warm start."""
     from prosetting.collectors.backends import TransformersBackend
     from prosetting.core.io import read_jsonl
+    from prosetting.core.state_manager import SHIPPED_HELDOUT
     from prosetting.processors.evaluator import evaluate
 
     backend = TransformersBackend(str(model_dir))
     try:
         return evaluate(
             backend,
-            read_jsonl(REPO / "data" / "heldout.jsonl"),
+            read_jsonl(SHIPPED_HELDOUT),
             k=0,
             max_new_tokens=max_new_tokens,
             system_prompt=system_prompt,

@@ -92,8 +92,9 @@ def main() -> int:
     from prosetting.core.io import atomic_write_json
     from prosetting.tests.training_helpers import pairs_parquet
     from prosetting.trainers import launch
+    from prosetting.trainers.launched_training import train_and_verify
     from prosetting.trainers.tiny_solver import build_tiny_solver
-    from prosetting.trainers.trl_trainer import ENTRY, build_spec, train_and_verify
+    from prosetting.trainers.trl_trainer import ENTRY, build_spec
 
     root = Path(tempfile.mkdtemp(prefix="bench_training_"))
     model = build_tiny_solver(

@@ -34,10 +34,6 @@ def batch_seed(seed: int, round_: int, batch_index: int) -> int:
     return (seed * 1_000_003 + round_ * 10_007 + batch_index) % (2**31 - 1)
 
 
-def parts_dir(trajectories: Path) -> Path:
-    return trajectories.with_name(trajectories.name.replace(".jsonl", ".parts"))
-
-
 def part_file(parts: Path, index: int) -> Path:
     return parts / f"batch_{index:05d}.jsonl"
 
@@ -76,7 +72,7 @@ def run_collection(ctx: RunContext, r: int) -> dict:
     if questions is None:
         raise FileNotFoundError(f"{paths.questions(r)}: the round's question pool is missing")
     out = paths.trajectories(r)
-    parts = parts_dir(out)
+    parts = paths.trajectory_parts(r)
     parts.mkdir(parents=True, exist_ok=True)
     size = cfg.COLLECTION_BATCH_SIZE
     batches = [questions[i : i + size] for i in range(0, len(questions), size)]

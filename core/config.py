@@ -725,6 +725,22 @@ def _convert(key: str, raw: Any, kind: type, source: str) -> Any:
     return text
 
 
+def parse_set_args(items: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` arguments as {KEY: VALUE} (a later one wins); the one parser every command line
+    uses. An argument without `=` or naming no setting raises ConfigError naming that argument."""
+    keys = {f.name for f in fields(Config)} | set(RENAMED)
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in keys:
+            raise ConfigError(f"--set {item!r}: {key} is not a setting; see .env.example for the keys")
+        out[key] = value
+    return out
+
+
 def load_config(
     env_file: str | os.PathLike | None = ".env",
     overrides: dict[str, Any] | None = None,

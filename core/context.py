@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prosetting.core.config import Config
-from prosetting.core.io import read_json
 from prosetting.core.models import ResolvedModel, resolve_model
 from prosetting.core.state_manager import Paths, StateManager
 
@@ -49,8 +48,4 @@ class RunContext:
 
     def solver_for_round(self, r: int) -> Path:
         """Round r samples with the newest merged solver trained before it, else the initial one."""
-        for prev in range(r - 1, 0, -1):
-            result = read_json(self.paths.train_result(prev))
-            if result and result.get("trained") and self.paths.merged_solver(prev).is_dir():
-                return self.paths.merged_solver(prev)
-        return self.base_model()
+        return self.paths.newest_trained("solver", before=r) or self.base_model()

@@ -1,18 +1,22 @@
 """Durable file primitives: atomic replace, fsync'd JSON Lines appends, tolerant JSON Lines reads.
 
 Every file the run trusts on resume is written through these: a killed process leaves either the old
-file or the new one, never half of one; an append cut mid-line is dropped on the next read.
+file or the new one, never half of one; an append cut mid-line is dropped on the next read and cut off
+before the next append. Every JSON Lines file, the workspace's and a user's, is read by read_jsonl.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -65,10 +69,35 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def cut_torn_tail(path: str | os.PathLike) -> None:
+    """Cut a JSON Lines file back to its last complete line: what a killed append left after it is removed
+    (a last line that lacks only its newline gets it), so the next append starts on a line of its own.
+    The one repair; append_jsonl calls it."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("r+b") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        end = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[end:])  # whole, only its newline missing: read_jsonl keeps it, so keep it
+            fh.write(b"\n")
+        except ValueError:
+            fh.truncate(end)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Append rows and fsync before returning, so a returned append survives a kill."""
+    """Append rows and fsync before returning, so a returned append survives a kill; a torn last line a
+    killed append left is cut first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    cut_torn_tail(path)
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(payload)
@@ -76,32 +105,36 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path: str | os.PathLike, repair: bool = True) -> list[dict]:
-    """Rows of a JSON Lines file written by append_jsonl.
+def read_jsonl_numbered(path: str | os.PathLike) -> list[tuple[int, Any]]:
+    """(line number, value) of every line of a JSON Lines file; [] when the file does not exist.
 
-    A last line without its newline is the trace of a killed append: it is dropped, and with `repair`
-    the file is cut back to the last complete line. A malformed complete line is real corruption and
-    raises with the file and line number.
+    The cut-last-line rule: a last line without its newline is the trace of a killed append and is dropped
+    (with a warning) when it is not valid JSON; any other line that is not valid JSON raises ValueError
+    naming the file and the line. Blank lines are skipped. The file is never changed.
     """
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
-    good_end = data.rfind(b"\n") + 1
-    if good_end < len(data) and repair:
-        with path.open("r+b") as fh:
-            fh.truncate(good_end)
-            fh.flush()
-            os.fsync(fh.fileno())
+    lines = path.read_bytes().decode("utf-8").split("\n")
     rows = []
-    for lineno, line in enumerate(data[:good_end].decode("utf-8").splitlines(), 1):
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((lineno, json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from exc
+            if lineno == len(lines):  # no newline after it: an append cut by a kill
+                log.warning("%s: line %d is cut short (a write stopped mid-line); it is left out", path, lineno)
+                continue
+            raise ValueError(
+                f"{path}: line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line"
+            ) from None
     return rows
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """The rows of a JSON Lines file under the cut-last-line rule (read_jsonl_numbered)."""
+    return [value for _, value in read_jsonl_numbered(path)]
 
 
 def replace_dir(src: Path, dst: Path) -> None:

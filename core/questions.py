@@ -1,6 +1,7 @@
-"""Questions files: reading and validating them, the reference answer of a row, and the shipped data files.
+"""Questions files: reading and validating them, and the reference answer of a row (the shipped seed and
+held-out files are named in core/state_manager.py: SHIPPED_SEEDS, SHIPPED_HELDOUT).
 
-    questions = load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
+    questions = load_questions_file(cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
 
 Every stage that reads users' questions (the seed pool, evaluation sets, the health check) reads them here, so
 a malformed file fails the same way everywhere, naming the file and line.
@@ -12,11 +13,8 @@ import json
 import re
 from pathlib import Path
 
+from prosetting.core.io import read_jsonl_numbered
 from prosetting.core.text import extract_boxed
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_QUESTIONS = DATA_DIR / "seed_questions.jsonl"  # the embedded default's seed pool
-DEFAULT_HELDOUT = DATA_DIR / "heldout.jsonl"  # the embedded default's held-out set
 
 
 class QuestionFileError(ValueError):
@@ -37,15 +35,10 @@ def read_records(path: Path) -> list[tuple[int, object]]:
         starts = [m.start() for m in re.finditer(r"(?m)^\s*\{", text)]
         lines = [text.count("\n", 0, s) + 1 for s in starts]
         return [(lines[i] if i < len(lines) else 0, item) for i, item in enumerate(data)]
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise QuestionFileError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
-    return out
+    try:
+        return read_jsonl_numbered(path)
+    except ValueError as exc:
+        raise QuestionFileError(str(exc)) from None
 
 
 def _clean_answer(text: str) -> str:

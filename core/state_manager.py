@@ -25,6 +25,11 @@ from typing import Any
 from prosetting.core.io import atomic_write_json, read_json
 
 STAGES: tuple[str, ...] = ("collect", "grade", "export", "train", "enhance")
+
+SHIPPED_DATA = Path(__file__).resolve().parent.parent / "data"
+"""The data the package ships: the embedded default's seed questions and its held-out set."""
+SHIPPED_SEEDS = SHIPPED_DATA / "seed_questions.jsonl"
+SHIPPED_HELDOUT = SHIPPED_DATA / "heldout.jsonl"
 STATE_VERSION = 1
 
 
@@ -149,6 +154,57 @@ class Paths:
 
     def generator_log(self, r: int) -> Path:
         return self.logs / f"generator_r{r}.log"
+
+    def newest_trained(self, model: str, before: int) -> Path | None:
+        """The newest `model` ("solver": merged_solver_rX, "generator": generator_rX) trained in a round
+        before `before` (its result says trained and its folder is there); None when none was."""
+        result, folder = {
+            "solver": (self.train_result, self.merged_solver),
+            "generator": (self.generator_result, self.generator_dir),
+        }[model]
+        for r in range(before - 1, 0, -1):
+            done = read_json(result(r))
+            if done and done.get("trained") and folder(r).is_dir():
+                return folder(r)
+        return None
+
+    def trajectory_parts(self, r: int) -> Path:
+        """Collection batches saved but not yet merged into trajectories(r), one file per batch."""
+        return self._data(r, "trajectories.parts")
+
+    def grade_batch(self, r: int) -> Path:
+        """The Teacher batch job (TEACHER_BATCH_API) of round r's grading: its id, so a restart polls it."""
+        return self._data(r, "grade_batch.json")
+
+    def enhance_batch(self, r: int) -> Path:
+        """The Teacher batch job of round r's next-round preparation."""
+        return self._data(r, "enhance_batch.json")
+
+    def stage_outputs(self, stage: str, r: int) -> list[Path]:
+        """Every file or folder stage `stage` of round r creates (present or not): what a redo of it discards,
+        what the dry-run plan lists and what the status check counts. The grade stage owns the Generator's
+        share of the round: the records of round r-1 (their weights come from round r's rewards) and the
+        Generator trained on them."""
+        if stage == "collect":
+            return [self.trajectories(r), self.trajectory_parts(r)]
+        if stage == "grade":
+            generator = [self.generator_records(r - 1)] if r >= 2 else []
+            return [
+                self.rewards(r),
+                self.grade_batch(r),
+                *generator,
+                self.generator_result(r),
+                self.generator_dir(r),
+                self.generator_run_dir(r),
+                self.generator_log(r),
+            ]
+        if stage == "export":
+            return [self.dataset_dir(r), self.solver_training(r)]
+        if stage == "train":
+            return [self.train_result(r), self.merged_solver(r), self.train_run_dir(r), self.train_log(r)]
+        if stage == "enhance":
+            return [self.enhanced_questions(r), self.questions(r + 1), self.enhance_batch(r)]
+        raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -277,6 +333,18 @@ class StateManager:
 
     def mark_stage_interrupted(self, r: int, stage: str) -> None:
         self._update_stage(r, stage, status="interrupted", finished=time.time())
+
+    def discard_plan(self, r: int, stage: str, total_rounds: int) -> list[Path]:
+        """The files a redo from stage `stage` of round `r` deletes: the existing outputs of that stage and of
+        every stage after it, and the results of round r and after."""
+        idx = STAGES.index(stage)
+        files: list[Path] = []
+        for rr in range(r, total_rounds + 1):
+            for s in STAGES[idx if rr == r else 0 :]:
+                files += [p for p in self.paths.stage_outputs(s, rr) if p.exists()]
+            if self.paths.round_results(rr).exists():
+                files.append(self.paths.round_results(rr))
+        return files
 
     def reset_from(self, r: int, stage: str, total_rounds: int) -> list[Path]:
         """Forget stage `stage` of round `r` and everything after it; returns the progress files touched."""

@@ -13,14 +13,14 @@ from argparse import Namespace
 
 from prosetting.collectors.placement import check_engines
 from prosetting.core import tracking
-from prosetting.core.config import Config, ConfigError, load_config
+from prosetting.core.config import Config, ConfigError, load_config, parse_set_args
 from prosetting.core.context import RunContext
 from prosetting.core.devices import query_gpus
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
 from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model, hub_hint, hub_offline
-from prosetting.core.questions import DEFAULT_HELDOUT, DEFAULT_QUESTIONS, QuestionFileError, load_questions_file
-from prosetting.core.state_manager import STAGES, StateManager, WorkspaceLockedError
+from prosetting.core.questions import QuestionFileError, load_questions_file
+from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, STAGES, StateManager, WorkspaceLockedError
 from prosetting.processors.eval_sets import EvalSetError, load_eval_set
 from prosetting.utils.logging_setup import setup_logging
 
@@ -30,12 +30,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def overrides_from_args(args: Namespace) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value
+    out = parse_set_args(args.set)
     if args.workspace:
         out["WORKSPACE_DIR"] = args.workspace
     if args.rounds is not None:
@@ -46,7 +41,7 @@ def overrides_from_args(args: Namespace) -> dict[str, str]:
 def check_inputs(cfg: Config) -> None:
     """Parse the questions (and held-out) files before anything is written to the workspace."""
     if not StateManager(cfg.workspace).paths.questions(1).exists():
-        load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
+        load_questions_file(cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
     if cfg.HELDOUT_FILE:
         load_questions_file(cfg.HELDOUT_FILE, origin="heldout")
     sm, sources = StateManager(cfg.workspace), None
@@ -85,7 +80,7 @@ def describe_plan(cfg: Config) -> str:
         f"workspace      {cfg.workspace} (state: {state['status']})",
         f"solver         {models.get('SOLVER_MODEL_PATH') or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
         *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
-        f"questions      {cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS}",
+        f"questions      {cfg.QUESTIONS_FILE or SHIPPED_SEEDS}",
         f"evaluation     {describe_evaluation(cfg)}",
         f"teacher        {cfg.TEACHER_BACKEND}"
         + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
@@ -122,7 +117,7 @@ def describe_plan(cfg: Config) -> str:
 
 
 def describe_evaluation(cfg: Config) -> str:
-    heldout = cfg.HELDOUT_FILE or (DEFAULT_HELDOUT if cfg.embedded else "")
+    heldout = cfg.HELDOUT_FILE or (SHIPPED_HELDOUT if cfg.embedded else "")
     sets = ([f"heldout ({heldout})"] if heldout else []) + [
         f"{s.name} ({s.describe()})" for s in parse_eval_sets(cfg.EVAL_SETS)
     ]
@@ -170,6 +165,12 @@ def launch(args: Namespace) -> int:
 
     if args.dry_run:
         print(describe_plan(cfg))
+        if args.from_round is not None and args.from_stage is not None:
+            files = StateManager(cfg.workspace).discard_plan(args.from_round, args.from_stage, cfg.TOTAL_ROUNDS)
+            print(
+                f"\nredo from round {args.from_round}, stage {args.from_stage} would discard {len(files)} files or folders:"
+            )
+            print("".join(f"  {p}\n" for p in files), end="")
         return EXIT_OK
 
     from prosetting.managers.round_controller import RoundController

@@ -3,7 +3,7 @@
     controller = RoundController(cfg, driver=AutoDriver(cfg))
     summary = controller.run()
 
-A stage is a name, a run function and the files it writes. A stage marked done in
+A stage is a name, a run function and the files it writes (Paths.stage_outputs). A stage marked done in
 round_XX_progress.json is skipped on resume; one that was running when the process died is run again,
 and its own per-item files let it skip the work already saved.
 """
@@ -26,8 +26,8 @@ from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
-from prosetting.core.questions import DEFAULT_HELDOUT, DEFAULT_QUESTIONS, load_questions_file
-from prosetting.core.state_manager import STAGES, Paths, StateManager
+from prosetting.core.questions import load_questions_file
+from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, STAGES, Paths, StateManager
 from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers import evaluation
@@ -44,27 +44,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Stage:
+    """A step of the round; the files it writes are named in one place, Paths.stage_outputs(name, r)."""
+
     name: str
     run: Callable[[RunContext, int], dict]
-    outputs: Callable[[Paths, int], list[Path]]
     title: str
 
 
 STAGE_LIST: tuple[Stage, ...] = (
-    Stage("collect", run_collection, lambda p, r: [p.trajectories(r)], "trajectory collection"),
-    Stage(
-        "grade", run_grading_and_generator, lambda p, r: [p.rewards(r)], "Teacher grading (+ Generator export/training)"
-    ),
-    Stage("export", run_export, lambda p, r: [p.dataset_dir(r), p.solver_training(r)], "DPO export"),
-    Stage(
-        "train",
-        run_training,
-        lambda p, r: [p.train_result(r), p.merged_solver(r), p.train_run_dir(r), p.train_log(r)],
-        "TRL DPO training",
-    ),
-    Stage(
-        "enhance", run_enhancement, lambda p, r: [p.enhanced_questions(r), p.questions(r + 1)], "next-round preparation"
-    ),
+    Stage("collect", run_collection, "trajectory collection"),
+    Stage("grade", run_grading_and_generator, "Teacher grading (+ Generator export/training)"),
+    Stage("export", run_export, "DPO export"),
+    Stage("train", run_training, "TRL DPO training"),
+    Stage("enhance", run_enhancement, "next-round preparation"),
 )
 assert tuple(s.name for s in STAGE_LIST) == STAGES
 
@@ -182,9 +174,9 @@ class RoundController:
             )
             build_embedded_solver(paths.base_model, cfg)
         if not paths.questions(1).exists():
-            seeds = load_questions_file(cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
+            seeds = load_questions_file(cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
             atomic_write_json(paths.questions(1), seeds)
-            log.info("round 1 pool: %d seed questions from %s", len(seeds), cfg.QUESTIONS_FILE or DEFAULT_QUESTIONS)
+            log.info("round 1 pool: %d seed questions from %s", len(seeds), cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
         heldout = self.heldout_file()
         if heldout and not paths.heldout.exists():
             qs = load_questions_file(heldout, origin="heldout")
@@ -207,7 +199,7 @@ class RoundController:
     def heldout_file(self) -> Path | None:
         if self.cfg.HELDOUT_FILE:
             return Path(self.cfg.HELDOUT_FILE)
-        return DEFAULT_HELDOUT if self.cfg.embedded else None
+        return SHIPPED_HELDOUT if self.cfg.embedded else None
 
     def eval_sets(self) -> list[EvalSet]:
         return evaluation.eval_sets(self.cfg, self.paths, self.heldout_file())
@@ -374,14 +366,7 @@ class RoundController:
     # --- redo from a point ------------------------------------------------------------------
     def discard_plan(self, r: int, stage: str) -> list[Path]:
         """The files `reset(r, stage)` would delete: that stage's outputs and everything after."""
-        idx = STAGES.index(stage)
-        files: list[Path] = []
-        for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
-            for s in STAGE_LIST[idx if rr == r else 0 :]:
-                files += [p for p in s.outputs(self.paths, rr) if p.exists()]
-            if self.paths.round_results(rr).exists():
-                files.append(self.paths.round_results(rr))
-        return files
+        return self.sm.discard_plan(r, stage, self.cfg.TOTAL_ROUNDS)
 
     def reset(self, r: int, stage: str) -> list[Path]:
         self.sm.acquire_lock()

@@ -20,7 +20,7 @@ def status_text(controller, r: int) -> str:
     progress = sm.load_progress(r)["stages"]
     done = [s for s in STAGES if (progress.get(s) or {}).get("status") == "done"]
     questions = read_json(paths.questions(r)) or []
-    traj = len(read_jsonl(paths.trajectories(r), repair=False))
+    traj = len(read_jsonl(paths.trajectories(r)))
     pairs = count_rows(paths.dataset_dir(r) / "train.parquet") + count_rows(paths.dataset_dir(r) / "validation.parquet")
     lines = [
         f"  round {r} of {cfg.TOTAL_ROUNDS}; completed rounds {state['completed_rounds']}, failed {state['failed_rounds']}",

@@ -9,13 +9,13 @@ or under "all" when they have none.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from prosetting.collectors.backends import GenerationBackend, Sampling
+from prosetting.core.io import read_jsonl_numbered
 from prosetting.core.text import extract_boxed, solver_messages
 from prosetting.processors.eval_sets import EvalSetError, to_questions
 from prosetting.teacher_model.rule_teacher import answers_match
@@ -121,16 +121,7 @@ def load_benchmark(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: benchmark file not found")
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"line {lineno}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{path}: line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line"
-            ) from None
+    rows = [(f"line {lineno}", row) for lineno, row in read_jsonl_numbered(path)]
     if not rows:
         raise ValueError(f"{path}: no questions (empty file)")
     try:

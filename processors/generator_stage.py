@@ -4,7 +4,9 @@ The Generator export runs inside round r's grading stage because a record's weig
 rate of round r's solver on the question round r-1's Teacher wrote, which exists only once round r has
 graded; training follows on the same schedule (GENERATOR_TRAIN_START_ROUND), so round r's
 next-round preparation can write with generator_r. Both parts are resumable: the export skips records
-already written, the training is done once its result file exists.
+already written, the training is done once its result file exists. Every file written here belongs to
+the grade stage (Paths.stage_outputs): a redo of round r's grading discards round r-1's records and
+generator_r with the rewards, so the Generator is trained again from the new rewards.
 """
 
 from __future__ import annotations

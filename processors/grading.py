@@ -120,7 +120,7 @@ def _prefetch(ctx: RunContext, r: int, todo: list[dict], questions: dict[str, di
     return prefetch(
         teacher.transport,
         requests,
-        ctx.paths.data / f"round_{r:02d}_grade_batch.json",
+        ctx.paths.grade_batch(r),
         ctx.cfg.TEACHER_BATCH_POLL_SECONDS,
         ctx.stop_event,
     )

@@ -216,7 +216,7 @@ def _prefetch(ctx: RunContext, r: int, jobs: list[tuple], writers: QuestionWrite
     return prefetch(
         teacher.transport,
         [x for x in requests if x is not None],
-        ctx.paths.data / f"round_{r:02d}_enhance_batch.json",
+        ctx.paths.enhance_batch(r),
         cfg.TEACHER_BATCH_POLL_SECONDS,
         ctx.stop_event,
     )

@@ -20,7 +20,6 @@ from prosetting.processors.generator_writer import GeneratorWriter
 from prosetting.teacher_model import teacher_for
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.question_check import check_written
-from prosetting.trainers.generator_training import latest_generator
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ class QuestionWriters:
         self.generator = None
         self._lock = threading.Lock()  # one generate at a time on the backend
         if self.cfg.QUESTION_WRITER != "teacher":
-            model = latest_generator(ctx.paths, r)
+            model = ctx.paths.newest_trained("generator", before=r + 1)
             if model is None:
                 log.info("enhance r%d: no Generator trained yet; the Teacher writes every question", r)
             else:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from prosetting.core import devices
-from prosetting.core.config import ConfigError, load_config
+from prosetting.core.config import ConfigError, load_config, parse_set_args
 from prosetting.trainers import launch
 
 
@@ -27,10 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", action="store_true", help="Write the config for a machine without GPUs.")
     args = p.parse_args(argv)
     try:
-        overrides = dict(item.split("=", 1) for item in args.set if "=" in item)
-        if len(overrides) != len(args.set):
-            raise ConfigError(f"--set: expected KEY=VALUE, got {args.set}")
-        cfg, _ = load_config(args.env_file, overrides)
+        cfg, _ = load_config(args.env_file, parse_set_args(args.set))
         if args.cpu:
             gpus = []
         elif cfg.PHYSICAL_DPO_GPU:

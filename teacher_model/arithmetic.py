@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from prosetting.core.io import read_jsonl
+from prosetting.core.state_manager import SHIPPED_DATA, SHIPPED_HELDOUT, SHIPPED_SEEDS
 from prosetting.core.text import extract_boxed
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.rule_teacher import grade_by_reference
@@ -33,9 +35,8 @@ from prosetting.teacher_model.rule_teacher import grade_by_reference
 log = logging.getLogger(__name__)
 
 FAMILY = "arith"
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-SEED_FILE = DATA_DIR / "seed_questions.jsonl"
-HELDOUT_FILE = DATA_DIR / "heldout.jsonl"
+SEED_FILE = SHIPPED_SEEDS
+HELDOUT_FILE = SHIPPED_HELDOUT
 OP_NAMES = {"+": "addition", "-": "subtraction", "*": "multiplication"}
 
 
@@ -330,7 +331,7 @@ class BuiltinTeacher:
 
     def __init__(self, exclude: set[str] | None = None, harder: str = "raise_one"):
         # Question texts never to write (the held-out set), so the pool cannot leak into evaluation.
-        self.exclude = set(exclude) if exclude is not None else {q["question"] for q in load_jsonl(HELDOUT_FILE)}
+        self.exclude = set(exclude) if exclude is not None else {q["question"] for q in read_jsonl(HELDOUT_FILE)}
         self.harder = harder  # HARDER_VARIANT: raise one dimension onto a rung, or the next rung
 
     def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
@@ -397,13 +398,6 @@ class BuiltinTeacher:
 # ---------------------------------------------------------------- shipped data files
 
 
-def load_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def question_set(prefix: str, per_level: dict[int, int], seed: int, exclude: set[str] = frozenset()) -> list[dict]:
     """Distinct questions, `per_level[level]` of each, ids `{prefix}-001`..., none of them in `exclude`."""
     rng = random.Random(seed)
@@ -443,7 +437,7 @@ def shipped_sets() -> tuple[list[dict], list[dict]]:
     return seeds, heldout
 
 
-def write_data_files(data_dir: str | Path = DATA_DIR) -> None:
+def write_data_files(data_dir: str | Path = SHIPPED_DATA) -> None:
     seeds, heldout = shipped_sets()
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from prosetting.core.io import read_jsonl
 from prosetting.teacher_model import arithmetic as ar
 from prosetting.teacher_model.base import Teacher, WriteRequest
 
@@ -59,8 +60,8 @@ def test_first_wrong_step_finds_the_column():
 
 def test_shipped_files_are_reproduced_and_disjoint():
     seeds, heldout = ar.shipped_sets()
-    assert ar.load_jsonl(ar.SEED_FILE) == seeds
-    assert ar.load_jsonl(ar.HELDOUT_FILE) == heldout
+    assert read_jsonl(ar.SEED_FILE) == seeds
+    assert read_jsonl(ar.HELDOUT_FILE) == heldout
     assert 80 <= len(seeds) <= 120 and 150 <= len(heldout) <= 240
     levels = {q["meta"]["level"] for q in heldout}
     assert levels == {1, 2, 3, 4, 5} and max(q["meta"]["level"] for q in seeds) == 4  # level 5: above the warm start
@@ -179,7 +180,7 @@ def test_teacher_is_deterministic_and_avoids_heldout():
     a = t.write_questions(_request("learning", {"text": "garbage"}, count=4, seed=3))
     b = t.write_questions(_request("learning", {"text": "garbage"}, count=4, seed=3))
     assert a == b
-    heldout = {q["question"] for q in ar.load_jsonl(ar.HELDOUT_FILE)}
+    heldout = {q["question"] for q in read_jsonl(ar.HELDOUT_FILE)}
     one_digit = {"id": "x", **ar.problem_record(ar.LADDER[0], [3, 4], 1)}
     written = t.write_questions(WriteRequest(one_digit, "learning", 0.5, count=40, rng=random.Random(1)))
     assert not {q["question"] for q in written} & heldout

@@ -146,3 +146,13 @@ def test_embedded_profile_applies_only_to_the_embedded_solver_and_never_over_a_u
     cfg, sources = load_config(env_file=None, overrides={"SOLVER_MODEL_PATH": str(model)}, environ={})
     assert "embedded profile" not in sources.values()
     assert cfg.MAX_POOL_SIZE == Config.__dataclass_fields__["MAX_POOL_SIZE"].default
+
+
+def test_one_set_parser_names_the_bad_argument():
+    from prosetting.core.config import parse_set_args
+
+    assert parse_set_args(["SEED=3", "TEACHER_API_KEY=a=b", "SEED=4"]) == {"SEED": "4", "TEACHER_API_KEY": "a=b"}
+    with pytest.raises(ConfigError, match=r"--set 'SEED': expected KEY=VALUE"):
+        parse_set_args(["SEED"])
+    with pytest.raises(ConfigError, match=r"--set 'SEEDS=3': SEEDS is not a setting"):
+        parse_set_args(["SEED=1", "SEEDS=3"])

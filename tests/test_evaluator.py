@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from prosetting.collectors.backends import Generation, Sampling, TransformersBackend
+from prosetting.core.io import read_jsonl
 from prosetting.processors.evaluator import evaluate, format_table, load_benchmark
 from prosetting.teacher_model import arithmetic
 from prosetting.trainers.tiny_solver import build_tiny_solver
@@ -52,7 +53,7 @@ class ScriptedBackend:
 
 @pytest.fixture(scope="module")
 def heldout():
-    return arithmetic.load_jsonl(arithmetic.HELDOUT_FILE)
+    return read_jsonl(arithmetic.HELDOUT_FILE)
 
 
 def test_oracle_scores_one_and_wrong_scores_zero(heldout):
@@ -126,7 +127,7 @@ def test_load_benchmark_formats(tmp_path):
     assert [q["answer"] for q in qs] == ["1072", "\\frac{5}{6}", "8", "2"]
     assert qs[1]["id"] == "test/algebra/1.json" and qs[1]["meta"]["level"] == 2
     assert qs[0]["id"] == "mix-00001" and "level" not in qs[0]["meta"]
-    assert len(load_benchmark(arithmetic.HELDOUT_FILE)) == len(arithmetic.load_jsonl(arithmetic.HELDOUT_FILE))
+    assert len(load_benchmark(arithmetic.HELDOUT_FILE)) == len(read_jsonl(arithmetic.HELDOUT_FILE))
 
 
 @pytest.mark.parametrize(

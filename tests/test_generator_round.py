@@ -399,3 +399,72 @@ def test_mixed_writers_through_the_command_line(tmp_path):
     report = json.loads(made.stdout[made.stdout.index("{") :])
     assert report["written"] >= 4 and report["accepted"] == len((tmp_path / "new.jsonl").read_text().splitlines())
     assert report["accepted"] + sum(report["rejected"].values()) == report["written"]
+
+
+def round_two_graded_from(paths: Paths, rates: list[float]) -> None:
+    """Round 2's pool (round 1's children) and its attempts: of each child's 8 attempts, rate*8 answer right."""
+    children = [q for row in read_jsonl(paths.enhanced_questions(1)) for q in row["questions"]]
+    atomic_write_json(paths.questions(2), children)
+    write_jsonl(
+        paths.trajectories(2),
+        [
+            {
+                "question_id": q["id"],
+                "attempts": [
+                    {
+                        "attempt_id": f"{q['id']}-a{k}",
+                        "text": f"\\boxed{{{q['answer'] if k < round(8 * s) else '-1'}}}",
+                        "answer": q["answer"] if k < round(8 * s) else "-1",
+                    }
+                    for k in range(8)
+                ],
+            }
+            for q, s in zip(children, rates, strict=True)
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_redoing_the_grade_stage_retrains_the_generator_from_the_new_rewards(tmp_path):
+    """A mixed-writer round 2 graded and its Generator trained; the grade stage redone with other rewards
+    (--from-round 2 --from-stage grade) discards round 1's records and generator_r2, and trains it again."""
+    from prosetting.managers.round_controller import STAGE_LIST, RoundController
+    from prosetting.trainers.tiny_solver import build_tiny_solver
+
+    first, second = [0.5, 0.25, 0.75, 0.5], [1.0, 0.0, 0.5, 0.125]
+    paths = make_workspace(tmp_path / "ws", len(first), first)
+    paths.rewards(2).unlink()  # round 2's grading writes it
+    round_two_graded_from(paths, first)
+    base = build_tiny_solver(tmp_path / "base", seed=0, layers=2)
+    cfg = Config(
+        WORKSPACE_DIR=str(paths.root),
+        TOTAL_ROUNDS=2,
+        GENERATOR_MODEL_PATH=str(base),
+        QUESTION_WRITER="mixed",
+        GENERATOR_TRAIN_START_ROUND=2,
+        GENERATOR_NUM_EPOCHS=2.0,
+        TRL_BATCH_SIZE=4,
+    )
+    controller = RoundController(cfg)
+    grade = next(s for s in STAGE_LIST if s.name == "grade")
+
+    def grade_round_two() -> tuple[list[float], dict]:
+        assert controller.run_stage(2, grade)
+        records = read_jsonl(paths.generator_records(1))
+        return [x["weight"] for x in records], json.loads(paths.generator_result(2).read_text())
+
+    weights, trained = grade_round_two()
+    assert weights == pytest.approx([U(s) for s in first], abs=1e-4) and trained["trained"]
+
+    plan = controller.discard_plan(2, "grade")
+    for owned in (paths.generator_records(1), paths.generator_result(2), paths.generator_dir(2)):
+        assert owned in plan
+    controller.reset(2, "grade")
+    assert not paths.generator_records(1).exists() and not paths.generator_dir(2).exists()
+    round_two_graded_from(paths, second)  # the redone grading sees other success rates
+
+    weights, retrained = grade_round_two()
+    assert weights == pytest.approx([U(s) for s in second], abs=1e-4)  # the records follow the new rewards
+    assert (
+        retrained["trained"] and retrained["loss_first"] != trained["loss_first"]
+    )  # trained again, on the new weights

@@ -17,7 +17,8 @@ from prosetting.core.context import RunContext
 from prosetting.core.devices import free_port
 from prosetting.core.state_manager import StateManager
 from prosetting.trainers import model_io
-from prosetting.trainers.trl_trainer import TrainingFailed, run_training
+from prosetting.trainers.launched_training import TrainingFailed
+from prosetting.trainers.trl_trainer import run_training
 from tests.training_helpers import cfg, pairs_parquet, run_stage, tiny_model
 
 pytestmark = pytest.mark.slow

@@ -233,7 +233,7 @@ def test_a_launch_left_by_a_killed_parent_is_stopped_before_a_new_one(tmp_path):
     import subprocess
     import sys
 
-    from prosetting.trainers.trl_trainer import _stop_stale_launches
+    from prosetting.trainers.launched_training import _stop_stale_launches
 
     spec = str(tmp_path / "spec.json")
     stale = subprocess.Popen(

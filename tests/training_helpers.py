@@ -54,7 +54,8 @@ def run_stage(
     """The training stage's own launch, merge and verification on given files (no workspace needed)."""
     from prosetting.core.io import atomic_write_json
     from prosetting.trainers import launch
-    from prosetting.trainers.trl_trainer import ENTRY, build_spec, train_and_verify
+    from prosetting.trainers.launched_training import train_and_verify
+    from prosetting.trainers.trl_trainer import ENTRY, build_spec
 
     gpus = gpus or []
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
 The spec (written by trainers/generator_training.py, the solver's spec plus the Generator's learning rate
 and epochs) names the base model, the JSON Lines records (prompt, completion, weight) and the output
 folders. Like trainers/dpo_entry.py, the main process writes the model to `spec["final_dir"]` (sharded
-under FSDP), `weights_fingerprint.json` and `metrics.json`; the parent (trl_trainer.train_and_verify)
+under FSDP), `weights_fingerprint.json` and `metrics.json`; the parent (launched_training.train_and_verify)
 merges, completes, verifies and moves it into place.
 
 torch, TRL, Hugging Face `datasets` and the modules that load them (generator_training, weighted_sft) are

@@ -1,9 +1,10 @@
 """Training the Generator in the round: launch, merge and verify exactly as the solver's training does.
 
-Reuses the solver's path as it is: the same spec (trl_trainer.build_spec, with the Generator's learning
-rate and epochs), the same accelerate preset (TRL_DISTRIBUTED, TRL_NUM_PROCESSES, multi-node keys, LoRA,
-tracking) and `trl_trainer.train_and_verify` (launch, shard merge, verification against the training
-process's fingerprint), with its own entry point (trainers/generator_entry.py). Writes
+Says only what differs from the solver's training: the spec (trl_trainer.build_spec with the Generator's
+learning rate and epochs), its entry point (trainers/generator_entry.py) and its folders; the launch
+scaffold is trainers/launched_training.train_and_install (the same accelerate preset: TRL_DISTRIBUTED,
+TRL_NUM_PROCESSES, multi-node keys, LoRA, tracking; shard merge, verification against the training
+process's fingerprint, the move into place). Writes
 checkpoints/generator_rX/ and training_results/generator_rX_result.json. A run killed mid-launch is launched
 again from the start (or from its last TRL checkpoint when TRL_SAVE_STEPS is set); the result file is the
 done marker.
@@ -16,28 +17,17 @@ can already write a problem and its digit-by-digit trace), or, for a user's own 
 from __future__ import annotations
 
 import logging
-import shutil
-import time
 from pathlib import Path
 
 from prosetting.core import tracking
 from prosetting.core.context import RunContext
-from prosetting.core.io import atomic_write_json, read_json, read_jsonl, replace_dir
-from prosetting.trainers import launch
-from prosetting.trainers import trl_trainer as solver_training
+from prosetting.core.io import atomic_write_json, read_json, read_jsonl
+from prosetting.trainers.launched_training import train_and_install
+from prosetting.trainers.trl_trainer import build_spec
 
 log = logging.getLogger(__name__)
 
 ENTRY_MODULE = "prosetting.trainers.generator_entry"
-
-
-def latest_generator(paths, r: int) -> Path | None:
-    """The newest Generator trained in a round <= r."""
-    for prev in range(r, 0, -1):
-        result = read_json(paths.generator_result(prev))
-        if result and result.get("trained") and paths.generator_dir(prev).is_dir():
-            return paths.generator_dir(prev)
-    return None
 
 
 def base_generator(ctx: RunContext) -> Path:
@@ -52,14 +42,14 @@ def learnable_records(files: list[str]) -> list[dict]:
     return [
         x
         for f in files
-        for x in read_jsonl(f, repair=False)
+        for x in read_jsonl(f)
         if x.get("weight") is not None and x.get("writer", "teacher") == "teacher"
     ]
 
 
 def records_to_learn(paths, r: int) -> tuple[Path | None, list[str]]:
     """The Generator round r continues from (None: the base model) and the record files it has not learnt yet."""
-    previous = latest_generator(paths, r - 1)
+    previous = paths.newest_trained("generator", before=r)
     first_new = int(previous.name.rsplit("_r", 1)[1]) if previous else 1  # generator_rP learnt rounds < P
     return previous, [
         str(paths.generator_records(k)) for k in range(first_new, r) if paths.generator_records(k).is_file()
@@ -88,34 +78,29 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
         atomic_write_json(result_path, result)
         return result
     model = previous or base_generator(ctx)
-    run_dir = paths.generator_run_dir(r)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(run_dir / "final", ignore_errors=True)
-    gpus = launch.training_gpus(cfg)
-    preset = launch.resolve_preset(cfg, gpus)
-    spec = solver_training.build_spec(cfg, model, files, [], run_dir, r, preset=preset)
-    spec.update(
-        learning_rate=cfg.GENERATOR_LEARNING_RATE,
-        num_epochs=cfg.GENERATOR_NUM_EPOCHS,
-        max_steps=0,
-        **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}"),
-    )
-    spec_path = run_dir / "spec.json"
-    atomic_write_json(spec_path, spec)
+
+    def generator_spec(run_dir: Path, preset: str) -> dict:
+        log.info(
+            "generator r%d: %d weighted records from %s -> %s; preset %s; log %s",
+            r,
+            weighted,
+            model,
+            paths.generator_dir(r),
+            preset,
+            paths.generator_log(r),
+        )
+        spec = build_spec(cfg, model, files, [], run_dir, r, preset=preset)
+        return spec | dict(
+            learning_rate=cfg.GENERATOR_LEARNING_RATE,
+            num_epochs=cfg.GENERATOR_NUM_EPOCHS,
+            max_steps=0,
+            **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}"),
+        )
+
     log_path = paths.generator_log(r)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    log.info(
-        "generator r%d: %d weighted records from %s -> %s; preset %s; log %s",
-        r,
-        weighted,
-        model,
-        paths.generator_dir(r),
-        preset,
-        log_path,
+    preset, outcome, wall_s = train_and_install(
+        ctx, r, generator_spec, ENTRY_MODULE, paths.generator_run_dir(r), log_path, paths.generator_dir(r)
     )
-    outcome = solver_training.train_and_verify(cfg, spec, spec_path, ENTRY_MODULE, log_path, gpus, r, ctx.stop_event)
-    replace_dir(Path(spec["final_dir"]), paths.generator_dir(r))
     metrics = {k: v for k, v in outcome.items() if k not in ("command", "remote_commands")}
     result = {
         "round": r,
@@ -125,7 +110,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
         "train_files": files,
         "preset": preset,
         "log": str(log_path),
-        "wall_s": round(time.time() - t0, 1),
+        "wall_s": wall_s,
         **metrics,
     }
     atomic_write_json(result_path, result)

@@ -12,32 +12,17 @@ attempt resumes from the newest TRL checkpoint instead of starting the round's t
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import shlex
-import shutil
-import signal
-import subprocess
-import threading
-import time
 from pathlib import Path
 
 from prosetting.core import tracking
 from prosetting.core.config import Config
-from prosetting.core.context import RunContext, StageInterrupted
-from prosetting.core.io import atomic_write_json, replace_dir, tail_text
+from prosetting.core.context import RunContext
+from prosetting.core.io import atomic_write_json
 from prosetting.datasets.data_saver import count_rows
-from prosetting.trainers import launch, model_io
+from prosetting.trainers.launched_training import train_and_install
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class TrainingFailed(RuntimeError):
-    pass
 
 
 def dataset_files(ctx: RunContext, r: int) -> tuple[list[str], list[str]]:
@@ -129,37 +114,33 @@ def run_training(ctx: RunContext, r: int) -> dict:
         return {"trained": False}
 
     model = ctx.solver_for_round(r)
-    run_dir = paths.train_run_dir(r)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(run_dir / "final", ignore_errors=True)
-    gpus = launch.training_gpus(cfg)
-    preset = launch.resolve_preset(cfg, gpus)
-    if preset == "fsdp" and spec_precompute(cfg):
-        log.warning(
-            "train r%d: precomputing reference log-probs under FSDP2 has crashed with a device mismatch "
-            "(trl issue 6470); if it does, set TRL_PRECOMPUTE_REF_LOG_PROBS=false",
+
+    def dpo_spec(run_dir: Path, preset: str) -> dict:
+        if preset == "fsdp" and spec_precompute(cfg):
+            log.warning(
+                "train r%d: precomputing reference log-probs under FSDP2 has crashed with a device mismatch "
+                "(trl issue 6470); if it does, set TRL_PRECOMPUTE_REF_LOG_PROBS=false",
+                r,
+            )
+        base = ctx.base_model()
+        ref = base if cfg.TRL_REF_MODEL == "initial" and Path(model) != Path(base) else None
+        log.info(
+            "train r%d: %d pair files from %s -> %s; preset %s, %d process(es) on %d machine(s); log %s",
             r,
+            len(train),
+            model,
+            paths.merged_solver(r),
+            preset,
+            cfg.TRL_NUM_PROCESSES,
+            cfg.NUM_MACHINES,
+            paths.train_log(r),
         )
-    ref = ctx.base_model() if cfg.TRL_REF_MODEL == "initial" and Path(model) != Path(ctx.base_model()) else None
-    spec = build_spec(cfg, model, train, val, run_dir, r, ref_model=ref, preset=preset)
-    spec_path = run_dir / "spec.json"
-    atomic_write_json(spec_path, spec)
-    log_path = paths.train_log(r)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log.info(
-        "train r%d: %d pair files from %s -> %s; preset %s, %d process(es) on %d machine(s); log %s",
-        r,
-        len(train),
-        model,
-        paths.merged_solver(r),
-        preset,
-        cfg.TRL_NUM_PROCESSES,
-        cfg.NUM_MACHINES,
-        log_path,
+        return build_spec(cfg, model, train, val, run_dir, r, ref_model=ref, preset=preset)
+
+    preset, outcome, wall_s = train_and_install(
+        ctx, r, dpo_spec, ENTRY, paths.train_run_dir(r), paths.train_log(r), paths.merged_solver(r)
     )
-    t0 = time.time()
-    outcome = train_and_verify(cfg, spec, spec_path, ENTRY, log_path, gpus, r, ctx.stop_event)
-    replace_dir(Path(spec["final_dir"]), paths.merged_solver(r))
+    log_path = paths.train_log(r)
     result = {
         "round": r,
         "trained": True,
@@ -169,7 +150,7 @@ def run_training(ctx: RunContext, r: int) -> dict:
         "validation_files": val,
         "preset": preset,
         **outcome,
-        "wall_s": round(time.time() - t0, 1),
+        "wall_s": wall_s,
         "log": str(log_path),
     }
     atomic_write_json(result_path, result)
@@ -197,127 +178,3 @@ def run_training(ctx: RunContext, r: int) -> dict:
             "wall_s",
         )
     }
-
-
-def train_and_verify(
-    cfg: Config,
-    spec: dict,
-    spec_path: Path,
-    entry: str,
-    log_path: Path,
-    gpus: list[int],
-    r: int,
-    stop_event: threading.Event,
-) -> dict:
-    """Launch `entry` on every machine, then merge, complete and verify spec["final_dir"]; returns its metrics.
-
-    Any entry point that writes a model, `weights_fingerprint.json` and `metrics.json` into
-    spec["final_dir"] (and reads spec["model"], spec["mixed_precision"]) can use this.
-    """
-    run_dir = Path(spec["output_dir"])
-    args = ["--spec", str(spec_path)]
-    try:
-        config_path = launch.write_accelerate_config(cfg, gpus, run_dir / "accelerate_config.yaml")
-        cmd = launch.launch_command(cfg, config_path, entry, args, machine_rank=cfg.MACHINE_RANK)
-        remotes = launch.remote_commands(cfg, config_path, entry, args)
-    except launch.LaunchError as exc:
-        raise TrainingFailed(str(exc)) from exc
-    pid_file = run_dir / "launch_pids.json"
-    _stop_stale_launches(pid_file, str(spec_path))
-    env = {**launch.launch_env(config_path), **tracking.launch_env(cfg)}  # wandb: the steps join the workspace's run
-    returncode = _run_streaming(stop_event, [cmd, *remotes], log_path, r, env, pid_file)
-    if returncode != 0:
-        tail = tail_text(log_path, 40)
-        advice = launch.failure_advice(tail, launch.resolve_preset(cfg, gpus))
-        resume = (
-            " With TRL_SAVE_STEPS set, the retry resumes from the newest checkpoint in " + str(run_dir)
-            if cfg.TRL_SAVE_STEPS
-            else " Set TRL_SAVE_STEPS so that a retry resumes instead of starting over."
-        )
-        raise TrainingFailed(
-            f"the training process exited with {returncode}; {advice}.{resume}\n"
-            f"--- last lines of {log_path} ---\n{tail}"
-        )
-    final_dir = Path(spec["final_dir"])
-    metrics = json.loads((final_dir / "metrics.json").read_text())
-    (final_dir / "metrics.json").unlink()
-    history = metrics.pop("log_history")
-    atomic_write_json(run_dir / "log_history.json", history)
-    fp_path = final_dir / model_io.FINGERPRINT_FILE
-    expected = json.loads(fp_path.read_text())
-    fp_path.replace(run_dir / model_io.FINGERPRINT_FILE)
-    finished = model_io.finish_model_dir(final_dir, Path(spec["model"]), spec["mixed_precision"])
-    try:
-        verified = model_io.verify_model_dir(final_dir, expected, spec["mixed_precision"])
-    except model_io.ModelCheckFailed as exc:
-        raise TrainingFailed(str(exc)) from exc
-    return {
-        **metrics,
-        **finished,
-        "verified": verified,
-        "command": cmd,
-        "remote_commands": remotes,
-        "accelerate_config": str(config_path),
-    }
-
-
-def _stop_stale_launches(pid_file: Path, spec_path: str) -> None:
-    """A launch outlives a SIGKILLed parent (it runs in its own session): end it before training the round again."""
-    try:
-        pids = json.loads(pid_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return
-    for pid in pids:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue  # gone
-        if spec_path in cmdline:  # the same launch, not a recycled pid
-            log.warning("stopping launch %d left running by an earlier attempt on %s", pid, spec_path)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-
-
-def _run_streaming(
-    stop_event: threading.Event, cmds: list[list[str]], log_path: Path, r: int, env: dict[str, str], pid_file: Path
-) -> int:
-    """Run the launches (this machine's first) in their own process groups, output appended to the log.
-
-    Returns the first non-zero exit status, else 0; a stop request or a dead launch stops the others.
-    """
-    with log_path.open("a") as fh:
-        fh.write(f"\n=== round {r} training, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        for cmd in cmds:
-            fh.write(f"$ {shlex.join(cmd)}\n")
-            log.info("train r%d: $ %s", r, shlex.join(cmd))
-        fh.flush()
-        procs = [
-            subprocess.Popen(
-                cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env, start_new_session=True
-            )
-            for cmd in cmds
-        ]
-        pid_file.write_text(json.dumps([p.pid for p in procs]))
-        try:
-            while any(p.poll() is None for p in procs):
-                if any(p.returncode for p in procs if p.poll() is not None):
-                    break
-                if stop_event.wait(0.5):
-                    raise StageInterrupted("training stopped on request")
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    _terminate(p)
-    return next((p.returncode for p in procs if p.returncode), 0)
-
-
-def _terminate(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass

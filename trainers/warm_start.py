@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from prosetting.collectors.backends import Sampling, TransformersBackend
-from prosetting.core.io import atomic_write_json, replace_dir
+from prosetting.core.io import atomic_write_json, read_jsonl, replace_dir
 from prosetting.core.text import extract_boxed, solver_messages
 from prosetting.teacher_model import arithmetic
 from prosetting.teacher_model.rule_teacher import answers_match
@@ -70,7 +70,7 @@ def warm_start(
 
     out_dir = Path(out_dir)
     if exclude is None:
-        exclude = {q["question"] for q in arithmetic.load_jsonl(arithmetic.HELDOUT_FILE)}
+        exclude = {q["question"] for q in read_jsonl(arithmetic.HELDOUT_FILE)}
     start = time.time()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
@@ -235,7 +235,7 @@ def build_embedded_solver(dest: str | Path, cfg) -> dict:
         log.info("embedded solver already built in %s", dest)
         return json.loads(marker.read_text())
     heldout = Path(cfg.HELDOUT_FILE) if cfg.HELDOUT_FILE else arithmetic.HELDOUT_FILE
-    exclude = {q.get("question") for q in arithmetic.load_jsonl(heldout)}
+    exclude = {q.get("question") for q in read_jsonl(heldout)}
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".init.") as scratch:
         init = build_tiny_solver(Path(scratch) / "init", seed=cfg.SEED, **MODEL_SIZE)

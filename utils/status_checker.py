@@ -33,7 +33,7 @@ from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, diff_configs, load_config
 from prosetting.core.devices import parse_gpu_list, query_gpus
 from prosetting.core.eval_spec import parse_eval_sets
-from prosetting.core.io import read_json
+from prosetting.core.io import read_json, read_jsonl
 from prosetting.core.models import (
     IGNORE_PATTERNS,
     ModelNotFound,
@@ -42,8 +42,8 @@ from prosetting.core.models import (
     is_hub_id,
     resolve_model,
 )
-from prosetting.core.questions import DEFAULT_QUESTIONS, QuestionFileError, load_questions_file
-from prosetting.core.state_manager import STAGES, StateManager
+from prosetting.core.questions import QuestionFileError, load_questions_file
+from prosetting.core.state_manager import SHIPPED_SEEDS, STAGES, StateManager
 from prosetting.processors.eval_sets import EvalSetError, hub_dataset_cached, load_eval_set
 from prosetting.trainers import launch
 
@@ -245,7 +245,7 @@ def check_model_folder(name: str, key: str, folder: Path, quick: bool) -> Check:
 
 def check_questions(cfg: Config) -> list[Check]:
     pool = StateManager(cfg.workspace).paths.questions(1)
-    source = Path(cfg.QUESTIONS_FILE) if cfg.QUESTIONS_FILE else DEFAULT_QUESTIONS
+    source = Path(cfg.QUESTIONS_FILE) if cfg.QUESTIONS_FILE else SHIPPED_SEEDS
     checks = []
     fix = "fix the file (a JSON list or JSON Lines of objects with `question` and `answer`) or set QUESTIONS_FILE to another"
     try:
@@ -281,7 +281,7 @@ def check_eval_sets(cfg: Config, quick: bool, timeout: float) -> list[Check]:
     for spec in parse_eval_sets(cfg.EVAL_SETS, check_paths=False):
         name, copy = f"eval set {spec.name}", sm.paths.eval_set(spec.name)
         if copy.exists() and sources.get(spec.name) == spec.text:
-            n = sum(1 for line in copy.read_text().splitlines() if line.strip())
+            n = len(read_jsonl(copy))
             checks.append(Check(name, "ok", f"{n} questions already read into {copy}"))
             continue
         if spec.kind == "hub":
@@ -718,12 +718,14 @@ def check_state(cfg: Config) -> list[Check]:
         ]
     else:
         r, stage, how = point
+        saved_files = [p for p in sm.paths.stage_outputs(stage, r) if p.exists()]
+        kept = f"; {len(saved_files)} of its files already saved are kept" if saved_files else ""
         checks = [
             Check(
                 "training state",
                 "ok",
                 f"status {state.get('status')}, rounds done {done}; the next run starts at "
-                f"round {r}, stage {stage} ({how})",
+                f"round {r}, stage {stage} ({how}{kept})",
             )
         ]
     checks.append(check_lock(sm))

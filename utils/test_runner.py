@@ -46,9 +46,10 @@ def check_config(tmp: Path) -> str:
 
 
 def check_questions(tmp: Path) -> str:
-    from prosetting.core.questions import DEFAULT_QUESTIONS, QuestionFileError, load_questions_file
+    from prosetting.core.questions import QuestionFileError, load_questions_file
+    from prosetting.core.state_manager import SHIPPED_SEEDS
 
-    seeds = load_questions_file(DEFAULT_QUESTIONS)
+    seeds = load_questions_file(SHIPPED_SEEDS)
     path = tmp / "q.jsonl"
     path.write_text('{"id": "a", "question": "1+1=?", "answer": "2"}\n{"question": "2+2=?", "answer": 4}\n')
     qs = load_questions_file(path)
