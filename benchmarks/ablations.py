@@ -37,7 +37,8 @@ per variant the held-out greedy accuracy after the last round (mean and standard
 per level, level 5 being one rung above the warm start's levels that nothing trains on directly), the
 per-seed paired difference against the full loop with its standard error, the optimizer steps and questions
 written, and the pool's mean level per round (and on how many seeds it rose from round 1 to the last). A
-difference counts as shown when it is more than twice its standard error. `--update-readme` replaces the table between the
+difference counts as shown when it is more than twice its standard error.
+`--update-readme` replaces the table between the
 `<!-- ablations -->` markers of README.md. Extra `--set KEY=VALUE` pairs go to every loop run (the test
 suite uses them to shorten the runs).
 """

@@ -272,7 +272,8 @@ def main() -> None:
                 secs = h.get("collect_s", 0) + h.get("train_s", 0) + h["seconds"]
                 print(
                     f"{res['seed']:>4} {h['round']:>5} {h.get('pool', ''):>5} {h.get('pool_acc', ''):>8} "
-                    f"{h.get('new_pairs', ''):>6} {100 * h['greedy']:>6.1f}% {100 * h['mean_at_4']:>6.1f}% {secs:>5.0f}s"
+                    f"{h.get('new_pairs', ''):>6} {100 * h['greedy']:>6.1f}% {100 * h['mean_at_4']:>6.1f}% "
+                    f"{secs:>5.0f}s"
                 )
         print(f"seed {res['seed']}: total {res['total_s']:.0f} s, warm start {res['timings']}")
 

@@ -187,7 +187,8 @@ def shared_runs(folder: Path, n: int = 4000, threads: int = 4, latency: float = 
         logs[who] = folder.parent / f"shared_{who}.json"
         code = (
             "import sys; from prosetting.benchmarks.teacher_cache import shared_worker; "
-            "shared_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])"
+            "shared_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), "
+            "sys.argv[6])"
         )
         procs.append(
             subprocess.Popen(
@@ -250,7 +251,10 @@ def kill_writer(folder: str, start: int, threads: int) -> None:
 
 def kill_during_writes(folder: Path, after: int = 500, threads: int = 4) -> dict:
     """SIGKILL a writer once it reported `after` calls stored; what survives."""
-    code = "import sys; from prosetting.benchmarks.teacher_cache import kill_writer; kill_writer(sys.argv[1], 0, int(sys.argv[2]))"
+    code = (
+        "import sys; from prosetting.benchmarks.teacher_cache import kill_writer; "
+        "kill_writer(sys.argv[1], 0, int(sys.argv[2]))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder), str(threads)], stdout=subprocess.PIPE, text=True)
     reported = []
     for line in proc.stdout:
@@ -334,7 +338,8 @@ def report(r: dict, sizes: list[int]) -> None:
     print("| cache | calls | size (MB) | open (s) | RSS over empty (MB) | lookups/s (file cached) | first pass |")
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| SQLite, empty | 0 | - | {r['empty']['open_s']:.3f} | 0 ({r['empty']['rss_open_mb']:.1f} MB to open) | - | - |"
+        f"| SQLite, empty | 0 | - | {r['empty']['open_s']:.3f} | 0 ({r['empty']['rss_open_mb']:.1f} MB to open) | - | "
+        "- |"
     )
     for n in sizes:
         s = r[f"sqlite_{n}"]

@@ -127,8 +127,10 @@ def check_engines(cfg, model_dir: str | Path | None, gpus: list) -> list[tuple[s
                 if size / tp > 0.9 * budget:
                     problems.append(
                         (
-                            f"the solver's weights ({size:.1f} GiB, {size / tp:.1f} GiB per GPU at TENSOR_PARALLEL_SIZE={tp}) do "
-                            f"not fit in {budget:.1f} GiB (VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION} of GPU "
+                            f"the solver's weights ({size:.1f} GiB, {size / tp:.1f} GiB per GPU at "
+                            f"TENSOR_PARALLEL_SIZE={tp}) do "
+                            f"not fit in {budget:.1f} GiB "
+                            f"(VLLM_GPU_MEMORY_UTILIZATION={cfg.VLLM_GPU_MEMORY_UTILIZATION} of GPU "
                             f"{group[0]}) with room for the KV cache",
                             "raise TENSOR_PARALLEL_SIZE or VLLM_GPU_MEMORY_UTILIZATION",
                         )

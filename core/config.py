@@ -63,26 +63,31 @@ class Config:
     # --- Models and data ---
     SOLVER_MODEL_PATH: str = _f(
         "",
-        "Initial solver: a Hugging Face model folder or a Hub id (e.g. Qwen/Qwen3-8B, fetched once through the Hub cache); empty builds and warm-starts the embedded tiny solver.",
+        "Initial solver: a Hugging Face model folder or a Hub id (e.g. Qwen/Qwen3-8B, fetched once through the Hub "
+        "cache); empty builds and warm-starts the embedded tiny solver.",
     )
     SOLVER_MODEL_REVISION: str = _f(
         "",
-        "Branch, tag or commit of a Hub id in SOLVER_MODEL_PATH; empty is main. The resolved commit is recorded and kept on resume.",
+        "Branch, tag or commit of a Hub id in SOLVER_MODEL_PATH; empty is main. The resolved commit is recorded and "
+        "kept on resume.",
     )
     QUESTIONS_FILE: str = _f(
         "",
-        "Seed questions, JSON list or JSON Lines with `question` and `answer`; empty uses the shipped arithmetic seeds.",
+        "Seed questions, JSON list or JSON Lines with `question` and `answer`; empty uses the shipped arithmetic "
+        "seeds.",
     )
     HELDOUT_FILE: str = _f(
         "",
-        "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one when the solver is embedded.",
+        "Held-out evaluation set (JSON Lines, `question` and `answer`), never trained on; empty uses the embedded one "
+        "when the solver is embedded.",
     )
 
     # --- Collection ---
     ATTEMPTS_PER_QUESTION: int = _f(8, "Sampled solutions per question in collection.", minimum=1)
     COLLECTION_BACKEND: str = _f(
         "auto",
-        "Engine that samples solutions and runs held-out evaluation: `vllm`, `transformers`, or `auto` (vLLM when it is installed and a GPU is visible, else transformers).",
+        "Engine that samples solutions and runs held-out evaluation: `vllm`, `transformers`, or `auto` (vLLM when it "
+        "is installed and a GPU is visible, else transformers).",
         choices=("auto", "transformers", "vllm"),
     )
     COLLECTION_BATCH_SIZE: int = _f(
@@ -97,11 +102,13 @@ class Config:
     )
     SAMPLING_STOP: str = _f(
         "",
-        "Stop strings for collection, separated by `||` (e.g. `</answer>||Question:`); the stop string is not kept in the attempt.",
+        "Stop strings for collection, separated by `||` (e.g. `</answer>||Question:`); the stop string is not kept in "
+        "the attempt.",
     )
     COLLECTION_BATCH_TIMEOUT: float = _f(
         1800.0,
-        "Seconds one batch may take on an engine before the engine counts as hung, is killed and the batch goes to a fresh one.",
+        "Seconds one batch may take on an engine before the engine counts as hung, is killed and the batch goes to a "
+        "fresh one.",
         minimum=1.0,
     )
     COLLECTION_ENGINE_START_TIMEOUT: float = _f(
@@ -116,12 +123,14 @@ class Config:
     # --- Collection engines ---
     COLLECTION_EXECUTOR: str = _f(
         "local",
-        "Where vLLM engines run: `local` (one worker process per engine on this machine) or `ray` (one Ray actor per engine, across a cluster).",
+        "Where vLLM engines run: `local` (one worker process per engine on this machine) or `ray` (one Ray actor per "
+        "engine, across a cluster).",
         choices=("local", "ray"),
     )
     RAY_ADDRESS: str = _f(
         "",
-        "Ray cluster to join with COLLECTION_EXECUTOR=ray (e.g. `auto` or `ray://head:10001`); empty starts a local Ray instance and stops it after the stage.",
+        "Ray cluster to join with COLLECTION_EXECUTOR=ray (e.g. `auto` or `ray://head:10001`); empty starts a local "
+        "Ray instance and stops it after the stage.",
     )
     PHYSICAL_SOLVER_GPU: str = _f(
         "", "Comma-separated GPU ids for collection engines; empty uses every visible GPU, or the CPU."
@@ -133,18 +142,21 @@ class Config:
     )
     COLLECTION_CPU_ENGINES: int = _f(
         1,
-        "vLLM engines on a machine without GPUs, each bound to its own share of the cores (the CPU stand-in for one engine per GPU).",
+        "vLLM engines on a machine without GPUs, each bound to its own share of the cores (the CPU stand-in for one "
+        "engine per GPU).",
         minimum=1,
     )
     VLLM_GPU_MEMORY_UTILIZATION: float = _f(
         0.85,
-        "Fraction of each GPU's memory a vLLM engine may take (weights, activations, KV cache); capped at 0.3 on the CPU.",
+        "Fraction of each GPU's memory a vLLM engine may take (weights, activations, KV cache); capped at 0.3 on the "
+        "CPU.",
         minimum=0.05,
         maximum=1.0,
     )
     VLLM_MAX_MODEL_LEN: int = _f(
         0,
-        "Longest prompt+solution a vLLM engine accepts; 0 uses the model's max_position_embeddings. Lower it to fit a larger KV cache.",
+        "Longest prompt+solution a vLLM engine accepts; 0 uses the model's max_position_embeddings. Lower it to fit a "
+        "larger KV cache.",
         minimum=0,
     )
     VLLM_MAX_NUM_SEQS: int = _f(0, "Most sequences a vLLM engine runs at once; 0 keeps vLLM's default.", minimum=0)
@@ -163,7 +175,8 @@ class Config:
     # --- Teacher ---
     TEACHER_BACKEND: str = _f(
         "builtin",
-        "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or `llm` (OpenAI-compatible endpoint).",
+        "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or "
+        "`llm` (OpenAI-compatible endpoint).",
         choices=("builtin", "rule", "llm"),
     )
     TEACHER_BASE_URL: str = _f("", "Base URL of the Teacher's OpenAI-compatible API, e.g. http://host:8000/v1.")
@@ -177,12 +190,14 @@ class Config:
     )
     TEACHER_BATCH_API: bool = _f(
         False,
-        "Send each Teacher stage's first requests through the endpoint's Files and Batches API (often half the price), then finish with ordinary calls.",
+        "Send each Teacher stage's first requests through the endpoint's Files and Batches API (often half the "
+        "price), then finish with ordinary calls.",
     )
     TEACHER_BATCH_POLL_SECONDS: float = _f(30.0, "Seconds between polls of a submitted Teacher batch.", minimum=0.01)
     TEACHER_CACHE_DIR: str = _f(
         "",
-        "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one across runs to never pay for a call twice.",
+        "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one "
+        "across runs to never pay for a call twice.",
     )
     TEACHER_MAX_RPM: int = _f(
         0, "Most Teacher requests per minute, shared by grading and writing; 0 means no limit.", minimum=0
@@ -192,13 +207,15 @@ class Config:
     )
     TEACHER_MAX_FAILURE_FRACTION: float = _f(
         0.1,
-        "A Teacher stage (grading, writing, re-checks) fails only when more than this fraction of its questions got no usable answer from the endpoint; the rest are retried on resume.",
+        "A Teacher stage (grading, writing, re-checks) fails only when more than this fraction of its questions got "
+        "no usable answer from the endpoint; the rest are retried on resume.",
         minimum=0.0,
         maximum=1.0,
     )
     TEACHER_MAX_UNUSABLE_FRACTION: float = _f(
         0.5,
-        "A Teacher stage stops before its next request, and fails, once more than this fraction of its replies were not in the JSON shape asked for (counted from 10 unusable replies on); 1 turns the check off.",
+        "A Teacher stage stops before its next request, and fails, once more than this fraction of its replies were "
+        "not in the JSON shape asked for (counted from 10 unusable replies on); 1 turns the check off.",
         minimum=0.0,
         maximum=1.0,
     )
@@ -214,12 +231,14 @@ class Config:
     # --- Grading ---
     GRADING_MODE: str = _f(
         "hybrid",
-        "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).",
+        "How attempts are graded: `rule` (math-verify only), `hybrid` (math-verify where it matches the reference, "
+        "the LLM Teacher for the rest) or `llm` (the LLM Teacher for every attempt).",
         choices=("rule", "hybrid", "llm"),
     )
     TEACHER_GRADING_UNIT: str = _f(
         "question",
-        "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per attempt).",
+        "LLM grading requests: `question` (one per question, all its undecided attempts) or `attempt` (one per "
+        "attempt).",
         choices=("question", "attempt"),
     )
 
@@ -229,7 +248,8 @@ class Config:
     )
     DPO_TRUNCATE_REJECTED: bool = _f(
         False,
-        "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen one, so the preference term pushes down the error and not the correct work that follows it.",
+        "Cut each rejected attempt after its first step (steps end at ';' or a newline) that differs from the chosen "
+        "one, so the preference term pushes down the error and not the correct work that follows it.",
     )
     VALIDATION_FRACTION: float = _f(
         0.1, "Fraction of questions (not pairs) put in validation.parquet.", minimum=0.0, maximum=0.5
@@ -251,7 +271,8 @@ class Config:
     TRL_LOSS_WEIGHTS: str = _f("", "Comma-separated weights, one per loss term; empty weighs each term 1.")
     TRL_WARMUP_RATIO: float = _f(
         0.0,
-        "Fraction of each training launch spent warming the learning rate up from 0 (the optimizer starts fresh every round).",
+        "Fraction of each training launch spent warming the learning rate up from 0 (the optimizer starts fresh every "
+        "round).",
         minimum=0.0,
         maximum=0.9,
     )
@@ -260,7 +281,8 @@ class Config:
     )
     TRL_MAX_STEPS: int = _f(
         0,
-        "Optimizer steps per trained round, whatever the number of pairs (TRL max_steps: fewer pairs are seen more often, more are subsampled); 0 lets TRL_NUM_EPOCHS decide.",
+        "Optimizer steps per trained round, whatever the number of pairs (TRL max_steps: fewer pairs are seen more "
+        "often, more are subsampled); 0 lets TRL_NUM_EPOCHS decide.",
         minimum=0,
     )
     TRL_BATCH_SIZE: int = _f(16, "Per-device train batch size.", minimum=1)
@@ -272,26 +294,32 @@ class Config:
     )
     TRL_DISTRIBUTED: str = _f(
         "auto",
-        "Launch preset written as training_runs/rX/accelerate_config.yaml: `auto` (fsdp on several GPUs, single on one, ddp for several CPU processes), `single`, `ddp`, `fsdp` (FSDP2) or `deepspeed` (ZeRO-3; needs `pip install deepspeed`).",
+        "Launch preset written as training_runs/rX/accelerate_config.yaml: `auto` (fsdp on several GPUs, single on "
+        "one, ddp for several CPU processes), `single`, `ddp`, `fsdp` (FSDP2) or `deepspeed` (ZeRO-3; needs `pip "
+        "install deepspeed`).",
         choices=("auto", "single", "ddp", "fsdp", "deepspeed"),
     )
     PHYSICAL_DPO_GPU: str = _f("", "Comma-separated GPU ids training uses; empty uses every visible GPU (or the CPU).")
     TRL_GRADIENT_CHECKPOINTING: bool = _f(
         False,
-        "Recompute activations in the backward pass (FSDP activation checkpointing under fsdp): less memory, about a third more compute.",
+        "Recompute activations in the backward pass (FSDP activation checkpointing under fsdp): less memory, about a "
+        "third more compute.",
     )
     TRL_REF_MODEL: str = _f(
         "previous",
-        "DPO reference: `previous` (the round's starting solver), `initial` (the first solver) or `none` (only with reference-free losses, TRL_LOSS_TYPE=sft: no reference model is kept).",
+        "DPO reference: `previous` (the round's starting solver), `initial` (the first solver) or `none` (only with "
+        "reference-free losses, TRL_LOSS_TYPE=sft: no reference model is kept).",
         choices=("previous", "initial", "none"),
     )
     TRL_PRECOMPUTE_REF_LOG_PROBS: bool = _f(
         False,
-        "Compute the reference log-probs once before training and drop the reference model (saves its memory; not with fsdp, trl issue 6470).",
+        "Compute the reference log-probs once before training and drop the reference model (saves its memory; not "
+        "with fsdp, trl issue 6470).",
     )
     TRL_REPORT_TO: str = _f(
         "none",
-        "Comma list of trackers TRL reports to: none, tensorboard, wandb, trackio (logs under training_runs/rX/; tracker keys from the environment only).",
+        "Comma list of trackers TRL reports to: none, tensorboard, wandb, trackio (logs under training_runs/rX/; "
+        "tracker keys from the environment only).",
     )
     TRL_LORA_R: int = _f(
         0,
@@ -304,7 +332,8 @@ class Config:
     # --- Multi-machine training ---
     NUM_MACHINES: int = _f(
         1,
-        "Machines training runs on; above 1 the stage starts the others' launches (srun in a Slurm allocation, else ssh to TRAIN_HOSTS).",
+        "Machines training runs on; above 1 the stage starts the others' launches (srun in a Slurm allocation, else "
+        "ssh to TRAIN_HOSTS).",
         minimum=1,
     )
     MACHINE_RANK: int = _f(0, "This machine's rank among NUM_MACHINES (0 is the one running the loop).", minimum=0)
@@ -316,18 +345,24 @@ class Config:
     )
     TRAIN_HOSTS: str = _f(
         "",
-        "Comma list of the other machines' hosts for ssh (ranks 1..NUM_MACHINES-1, in order); empty inside Slurm uses srun.",
+        "Comma list of the other machines' hosts for ssh (ranks 1..NUM_MACHINES-1, in order); empty inside Slurm uses "
+        "srun.",
     )
 
     # --- Next round's pool ---
     CURRICULUM: str = _f(
         "teacher",
-        "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the method), `static` (the seed pool again every round, nothing written: the ablation that shows what the Teacher adds) or `nonadaptive` (the Teacher writes from parents and policies drawn at random, never looking at the Solver's results, and the pool keeps a random subset: the control that shows what adapting adds).",
+        "Where each next pool comes from: `teacher` (questions written from this round's results, plus replays: the "
+        "method), `static` (the seed pool again every round, nothing written: the ablation that shows what the "
+        "Teacher adds) or `nonadaptive` (the Teacher writes from parents and policies drawn at random, never looking "
+        "at the Solver's results, and the pool keeps a random subset: the control that shows what adapting adds).",
         choices=("teacher", "static", "nonadaptive"),
     )
     NONADAPTIVE_PLAN: str = _f(
         "",
-        'With CURRICULUM=nonadaptive, a JSON file of how many questions to write per round and policy ({"rounds": {"1": {"stepping_stone": 30, ...}}}, e.g. what the full loop wrote: benchmarks/ablations.py makes it); empty writes NEW_QUESTIONS_PER_PARENT per pool question, each with a random policy.',
+        'With CURRICULUM=nonadaptive, a JSON file of how many questions to write per round and policy ({"rounds": '
+        '{"1": {"stepping_stone": 30, ...}}}, e.g. what the full loop wrote: benchmarks/ablations.py makes it); empty '
+        "writes NEW_QUESTIONS_PER_PARENT per pool question, each with a random policy.",
     )
     REPLAY_FAILED: bool = _f(
         True,
@@ -338,21 +373,27 @@ class Config:
     )
     NEW_QUESTIONS_PER_PARENT: int = _f(
         1,
-        "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error sibling for learning, harder variant for mastered and nearly mastered).",
+        "Questions the Teacher writes per question and writing policy (stepping stone for too-difficult, error "
+        "sibling for learning, harder variant for mastered and nearly mastered).",
         minimum=0,
     )
     WRITE_POLICIES: str = _f(
         "stepping_stone,error_sibling,harder_variant",
-        "Writing policies in use, comma-separated: `stepping_stone` (too-difficult questions), `error_sibling` (learning zone), `harder_variant` (mastered and nearly mastered); a question whose policy is left out gets nothing written and is replayed as it is.",
+        "Writing policies in use, comma-separated: `stepping_stone` (too-difficult questions), `error_sibling` "
+        "(learning zone), `harder_variant` (mastered and nearly mastered); a question whose policy is left out gets "
+        "nothing written and is replayed as it is.",
     )
     HARDER_VARIANT: str = _f(
         "raise_one",
-        "How the built-in Teacher makes a harder variant: `raise_one` (one more digit, operand or carries, onto a rung of the ladder: 2-digit sums with carries lead to 3-operand and 3-digit sums) or `next_rung` (the next rung of the ladder).",
+        "How the built-in Teacher makes a harder variant: `raise_one` (one more digit, operand or carries, onto a "
+        "rung of the ladder: 2-digit sums with carries lead to 3-operand and 3-digit sums) or `next_rung` (the next "
+        "rung of the ladder).",
         choices=("raise_one", "next_rung"),
     )
     NEAR_MASTERY: float = _f(
         0.75,
-        "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 leaves harder variants to mastered questions only.",
+        "A learning-zone question solved at least this often also gets a harder variant besides its error sibling; 1 "
+        "leaves harder variants to mastered questions only.",
         minimum=0.0,
         maximum=1.0,
     )
@@ -361,7 +402,10 @@ class Config:
     )
     POOL_CAP: str = _f(
         "stratified",
-        "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new questions first, replays cut from the end).",
+        "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are "
+        "unknown, share the cap in proportion to how far the Solver is from mastering each, 1 - its success rate this "
+        "round; within one, unmastered questions first, then new, then mastered replays) or `new_first` (new "
+        "questions first, replays cut from the end).",
         choices=("stratified", "new_first"),
     )
 
@@ -379,7 +423,8 @@ class Config:
     )
     GENERATOR_MODEL_PATH: str = _f(
         "",
-        "Base model of the Generator, a folder or a Hub id; empty starts it from the initial solver (for the embedded default, the warm-started tiny solver).",
+        "Base model of the Generator, a folder or a Hub id; empty starts it from the initial solver (for the embedded "
+        "default, the warm-started tiny solver).",
     )
     GENERATOR_MODEL_REVISION: str = _f("", "Branch, tag or commit of a Hub id in GENERATOR_MODEL_PATH; empty is main.")
     GENERATOR_TRAIN_START_ROUND: int = _f(
@@ -406,11 +451,14 @@ class Config:
     # --- Evaluation ---
     EVAL_SETS: str = _f(
         "",
-        "Named evaluation sets, measured at the start and after every trained round beside the held-out set: `NAME=SOURCE` entries separated by commas, a SOURCE being a file, a local dataset folder or hub:ID[:CONFIG[:SPLIT]] (README, Evaluation sets).",
+        "Named evaluation sets, measured at the start and after every trained round beside the held-out set: "
+        "`NAME=SOURCE` entries separated by commas, a SOURCE being a file, a local dataset folder or "
+        "hub:ID[:CONFIG[:SPLIT]] (README, Evaluation sets).",
     )
     EVAL_K: int = _f(
         32,
-        "Samples per question for Mean@k on every evaluation set (greedy accuracy is measured too); 0 skips evaluation. Was HELDOUT_K.",
+        "Samples per question for Mean@k on every evaluation set (greedy accuracy is measured too); 0 skips "
+        "evaluation. Was HELDOUT_K.",
         minimum=0,
     )
     EVAL_TEMPERATURE: float = _f(0.7, "Sampling temperature for Mean@k.", minimum=0.0)
@@ -421,7 +469,8 @@ class Config:
     )
     WARMSTART_TARGET_ACCURACY: float = _f(
         0.35,
-        "The warm start stops at the first check (every 25 steps) where greedy accuracy on fresh validation problems reaches this; 0 runs all WARMSTART_STEPS.",
+        "The warm start stops at the first check (every 25 steps) where greedy accuracy on fresh validation problems "
+        "reaches this; 0 runs all WARMSTART_STEPS.",
         minimum=0.0,
         maximum=1.0,
     )

@@ -53,7 +53,8 @@ class ResolvedModel:
     def describe(self) -> str:
         if not self.repo_id:
             return self.path
-        return f"{self.repo_id}@{self.revision or 'main'} (commit {self.commit[:12] if self.commit else '?'}) in {self.path}"
+        commit = self.commit[:12] if self.commit else "?"
+        return f"{self.repo_id}@{self.revision or 'main'} (commit {commit}) in {self.path}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +66,8 @@ def is_hub_id(value: str) -> bool:
 
 
 def check_model_setting(key: str, value: str, revision: str = "") -> str | None:
-    """Why `value` cannot be a model setting, or None: a folder needs config.json; a non-folder must look like a Hub id."""
+    """Why `value` cannot be a model setting, or None: a folder needs config.json; a non-folder must look like a Hub
+    id."""
     if not value:
         return f"{key.replace('_PATH', '_REVISION')}: set without {key}" if revision else None
     folder = Path(value).expanduser()

@@ -76,15 +76,17 @@ def describe_plan(cfg: Config) -> str:
                     else "downloaded at the start"
                 )
             )
+    embedded = f"embedded tiny solver, built and warm-started in {sm.paths.base_model}"
     lines = [
         f"workspace      {cfg.workspace} (state: {state['status']})",
-        f"solver         {models.get('SOLVER_MODEL_PATH') or f'embedded tiny solver, built and warm-started in {sm.paths.base_model}'}",
+        f"solver         {models.get('SOLVER_MODEL_PATH') or embedded}",
         *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
         f"questions      {cfg.QUESTIONS_FILE or SHIPPED_SEEDS}",
         f"evaluation     {describe_evaluation(cfg)}",
         f"teacher        {cfg.TEACHER_BACKEND}"
         + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
-        f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at T={cfg.SAMPLING_TEMPERATURE}",
+        f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at "
+        f"T={cfg.SAMPLING_TEMPERATURE}",
         f"training       TRL DPO loss {cfg.TRL_LOSS_TYPE}, beta {cfg.TRL_BETA}, lr {cfg.TRL_LEARNING_RATE}, "
         f"{cfg.TRL_NUM_PROCESSES} process(es), from round {cfg.TRAIN_START_ROUND}",
         "",
@@ -168,7 +170,8 @@ def launch(args: Namespace) -> int:
         if args.from_round is not None and args.from_stage is not None:
             files = StateManager(cfg.workspace).discard_plan(args.from_round, args.from_stage, cfg.TOTAL_ROUNDS)
             print(
-                f"\nredo from round {args.from_round}, stage {args.from_stage} would discard {len(files)} files or folders:"
+                f"\nredo from round {args.from_round}, stage {args.from_stage} would discard {len(files)} files or "
+                "folders:"
             )
             print("".join(f"  {p}\n" for p in files), end="")
         return EXIT_OK
@@ -200,7 +203,8 @@ def launch(args: Namespace) -> int:
             return EXIT_USAGE
         files = controller.discard_plan(args.from_round, args.from_stage)
         print(
-            f"Redo from round {args.from_round}, stage {args.from_stage}: {len(files)} files or folders will be discarded:"
+            f"Redo from round {args.from_round}, stage {args.from_stage}: {len(files)} files or folders will be "
+            "discarded:"
         )
         for p in files:
             print(f"  {p}")
@@ -228,7 +232,8 @@ def print_final(summary: dict, controller) -> None:
     paths = controller.paths
     status = summary["status"]
     print(
-        f"\nrun {status} in {summary['duration_s']:.0f}s; rounds done {summary['rounds_done']}, failed {summary['rounds_failed']}"
+        f"\nrun {status} in {summary['duration_s']:.0f}s; rounds done {summary['rounds_done']}, failed "
+        f"{summary['rounds_failed']}"
     )
     if summary.get("baseline_heldout_accuracy") is not None:
         print(

@@ -205,7 +205,8 @@ class RoundController:
         return evaluation.eval_sets(self.cfg, self.paths, self.heldout_file())
 
     def evaluate(self, label: str, model_dir: Path) -> dict | None:
-        """Every evaluation set on a model, cached in results/evaluations.json under `label` (managers/evaluation.py)."""
+        """Every evaluation set on a model, cached in results/evaluations.json under `label`
+        (managers/evaluation.py)."""
         return evaluation.evaluate_model(self.ctx, label, model_dir, self.eval_sets())
 
     # --- the loop ---------------------------------------------------------------------------

@@ -23,7 +23,8 @@ def status_text(controller, r: int) -> str:
     traj = len(read_jsonl(paths.trajectories(r)))
     pairs = count_rows(paths.dataset_dir(r) / "train.parquet") + count_rows(paths.dataset_dir(r) / "validation.parquet")
     lines = [
-        f"  round {r} of {cfg.TOTAL_ROUNDS}; completed rounds {state['completed_rounds']}, failed {state['failed_rounds']}",
+        f"  round {r} of {cfg.TOTAL_ROUNDS}; completed rounds {state['completed_rounds']}, failed "
+        f"{state['failed_rounds']}",
         f"  stages done this round: {', '.join(done) or 'none'}",
         f"  questions {len(questions)}, trajectories {traj}, pairs {pairs}",
         f"  solver for this round: {controller.ctx.solver_for_round(r)}",

@@ -36,7 +36,8 @@ def evaluate(
     max_new_tokens: int = 512,
     system_prompt: str = "",
 ) -> dict:
-    """Greedy accuracy and Mean@k of `backend` on `questions` ({"question", "answer", "meta"?}), overall and per level."""
+    """Greedy accuracy and Mean@k of `backend` on `questions` ({"question", "answer", "meta"?}), overall and per
+    level."""
     start = time.time()
     chats = [solver_messages(q["question"], system_prompt) for q in questions]
     greedy_out = backend.generate(chats, Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed))

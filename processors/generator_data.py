@@ -29,7 +29,8 @@ POLICY_INSTRUCTION = {
 
 
 def utility(success_rate: float, mu: float, sigma: float) -> float:
-    """The paper's Gaussian utility of a question for a solver that solves it at `success_rate` (GENERATOR_UTILITY_*)."""
+    """The paper's Gaussian utility of a question for a solver that solves it at `success_rate`
+    (GENERATOR_UTILITY_*)."""
     return math.exp(-((success_rate - mu) ** 2) / (2 * sigma**2))
 
 

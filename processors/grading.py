@@ -73,7 +73,8 @@ def run_grading(ctx: RunContext, r: int) -> dict:
             return None
         if len(verdicts) != len(row["attempts"]):
             raise ValueError(
-                f"teacher {teacher.name} returned {len(verdicts)} verdicts for {len(row['attempts'])} attempts of {q['id']}"
+                f"teacher {teacher.name} returned {len(verdicts)} verdicts for {len(row['attempts'])} attempts of "
+                f"{q['id']}"
             )
         return score(q["id"], r, verdicts)
 

@@ -2,7 +2,8 @@
 
     python scripts/evaluate.py --model workspace/checkpoints/merged_solver_r5 --data data/heldout.jsonl --k 32
     python scripts/evaluate.py --model Qwen/Qwen3-8B --data hub:openai/gsm8k:main:test --k 8 --backend vllm
-    python scripts/evaluate.py --model MODEL --sets "gsm8k=hub:openai/gsm8k:main:test,math500=hub:HuggingFaceH4/MATH-500"
+    python scripts/evaluate.py --model MODEL \
+        --sets "gsm8k=hub:openai/gsm8k:main:test,math500=hub:HuggingFaceH4/MATH-500"
 
 --model is a model folder or a Hugging Face Hub id (fetched through the Hub cache; HF_HUB_OFFLINE=1 reads
 only the cache). --data is one source (a file, a dataset folder, or hub:ID[:CONFIG[:SPLIT]]); --sets takes

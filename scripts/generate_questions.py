@@ -1,7 +1,8 @@
 """Write a question set with a trained Generator, every question checked as in the round (the paper's use:
 synthetic data for other students).
 
-    python scripts/generate_questions.py --generator workspace/checkpoints/generator_r3 --from data/seed_questions.jsonl --n 200 --out new.jsonl
+    python scripts/generate_questions.py --generator workspace/checkpoints/generator_r3 \
+        --from data/seed_questions.jsonl --n 200 --out new.jsonl
 """
 
 from __future__ import annotations

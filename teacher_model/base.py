@@ -104,5 +104,6 @@ class Teacher(Protocol):
         ...
 
     def write_questions(self, request: WriteRequest) -> list[dict]:
-        """New question records ({"question", "answer", "solution"?, "meta"?}); ids and lineage are added by the caller."""
+        """New question records ({"question", "answer", "solution"?, "meta"?}); ids and lineage are added by the
+        caller."""
         ...

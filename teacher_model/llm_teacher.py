@@ -199,7 +199,8 @@ class LLMTeacher:
         return verdicts, rule, undecided
 
     def grading_requests(self, question: dict, attempts: list[dict]) -> list[tuple[list[dict], float, int | None]]:
-        """The first request(s) grading would send for this question (messages, temperature, seed): for the Batch API."""
+        """The first request(s) grading would send for this question (messages, temperature, seed): for the Batch
+        API."""
         _, _, undecided = self._rule_pass(question, attempts)
         todo = [attempts[i] for i in undecided]
         if not todo:

@@ -76,7 +76,8 @@ WRITE_SYSTEM = (
     "complete step-by-step solution that ends with the final answer in \\boxed{{}}. You reply with JSON only."
 )
 
-LEARNING_USER = """The student solves this problem only some of the time ({success_rate:.0%} of its attempts were correct).
+LEARNING_USER = """The student solves this problem only some of the time ({success_rate:.0%} of its attempts were \
+correct).
 
 Problem:
 {question}
@@ -112,7 +113,8 @@ setting, still with a single exact answer. Do not copy the original problem.
 Reply with a JSON list of {count} object(s), and nothing else:
 [{{"question": "...", "answer": "...", "solution": "... \\\\boxed{{...}}"}}]"""
 
-NEAR_MASTERED_USER = """The student solves this problem most of the time ({success_rate:.0%} of its attempts were correct); \
+NEAR_MASTERED_USER = """The student solves this problem most of the time ({success_rate:.0%} of its attempts were \
+correct); \
 it will soon teach nothing.
 
 Problem:

@@ -81,7 +81,7 @@ def test_batches_merge_in_pool_order_whatever_order_they_finish(tmp_path):
     assert [r["question_id"] for r in read_jsonl(out)] == ["q00", "q01"]
 
 
-# ---------------------------------------------------------------- worker processes (transformers engines: seconds to start)
+# ------------------------------------------------------------ worker processes (transformers engines: seconds to start)
 def _tasks(n: int, per: int = 2) -> list[Task]:
     return [
         Task(i, [solver_messages(f"{i}{j}+1=?") for j in range(per)], Sampling(n=2, max_new_tokens=8, seed=i))
@@ -219,6 +219,15 @@ def test_sigkill_mid_collection_resumes_without_regenerating_finished_batches(ti
     reference = _collect(tmp_path / "ref", tiny_solver, pool_questions, COLLECTION_BATCH_SIZE=2)
     cfg = _collect_cfg(ws, tiny_solver, COLLECTION_BATCH_SIZE=2)
     atomic_write_json(StateManager(cfg.workspace).paths.questions(1), pool_questions)
+    keys = (
+        "WORKSPACE_DIR",
+        "COLLECTION_BACKEND",
+        "COLLECTION_BATCH_SIZE",
+        "ATTEMPTS_PER_QUESTION",
+        "MAX_NEW_TOKENS",
+        "SEED",
+    )
+    overrides = {k: str(v) for k, v in cfg.to_dict(redact=False).items() if k in keys}
     script = (
         "import dataclasses, sys\n"
         "from prosetting.core.config import load_config\n"
@@ -226,7 +235,7 @@ def test_sigkill_mid_collection_resumes_without_regenerating_finished_batches(ti
         "from prosetting.core.state_manager import StateManager\n"
         "from prosetting.collectors.trajectory_collector import run_collection\n"
         "if __name__ == '__main__':\n"
-        f"    cfg, _ = load_config(env_file=None, environ={{}}, overrides={json.dumps({k: str(v) for k, v in cfg.to_dict(redact=False).items() if k in ('WORKSPACE_DIR', 'COLLECTION_BACKEND', 'COLLECTION_BATCH_SIZE', 'ATTEMPTS_PER_QUESTION', 'MAX_NEW_TOKENS', 'SEED')})})\n"
+        f"    cfg, _ = load_config(env_file=None, environ={{}}, overrides={json.dumps(overrides)})\n"
         f"    cfg = dataclasses.replace(cfg, SOLVER_MODEL_PATH={str(tiny_solver)!r})\n"
         "    run_collection(RunContext(cfg=cfg, sm=StateManager(cfg.workspace)), 1)\n"
     )

@@ -235,7 +235,8 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
         "import sys, pathlib, threading; from prosetting.core.config import Config; "
         "from prosetting.core.state_manager import StateManager; from prosetting.core.context import RunContext; "
         "from prosetting.trainers.generator_training import run_generator_training as t; "
-        "cfg = Config(GENERATOR_MODEL_PATH=sys.argv[2], QUESTION_WRITER='mixed', GENERATOR_NUM_EPOCHS=40.0, TRL_BATCH_SIZE=4); "
+        "cfg = Config(GENERATOR_MODEL_PATH=sys.argv[2], QUESTION_WRITER='mixed', GENERATOR_NUM_EPOCHS=40.0, "
+        "TRL_BATCH_SIZE=4); "
         "print(t(RunContext(cfg, StateManager(pathlib.Path(sys.argv[1]))), 2))"
     )
     argv = [sys.executable, "-c", code, str(paths.root), str(base)]

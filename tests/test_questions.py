@@ -123,7 +123,8 @@ def test_blind_pool_ignores_results():
 
 
 def test_static_curriculum_replays_the_seed_pool_and_writes_nothing(tmp_path):
-    """CURRICULUM=static (the ablation of the Teacher's questions): round r+1's pool is round 1's, no writer is asked."""
+    """CURRICULUM=static (the ablation of the Teacher's questions): round r+1's pool is round 1's, no writer is
+    asked."""
     import threading
 
     from prosetting.core.config import Config

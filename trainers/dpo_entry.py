@@ -131,7 +131,7 @@ def dpo_config(spec: dict, dtype, has_eval: bool):
         data_seed=spec["seed"],
         bf16=spec["mixed_precision"] == "bf16",
         fp16=spec["mixed_precision"] == "fp16",
-        use_cpu=not torch.cuda.is_available(),  # with the launch's ACCELERATE_USE_CPU: a gloo group, not N lone processes
+        use_cpu=not torch.cuda.is_available(),  # with ACCELERATE_USE_CPU: one gloo group, not N lone processes
         gradient_checkpointing=bool(spec.get("gradient_checkpointing")),
         precompute_ref_log_probs=bool(spec.get("precompute_ref_log_probs")),
         model_init_kwargs={"dtype": dtype},

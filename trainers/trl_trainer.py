@@ -87,7 +87,8 @@ def build_spec(
 
 
 def spec_precompute(cfg: Config) -> bool:
-    """TRL 1.16 has no reference-free DPO path: with TRL_REF_MODEL=none the reference pass runs once, then is dropped."""
+    """TRL 1.16 has no reference-free DPO path: with TRL_REF_MODEL=none the reference pass runs once, then is
+    dropped."""
     return cfg.TRL_PRECOMPUTE_REF_LOG_PROBS or cfg.TRL_REF_MODEL == "none"
 
 

@@ -74,7 +74,8 @@ def _teacher_line(t: dict) -> str:
     agreement = f", rule/LLM agreement {100 * t['agreement']:.0f}%" if "agreement" in t else ""
     return (
         f"{'':>5} teacher: {t.get('calls', 0)} calls, {t.get('cache_hits', 0)} cache hits, "
-        f"{t.get('prompt_tokens', 0)}+{t.get('completion_tokens', 0)} tokens{cost}; verdicts {t.get('rule_verdicts', 0)} "
+        f"{t.get('prompt_tokens', 0)}+{t.get('completion_tokens', 0)} tokens{cost}; verdicts "
+        f"{t.get('rule_verdicts', 0)} "
         f"by rule, {t.get('llm_verdicts', 0)} by LLM{agreement}; {t.get('unusable_replies', 0)} unusable replies, "
         f"{t.get('reasks', 0)} re-asks, {t.get('ungraded', 0)} ungraded, {t.get('dropped_flawed', 0)} flawed dropped"
     )
@@ -98,7 +99,10 @@ def trained_rounds(sm: StateManager, upto: int) -> list[tuple[int, bool]]:
 def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
     evaluations = read_json(sm.paths.evaluations) or {}
     base = evaluations.get("baseline")
-    head = f"{'round':>5} {'questions':>9} {'attempts':>8} {'pool acc':>8} {'pairs':>6} {'trained':>7} {'held-out':>8} {'next pool':>9}  writers (written/rejected U=mean utility)"
+    head = (
+        f"{'round':>5} {'questions':>9} {'attempts':>8} {'pool acc':>8} {'pairs':>6} {'trained':>7} {'held-out':>8} "
+        f"{'next pool':>9}  writers (written/rejected U=mean utility)"
+    )
     lines = [head, "-" * len(head)]
     if base:
         lines.append(f"{'start':>5} {'':>9} {'':>8} {'':>8} {'':>6} {'':>7} {_fmt(base['greedy'], True):>8} {'':>9}")
@@ -107,7 +111,8 @@ def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
         lines.append(
             f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['attempts']):>8} "
             f"{_fmt(row['pool']['solver_accuracy'], True):>8} {_fmt(row['pairs']):>6} "
-            f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} {_fmt(row['next_pool']):>9}  {short(row['writers'])}"
+            f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} "
+            f"{_fmt(row['next_pool']):>9}  {short(row['writers'])}"
         )
         lines.append(pool_line(row["pool"]["composition"]))
         if row.get("teacher"):
@@ -190,21 +195,24 @@ def render_markdown(summary: dict, evaluations: dict) -> str:
     if summary["baseline_heldout_accuracy"] is not None:
         primary = summary.get("eval_primary", "heldout")
         lines += [
-            f"{'Held-out' if primary == 'heldout' else primary} greedy accuracy: {_fmt(summary['baseline_heldout_accuracy'], True)} at the start, "
+            f"{'Held-out' if primary == 'heldout' else primary} greedy accuracy: "
+            f"{_fmt(summary['baseline_heldout_accuracy'], True)} at the start, "
             f"{_fmt(summary['final_heldout_accuracy'], True)} after the last round "
             f"(Mean@{summary['heldout_k']}: {_fmt(summary['baseline_heldout_mean_at_k'], True)} -> "
             f"{_fmt(summary['rounds'][-1]['heldout_mean_at_k'] if summary['rounds'] else None, True)}).",
             "",
         ]
     lines += [
-        "| round | questions | mean level | pool accuracy | zones (0 / partial / 1) | pairs | trained | held-out greedy | held-out Mean@k |",
+        "| round | questions | mean level | pool accuracy | zones (0 / partial / 1) | pairs | trained | held-out "
+        "greedy | held-out Mean@k |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["rounds"]:
         z = row["pool"]["zones"] or {}
         lines.append(
             f"| {row['round']} | {row['pool']['questions']} | {_fmt(row['pool']['mean_level'])} | "
-            f"{_fmt(row['pool']['solver_accuracy'], True)} | {z.get('too_difficult', '-')} / {z.get('learning', '-')} / "
+            f"{_fmt(row['pool']['solver_accuracy'], True)} | {z.get('too_difficult', '-')} / {z.get('learning', '-')} "
+            "/ "
             f"{z.get('mastered', '-')} | {_fmt(row['pairs'])} | {'yes' if row['trained'] else 'no'} | "
             f"{_fmt(row['heldout_accuracy'], True)} | {_fmt(row['heldout_mean_at_k'], True)} |"
         )

@@ -140,7 +140,8 @@ def check_model(name: str, key: str, value: str, revision: str, quick: bool, tim
 
 
 def check_hub_model(name: str, key: str, repo_id: str, revision: str | None, timeout: float) -> Check:
-    """A Hub id not in the local cache: offline that is a failure; online, the Hub says whether it exists and its size."""
+    """A Hub id not in the local cache: offline that is a failure; online, the Hub says whether it exists and its
+    size."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -201,7 +202,10 @@ def _downloaded(filename: str) -> bool:
 
 
 def check_model_folder(name: str, key: str, folder: Path, quick: bool) -> Check:
-    fix = f"point {key} at a folder saved with save_pretrained (config.json, tokenizer, weights) or a Hub id; now {folder}"
+    fix = (
+        f"point {key} at a folder saved with save_pretrained (config.json, tokenizer, weights) or a Hub id; "
+        f"now {folder}"
+    )
     try:
         model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     except (OSError, json.JSONDecodeError) as exc:
@@ -247,7 +251,10 @@ def check_questions(cfg: Config) -> list[Check]:
     pool = StateManager(cfg.workspace).paths.questions(1)
     source = Path(cfg.QUESTIONS_FILE) if cfg.QUESTIONS_FILE else SHIPPED_SEEDS
     checks = []
-    fix = "fix the file (a JSON list or JSON Lines of objects with `question` and `answer`) or set QUESTIONS_FILE to another"
+    fix = (
+        "fix the file (a JSON list or JSON Lines of objects with `question` and `answer`) "
+        "or set QUESTIONS_FILE to another"
+    )
     try:
         if pool.exists():
             n = len(read_json(pool))
@@ -755,7 +762,8 @@ def check_lock(sm: StateManager) -> Check:
             "fail",
             f"a live run holds the workspace: process {info.get('pid')} on "
             f"{info.get('host')}, started {info.get('started')}",
-            f"wait for it to finish, stop it (kill {info.get('pid')} on {info.get('host')}), or use another WORKSPACE_DIR",
+            f"wait for it to finish, stop it (kill {info.get('pid')} on {info.get('host')}), or use another "
+            "WORKSPACE_DIR",
         )
     who = f"process {info.get('pid')} on {info.get('host')}, gone" if info else "unreadable lock file"
     return Check(
