@@ -73,6 +73,7 @@ def test_two_machines_on_localhost(tmp_path, monkeypatch):
         TRAIN_HOSTS="127.0.0.1",
         TRL_BATCH_SIZE=8,
         TRL_MAX_LENGTH=64,
+        TRL_MAX_STEPS=0,  # steps from the epoch, not the embedded profile's fixed 20
     )
     out = run_stage(c, model, pairs_parquet(tmp_path / "p.parquet", 64), tmp_path / "run", tmp_path / "log")
     assert out["world_size"] == 2 and out["steps"] == 4 and out["verified"]["tensors_compared"] == 27
@@ -177,7 +178,7 @@ def test_a_retry_resumes_from_the_newest_checkpoint(tmp_path):
     import shutil
 
     model = tiny_model(tmp_path / "m")
-    c = cfg(TRL_SAVE_STEPS=2, TRL_BATCH_SIZE=8, TRL_MAX_LENGTH=64, TRL_MIXED_PRECISION="bf16")
+    c = cfg(TRL_SAVE_STEPS=2, TRL_BATCH_SIZE=8, TRL_MAX_LENGTH=64, TRL_MIXED_PRECISION="bf16", TRL_MAX_STEPS=0)
     pairs, run, log = pairs_parquet(tmp_path / "p.parquet", 64), tmp_path / "run", tmp_path / "log"
     first = run_stage(c, model, pairs, run, log)
     assert first["steps"] == 8
