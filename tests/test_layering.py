@@ -5,14 +5,25 @@
 The layers (README, "Architecture"): core < teacher_model | collectors | datasets < trainers < processors < utils
 < managers < scripts | benchmarks, and no import cycle between the modules of a package, function-level imports
 included. The graph is built from the package Python imports (here: this checkout, which the second test checks).
+
+`datasets/` and `benchmarks/` are namespace subpackages (no `__init__.py`: a `datasets/__init__.py` would shadow
+Hugging Face `datasets` for anything run from the repository root). grimp names a namespace package from its
+place under a `sys.path` entry, which is right only when the checkout directory is itself named `prosetting`;
+an editable install of a clone named anything else (CI's) would make it `.tmp.ci.benchmarks`. So the graph is
+built through `prosetting_on_path()`: a temporary directory whose `prosetting` links to this checkout, first on
+`sys.path`, with the package imported from there for the check and the session's modules put back after. By
+hand, from any checkout: `mkdir -p /tmp/pp && ln -sfn "$PWD" /tmp/pp/prosetting && PYTHONPATH=/tmp/pp lint-imports`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import re
+import sys
+import tempfile
 from pathlib import Path
 
 import grimp
@@ -23,6 +34,29 @@ import prosetting
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "pyproject.toml"
+
+
+@contextlib.contextmanager
+def prosetting_on_path():
+    """`prosetting` importable from a directory named `prosetting` (a link to this checkout) while the graph is
+    built; the session's own `prosetting` modules are set aside and restored, untouched, afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "prosetting").symlink_to(REPO, target_is_directory=True)
+        saved = {
+            name: mod for name, mod in sys.modules.items() if name == "prosetting" or name.startswith("prosetting.")
+        }
+        for name in saved:
+            del sys.modules[name]
+        sys.path.insert(0, tmp)
+        importlib.invalidate_caches()
+        try:
+            yield
+        finally:
+            sys.path.remove(tmp)
+            for name in [n for n in sys.modules if n == "prosetting" or n.startswith("prosetting.")]:
+                del sys.modules[name]
+            sys.modules.update(saved)
+            importlib.invalidate_caches()
 
 
 def contracts() -> dict[str, dict]:
@@ -48,7 +82,7 @@ def loggers_kept():
 
 def test_the_contracts_hold():
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), loggers_kept():
+    with contextlib.redirect_stdout(out), loggers_kept(), prosetting_on_path():
         code = lint_imports(config_filename=str(CONFIG), no_cache=True, no_logo=True)
     assert code == 0, out.getvalue()
     assert "Contracts: 2 kept, 0 broken." in out.getvalue(), out.getvalue()
@@ -57,7 +91,8 @@ def test_the_contracts_hold():
 def test_the_check_reads_this_checkout_and_every_folder_has_a_layer():
     assert Path(prosetting.__file__).resolve().parent == REPO
     roots = read_configuration(str(CONFIG))["session_options"]["root_packages"]
-    graph = grimp.build_graph(*roots, cache_dir=None)
+    with prosetting_on_path():
+        graph = grimp.build_graph(*roots, cache_dir=None)
     seen = {m.split(".")[1] for m in graph.modules if m.count(".") >= 1}
     folders = {p.name for p in REPO.iterdir() if p.is_dir() and any(p.glob("*.py"))}
     # datasets/ and benchmarks/ are namespace subpackages: without their own root the graph would miss them
@@ -76,7 +111,8 @@ def test_an_upward_or_sideways_import_breaks_the_layers():
         ("prosetting.collectors.backends", "prosetting.teacher_model.base"),
         ("prosetting.datasets.data_saver", "prosetting.trainers.launch"),
     ]:
-        graph = grimp.build_graph(*roots, cache_dir=None)
+        with prosetting_on_path():
+            graph = grimp.build_graph(*roots, cache_dir=None)
         assert not graph.find_illegal_dependencies_for_layers(layers=spec)
         graph.add_import(importer=importer, imported=imported)
         illegal = graph.find_illegal_dependencies_for_layers(layers=spec)
