@@ -1,17 +1,21 @@
 """The Teacher stages' work queue: items on a thread pool, a few submitted ahead, so a stop or a failure
-leaves the rest unstarted (and unpaid).
+leaves the rest unstarted (and unpaid); and their one rule for items the Teacher failed on for good
+(`check_failures`, TEACHER_MAX_FAILURE_FRACTION).
 
     run_concurrently(todo, grade_one, workers=32, stop_event=ctx.stop_event, done=save, desc="round 1 grade")
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from threading import Event
 from typing import Any
 
 from tqdm import tqdm
+
+from prosetting.teacher_model.transport import TeacherError
 
 
 def run_concurrently(
@@ -58,3 +62,19 @@ def run_concurrently(
 
 
 _END = object()
+
+
+def check_failures(
+    cfg, failed: dict[str, str], total: int, failure: str, saved: str, fix: str, logger: logging.Logger, warning: str
+) -> None:
+    """More than TEACHER_MAX_FAILURE_FRACTION of a stage's `total` questions failed for good (`failed`: question
+    id -> its last error) fails the stage, saying what happened (`failure`), what is kept (`saved`) and what to
+    do; fewer are logged on the stage's logger (`warning` takes the count and the last error)."""
+    last = next(reversed(failed.values()))
+    if len(failed) / max(1, total) > cfg.TEACHER_MAX_FAILURE_FRACTION:
+        raise TeacherError(
+            f"{len(failed)} of {total} questions {failure} the Teacher endpoint {cfg.TEACHER_BASE_URL} "
+            f"(more than TEACHER_MAX_FAILURE_FRACTION={cfg.TEACHER_MAX_FAILURE_FRACTION:g}); last error: {last}. "
+            f"{saved} and answered calls are cached: fix the endpoint{fix} and run the same command again"
+        )
+    logger.warning(warning, len(failed), last)

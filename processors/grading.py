@@ -21,7 +21,7 @@ import time
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
-from prosetting.processors.concurrent import run_concurrently
+from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import zone_of
 from prosetting.teacher_model.batch import prefetch
@@ -128,21 +128,17 @@ def _prefetch(ctx: RunContext, r: int, todo: list[dict], questions: dict[str, di
 
 
 def _check_ungraded(cfg, r: int, ungraded: dict[str, str], total: int) -> None:
-    """More than TEACHER_MAX_FAILURE_FRACTION of the questions ungraded fails the stage; fewer, a warning."""
-    last = next(reversed(ungraded.values()))
-    if len(ungraded) / max(1, total) > cfg.TEACHER_MAX_FAILURE_FRACTION:
-        raise TeacherError(
-            f"{len(ungraded)} of {total} questions got no grade from the Teacher endpoint "
-            f"{cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
-            f"last error: {last}. The graded ones are saved and answered calls are cached: fix the endpoint "
-            "(or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS) and run the same command again"
-        )
-    log.warning(
-        "grade r%d: %d question(s) ungraded (last error: %s); they go back into the next pool and "
-        "any re-run of this stage grades them",
-        r,
-        len(ungraded),
-        last,
+    """Grading's wording of the Teacher stages' failure rule (processors/concurrent.check_failures)."""
+    check_failures(
+        cfg,
+        ungraded,
+        total,
+        "got no grade from",
+        "The graded ones are saved",
+        " (or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS)",
+        log,
+        f"grade r{r}: %d question(s) ungraded (last error: %s); they go back into the next pool and any re-run "
+        "of this stage grades them",
     )
 
 

@@ -34,7 +34,7 @@ import time
 from prosetting.core.config import read_write_plan
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
-from prosetting.processors.concurrent import run_concurrently
+from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.processors.question_pool import build_blind_pool, build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
 from prosetting.teacher_model import prompts, teacher_for, teacher_stats, usage_since, watching
@@ -285,21 +285,17 @@ class _Writing:
 
 
 def _check_failures(cfg, r: int, failed: dict[str, str], total: int) -> None:
-    """More than TEACHER_MAX_FAILURE_FRACTION of the parents without a line fails the stage; fewer, a warning."""
-    last = next(reversed(failed.values()))
-    if len(failed) / max(1, total) > cfg.TEACHER_MAX_FAILURE_FRACTION:
-        raise TeacherError(
-            f"{len(failed)} of {total} questions got nothing written or re-checked by the Teacher endpoint "
-            f"{cfg.TEACHER_BASE_URL} (more than TEACHER_MAX_FAILURE_FRACTION={cfg.TEACHER_MAX_FAILURE_FRACTION:g}); "
-            f"last error: {last}. What was written is saved and answered calls are cached: fix the endpoint "
-            "and run the same command again"
-        )
-    log.warning(
-        "enhance r%d: %d question(s) got nothing written or re-checked (last error: %s); none is "
-        "dropped, nothing new comes from them this round",
-        r,
-        len(failed),
-        last,
+    """Writing's wording of the Teacher stages' failure rule (processors/concurrent.check_failures)."""
+    check_failures(
+        cfg,
+        failed,
+        total,
+        "got nothing written or re-checked by",
+        "What was written is saved",
+        "",
+        log,
+        f"enhance r{r}: %d question(s) got nothing written or re-checked (last error: %s); none is dropped, "
+        "nothing new comes from them this round",
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
 
 
 def _normalise(text: str) -> str:
@@ -63,6 +64,20 @@ def stratified_cut(groups: list[list[dict]], max_size: int, rewards: dict[str, d
     return {q["id"] for key, qs in by_stratum.items() for q in qs[: taken[key]]}
 
 
+def _first_of_each_text(groups, counts: dict) -> Iterator[tuple[str, dict]]:
+    """(kind, question) for the first question of each normalised text over `groups` ((kind, questions) in
+    order); every later repeat is counted in counts["duplicates_dropped"]."""
+    seen: set[str] = set()
+    for kind, group in groups:
+        for q in group:
+            key = _normalise(q["question"])
+            if key in seen:
+                counts["duplicates_dropped"] += 1
+                continue
+            seen.add(key)
+            yield kind, q
+
+
 def build_next_pool(
     questions: list[dict],
     rewards: dict[str, dict],
@@ -99,22 +114,15 @@ def build_next_pool(
     picked = sorted(rng.sample(range(len(mastered)), round(replay_ratio * len(mastered))))
     replay = [mastered[i] for i in picked]
 
-    groups: list[tuple[str, list[dict]]] = []
-    seen: set[str] = set()
     counts = {"new": 0, "failed_replay": 0, "mastered_replay": 0, "duplicates_dropped": 0, "cut_by_max_size": 0}
-    for kind, group in (("new", new_questions), ("failed_replay", failed), ("mastered_replay", replay)):
-        unique = []
-        for q in group:
-            key = _normalise(q["question"])
-            if key in seen:
-                counts["duplicates_dropped"] += 1
-                continue
-            seen.add(key)
-            unique.append(q)
-        groups.append((kind, unique))
+    by_kind: dict[str, list[dict]] = {"new": [], "failed_replay": [], "mastered_replay": []}
+    for kind, q in _first_of_each_text(
+        (("new", new_questions), ("failed_replay", failed), ("mastered_replay", replay)), counts
+    ):
+        by_kind[kind].append(q)
+    groups = list(by_kind.items())  # in this order: the new-first cut keeps the first max_size
     total = sum(len(g) for _, g in groups)
     if max_size and total > max_size and cap == "stratified":
-        by_kind = dict(groups)
         keep = stratified_cut([by_kind["failed_replay"], by_kind["new"], by_kind["mastered_replay"]], max_size, rewards)
     elif max_size and total > max_size:
         keep = {q["id"] for q in [q for _, g in groups for q in g][:max_size]}
@@ -136,17 +144,8 @@ def build_blind_pool(
 ) -> tuple[list[dict], dict]:
     """The non-adaptive control's next pool: the new questions and the whole current pool, and over `max_size` a
     seeded random subset of them; nothing about the Solver's results decides what stays."""
-    seen: set[str] = set()
-    candidates: list[tuple[str, dict]] = []
     counts = {"new": 0, "replay": 0, "duplicates_dropped": 0, "cut_by_max_size": 0}
-    for kind, group in (("new", new_questions), ("replay", questions)):
-        for q in group:
-            key = _normalise(q["question"])
-            if key in seen:
-                counts["duplicates_dropped"] += 1
-                continue
-            seen.add(key)
-            candidates.append((kind, q))
+    candidates = list(_first_of_each_text((("new", new_questions), ("replay", questions)), counts))
     keep = range(len(candidates))
     if max_size and len(candidates) > max_size:
         keep = sorted(random.Random(f"{seed}:blind-pool:{round_}").sample(range(len(candidates)), max_size))
