@@ -10,8 +10,9 @@ import pytest
 
 from prosetting.core.config import (
     GROUPS,
-    README_BEGIN,
     REDACTED,
+    SETTINGS_BEGIN,
+    SETTINGS_DOC,
     Config,
     ConfigError,
     describe_fields,
@@ -19,7 +20,7 @@ from prosetting.core.config import (
     diff_configs,
     load_config,
     render_env_example,
-    render_readme_settings,
+    render_settings_list,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,11 +97,12 @@ def test_secrets_are_redacted_and_ignored_in_diffs():
     assert diff_configs(other, dumped) == [("SEED", 1, 42)]
 
 
-def test_env_example_and_the_readme_are_generated_from_config():
+def test_env_example_and_the_settings_page_are_generated_from_config():
     # `python -m prosetting.core.config` rewrites both after a field is added or changed.
+    assert SETTINGS_DOC == "docs/configuration.md"
     assert (REPO / ".env.example").read_text() == render_env_example()
-    readme = (REPO / "README.md").read_text()
-    assert readme.count(README_BEGIN) == 1 and render_readme_settings() in readme
+    page = (REPO / SETTINGS_DOC).read_text()
+    assert page.count(SETTINGS_BEGIN) == 1 and render_settings_list() in page, "run: python -m prosetting.core.config"
     text = (REPO / ".env.example").read_text()
     for key, _default, help_text in describe_fields():
         assert re.search(rf"^# {key}=", text, re.M) and help_text in text, f".env.example lacks {key}"
