@@ -1,6 +1,6 @@
 """What each part of the method earns on the embedded default: the full loop against its ablations, paired by seed.
 
-    python benchmarks/ablations.py --seeds 0 1 2 3 4 --jobs 2 --out ablations --update-readme
+    python benchmarks/ablations.py --seeds 0 1 2 3 4 --jobs 2 --out ablations --update-docs
 
 Every variant is the real command line (`scripts/run_training.py --set SEED=s --set ...`) in its own
 workspace. Per seed the full loop runs first and builds the warm start; every other variant of that seed
@@ -38,8 +38,8 @@ per level, level 5 being one rung above the warm start's levels that nothing tra
 per-seed paired difference against the full loop with its standard error, the optimizer steps and questions
 written, and the pool's mean level per round (and on how many seeds it rose from round 1 to the last). A
 difference counts as shown when it is more than twice its standard error.
-`--update-readme` replaces the table between the
-`<!-- ablations -->` markers of README.md. Extra `--set KEY=VALUE` pairs go to every loop run (the test
+`--update-docs` (formerly `--update-readme`) replaces the table between the
+`<!-- ablations -->` markers of docs/ablations.md. Extra `--set KEY=VALUE` pairs go to every loop run (the test
 suite uses them to shorten the runs).
 """
 
@@ -340,14 +340,14 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(table: str) -> None:
-    readme = REPO / "README.md"
-    text = readme.read_text()
+def update_docs(table: str) -> None:
+    page = REPO / "docs" / "ablations.md"
+    text = page.read_text()
     start, end = "<!-- ablations -->", "<!-- /ablations -->"
     if start not in text or end not in text:
-        raise SystemExit(f"{readme}: no {start} ... {end} markers to put the table between")
+        raise SystemExit(f"{page}: no {start} ... {end} markers to put the table between")
     a, b = text.index(start) + len(start), text.index(end)
-    readme.write_text(text[:a] + "\n" + table + text[b:])
+    page.write_text(text[:a] + "\n" + table + text[b:])
 
 
 def main() -> None:
@@ -357,7 +357,9 @@ def main() -> None:
     p.add_argument("--out", default="ablations", help="folder for the workspaces, logs and results")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores/jobs threads)")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--update-readme", action="store_true")
+    p.add_argument(
+        "--update-docs", "--update-readme", action="store_true", help="write the table into docs/ablations.md"
+    )
     p.add_argument(
         "--no-results-copy", action="store_true", help="do not copy the result into the repository's results/"
     )
@@ -398,8 +400,8 @@ def main() -> None:
         (REPO / "results").mkdir(exist_ok=True)
         shutil.copy(out / "ablations.json", REPO / "results" / "ablations.json")
         shutil.copy(out / "ablations.md", REPO / "results" / "ablations.md")
-    if a.update_readme:
-        update_readme(table)
+    if a.update_docs:
+        update_docs(table)
     print("\n" + table)
 
 
