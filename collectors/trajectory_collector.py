@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prosetting.collectors.backends import Sampling, resolve_backend
-from prosetting.collectors.engine_pool import Task, open_pool
+from prosetting.collectors.engine_pool import Task, solver_pool
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl, write_jsonl
 from prosetting.core.text import make_attempt, solver_messages
@@ -173,7 +173,7 @@ def _generate(
         rows = []
         for q, gens in zip(batches[task.id], outs, strict=True):
             attempts = [
-                make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason)
+                make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason, cfg.ANSWER_EXTRACTION)
                 for k, g in enumerate(gens)
             ]
             rows.append({"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts})
@@ -182,13 +182,13 @@ def _generate(
         bar.update(len(rows))
 
     tasks = batch_tasks(cfg, r, batches, todo)
-    pool = open_pool(cfg, model_dir, ctx.paths.logs, f"collect_r{r}", check_stop=ctx.check_stop, kind=backend)
-    timings = {}
     try:
-        pool.run(tasks, save)
-        timings = pool.timings()
+        # the engines of the evaluation of this model when the round loop kept them open, else fresh ones
+        with solver_pool(ctx, model_dir, f"collect_r{r}", kind=backend) as pool:
+            reused = pool.started
+            pool.run(tasks, save)
+            timings = {**pool.timings(), "engines_reused": reused}
     finally:
-        pool.close()
         bar.close()
     return len(pool.engines), pool.failures, timings
 

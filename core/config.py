@@ -26,7 +26,7 @@ from prosetting.core.models import MODEL_KEYS, check_model_setting
 
 log = logging.getLogger(__name__)
 
-SECRET_KEYS = frozenset({"TEACHER_API_KEY"})
+SECRET_KEYS = frozenset({"TEACHER_API_KEY", "TEACHER_WRITER_API_KEY"})
 REDACTED = "***redacted***"
 
 
@@ -99,6 +99,13 @@ class Config:
     SOLVER_SYSTEM_PROMPT: str = _f(
         "Please reason step by step, and put your final answer within \\boxed{}.",
         "System message given to the solver (a chat template may ignore it).",
+    )
+    ANSWER_EXTRACTION: str = _f(
+        "auto",
+        "How the solver's final answer is read from a solution, in collection and evaluation: `boxed` (the last "
+        "\\boxed{}, nothing else) or `auto` (the last \\boxed{}, else the number after 'the answer is', else the "
+        "last number of an untruncated solution: what a pretrained chat model writes).",
+        choices=("boxed", "auto"),
     )
     SAMPLING_STOP: str = _f(
         "",
@@ -182,11 +189,30 @@ class Config:
     TEACHER_BASE_URL: str = _f("", "Base URL of the Teacher's OpenAI-compatible API, e.g. http://host:8000/v1.")
     TEACHER_API_KEY: str = _f("", "API key of the Teacher endpoint (secret: never logged or saved).")
     TEACHER_MODEL_NAME: str = _f("", "Model name served by the Teacher endpoint.")
+    TEACHER_WRITER_BASE_URL: str = _f(
+        "", "Base URL of the Teacher that writes and re-checks questions (Teacher2); empty uses TEACHER_BASE_URL."
+    )
+    TEACHER_WRITER_MODEL_NAME: str = _f(
+        "", "Model name of the question-writing Teacher; empty uses TEACHER_MODEL_NAME."
+    )
+    TEACHER_WRITER_API_KEY: str = _f(
+        "",
+        "API key of the question-writing Teacher (secret); empty uses TEACHER_API_KEY when the writer's base URL is "
+        "the grading one, no key otherwise.",
+    )
+    TEACHER_WRITING_TEMPERATURE: float = _f(
+        0.7, "Sampling temperature of question writing (grading and re-checks use 0).", minimum=0.0, maximum=2.0
+    )
     TEACHER_CONCURRENT_WORKERS: int = _f(32, "Concurrent Teacher calls in grading and enhancement.", minimum=1)
     TEACHER_TIMEOUT: float = _f(120.0, "Seconds before one Teacher request is abandoned and retried.", minimum=1.0)
     TEACHER_MAX_RETRIES: int = _f(3, "Retries of one Teacher request, with exponential backoff.", minimum=0)
     TEACHER_MAX_TOKENS: int = _f(
         0, "Most tokens in one Teacher answer (max_tokens); 0 leaves it to the endpoint.", minimum=0
+    )
+    TEACHER_STRUCTURED_OUTPUT: bool = _f(
+        True,
+        "Send each Teacher request's reply schema as response_format (structured output); an endpoint that refuses "
+        "it gets plain requests after one warning.",
     )
     TEACHER_BATCH_API: bool = _f(
         False,
@@ -244,7 +270,10 @@ class Config:
 
     # --- DPO export ---
     MAX_PAIRS_PER_QUESTION: int = _f(
-        8, "Cap on (chosen, rejected) pairs per question, sampled deterministically.", minimum=1
+        8,
+        "Cap on (chosen, rejected) pairs per question, sampled deterministically; 0 keeps every correct x incorrect "
+        "pair (the design's full Cartesian product).",
+        minimum=0,
     )
     DPO_TRUNCATE_REJECTED: bool = _f(
         False,
@@ -400,6 +429,12 @@ class Config:
     MAX_POOL_SIZE: int = _f(
         0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0
     )
+    MAX_POOL_SIZE_BY_ROUND: str = _f(
+        "",
+        "Pool caps per round, `ROUND:SIZE` entries separated by commas (e.g. `2:200,3:250`, the design's growth): the "
+        "pool of round R is capped by the entry of the largest listed round <= R (0: no bound); rounds before the "
+        "first entry use MAX_POOL_SIZE.",
+    )
     POOL_CAP: str = _f(
         "stratified",
         "How a pool over MAX_POOL_SIZE is cut: `stratified` (difficulty levels, or seed lineages where levels are "
@@ -446,6 +481,16 @@ class Config:
         2.0,
         "Epochs over each round's new weighted records (each trained Generator continues from the previous one).",
         minimum=0.0,
+    )
+    GENERATOR_TEMPERATURE: float = _f(0.7, "Sampling temperature of the Generator when it writes questions.", minimum=0.0)
+    GENERATOR_TOP_P: float = _f(
+        1.0, "Nucleus sampling top-p of the Generator when it writes questions.", minimum=0.0, maximum=1.0
+    )
+    GENERATOR_MAX_NEW_TOKENS: int = _f(
+        160,
+        "Longest text the Generator writes for one question (question, worked solution and answer); a longer one is "
+        "cut and usually fails the question check.",
+        minimum=1,
     )
 
     # --- Evaluation ---
@@ -501,6 +546,11 @@ class Config:
                     raise ConfigError(f"{key}: required when TEACHER_BACKEND=llm (set it in .env or the environment)")
             if not self.TEACHER_BASE_URL.startswith(("http://", "https://")):
                 raise ConfigError(f"TEACHER_BASE_URL: expected an http(s) URL, got {self.TEACHER_BASE_URL!r}")
+            if self.TEACHER_WRITER_BASE_URL and not self.TEACHER_WRITER_BASE_URL.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"TEACHER_WRITER_BASE_URL: expected an http(s) URL (or empty for TEACHER_BASE_URL), "
+                    f"got {self.TEACHER_WRITER_BASE_URL!r}"
+                )
         if self.COLLECTION_BACKEND == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ConfigError(
                 "COLLECTION_BACKEND: vllm is not installed; `bash scripts/install_vllm.sh` or use transformers"
@@ -603,6 +653,14 @@ class Config:
     @property
     def workspace(self) -> Path:
         return Path(self.WORKSPACE_DIR).expanduser().resolve()
+
+    def writer_endpoint(self) -> tuple[str, str, str]:
+        """(base URL, model, API key) of the Teacher that writes and re-checks questions: each TEACHER_WRITER_*
+        falls back to the grading Teacher's; the grading key only goes to the grading endpoint's URL."""
+        url = self.TEACHER_WRITER_BASE_URL or self.TEACHER_BASE_URL
+        same_url = url.rstrip("/") == self.TEACHER_BASE_URL.rstrip("/")
+        key = self.TEACHER_WRITER_API_KEY or (self.TEACHER_API_KEY if same_url else "")
+        return url, self.TEACHER_WRITER_MODEL_NAME or self.TEACHER_MODEL_NAME, key
 
     @property
     def embedded(self) -> bool:
@@ -731,6 +789,7 @@ def _shown(value: Any) -> str:
 # needs about a hundred steps at a high learning rate on round 1's fifty-odd records before most of what it
 # writes parses (docs/generator.md).
 EMBEDDED_PROFILE: dict[str, Any] = {
+    "ANSWER_EXTRACTION": "boxed",
     "MAX_NEW_TOKENS": 64,
     "COLLECTION_BATCH_SIZE": 64,
     "MAX_POOL_SIZE": 200,

@@ -1,6 +1,17 @@
-"""Raw generations to attempt records: the final `\\boxed{...}` answer, truncation, token counts."""
+"""Raw generations to attempt records: the final answer, truncation, token counts.
+
+The answer is the last `\\boxed{...}`; with ANSWER_EXTRACTION=auto, a solution without one (a pretrained chat
+model often ends "... so 13 pencils are left.") gives its stated answer ("the answer is 13") or else its last number.
+"""
 
 from __future__ import annotations
+
+import re
+
+ANSWER_EXTRACTIONS = ("boxed", "auto")
+_NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
+_STATED = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*\$?(" + _NUMBER + ")", re.IGNORECASE)
+_LAST_NUMBER = re.compile(_NUMBER)
 
 
 def extract_boxed(text: str) -> str | None:
@@ -22,6 +33,26 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+def _number(text: str) -> str:
+    """A matched number as an answer: thousands separators and a sentence's final period dropped."""
+    return text.replace(",", "").rstrip(".")
+
+
+def extract_answer(text: str, mode: str = "boxed") -> str | None:
+    """The solution's final answer: the last `\\boxed{...}`; with mode `auto`, where there is none, the number after
+    the last "answer is" / "answer:", else the last number of the text. None when nothing is found."""
+    boxed = extract_boxed(text)
+    if boxed is not None or mode == "boxed":
+        return boxed
+    if mode != "auto":
+        raise ValueError(f"ANSWER_EXTRACTION: expected one of {', '.join(ANSWER_EXTRACTIONS)}, got {mode!r}")
+    stated = _STATED.findall(text)
+    if stated:
+        return _number(stated[-1])
+    numbers = _LAST_NUMBER.findall(text)
+    return _number(numbers[-1]) if numbers else None
+
+
 def make_attempt(
     question_id: str,
     round_: int,
@@ -30,13 +61,15 @@ def make_attempt(
     num_tokens: int,
     truncated: bool,
     finish_reason: str | None = None,
+    answer_extraction: str = "boxed",
 ) -> dict:
     return {
         "attempt_id": f"{question_id}#r{round_}a{index}",
         "question_id": question_id,
         "round": round_,
         "text": text,
-        "answer": extract_boxed(text),
+        # a cut-off solution's last number is a step, not its answer: only a \boxed{} one counts there
+        "answer": extract_answer(text, "boxed" if truncated else answer_extraction),
         "truncated": truncated,
         "num_tokens": num_tokens,
         "finish_reason": finish_reason or ("length" if truncated else "stop"),

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prosetting.collectors.engine_pool import open_pool
+from prosetting.collectors.engine_pool import solver_pool
 from prosetting.core.config import Config
 from prosetting.core.context import RunContext
 from prosetting.core.eval_spec import parse_eval_sets
@@ -86,8 +86,8 @@ def evaluate_model(ctx: RunContext, label: str, model_dir: Path, sets: list[Eval
     if not todo:
         return record
     t0 = time.time() - record.get("seconds", 0.0) if done else time.time()
-    pool = open_pool(cfg, model_dir, paths.logs, f"eval_{label}", check_stop=ctx.check_stop)
-    try:
+    # the engines stay open for round r+1's collection of the same model where the round loop shares them
+    with solver_pool(ctx, model_dir, f"eval_{label}") as pool:
         for s in todo:
             result = evaluate(
                 pool,
@@ -97,6 +97,7 @@ def evaluate_model(ctx: RunContext, label: str, model_dir: Path, sets: list[Eval
                 seed=cfg.SEED,
                 max_new_tokens=cfg.MAX_NEW_TOKENS,
                 system_prompt=cfg.SOLVER_SYSTEM_PROMPT,
+                answer_extraction=cfg.ANSWER_EXTRACTION,
             )
             done[s.name] = {**result, "source": s.source}
             record = eval_record(model_dir, done, [x.name for x in sets], round(time.time() - t0, 1))
@@ -112,6 +113,4 @@ def evaluate_model(ctx: RunContext, label: str, model_dir: Path, sets: list[Eval
                 result["n"],
                 result["seconds"],
             )
-    finally:
-        pool.close()
     return record

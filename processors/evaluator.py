@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prosetting.collectors.backends import GenerationBackend, Sampling
 from prosetting.core.io import read_jsonl_numbered
-from prosetting.core.text import extract_boxed, solver_messages
+from prosetting.core.text import extract_answer, solver_messages
 from prosetting.processors.eval_sets import EvalSetError, to_questions
 from prosetting.teacher_model.rule_teacher import answers_match
 
@@ -35,24 +35,25 @@ def evaluate(
     seed: int = 0,
     max_new_tokens: int = 512,
     system_prompt: str = "",
+    answer_extraction: str = "boxed",
 ) -> dict:
     """Greedy accuracy and Mean@k of `backend` on `questions` ({"question", "answer", "meta"?}), overall and per
-    level."""
+    level; answers read as collection reads them (ANSWER_EXTRACTION)."""
+
+    def right(g, q: dict) -> float:
+        return float(
+            answers_match(extract_answer(g.text, "boxed" if g.truncated else answer_extraction), str(q["answer"]))
+        )
+
     start = time.time()
     chats = [solver_messages(q["question"], system_prompt) for q in questions]
     greedy_out = backend.generate(chats, Sampling(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed))
-    greedy = [
-        float(answers_match(extract_boxed(g[0].text), str(q["answer"])))
-        for q, g in zip(questions, greedy_out, strict=True)
-    ]
+    greedy = [right(g[0], q) for q, g in zip(questions, greedy_out, strict=True)]
     if k > 0 and temperature > 0:
         sampled_out = backend.generate(
             chats, Sampling(n=k, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed)
         )
-        sampled = [
-            _accuracy([float(answers_match(extract_boxed(g.text), str(q["answer"]))) for g in gens])
-            for q, gens in zip(questions, sampled_out, strict=True)
-        ]
+        sampled = [_accuracy([right(g, q) for g in gens]) for q, gens in zip(questions, sampled_out, strict=True)]
         truncated = _accuracy([float(g.truncated) for gens in sampled_out for g in gens])
     else:  # at temperature 0 every sample is the greedy one
         sampled, truncated = list(greedy), _accuracy([float(g[0].truncated) for g in greedy_out])

@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--system-prompt", default=Config.SOLVER_SYSTEM_PROMPT, help="System message given to the solver.")
     p.add_argument(
+        "--answer-extraction",
+        choices=("boxed", "auto"),
+        default=Config.ANSWER_EXTRACTION,
+        help="boxed: the last \\boxed{} only; auto: else the stated answer or the last number (ANSWER_EXTRACTION).",
+    )
+    p.add_argument(
         "--out",
         help="Where to save the JSON result (default: <data stem>_eval.json, or sets_eval.json, "
         "next to the model folder; in the working folder for a Hub id).",
@@ -127,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 max_new_tokens=args.max_new_tokens,
                 system_prompt=args.system_prompt,
+                answer_extraction=args.answer_extraction,
             )
     finally:
         pool.close()
