@@ -3,7 +3,9 @@
     resolved = resolve_model("Qwen/Qwen3-8B")            # snapshot_download through the Hub cache
     resolved.path, resolved.commit                        # .../models--Qwen--Qwen3-8B/snapshots/<commit>, <commit>
 
-A value naming an existing folder is that folder. A value shaped like a Hub id (`org/name`, no leading
+A value naming an existing folder is that folder. `fetched:NAME` names a model that `python scripts/fetch_model.py
+NAME` put in the project's model folder (`PROSETTING_MODELS_DIR`, default `~/.cache/prosetting/models`), so a
+settings file names it the same way on every machine. A value shaped like a Hub id (`org/name`, no leading
 `/`, `./`, `~`) that is not a folder is resolved with `huggingface_hub.snapshot_download`: its cache
 (`HF_HUB_CACHE`, `HF_HOME`), `HF_HUB_OFFLINE=1` (only the cache, never the network) and a revision
 (branch, tag or commit; empty: `main`). Everything downstream (engines, training launches) gets the
@@ -13,6 +15,7 @@ for that commit, so a branch that moved on the Hub does not change the model mid
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +39,21 @@ IGNORE_PATTERNS = [
     "coreml/*",
 ]
 MODEL_KEYS = (("SOLVER_MODEL_PATH", "SOLVER_MODEL_REVISION"), ("GENERATOR_MODEL_PATH", "GENERATOR_MODEL_REVISION"))
+
+
+FETCHED_PREFIX = "fetched:"
+
+
+def models_dir() -> Path:
+    """Where scripts/fetch_model.py keeps its models: PROSETTING_MODELS_DIR, else ~/.cache/prosetting/models."""
+    return Path(os.environ.get("PROSETTING_MODELS_DIR") or "~/.cache/prosetting/models").expanduser()
+
+
+def fetched_folder(value: str) -> Path | None:
+    """The folder a `fetched:NAME` value stands for; None for any other value."""
+    if not value.startswith(FETCHED_PREFIX):
+        return None
+    return models_dir() / value[len(FETCHED_PREFIX) :].strip()
 
 
 class ModelNotFound(RuntimeError):
@@ -70,6 +88,17 @@ def check_model_setting(key: str, value: str, revision: str = "") -> str | None:
     id."""
     if not value:
         return f"{key.replace('_PATH', '_REVISION')}: set without {key}" if revision else None
+    fetched = fetched_folder(value)
+    if fetched is not None:
+        name = value[len(FETCHED_PREFIX) :].strip()
+        if not (fetched / "config.json").is_file():
+            return (
+                f"{key}: {value!r} is not fetched yet (no model in {fetched}); run "
+                f"`python scripts/fetch_model.py {name}` (PROSETTING_MODELS_DIR chooses the folder)"
+            )
+        if revision:
+            return f"{key.replace('_PATH', '_REVISION')}: a revision applies to a Hub id, not to {value!r}"
+        return None
     folder = Path(value).expanduser()
     if folder.exists():
         if not (folder / "config.json").is_file():
@@ -109,7 +138,7 @@ def resolve_model(value: str, revision: str | None = None, local_only: bool = Fa
 
     Raises ModelNotFound with the fix when a Hub id cannot be resolved.
     """
-    folder = Path(value).expanduser()
+    folder = fetched_folder(value) or Path(value).expanduser()
     if folder.exists() or not is_hub_id(value):
         return ResolvedModel(value=value, path=str(folder.resolve()))
     from huggingface_hub import constants, snapshot_download
