@@ -37,7 +37,7 @@ from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_
 from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.processors.question_pool import build_blind_pool, build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
-from prosetting.teacher_model import prompts, teacher_for, teacher_stats, usage_since, watching
+from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import POLICIES, WriteRequest, make_request, policies_for
 from prosetting.teacher_model.batch import prefetch
 from prosetting.teacher_model.transport import TeacherError
@@ -100,10 +100,6 @@ def blind_requests(
             WriteRequest(question=by_id[qid], zone=None, success_rate=None, count=n, rng=req_rng, policy=policy)
         )
     return out
-
-
-def recheck_request(question: dict) -> list[dict]:
-    return prompts.recheck_messages(question)
 
 
 def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: set[str]) -> list[tuple]:
@@ -206,7 +202,7 @@ def _prefetch(ctx: RunContext, r: int, jobs: list[tuple], writers: QuestionWrite
     cfg, teacher = ctx.cfg, teacher_for(ctx)
     if not (jobs and cfg.TEACHER_BATCH_API and hasattr(teacher, "writing_request")):
         return {}
-    requests = [(recheck_request(q), 0.0, None) for _, q, _, check_first in jobs if check_first]
+    requests = [teacher.recheck_request(q) for _, q, _, check_first in jobs if check_first]
     requests += [
         teacher.writing_request(req)
         for _, q, reqs, check_first in jobs
@@ -214,7 +210,7 @@ def _prefetch(ctx: RunContext, r: int, jobs: list[tuple], writers: QuestionWrite
         for req in reqs
     ]
     return prefetch(
-        teacher.transport,
+        teacher.writer,  # writing and re-checks go to the writing Teacher
         [x for x in requests if x is not None],
         ctx.paths.enhance_batch(r),
         cfg.TEACHER_BATCH_POLL_SECONDS,

@@ -23,26 +23,24 @@ import openai
 
 from prosetting.core.context import StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json
-from prosetting.teacher_model.transport import TeacherTransport
+from prosetting.teacher_model.transport import Request, TeacherTransport
 
 log = logging.getLogger(__name__)
 
 DONE = {"completed", "failed", "expired", "cancelled"}
 
 
-def _line(transport: TeacherTransport, messages: list[dict], temperature: float, seed: int | None) -> tuple[str, dict]:
-    key, body = transport.request(messages, temperature, seed)  # the key an ordinary call looks up
+def _line(transport: TeacherTransport, request: Request) -> tuple[str, dict]:
+    key, body = transport.request(*request)  # the key (and body, response_format included) of an ordinary call
     return key, {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
-def _submit(
-    transport: TeacherTransport, requests: list[tuple[list[dict], float, int | None]], state_path: Path
-) -> dict | None:
+def _submit(transport: TeacherTransport, requests: list[Request], state_path: Path) -> dict | None:
     """Upload the requests the cache cannot answer as one batch and save its state; None when there is
     nothing to ask, or the endpoint has no Batches API (the requests then become ordinary calls)."""
     lines = {}
-    for messages, temperature, seed in requests:
-        key, line = _line(transport, messages, temperature, seed)
+    for request in requests:
+        key, line = _line(transport, request)
         if transport.cache.get(key) is None:
             lines[key] = line
     if not lines:
@@ -70,13 +68,14 @@ def _submit(
 
 def prefetch(
     transport: TeacherTransport,
-    requests: list[tuple[list[dict], float, int | None]],
+    requests: list[Request],
     state_path: Path,
     poll_s: float = 30.0,
     stop: threading.Event | None = None,
 ) -> dict:
-    """Answer `requests` (messages, temperature, seed) through one batch; returns counts for the stage. Raises
-    StageInterrupted as soon as `stop` is set while the batch runs (its id stays saved in `state_path`)."""
+    """Answer `requests` (messages, temperature, seed, response_format) through one batch; returns counts for
+    the stage. Raises StageInterrupted as soon as `stop` is set while the batch runs (its id stays saved in
+    `state_path`)."""
     stop = stop or threading.Event()
     state = read_json(state_path)
     if state is None:

@@ -7,9 +7,12 @@ calls that transport.py makes and the replies that reply_parsing.py reads.
 Grading (GRADING_MODE): `rule` is math-verify alone; `hybrid` lets math-verify decide where it is decisive
 (a match with the reference) and asks the Teacher about the rest; `llm` asks the Teacher about every attempt.
 TEACHER_GRADING_UNIT=question sends one request per question with all its undecided attempts (as the
-paper does), `attempt` one request per attempt. The stages call this class from their thread pools
-(TEACHER_CONCURRENT_WORKERS requests in flight, one client and so one connection pool), under the shared
-TEACHER_MAX_RPM / TEACHER_MAX_TPM limits.
+paper does), `attempt` one request per attempt. Two roles, as in the design: Teacher1 (TEACHER_BASE_URL,
+TEACHER_MODEL_NAME) grades; Teacher2 (TEACHER_WRITER_*, the same endpoint by default) writes questions from
+the error analysis and re-checks too-difficult ones. Every request carries the schema of its reply
+(reply_parsing.py) as structured output unless TEACHER_STRUCTURED_OUTPUT=false. The stages call this class
+from their thread pools (TEACHER_CONCURRENT_WORKERS requests in flight, one connection pool), under the
+shared TEACHER_MAX_RPM / TEACHER_MAX_TPM limits.
 
 An unusable answer (not the JSON shape asked for) is dropped from the cache and asked for again with a
 follow-up message that says what was wrong with it. An item with no usable answer after that raises
@@ -26,23 +29,34 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from prosetting.core.config import default_of
 from prosetting.teacher_model import prompts
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.reply_check import ReplyCheck
 from prosetting.teacher_model.reply_parsing import (
+    ATTEMPT_VERDICT_FORMAT,
+    RECHECK_FORMAT,
     BadAnswer,
     normalise,
     parse_attempt_verdict,
     parse_question_verdicts,
     parse_questions,
     parse_recheck,
+    question_verdicts_format,
+    questions_format,
 )
 from prosetting.teacher_model.rule_teacher import answers_match
-from prosetting.teacher_model.transport import NoUsableAnswer, TeacherError, TeacherTransport
+from prosetting.teacher_model.transport import (
+    Answer,
+    NoUsableAnswer,
+    Request,
+    TeacherError,
+    TeacherTransport,
+    transports_from_config,
+)
 
 log = logging.getLogger(__name__)
 
-WRITE_TEMPERATURE = 0.7
 AGREEMENT_SAMPLE_EVERY = 8  # GRADING_MODE=llm: one attempt in 8 (by a hash of its id) is also checked by math-verify
 
 
@@ -57,23 +71,31 @@ class LLMTeacher:
         grading_mode: str = "hybrid",
         grading_unit: str = "question",
         max_unusable_fraction: float = 0.5,
+        writer: TeacherTransport | None = None,
+        writing_temperature: float = default_of("TEACHER_WRITING_TEMPERATURE"),
     ):
-        self.transport = transport
+        self.transport = transport  # Teacher1: grading
+        self.writer = writer or transport  # Teacher2: question writing and re-checks
+        self.writing_temperature = writing_temperature
         self.grading_mode = grading_mode
         self.grading_unit = grading_unit
         self.max_unusable_fraction = max_unusable_fraction
         self._check = ReplyCheck("Teacher calls", max_unusable_fraction)
 
     def __repr__(self) -> str:
-        return f"LLMTeacher(model={self.transport.model!r}, base_url={self.transport.base_url!r})"
+        writer = "" if self.writer is self.transport else f", writer={self.writer!r}"
+        return f"LLMTeacher(model={self.transport.model!r}, base_url={self.transport.base_url!r}{writer})"
 
     @classmethod
     def from_config(cls, cfg, backoff_s: float = 1.0) -> LLMTeacher:
+        grading, writing = transports_from_config(cfg, backoff_s=backoff_s)
         return cls(
-            TeacherTransport.from_config(cfg, backoff_s=backoff_s),
+            grading,
             grading_mode=cfg.GRADING_MODE,
             grading_unit=cfg.TEACHER_GRADING_UNIT,
             max_unusable_fraction=cfg.TEACHER_MAX_UNUSABLE_FRACTION,
+            writer=writing,
+            writing_temperature=cfg.TEACHER_WRITING_TEMPERATURE,
         )
 
     # --- accounting ---------------------------------------------------------------------------
@@ -81,9 +103,14 @@ class LLMTeacher:
         self.transport.count(**amounts)
 
     def stats(self) -> dict[str, int]:
-        """Counters since the Teacher was built: calls, cache_hits, prompt/completion tokens, verdicts by
-        rule and by LLM, agreement, unusable replies, re-asks, failed requests. Stages report differences."""
-        return self.transport.stats()
+        """Counters since the Teacher was built, both roles together: calls, cache_hits, prompt/completion
+        tokens, verdicts by rule and by LLM, agreement, unusable replies, re-asks, failed requests. Stages
+        report differences."""
+        stats = self.transport.stats()
+        if self.writer is not self.transport:
+            for k, v in self.writer.stats().items():
+                stats[k] = stats.get(k, 0) + v
+        return stats
 
     # --- usable replies -----------------------------------------------------------------------
     @contextmanager
@@ -95,52 +122,68 @@ class LLMTeacher:
         finally:
             self._check = ReplyCheck("Teacher calls", self.max_unusable_fraction)
 
-    def _stop_if_tripped(self) -> None:
-        message = self._check.failure(self.transport.model, self.transport.base_url)
+    def _stop_if_tripped(self, transport: TeacherTransport) -> None:
+        message = self._check.failure(transport.model, transport.base_url)
         if message:
             raise TeacherError(message, refused=True)
 
-    def _complete(self, messages: list[dict], what: str, temperature: float = 0.0, seed: int | None = None) -> str:
-        self._stop_if_tripped()  # the stage is failing: no request after that
-        return self.transport.complete(messages, what, temperature=temperature, seed=seed)
+    def _complete(
+        self,
+        transport: TeacherTransport,
+        messages: list[dict],
+        what: str,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        response_format: dict | None = None,
+    ) -> Answer:
+        self._stop_if_tripped(transport)  # the stage is failing: no request after that
+        return transport.complete(messages, what, temperature=temperature, seed=seed, response_format=response_format)
 
-    def _judged(
-        self, messages: list[dict], temperature: float, seed: int | None, reply: str, problem: str | None, shape: str
-    ) -> None:
+    def _judged(self, transport: TeacherTransport, answer: Answer, problem: str | None, shape: str) -> None:
         """Record one parsed reply; an unusable one leaves the cache (a re-run asks again) and may stop the stage."""
         if problem is not None:
-            self.count(unusable_replies=1)
-            self.transport.discard(messages, temperature, seed)
-        if self._check.record(problem is None, reply, problem or "", shape):
-            self._stop_if_tripped()
+            transport.count(unusable_replies=1)
+            transport.discard(answer.key)
+        if self._check.record(problem is None, answer.text, problem or "", shape):
+            self._stop_if_tripped(transport)
 
     def ask(
-        self, messages: list[dict], parse, shape: str, what: str, temperature: float = 0.0, seed: int | None = None
+        self,
+        messages: list[dict],
+        parse,
+        shape: str,
+        what: str,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        response_format: dict | None = None,
+        transport: TeacherTransport | None = None,
     ):
-        """parse(answer) for the first usable answer; each re-ask carries the unusable reply and what was wrong
-        with it. Raises NoUsableAnswer when TEACHER_MAX_RETRIES re-asks gave nothing usable."""
-        for tried in range(1, self.transport.max_retries + 2):
-            text = self._complete(messages, what, temperature=temperature, seed=seed)
+        """parse(answer) for the first usable answer from `transport` (default: the grading Teacher's), each
+        request asking for `response_format`; each re-ask carries the unusable reply and what was wrong with it.
+        Raises NoUsableAnswer when TEACHER_MAX_RETRIES re-asks gave nothing usable."""
+        transport = transport or self.transport
+        for tried in range(1, transport.max_retries + 2):
+            answer = self._complete(transport, messages, what, temperature, seed, response_format)
             try:
-                got = parse(text)
+                got = parse(answer.text)
             except BadAnswer as exc:
-                self._judged(messages, temperature, seed, text, str(exc), shape)
-                more = tried <= self.transport.max_retries
+                self._judged(transport, answer, str(exc), shape)
+                more = tried <= transport.max_retries
                 log.warning(
                     "teacher %s: unusable reply (%s)%s",
                     what,
                     exc,
-                    f"; asking again ({tried + 1} of {self.transport.max_retries + 1})" if more else "",
+                    f"; asking again ({tried + 1} of {transport.max_retries + 1})" if more else "",
                 )
                 if more:
-                    self.count(reasks=1)
-                    messages = prompts.reask_messages(messages, text, str(exc), shape)
+                    transport.count(reasks=1)
+                    messages = prompts.reask_messages(messages, answer.text, str(exc), shape)
                 problem = str(exc)
                 continue
-            self._judged(messages, temperature, seed, text, None, shape)
+            self._judged(transport, answer, None, shape)
             return got
         raise NoUsableAnswer(
-            f"Teacher model {self.transport.model} gave no usable reply for {what} in {self.transport.max_retries + 1} "
+            f"Teacher model {transport.model} gave no usable reply for {what} in {transport.max_retries + 1} "
             f"tries (last: {problem}); expected {shape}"
         )
 
@@ -198,19 +241,20 @@ class LLMTeacher:
                 undecided.append(i)
         return verdicts, rule, undecided
 
-    def grading_requests(self, question: dict, attempts: list[dict]) -> list[tuple[list[dict], float, int | None]]:
-        """The first request(s) grading would send for this question (messages, temperature, seed): for the Batch
-        API."""
+    def grading_requests(self, question: dict, attempts: list[dict]) -> list[Request]:
+        """The first request(s) grading would send for this question (messages, temperature, seed,
+        response_format), to the grading Teacher: for the Batch API."""
         _, _, undecided = self._rule_pass(question, attempts)
         todo = [attempts[i] for i in undecided]
         if not todo:
             return []
         if self.grading_unit == "question":
-            return [(prompts.grade_question_messages(question, todo), 0.0, None)]
-        return [(prompts.grade_messages(question, a), 0.0, None) for a in todo]
+            return [(prompts.grade_question_messages(question, todo), 0.0, None, question_verdicts_format(len(todo)))]
+        return [(prompts.grade_messages(question, a), 0.0, None, ATTEMPT_VERDICT_FORMAT) for a in todo]
 
-    def writing_request(self, request: WriteRequest) -> tuple[list[dict], float, int | None] | None:
-        """The first request write_questions would send (its seed drawn from a copy of the request's rng)."""
+    def writing_request(self, request: WriteRequest) -> Request | None:
+        """The first request write_questions would send to the writing Teacher (its seed drawn from a copy of the
+        request's rng)."""
         if request.count <= 0:
             return None
         rng = random.Random()
@@ -218,7 +262,12 @@ class LLMTeacher:
         messages = prompts.write_messages(
             request.policy, request.question, request.success_rate, request.failed_attempt, request.count
         )
-        return messages, WRITE_TEMPERATURE, rng.randrange(2**31)
+        return messages, self.writing_temperature, rng.randrange(2**31), questions_format(request.count)
+
+    @staticmethod
+    def recheck_request(question: dict) -> Request:
+        """The request recheck_question sends to the writing Teacher."""
+        return prompts.recheck_messages(question), 0.0, None, RECHECK_FORMAT
 
     @staticmethod
     def _llm_verdict(att: dict, correct: bool, reason: str, error: str) -> dict:
@@ -234,7 +283,13 @@ class LLMTeacher:
 
     def _grade_attempt(self, question: dict, att: dict) -> dict:
         what = f"grading {att['attempt_id']}"
-        got = self.ask(prompts.grade_messages(question, att), parse_attempt_verdict, prompts.VERDICT_SHAPE, what)
+        got = self.ask(
+            prompts.grade_messages(question, att),
+            parse_attempt_verdict,
+            prompts.VERDICT_SHAPE,
+            what,
+            response_format=ATTEMPT_VERDICT_FORMAT,
+        )
         correct, reason, error = got
         return self._llm_verdict(att, correct, reason, error or (reason if not correct else ""))
 
@@ -245,6 +300,7 @@ class LLMTeacher:
             lambda text: parse_question_verdicts(text, len(todo)),
             prompts.QUESTION_VERDICTS_SHAPE,
             what,
+            response_format=question_verdicts_format(len(todo)),
         )
         return [self._llm_verdict(a, correct, "", error) for a, (correct, error) in zip(todo, got, strict=True)]
 
@@ -252,18 +308,23 @@ class LLMTeacher:
     def recheck_question(self, question: dict) -> tuple[bool, str]:
         """A too-difficult question checked at temperature 0: (keep, reason). Flawed or a disputed reference
         answer: drop. No usable answer raises NoUsableAnswer: the question stays unchecked (and kept)."""
+        messages, temperature, seed, response_format = self.recheck_request(question)
         return self.ask(
-            prompts.recheck_messages(question),
+            messages,
             parse_recheck,
             '{"valid": true or false, "reason": "..."}',
             f"re-checking {question.get('id', '?')}",
+            temperature,
+            seed,
+            response_format,
+            transport=self.writer,
         )
 
     def _written_meta(self, request: WriteRequest) -> dict:
         """What each written question records about its writing; its level follows the policy."""
         meta = {
             "teacher": self.name,
-            "teacher_model": self.transport.model,
+            "teacher_model": self.writer.model,
             "prompt_version": prompts.PROMPT_VERSION,
             "zone": request.zone,
             "policy": request.policy,
@@ -276,42 +337,41 @@ class LLMTeacher:
         return meta
 
     def write_questions(self, request: WriteRequest) -> list[dict]:
-        """By the request's policy: stepping stones under a too-difficult question (from its failed attempt),
-        questions aimed at a learning-zone attempt's error, harder variants of a (nearly) mastered question.
-        Invalid items are counted (`written_rejected`) and asked for again with what was wrong
+        """By the request's policy, from the writing Teacher: stepping stones under a too-difficult question (from
+        its failed attempt), questions aimed at a learning-zone attempt's error, harder variants of a (nearly)
+        mastered question. Invalid items are counted (`written_rejected`) and asked for again with what was wrong
         (TEACHER_MAX_RETRIES), then skipped with a warning."""
-        if request.count <= 0:
+        first = self.writing_request(request)
+        if first is None:
             return []
-        q = request.question
-        messages = prompts.write_messages(
-            request.policy, q, request.success_rate, request.failed_attempt, request.count
-        )
+        messages, temperature, _, response_format = first
+        writer, q = self.writer, request.question
         what = f"writing {request.policy} questions from {q.get('id', '?')}"
         meta = self._written_meta(request)
         kept: list[dict] = []
         seen = {normalise(q["question"])}
         shape = '[{"question": "...", "answer": "...", "solution": "... \\\\boxed{...}"}]'
         usable = 0
-        for tried in range(1, self.transport.max_retries + 2):
+        for tried in range(1, writer.max_retries + 2):
             seed = request.rng.randrange(2**31)
-            text = self._complete(messages, what, temperature=WRITE_TEMPERATURE, seed=seed)
+            answer = self._complete(writer, messages, what, temperature, seed, response_format)
             try:
-                items, problems = parse_questions(text, q["question"])
-                self.count(written_rejected=len(problems))
+                items, problems = parse_questions(answer.text, q["question"])
+                writer.count(written_rejected=len(problems))
                 usable += 1
-                self._judged(messages, WRITE_TEMPERATURE, seed, text, None, shape)
+                self._judged(writer, answer, None, shape)
             except BadAnswer as exc:
                 items, problems = [], [str(exc)]
-                self._judged(messages, WRITE_TEMPERATURE, seed, text, str(exc), shape)
+                self._judged(writer, answer, str(exc), shape)
             for item in items:
                 if normalise(item["question"]) not in seen:
                     seen.add(normalise(item["question"]))
                     kept.append({**item, "meta": dict(meta)})
             if len(kept) >= request.count:
-                self.count(written_accepted=request.count)
+                writer.count(written_accepted=request.count)
                 return kept[: request.count]
             why = "; ".join(problems) or "only duplicates"
-            if tried <= self.transport.max_retries:
+            if tried <= writer.max_retries:
                 log.warning(
                     "teacher %s: %d of %d usable (%s); asking again (%d of %d)",
                     what,
@@ -319,22 +379,22 @@ class LLMTeacher:
                     request.count,
                     why,
                     tried + 1,
-                    self.transport.max_retries + 1,
+                    writer.max_retries + 1,
                 )
-                self.count(reasks=1)
-                messages = prompts.reask_messages(messages, text, why, shape)
+                writer.count(reasks=1)
+                messages = prompts.reask_messages(messages, answer.text, why, shape)
         if not usable:
             raise NoUsableAnswer(
-                f"Teacher model {self.transport.model} gave no usable reply for {what} in "
-                f"{self.transport.max_retries + 1} tries (last: {why}); expected {shape}"
+                f"Teacher model {writer.model} gave no usable reply for {what} in "
+                f"{writer.max_retries + 1} tries (last: {why}); expected {shape}"
             )
         log.warning(
             "teacher %s: only %d of %d usable questions after %d tries (last: %s); skipping the rest",
             what,
             len(kept),
             request.count,
-            self.transport.max_retries + 1,
+            writer.max_retries + 1,
             why,
         )
-        self.count(written_accepted=len(kept))
+        writer.count(written_accepted=len(kept))
         return kept

@@ -5,6 +5,9 @@ The JSON may be bare, in a ```json fence or among prose, with a <think> block be
 written with one backslash (`\\frac` inside a JSON string) are repaired. Verdicts are strict: every attempt
 exactly once. A written question is checked here too: text fields present, not the original repeated, and a
 solution whose \\boxed{} answer matches the stated answer.
+
+Next to each parser is the JSON schema of the reply it reads, as the `response_format` a request carries
+(TEACHER_STRUCTURED_OUTPUT): an endpoint with structured output then decodes only replies in that shape.
 """
 
 from __future__ import annotations
@@ -19,6 +22,24 @@ from prosetting.teacher_model.rule_teacher import answers_match
 
 class BadAnswer(ValueError):
     """The Teacher answered, but not with what the prompt asked for."""
+
+
+def response_format(name: str, schema: dict) -> dict:
+    """The chat completions `response_format` asking for a reply in `schema` (OpenAI's strict structured output:
+    every property required, no others)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def _object(**properties: dict) -> dict:
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _list_of(item: dict, n: int) -> dict:
+    return {"type": "array", "items": item, "minItems": n, "maxItems": n}
+
+
+_TEXT = {"type": "string"}
+_BOOL = {"type": "boolean"}
 
 
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.S)
@@ -91,6 +112,12 @@ def _as_bool(value: Any) -> bool:
     return value
 
 
+def question_verdicts_format(n: int) -> dict:
+    """The reply parse_question_verdicts reads: one verdict for each of attempts 1..n."""
+    verdict = _object(attempt={"type": "integer", "enum": list(range(1, n + 1))}, correct=_BOOL, error=_TEXT)
+    return response_format("question_verdicts", _object(verdicts=_list_of(verdict, n)))
+
+
 def parse_question_verdicts(text: str | None, n: int) -> list[tuple[bool, str]]:
     """(correct, error analysis) for attempts 1..n from `{"verdicts": [{"attempt", "correct", "error"}]}`,
     strictly: every attempt exactly once, nothing else."""
@@ -151,6 +178,12 @@ def _looks_like_questions(obj: Any) -> bool:
     return isinstance(obj, dict) and ("question" in obj or "questions" in obj)
 
 
+def questions_format(count: int) -> dict:
+    """The reply parse_questions reads, as `{"questions": [...]}` (a strict schema's root is an object)."""
+    question = _object(question=_TEXT, answer=_TEXT, solution=_TEXT)
+    return response_format("written_questions", _object(questions=_list_of(question, count)))
+
+
 def parse_questions(text: str | None, parent_text: str) -> tuple[list[dict], list[str]]:
     """Usable questions from a JSON list (or {"questions": [...]}, or one object), and what was wrong with the rest."""
     obj = parse_json(text, accept=_looks_like_questions)
@@ -167,6 +200,9 @@ def parse_questions(text: str | None, parent_text: str) -> tuple[list[dict], lis
     return good, problems
 
 
+ATTEMPT_VERDICT_FORMAT = response_format("attempt_verdict", _object(correct=_BOOL, reason=_TEXT, error=_TEXT))
+
+
 def parse_attempt_verdict(text: str | None) -> tuple[bool, str, str]:
     """(correct, reason, error analysis) from one attempt's verdict."""
     correct, reason = parse_verdict(text)
@@ -174,7 +210,11 @@ def parse_attempt_verdict(text: str | None) -> tuple[bool, str, str]:
     return correct, reason, str(obj.get("error") or "").strip() if not correct else ""
 
 
+RECHECK_FORMAT = response_format("question_recheck", _object(valid=_BOOL, reason=_TEXT))
+
+
 def parse_recheck(text: str | None) -> tuple[bool, str]:
+    """(keep, reason) from `{"valid": true, "reason": "..."}`."""
     obj = parse_json(text, accept=lambda o: isinstance(o, dict) and "valid" in o)
     value = obj.get("valid")
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):

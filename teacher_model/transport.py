@@ -1,16 +1,19 @@
 """Calls to the Teacher's OpenAI-compatible chat completions endpoint: the client, the call cache, the rate
 limits, retries with backoff, and the errors a stage sees.
 
-    transport = TeacherTransport.from_config(cfg)
-    text = transport.complete(messages, "grading q1")        # cached, rate limited, retried
+    grading, writing = transports_from_config(cfg)    # the two Teacher roles; the same object for one endpoint
+    text, key = grading.complete(messages, "grading q1", response_format=fmt)   # cached, rate limited, retried
 
 Every answered call goes into the persistent cache (call_cache.py) before it is used, so a resumed or
 redone stage pays for nothing twice; `request` builds the one cache key of a call, which the Batch API
-(batch.py) uses too. Transport failures (connection errors, timeouts, 408, 429 with its Retry-After, 5xx)
-are retried TEACHER_MAX_RETRIES times with our own backoff (the client's is off); a request the endpoint
-will never accept (401, 403, 404, ...) raises a refused TeacherError at once. The API key is used by the
-client only: never in a cache key, a record, a log line or an error message. What the answers mean is
-reply_parsing.py's and llm_teacher.py's business.
+(batch.py) uses too. A call whose reply must be JSON carries the reply's schema as `response_format`
+(structured output, TEACHER_STRUCTURED_OUTPUT); it is part of the body and of the key. An endpoint that
+refuses it (HTTP 400/422 about response_format, json_schema, guided decoding or structured output) gets one
+warning, and plain requests from then on. Transport failures (connection errors, timeouts, 408, 429 with
+its Retry-After, 5xx) are retried TEACHER_MAX_RETRIES times with our own backoff (the client's is off); a
+request the endpoint will never accept (401, 403, 404, ...) raises a refused TeacherError at once. The API
+key is used by the client only: never in a cache key, a record, a log line or an error message. What the
+answers mean is reply_parsing.py's and llm_teacher.py's business.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import httpx2
 import openai
@@ -35,6 +40,18 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 BACKOFF_MAX_S = 60.0
+# A 400/422 saying the endpoint cannot do structured output (OpenAI, vLLM, SGLang, llama.cpp word it differently).
+STRUCTURED_REFUSAL = re.compile(r"response_format|json.?schema|guided|structured.?output", re.I)
+
+# One Teacher request as the Batch API and the stages pass it: (messages, temperature, seed, response_format).
+Request = tuple[list[dict], float, "int | None", "dict | None"]
+
+
+class Answer(NamedTuple):
+    """The text of one answered call and the cache key it is stored under (discarded when it is unusable)."""
+
+    text: str
+    key: str
 
 
 class TeacherError(RuntimeError):
@@ -55,6 +72,20 @@ class NoUsableAnswer(TeacherError):
     """One item's replies were all unusable, re-asks included: it stays ungraded (or unwritten, unchecked)."""
 
 
+class _StructuredRefused(Exception):
+    """The endpoint refused the request's response_format: send it again plain."""
+
+
+def http_client(cfg) -> httpx2.Client:
+    """One connection pool for the whole run, sized to the requests in flight; httpx2 is the HTTP client the
+    openai package itself runs on (openai.DefaultHttpxClient is an httpx2.Client)."""
+    workers = cfg.TEACHER_CONCURRENT_WORKERS
+    return httpx2.Client(
+        limits=httpx2.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
+        timeout=cfg.TEACHER_TIMEOUT,
+    )
+
+
 class TeacherTransport:
     """One endpoint and model: the OpenAI client (one connection pool for every thread), the call cache, the
     shared TEACHER_MAX_RPM / TEACHER_MAX_TPM limits and the Teacher's counters."""
@@ -71,6 +102,7 @@ class TeacherTransport:
         cache: CallCache | None = None,
         limits: RateLimits | None = None,
         max_tokens: int = 0,
+        structured_output: bool = True,
     ):
         self.client = client
         self.model = model
@@ -81,6 +113,7 @@ class TeacherTransport:
         self.cache = cache
         self.limits = limits or RateLimits()
         self.max_tokens = max_tokens  # 0: the endpoint's default
+        self.structured_output = structured_output  # turned off for the run once the endpoint refuses it
         self._secret = secret  # only to scrub it from server messages we repeat
         self._jitter = random.Random()
         self._stats: Counter = Counter()
@@ -91,32 +124,38 @@ class TeacherTransport:
         return f"TeacherTransport(model={self.model!r}, base_url={self.base_url!r})"
 
     @classmethod
-    def from_config(cls, cfg, backoff_s: float = 1.0) -> TeacherTransport:
-        # One connection pool for the whole run, sized to the requests in flight; httpx2 is the HTTP client the
-        # openai package itself runs on (openai.DefaultHttpxClient is an httpx2.Client).
-        workers = cfg.TEACHER_CONCURRENT_WORKERS
-        http = httpx2.Client(
-            limits=httpx2.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4),
-            timeout=cfg.TEACHER_TIMEOUT,
-        )
+    def from_config(
+        cls,
+        cfg,
+        backoff_s: float = 1.0,
+        endpoint: tuple[str, str, str] | None = None,
+        http: httpx2.Client | None = None,
+        cache: CallCache | None = None,
+        limits: RateLimits | None = None,
+    ) -> TeacherTransport:
+        """The transport to `endpoint` (base URL, model, API key; default the grading Teacher's), with the run's
+        retries, timeout and max_tokens; pass `http`, `cache` and `limits` to share them with another."""
+        base_url, model, key = endpoint or (cfg.TEACHER_BASE_URL, cfg.TEACHER_MODEL_NAME, cfg.TEACHER_API_KEY)
         client = OpenAI(
-            base_url=cfg.TEACHER_BASE_URL,
-            api_key=cfg.TEACHER_API_KEY or "EMPTY",
+            base_url=base_url,
+            api_key=key or "EMPTY",
             timeout=cfg.TEACHER_TIMEOUT,
             max_retries=0,
-            http_client=http,
+            http_client=http if http is not None else http_client(cfg),
         )
         return cls(
             client,
-            cfg.TEACHER_MODEL_NAME,
-            cfg.TEACHER_BASE_URL,
+            model,
+            base_url,
             max_retries=cfg.TEACHER_MAX_RETRIES,
             timeout=cfg.TEACHER_TIMEOUT,
             backoff_s=backoff_s,
-            secret=cfg.TEACHER_API_KEY,
-            cache=CallCache(cfg.TEACHER_CACHE_DIR or (cfg.workspace / "cache")),
-            limits=RateLimits(cfg.TEACHER_MAX_RPM, cfg.TEACHER_MAX_TPM),
+            secret=key,
+            # `is None`, not `or`: an empty cache has len() 0
+            cache=cache if cache is not None else CallCache(cfg.TEACHER_CACHE_DIR or (cfg.workspace / "cache")),
+            limits=limits if limits is not None else RateLimits(cfg.TEACHER_MAX_RPM, cfg.TEACHER_MAX_TPM),
             max_tokens=cfg.TEACHER_MAX_TOKENS,
+            structured_output=cfg.TEACHER_STRUCTURED_OUTPUT,
         )
 
     # --- accounting ---------------------------------------------------------------------------
@@ -151,10 +190,15 @@ class TeacherTransport:
             refused=True,
         )
 
-    def request(self, messages: list[dict], temperature: float, seed: int | None) -> tuple[str, dict]:
+    def request(
+        self, messages: list[dict], temperature: float, seed: int | None, response_format: dict | None = None
+    ) -> tuple[str, dict]:
         """(cache key, chat completions body) of one call: the only place a Teacher call's key is built, used
-        by ordinary calls and by the Batch API (batch.py) alike, so an answer from either is found by the other."""
-        params = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        by ordinary calls and by the Batch API (batch.py) alike, so an answer from either is found by the other.
+        The response_format goes in while structured output is on: a structured and a plain call are two keys."""
+        params: dict = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        if response_format is not None and self.structured_output:
+            params["response_format"] = response_format
         key = call_key(self.model, prompts.PROMPT_VERSION, messages, temperature, seed, params)
         body = {
             "model": self.model,
@@ -165,13 +209,48 @@ class TeacherTransport:
         }
         return key, body
 
-    def complete(self, messages: list[dict], what: str, temperature: float = 0.0, seed: int | None = None) -> str:
-        """The answer text of one chat completion: from the cache when it was answered before, else from
-        the endpoint (within the rate limits, transport failures retried with backoff), then cached."""
-        key, body = self.request(messages, temperature, seed)
+    def _refuses_structured(self, exc: openai.APIStatusError, body: dict) -> bool:
+        message = str(getattr(exc, "message", exc))
+        return "response_format" in body and exc.status_code in (400, 422) and bool(STRUCTURED_REFUSAL.search(message))
+
+    def _drop_structured(self, exc: openai.APIStatusError) -> None:
+        """Structured output off for the rest of the run, with one warning line however many threads see it."""
+        with self._stats_lock:
+            first, self.structured_output = self.structured_output, False
+        if first:
+            log.warning(
+                "Teacher endpoint %s (model %s) refused structured output (HTTP %d: %s); sending plain requests "
+                "from now on. Set TEACHER_STRUCTURED_OUTPUT=false to silence this",
+                self.base_url,
+                self.model,
+                exc.status_code,
+                self._scrub(str(getattr(exc, "message", exc)))[:200],
+            )
+
+    def complete(
+        self,
+        messages: list[dict],
+        what: str,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        response_format: dict | None = None,
+    ) -> Answer:
+        """The answer of one chat completion: from the cache when it was answered before, else from the
+        endpoint (within the rate limits, transport failures retried with backoff), then cached. A reply that
+        must be JSON passes its schema as `response_format`; where the endpoint refuses it the call is sent
+        plain."""
+        try:
+            return self._complete(messages, what, temperature, seed, response_format)
+        except _StructuredRefused:
+            return self._complete(messages, what, temperature, seed, None)
+
+    def _complete(
+        self, messages: list[dict], what: str, temperature: float, seed: int | None, response_format: dict | None
+    ) -> Answer:
+        key, body = self.request(messages, temperature, seed, response_format)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.count(cache_hits=1)
-            return hit["text"]
+            return Answer(hit["text"], key)
         tries = self.max_retries + 1
         why = ""
         for tried in range(1, tries + 1):
@@ -180,6 +259,9 @@ class TeacherTransport:
             try:
                 resp = self.client.chat.completions.create(**body)
             except openai.APIStatusError as exc:
+                if self._refuses_structured(exc, body):
+                    self._drop_structured(exc)
+                    raise _StructuredRefused from None
                 if exc.status_code not in (408, 429) and exc.status_code < 500:
                     raise self._refused(exc) from None
                 why = f"HTTP {exc.status_code}" + (" (rate limited)" if exc.status_code == 429 else "")
@@ -203,7 +285,7 @@ class TeacherTransport:
                 self.count(calls=1, **usage)
                 if self.cache is not None:
                     self.cache.put(key, text, usage)
-                return text
+                return Answer(text, key)
             self.count(failed_requests=1)
             self.last_error = why
             if tried < tries:
@@ -216,7 +298,23 @@ class TeacherTransport:
             "TEACHER_MAX_RETRIES for a slow or busy server, or lower TEACHER_MAX_RPM for a rate-limited one"
         )
 
-    def discard(self, messages: list[dict], temperature: float, seed: int | None) -> None:
-        """Forget the cached answer of this call (it was unusable), so that a re-run asks it again."""
+    def discard(self, key: str) -> None:
+        """Forget the cached answer stored under `key` (it was unusable), so that a re-run asks it again."""
         if self.cache is not None:
-            self.cache.discard(self.request(messages, temperature, seed)[0])
+            self.cache.discard(key)
+
+
+def transports_from_config(cfg, backoff_s: float = 1.0) -> tuple[TeacherTransport, TeacherTransport]:
+    """(grading, writing) transports: Teacher1 grades, Teacher2 writes questions and re-checks them. One object
+    when the writer's endpoint is the grading one; else two sharing the connection pool, the call cache (its
+    keys hold the model name) and the TEACHER_MAX_RPM / TEACHER_MAX_TPM budgets, which stay the run's whole
+    Teacher budget."""
+    http = http_client(cfg)
+    grading = TeacherTransport.from_config(cfg, backoff_s=backoff_s, http=http)
+    endpoint = cfg.writer_endpoint()
+    if endpoint == (cfg.TEACHER_BASE_URL, cfg.TEACHER_MODEL_NAME, cfg.TEACHER_API_KEY):
+        return grading, grading
+    writing = TeacherTransport.from_config(
+        cfg, backoff_s=backoff_s, endpoint=endpoint, http=http, cache=grading.cache, limits=grading.limits
+    )
+    return grading, writing

@@ -8,10 +8,12 @@ real `openai` client talks to it unchanged:
         server.fail_next(DROP, MALFORMED)   # a dropped connection, then a 200 whose body is not JSON
         server.pause(); server.resume()     # hold every answer (to kill a client between answers)
         server.batch_failures = {2}         # /v1/files, /v1/batches: line 2 of the next batch fails
+        server.refuse_structured = True     # a request with response_format gets OpenAI's 400 for it
         client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         ...
         server.requests                     # every request seen: method, path, headers (lower-case), json,
                                             # and once answered: status, answered (time)
+        server.response_formats             # the response_format of each chat request (None: plain)
 
     python tests/teacher_server.py --port 8000 --model teacher   # by hand, for utils/status_checker.py
 """
@@ -31,6 +33,12 @@ from typing import Any
 Responder = Callable[[dict], str]
 DROP = -1  # close the connection without an answer
 MALFORMED = -2  # answer 200 with a body that is not JSON
+
+# OpenAI's answer to a json_schema response_format on a model without structured output.
+STRUCTURED_REFUSAL = (
+    "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model. Learn more about "
+    "supported models at the Structured Outputs guide: https://platform.openai.com/docs/guides/structured-outputs"
+)
 
 ERROR_TYPES = {
     400: "BadRequestError",
@@ -85,7 +93,9 @@ def socratic_responder(request: dict) -> str:
     problem = (re.search(r"Problem:\s*(.+)", first) or [None, ""])[1]
     shift = 1 + int(hashlib.sha256(json.dumps(request.get("seed")).encode()).hexdigest(), 16) % 7
     made = _sum_question(problem, shift) or (f"{shift}+{shift + 10}=?", 2 * shift + 10)
-    return json.dumps([{"question": made[0], "answer": str(made[1]), "solution": f"\\boxed{{{made[1]}}}"}])
+    written = [{"question": made[0], "answer": str(made[1]), "solution": f"\\boxed{{{made[1]}}}"}]
+    # with structured output the reply takes the schema's shape, an object (a strict schema's root is one)
+    return json.dumps({"questions": written} if request.get("response_format") else written)
 
 
 class TeacherServer:
@@ -110,6 +120,7 @@ class TeacherServer:
         self.batches: dict[str, dict] = {}  # /v1/batches: id -> batch object
         self.batch_seconds = 0.3  # how long a batch stays in_progress
         self.batch_failures: set[int] = set()  # line numbers (0-based) of a batch answered with an error
+        self.refuse_structured = False  # True: a chat request with response_format gets OpenAI's 400 for it
         self._failures: list[tuple[int, float]] = []  # (status, delay): status 0 means "delay, then answer"
         self._lock = threading.Lock()
         self._counter = 0
@@ -207,6 +218,11 @@ class TeacherServer:
     def chat_requests(self) -> list[dict]:
         return [r for r in self.requests if r["path"].endswith("/chat/completions")]
 
+    @property
+    def response_formats(self) -> list[dict | None]:
+        """The response_format each chat request carried, in order (None: a plain request)."""
+        return [(r["json"] or {}).get("response_format") for r in self.chat_requests]
+
     # --- lifecycle ------------------------------------------------------------------------------
     @property
     def port(self) -> int:
@@ -273,8 +289,15 @@ class TeacherServer:
         }
 
 
-def error_body(status: int, message: str) -> dict:
-    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "APIError"), "param": None, "code": status}}
+def error_body(status: int, message: str, type_: str | None = None, param: str | None = None) -> dict:
+    return {
+        "error": {
+            "message": message,
+            "type": type_ or ERROR_TYPES.get(status, "APIError"),
+            "param": param,
+            "code": status,
+        }
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -390,6 +413,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if body.get("model") != state.model:
             self._send(404, error_body(404, f"The model `{body.get('model')}` does not exist."))
+            return
+        if state.refuse_structured and "response_format" in body:
+            self._send(400, error_body(400, STRUCTURED_REFUSAL, "invalid_request_error", "response_format"))
             return
         try:
             self._send(200, state._completion(body))

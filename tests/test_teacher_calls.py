@@ -277,7 +277,9 @@ def test_batch_api_answers_the_stage_and_a_stopped_poll_resumes_the_same_batch(t
     transport = ctx._teacher.transport
     for line in lines:
         body = line["body"]
-        assert line["custom_id"] == transport.request(body["messages"], body["temperature"], body.get("seed"))[0]
+        assert body["response_format"]["json_schema"]["name"] == "question_verdicts"  # structured, as ordinary calls
+        request = (body["messages"], body["temperature"], body.get("seed"), body["response_format"])
+        assert line["custom_id"] == transport.request(*request)[0]
     answered = [line["custom_id"] for i, line in enumerate(lines) if i != 3]
     assert all(transport.cache.get(key) is not None for key in answered)
 

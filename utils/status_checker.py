@@ -624,11 +624,22 @@ def check_training_launch(cfg: Config, timeout: float) -> list[Check]:
     ]
 
 
-def check_teacher(cfg: Config, timeout: float) -> Check:
+def check_teacher(cfg: Config, timeout: float) -> list[Check]:
+    """The grading Teacher's endpoint serves TEACHER_MODEL_NAME; the writing Teacher's too, where it differs."""
     if cfg.TEACHER_BACKEND != "llm":
-        return Check("teacher endpoint", "skip", f"TEACHER_BACKEND={cfg.TEACHER_BACKEND}: no endpoint needed")
-    url = cfg.TEACHER_BASE_URL.rstrip("/") + "/models"
-    key = cfg.TEACHER_API_KEY
+        return [Check("teacher endpoint", "skip", f"TEACHER_BACKEND={cfg.TEACHER_BACKEND}: no endpoint needed")]
+    grading = (cfg.TEACHER_BASE_URL, cfg.TEACHER_MODEL_NAME, cfg.TEACHER_API_KEY)
+    checks = [_probe_teacher("teacher endpoint", "TEACHER_", grading, timeout)]
+    writing = cfg.writer_endpoint()
+    if writing[:2] != grading[:2]:
+        checks.append(_probe_teacher("teacher writer endpoint", "TEACHER_WRITER_", writing, timeout))
+    return checks
+
+
+def _probe_teacher(name: str, prefix: str, endpoint: tuple[str, str, str], timeout: float) -> Check:
+    """GET <base URL>/models: reachable, the key accepted, the model served. `prefix` names the settings in fixes."""
+    base_url, model, key = endpoint
+    url = base_url.rstrip("/") + "/models"
 
     def scrub(text: str) -> str:
         return text.replace(key, "***") if key else text
@@ -639,12 +650,12 @@ def check_teacher(cfg: Config, timeout: float) -> Check:
             served = [m.get("id") for m in json.loads(resp.read()).get("data", [])]
     except urllib.error.HTTPError as exc:
         fix = {
-            401: "check TEACHER_API_KEY",
-            403: "check TEACHER_API_KEY",
-            404: "TEACHER_BASE_URL usually ends in /v1",
+            401: f"check {prefix}API_KEY",
+            403: f"check {prefix}API_KEY",
+            404: f"{prefix}BASE_URL usually ends in /v1",
         }.get(exc.code, "check the server's log")
         return Check(
-            "teacher endpoint",
+            name,
             "fail",
             f"GET {url} answered HTTP {exc.code}: {scrub(exc.read()[:200].decode(errors='replace'))}",
             fix,
@@ -652,26 +663,26 @@ def check_teacher(cfg: Config, timeout: float) -> Check:
     except (urllib.error.URLError, OSError) as exc:
         reason = scrub(str(getattr(exc, "reason", exc)))
         return Check(
-            "teacher endpoint",
+            name,
             "fail",
             f"cannot reach {url}: {reason} (timeout {timeout:g}s)",
-            "start the Teacher server (e.g. `vllm serve MODEL`) or fix TEACHER_BASE_URL",
+            f"start the Teacher server (e.g. `python scripts/serve_teacher.py --model DIR`) or fix {prefix}BASE_URL",
         )
     except (json.JSONDecodeError, AttributeError) as exc:
         return Check(
-            "teacher endpoint",
+            name,
             "fail",
             f"GET {url} did not return a model list: {exc}",
-            "TEACHER_BASE_URL must be an OpenAI-compatible API root, usually ending in /v1",
+            f"{prefix}BASE_URL must be an OpenAI-compatible API root, usually ending in /v1",
         )
-    if cfg.TEACHER_MODEL_NAME not in served:
+    if model not in served:
         return Check(
-            "teacher endpoint",
+            name,
             "fail",
-            f"{url} serves {served}, not TEACHER_MODEL_NAME={cfg.TEACHER_MODEL_NAME!r}",
-            f"set TEACHER_MODEL_NAME to one of: {', '.join(map(str, served)) or '(none served)'}",
+            f"{url} serves {served}, not {prefix}MODEL_NAME={model!r}",
+            f"set {prefix}MODEL_NAME to one of: {', '.join(map(str, served)) or '(none served)'}",
         )
-    return Check("teacher endpoint", "ok", f"{cfg.TEACHER_BASE_URL} serves {cfg.TEACHER_MODEL_NAME}")
+    return Check(name, "ok", f"{base_url} serves {model}")
 
 
 # ---------------------------------------------------------------- saved state
@@ -794,7 +805,7 @@ def run_checks(env_file: str | None = ".env", workspace: str | None = None, quic
         return checks + [Check(name, "skip", "configuration invalid") for name in skipped]
     return checks + [
         *check_training_launch(cfg, 3.0 if quick else 10.0),
-        check_teacher(cfg, 3.0 if quick else 10.0),
+        *check_teacher(cfg, 3.0 if quick else 10.0),
         *check_state(cfg),
     ]
 
