@@ -482,7 +482,9 @@ class Config:
         "Epochs over each round's new weighted records (each trained Generator continues from the previous one).",
         minimum=0.0,
     )
-    GENERATOR_TEMPERATURE: float = _f(0.7, "Sampling temperature of the Generator when it writes questions.", minimum=0.0)
+    GENERATOR_TEMPERATURE: float = _f(
+        0.7, "Sampling temperature of the Generator when it writes questions.", minimum=0.0
+    )
     GENERATOR_TOP_P: float = _f(
         1.0, "Nucleus sampling top-p of the Generator when it writes questions.", minimum=0.0, maximum=1.0
     )
@@ -628,6 +630,26 @@ class Config:
             parse_eval_sets(self.EVAL_SETS)
         except EvalSpecError as exc:
             raise ConfigError(f"EVAL_SETS: {exc}") from None
+        self.pool_caps()
+
+    def pool_caps(self) -> dict[int, int]:
+        """MAX_POOL_SIZE_BY_ROUND as {round: cap}; raises ConfigError naming the bad entry."""
+        caps: dict[int, int] = {}
+        for entry in (e.strip() for e in self.MAX_POOL_SIZE_BY_ROUND.split(",") if e.strip()):
+            r, sep, size = (x.strip() for x in entry.partition(":"))
+            if not (sep and r.isdigit() and size.isdigit() and int(r) >= 1) or int(r) in caps:
+                raise ConfigError(
+                    f"MAX_POOL_SIZE_BY_ROUND: expected ROUND:SIZE entries, each round once and >= 1, separated by "
+                    f"commas (e.g. 2:200,3:250), got {entry!r} in {self.MAX_POOL_SIZE_BY_ROUND!r}"
+                )
+            caps[int(r)] = int(size)
+        return caps
+
+    def pool_cap(self, round_: int) -> int:
+        """The cap on round `round_`'s pool (0: no bound): MAX_POOL_SIZE_BY_ROUND's entry of the largest listed
+        round <= round_, else MAX_POOL_SIZE."""
+        listed = [r for r in self.pool_caps() if r <= round_]
+        return self.pool_caps()[max(listed)] if listed else self.MAX_POOL_SIZE
 
     @property
     def stop_strings(self) -> tuple[str, ...]:

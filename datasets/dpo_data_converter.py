@@ -4,7 +4,8 @@ Reads  data/round_XX_{questions.json, trajectories.jsonl, rewards.jsonl}.
 Writes datasets/round_XX/{train,validation}.parquet, dataset_info.json and data/round_XX_solver_training.json.
 
 Per question: every correct attempt against every incorrect one (Cartesian product), duplicates
-removed, at most MAX_PAIRS_PER_QUESTION sampled with a seed of (SEED, round, question). When every
+removed, at most MAX_PAIRS_PER_QUESTION sampled with a seed of (SEED, round, question) (0: all of them, the
+design's full product: 16 pairs from 4 right and 4 wrong of 8 attempts). When every
 attempt failed and the question has a reference solution, the reference is the chosen side. With
 DPO_TRUNCATE_REJECTED the rejected side ends after its first step that differs from the chosen side: in a
 sequence-level preference loss the shared steps cancel, and what follows the first error (often correct
@@ -52,7 +53,8 @@ def build_pairs(
     system_prompt: str = "",
     truncate_rejected: bool = False,
 ) -> tuple[list[dict], str]:
-    """Preference rows for one question and the source of its chosen side ("attempts", "reference", "none")."""
+    """Preference rows for one question and the source of its chosen side ("attempts", "reference", "none");
+    `max_pairs` 0 keeps every (chosen, rejected) pair."""
     correct_ids = {v["attempt_id"] for v in verdicts if v["correct"]}
 
     def unique(items: list[dict]) -> list[dict]:
@@ -72,7 +74,7 @@ def build_pairs(
     if not chosen or not rejected:
         return [], "none"
     combos = [(c, r) for c in chosen for r in rejected if c["text"] != r["text"]]
-    if len(combos) > max_pairs:
+    if max_pairs and len(combos) > max_pairs:  # 0: no cap
         rng = random.Random(f"{seed}:pairs:{round_}:{question['id']}")
         combos = [combos[i] for i in sorted(rng.sample(range(len(combos)), max_pairs))]
     prompt = solver_messages(question["question"], system_prompt)

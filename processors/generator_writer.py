@@ -1,7 +1,10 @@
 """The trained Generator as a question writer: same requests as the Teacher, served by the collection backend.
 
-    writer = GeneratorWriter(model_dir, cfg)      # transformers (or vLLM) backend, per COLLECTION_BACKEND
+    writer = GeneratorWriter.from_config(model_dir, cfg)  # COLLECTION_BACKEND's engine, GENERATOR_* sampling
     written = writer.write_questions(request)     # [{"question", "answer", "solution", "meta"}], unparsable dropped
+
+Its sampling is GENERATOR_TEMPERATURE, GENERATOR_TOP_P and GENERATOR_MAX_NEW_TOKENS (Config's defaults where a
+caller gives none).
 
 Every question it writes is then checked by `teacher_model.question_check.check_question` exactly as
 the Teacher's are; the caller counts rejections with their reason.
@@ -13,6 +16,7 @@ import random
 from pathlib import Path
 
 from prosetting.collectors.backends import EngineSettings, Sampling, make_backend
+from prosetting.core.config import Config, default_of
 from prosetting.processors.generator_data import generator_prompt, parse_completion
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.question_check import check_written
@@ -25,15 +29,32 @@ class GeneratorWriter:
         self,
         model_dir: str | Path,
         backend: str = "transformers",
-        temperature: float = 0.7,
-        max_new_tokens: int = 160,
+        temperature: float | None = None,
+        max_new_tokens: int | None = None,
         seed: int = 0,
         settings: EngineSettings | None = None,
+        top_p: float | None = None,
     ):
         self.model_dir = str(model_dir)
         self.backend = make_backend(backend, self.model_dir, settings)  # vLLM: the collection engines' VLLM_* settings
-        self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
+        self.temperature = default_of("GENERATOR_TEMPERATURE") if temperature is None else temperature
+        self.top_p = default_of("GENERATOR_TOP_P") if top_p is None else top_p
+        self.max_new_tokens = default_of("GENERATOR_MAX_NEW_TOKENS") if max_new_tokens is None else max_new_tokens
+        self.seed = seed
         self.unparsable = 0
+
+    @classmethod
+    def from_config(cls, model_dir: str | Path, cfg: Config, backend: str | None = None) -> GeneratorWriter:
+        """The round's writer: the collection backend (or `backend`), its engine settings, GENERATOR_* sampling."""
+        return cls(
+            model_dir,
+            backend=backend or cfg.COLLECTION_BACKEND,
+            temperature=cfg.GENERATOR_TEMPERATURE,
+            top_p=cfg.GENERATOR_TOP_P,
+            max_new_tokens=cfg.GENERATOR_MAX_NEW_TOKENS,
+            seed=cfg.SEED,
+            settings=EngineSettings.from_config(cfg),
+        )
 
     def prompts(self, request: WriteRequest) -> list[list[dict]]:
         prompt = generator_prompt(request.question, request.policy, request.failed_attempt)
@@ -45,6 +66,7 @@ class GeneratorWriter:
         sampling = Sampling(
             n=request.count,
             temperature=self.temperature,
+            top_p=self.top_p,
             max_new_tokens=self.max_new_tokens,
             seed=request.rng.randrange(2**31),
         )

@@ -305,7 +305,7 @@ def _next_pool(ctx: RunContext, r: int, questions: list[dict], rewards: dict, ro
     new_questions = [nq for q in questions for nq in by_parent.get(q["id"], [])]  # pool order: deterministic
     kept = [q for q in questions if q["id"] not in dropped]
     if cfg.CURRICULUM == "nonadaptive":
-        pool, counts = build_blind_pool(kept, new_questions, cfg.SEED, r, cfg.MAX_POOL_SIZE)
+        pool, counts = build_blind_pool(kept, new_questions, cfg.SEED, r, cfg.pool_cap(r + 1))
     else:
         pool, counts = build_next_pool(
             kept,
@@ -314,7 +314,7 @@ def _next_pool(ctx: RunContext, r: int, questions: list[dict], rewards: dict, ro
             cfg.REPLAY_RATIO,
             cfg.SEED,
             r,
-            cfg.MAX_POOL_SIZE,
+            cfg.pool_cap(r + 1),  # the next round's cap (MAX_POOL_SIZE_BY_ROUND, else MAX_POOL_SIZE)
             replay_failed=cfg.REPLAY_FAILED,
             cap=cfg.POOL_CAP,
         )

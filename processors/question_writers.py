@@ -14,7 +14,6 @@ import logging
 import random
 import threading
 
-from prosetting.collectors.backends import EngineSettings
 from prosetting.core.context import RunContext
 from prosetting.processors.generator_writer import GeneratorWriter
 from prosetting.teacher_model import teacher_for
@@ -34,12 +33,7 @@ class QuestionWriters:
             if model is None:
                 log.info("enhance r%d: no Generator trained yet; the Teacher writes every question", r)
             else:
-                self.generator = GeneratorWriter(
-                    model,
-                    backend=self.cfg.COLLECTION_BACKEND,
-                    seed=self.cfg.SEED,
-                    settings=EngineSettings.from_config(self.cfg),
-                )
+                self.generator = GeneratorWriter.from_config(model, self.cfg)  # GENERATOR_* sampling
                 log.info("enhance r%d: QUESTION_WRITER=%s with %s", r, self.cfg.QUESTION_WRITER, model)
 
     def choose(self, parent_id: str) -> str:

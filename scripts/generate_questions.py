@@ -27,10 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers", help="Generation engine.")
     p.add_argument("--seed", type=int, default=0, help="Sampling seed.")
     args = p.parse_args(argv)
-    teacher = make_teacher(
-        load_config()[0]
-    )  # the checker: TEACHER_* from .env and the environment (builtin by default)
-    writer = GeneratorWriter(args.generator, backend=args.backend, seed=args.seed)
+    cfg = load_config()[0]  # TEACHER_* (the checker) and GENERATOR_* sampling from .env and the environment
+    teacher = make_teacher(cfg)
+    writer = GeneratorWriter(
+        args.generator,
+        backend=args.backend,
+        seed=args.seed,
+        temperature=cfg.GENERATOR_TEMPERATURE,
+        top_p=cfg.GENERATOR_TOP_P,
+        max_new_tokens=cfg.GENERATOR_MAX_NEW_TOKENS,
+    )
     try:
         result = generate_question_set(writer, teacher, load_questions_file(args.source), args.n, args.seed)
     finally:

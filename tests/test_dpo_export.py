@@ -42,6 +42,22 @@ def test_cap_is_deterministic_and_seeded():
     assert [r["chosen_id"] + r["rejected_id"] for r in a] != [r["chosen_id"] + r["rejected_id"] for r in c]
 
 
+def test_no_cap_keeps_the_full_cartesian_product():
+    """MAX_PAIRS_PER_QUESTION=0: 4 right and 4 wrong of 8 attempts give the design's 16 pairs, not the default 8."""
+    from prosetting.core.config import load_config
+
+    attempts, verdicts = _attempts([(f"c{i}", True) for i in range(4)] + [(f"w{i}", False) for i in range(4)])
+    every, _ = build_pairs(Q, attempts, verdicts, max_pairs=0, seed=3, round_=2)
+    assert len(every) == 16
+    assert {(r["chosen_id"], r["rejected_id"]) for r in every} == {
+        (f"q1#a{c}", f"q1#a{w}") for c in range(4) for w in range(4, 8)
+    }
+    capped, _ = build_pairs(Q, attempts, verdicts, max_pairs=8, seed=3, round_=2)
+    assert len(capped) == 8
+    cfg, _ = load_config(None, overrides={"MAX_PAIRS_PER_QUESTION": "0"}, environ={})
+    assert cfg.MAX_PAIRS_PER_QUESTION == 0
+
+
 def test_reference_solution_is_chosen_when_every_attempt_failed():
     attempts, verdicts = _attempts([("w1", False), ("w2", False)])
     rows, source = build_pairs(Q, attempts, verdicts, max_pairs=8, seed=0, round_=1)

@@ -1,0 +1,70 @@
+"""Settings the paper's recipe needs: the pool caps per round (MAX_POOL_SIZE_BY_ROUND) and the Generator's sampling
+(GENERATOR_TEMPERATURE, GENERATOR_TOP_P, GENERATOR_MAX_NEW_TOKENS) reaching the engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from prosetting.collectors.backends import Generation
+from prosetting.core.config import Config, ConfigError, default_of, load_config
+from prosetting.processors import generator_writer
+from prosetting.processors.question_enhancer import run_enhancement
+from prosetting.teacher_model.base import WriteRequest
+from tests.test_zone_policies import graded_pool, stage_ctx
+
+
+def test_pool_caps_per_round_follow_the_largest_listed_round():
+    cfg, _ = load_config(None, overrides={"MAX_POOL_SIZE": "90", "MAX_POOL_SIZE_BY_ROUND": "2:200, 3:250"}, environ={})
+    assert cfg.pool_caps() == {2: 200, 3: 250}
+    assert [cfg.pool_cap(r) for r in range(1, 6)] == [90, 200, 250, 250, 250]
+    assert Config().pool_cap(4) == 0  # neither set: no bound
+    assert Config(MAX_POOL_SIZE_BY_ROUND="3:0").pool_cap(5) == 0  # 0: no bound from round 3 on
+
+
+@pytest.mark.parametrize("bad", ["200", "2:200,2:250", "0:100", "2:lots", "two:1"])
+def test_a_bad_pool_schedule_fails_at_configuration_naming_the_key(bad):
+    with pytest.raises(ConfigError, match="MAX_POOL_SIZE_BY_ROUND: expected ROUND:SIZE"):
+        load_config(None, overrides={"MAX_POOL_SIZE_BY_ROUND": bad}, environ={})
+
+
+def test_the_next_pool_is_cut_to_the_next_rounds_cap(tmp_path):
+    """Round 1's enhancement writes round 2's pool: the schedule's entry for round 2 caps it, not round 1's."""
+    questions, rewards, attempts = graded_pool([0, 3, 7, 8, 8, 2, 0, 5, 8, 1])
+    free = stage_ctx(tmp_path / "free", questions, rewards, attempts)
+    assert run_enhancement(free, 1)["next_pool"] > 9  # uncapped, this pool is larger than both caps below
+    ctx = stage_ctx(tmp_path / "capped", questions, rewards, attempts, MAX_POOL_SIZE_BY_ROUND="1:5,2:9,3:250")
+    assert run_enhancement(ctx, 1)["next_pool"] == 9
+
+
+class Recorder:
+    """A generation backend that records the sampling it is asked for and answers one parsable question."""
+
+    def __init__(self):
+        self.sampling = []
+
+    def generate(self, chats, sampling):
+        self.sampling.append(sampling)
+        return [[Generation(text=" What is 2+3?\nAnswer: 5", num_tokens=9, truncated=False)] * sampling.n]
+
+    def close(self):
+        pass
+
+
+def test_the_generator_samples_with_its_settings(monkeypatch, tmp_path):
+    recorder = Recorder()
+    monkeypatch.setattr(generator_writer, "make_backend", lambda kind, model_dir, settings=None: recorder)
+    cfg, _ = load_config(
+        None,
+        overrides={"GENERATOR_TEMPERATURE": "0.9", "GENERATOR_TOP_P": "0.95", "GENERATOR_MAX_NEW_TOKENS": "1024"},
+        environ={},
+    )
+    writer = generator_writer.GeneratorWriter.from_config(tmp_path, cfg)
+    question = {"id": "q1", "question": "What is 1+1?", "answer": "2"}
+    written = writer.write_questions(WriteRequest(question, "mastered", 1.0, count=2))
+    assert [w["question"] for w in written] == ["What is 2+3?", "What is 2+3?"]
+    (sampling,) = recorder.sampling
+    assert (sampling.n, sampling.temperature, sampling.top_p, sampling.max_new_tokens) == (2, 0.9, 0.95, 1024)
+    plain = generator_writer.GeneratorWriter(tmp_path)  # a caller that names nothing gets Config's defaults
+    assert (plain.temperature, plain.top_p, plain.max_new_tokens) == tuple(
+        default_of(k) for k in ("GENERATOR_TEMPERATURE", "GENERATOR_TOP_P", "GENERATOR_MAX_NEW_TOKENS")
+    )
