@@ -255,8 +255,7 @@ class VllmBackend:
         else:
             params = SamplingParams(**base)
             self.torch.manual_seed(sampling.seed)
-        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        outs = self.llm.generate(chat_token_prompts(self.tokenizer, chats), params, use_tqdm=False)
         result = []
         for out in outs:
             row = [
@@ -273,6 +272,14 @@ class VllmBackend:
 
     def close(self) -> None:
         del self.llm
+
+
+def chat_token_prompts(tokenizer, chats: list[list[dict]]) -> list[dict]:
+    """The chats rendered with the model's chat template and tokenized as they stand: the template already holds
+    any BOS token, so tokenizing its text with special tokens added (what a text prompt gets) would double it for
+    models whose tokenizer adds one (Llama 3's <|begin_of_text|>)."""
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+    return [{"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
 
 
 def vllm_installed() -> bool:
