@@ -7,6 +7,11 @@
     finally:
         pool.close()                                  # every engine process exits: GPU memory is free
 
+Between stages the round loop keeps one pool open while the next user samples the same model: held-out
+evaluation of round r's merged solver and round r+1's collection share one start (`SharedEngines`, on the run's
+context; `solver_pool` is how a stage asks for engines). The loop closes them before any other stage (training
+needs the devices) and when the run ends, however it ends.
+
 The engines are fully independent (no vLLM data-parallel coupling: its ranks hang when one finishes
 early), each with only its own CUDA_VISIBLE_DEVICES, or on the CPU its own cores through
 VLLM_CPU_OMP_THREADS_BIND. A worker that dies (OOM, CUDA error, killed) or hangs past
@@ -27,12 +32,14 @@ import signal
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prosetting.collectors.backends import EngineSettings, Generation, Sampling, make_backend, resolve_backend
 from prosetting.collectors.placement import EngineSpec, plan_engines, solver_gpus
+from prosetting.core.context import RunContext
 from prosetting.core.io import tail_text
 
 log = logging.getLogger(__name__)
@@ -284,6 +291,7 @@ class EnginePool:
         self.on_close = on_close
         self.failures: list[dict] = []
         self.started = False
+        self.closed = False
         self.created = time.monotonic()
         self.first_ready: float | None = None  # monotonic time the first engine could take a batch
 
@@ -401,6 +409,17 @@ class EnginePool:
         self.run(tasks, lambda task, outs: results.__setitem__(task.id, outs))
         return [row for i in range(len(tasks)) for row in results[i]]
 
+    def reusable(self) -> bool:
+        """Open, and every engine idle or still starting (none mid-batch, none given up on): safe to hand to the next
+        stage as it is."""
+        return not self.closed and all(s.state in ("starting", "idle") for s in self.slots)
+
+    def mark_use(self) -> None:
+        """A new user of already started engines: its timings count from now, with no start to pay."""
+        self.created = time.monotonic()
+        if self.first_ready is not None:
+            self.first_ready = self.created
+
     def timings(self) -> dict:
         """Seconds until the first engine was ready, and from then to now (generation, with later engines' starts)."""
         now, ready = time.monotonic(), self.first_ready or time.monotonic()
@@ -408,6 +427,9 @@ class EnginePool:
 
     def close(self) -> None:
         """Idle engines stop cleanly; one still loading or mid-batch (a stop request, a failure) is killed."""
+        if self.closed:
+            return
+        self.closed = True
         for slot in self.slots:
             try:
                 if slot.state in ("starting", "busy"):
@@ -502,3 +524,105 @@ def open_pool(
         chunk_size=cfg.COLLECTION_BATCH_SIZE,
         on_close=on_close,
     )
+
+
+# ---------------------------------------------------------------- one start for consecutive users of one model
+@dataclass(frozen=True)
+class EngineKey:
+    """What makes open engines fit the next user: the same model folder (its files unchanged) on the same engines
+    with the same engine settings. Sampling (n, temperature, seeds) travels with each request, not in the key."""
+
+    kind: str
+    model_dir: str
+    model_files: tuple  # (name, size, mtime_ns) of each file in the folder: a rewritten folder is another model
+    executor: str
+    devices: tuple  # PHYSICAL_SOLVER_GPU, TENSOR_PARALLEL_SIZE, COLLECTION_CPU_ENGINES
+    settings: EngineSettings
+
+
+def _folder_files(model_dir: Path) -> tuple:
+    try:
+        return tuple(
+            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model_dir.iterdir() if p.is_file())
+        )
+    except OSError:
+        return ()
+
+
+def engine_key(cfg, model_dir: str | Path, kind: str | None = None) -> EngineKey:
+    model_dir = Path(model_dir).resolve()
+    return EngineKey(
+        kind=resolve_backend(kind or cfg.COLLECTION_BACKEND),
+        model_dir=str(model_dir),
+        model_files=_folder_files(model_dir),
+        executor=cfg.COLLECTION_EXECUTOR,
+        devices=(cfg.PHYSICAL_SOLVER_GPU, cfg.TENSOR_PARALLEL_SIZE, cfg.COLLECTION_CPU_ENGINES),
+        settings=EngineSettings.from_config(cfg),
+    )
+
+
+class SharedEngines:
+    """At most one open pool, kept from one user to the next while they sample the same model.
+
+    `acquire` hands back the open pool when the key matches and its engines are idle (no start), else closes it
+    and opens a new one; `close` stops it. The round loop closes it before every stage that does not sample the
+    solver (training needs the devices, the Generator is another model) and when the run ends.
+    """
+
+    def __init__(self) -> None:
+        self.pool: EnginePool | None = None
+        self.key: EngineKey | None = None
+        self.label = ""
+        self.opened = 0  # pools opened (each starts its engines on first use)
+        self.reused = 0  # times an open pool served the next user
+
+    def acquire(self, key: EngineKey, label: str, open_fn: Callable[[], EnginePool]) -> EnginePool:
+        if self.pool is not None and self.key == key and self.pool.reusable():
+            self.reused += 1
+            self.pool.mark_use()
+            log.info(
+                "%s: reusing the engines started for %s (same model %s, no new start)", label, self.label, key.model_dir
+            )
+            return self.pool
+        if self.pool is not None:
+            self.close(f"{label} needs {key.model_dir}" if self.key != key else f"{label} needs idle engines")
+        self.pool = open_fn()
+        self.key, self.label = key, label
+        self.opened += 1
+        return self.pool
+
+    def close(self, reason: str = "") -> None:
+        if self.pool is None:
+            return
+        pool, self.pool, self.key = self.pool, None, None
+        log.info("closing the engines started for %s%s", self.label, f" ({reason})" if reason else "")
+        pool.close()
+
+
+def shared_engines(ctx: RunContext) -> SharedEngines:
+    """The run's shared engines, made on first use (RunContext.close_engines stops them)."""
+    if ctx._engines is None:
+        ctx._engines = SharedEngines()
+    return ctx._engines
+
+
+@contextmanager
+def solver_pool(ctx: RunContext, model_dir: str | Path, label: str, kind: str | None = None) -> Iterator[EnginePool]:
+    """Engines sampling `model_dir` for one stage: the open ones when they hold that model, else fresh ones.
+
+    Where the round loop shares engines (`ctx.share_engines`) they stay open after the stage for the next user of
+    the same model; elsewhere (a stage run on its own, a benchmark) they close with the stage, as a stage that
+    fails or is stopped always closes them: a pool that raised is not handed to the next stage."""
+    cfg, shared = ctx.cfg, shared_engines(ctx)
+    pool = shared.acquire(
+        engine_key(cfg, model_dir, kind),
+        label,
+        lambda: open_pool(cfg, model_dir, ctx.paths.logs, label, check_stop=ctx.check_stop, kind=kind),
+    )
+    try:
+        yield pool
+    except BaseException:
+        shared.close(f"{label} did not finish")
+        raise
+    if not ctx.share_engines:
+        shared.close()

@@ -1,4 +1,5 @@
-"""What every stage is given: the configuration, the workspace, the Teacher, and the stop flag."""
+"""What every stage is given: the configuration, the workspace, the Teacher, the stop flag, and the solver engines
+the round loop keeps open from one stage to the next."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ class RunContext:
     # SOLVER_MODEL_PATH / GENERATOR_MODEL_PATH resolved to local folders (round_controller.prepare fills it from the
     # commits recorded in training_config.json; anything else resolves on first use)
     models: dict[str, ResolvedModel] = field(default_factory=dict)
+    # Solver engines kept open between stages that sample the same model (collectors.engine_pool.shared_engines
+    # makes them on first use). Only the round loop shares them: it closes them before any other stage and at the
+    # end of the run; without sharing, a stage's engines close with the stage.
+    share_engines: bool = False
+    _engines: object = None
 
     @property
     def paths(self) -> Paths:
@@ -34,6 +40,11 @@ class RunContext:
         """Stages call this at safe points (between batches, between items)."""
         if self.stop_event.is_set():
             raise StageInterrupted("stop requested")
+
+    def close_engines(self, reason: str = "") -> None:
+        """Stop the solver engines kept open between stages, if any, so their memory is free for what comes next."""
+        if self._engines is not None:
+            self._engines.close(reason)
 
     def model_path(self, key: str) -> Path:
         """The local folder of a model setting (a folder as it is, a Hub id as its cached snapshot)."""

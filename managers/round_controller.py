@@ -3,7 +3,9 @@
     controller = RoundController(cfg, driver=AutoDriver(cfg))
     summary = controller.run()
 
-A stage is a name, a run function and the files it writes (Paths.stage_outputs). A stage marked done in
+A stage is a name, a run function and the files it writes (Paths.stage_outputs). The solver's engines stay open
+from the evaluation of a model to the next round's collection of the same model (one start, not two); the loop
+closes them before every other stage (training needs the devices) and when the run ends. A stage marked done in
 round_XX_progress.json is skipped on resume; one that was running when the process died is run again,
 and its own per-item files let it skip the work already saved.
 """
@@ -49,10 +51,11 @@ class Stage:
     name: str
     run: Callable[[RunContext, int], dict]
     title: str
+    samples_solver: bool = False  # may use the solver engines the evaluation before it left open
 
 
 STAGE_LIST: tuple[Stage, ...] = (
-    Stage("collect", run_collection, "trajectory collection"),
+    Stage("collect", run_collection, "trajectory collection", samples_solver=True),
     Stage("grade", run_grading_and_generator, "Teacher grading (+ Generator export/training)"),
     Stage("export", run_export, "DPO export"),
     Stage("train", run_training, "TRL DPO training"),
@@ -130,7 +133,7 @@ class RoundController:
     def __init__(self, cfg: Config, driver: Driver | None = None, sources: dict[str, str] | None = None):
         self.cfg = cfg
         self.sm = StateManager(cfg.workspace)
-        self.ctx = RunContext(cfg=cfg, sm=self.sm)
+        self.ctx = RunContext(cfg=cfg, sm=self.sm, share_engines=True)
         self.driver = driver or AutoDriver(cfg)
         self.sources = sources or {}
         self.started = time.time()
@@ -265,6 +268,7 @@ class RoundController:
             self.record_failure(None, "setup", exc)
             status = "failed"
         finally:
+            self.ctx.close_engines("the run ends")  # first: no engine process outlives the run, whatever ended it
             for s, h in previous.items():
                 signal.signal(s, h)
             state = self.sm.load_state()
@@ -283,6 +287,8 @@ class RoundController:
         for stage in STAGE_LIST:
             if self.sm.is_stage_done(r, stage.name):
                 continue
+            if not stage.samples_solver:
+                self.ctx.close_engines(f"before round {r} {stage.name}")
             if self.driver.before_stage(self, r, stage) is Decision.QUIT:
                 raise StopRun(f"quit before round {r} {stage.name}", status="stopped")
             if not self.run_stage(r, stage):
