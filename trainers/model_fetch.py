@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 from prosetting.core.io import atomic_write_json, read_json, replace_dir
+from prosetting.core.models import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,9 @@ def known(name: str) -> KnownModel:
 
 
 def default_destination(name: str) -> Path:
-    """$PROSETTING_MODELS_DIR/<name>, else ~/.cache/prosetting/models/<name>."""
-    root = os.environ.get(MODELS_DIR_ENV) or Path.home() / ".cache" / "prosetting" / "models"
-    return Path(root).expanduser() / name
+    """$PROSETTING_MODELS_DIR/<name>, else ~/.cache/prosetting/models/<name>: the folder `fetched:NAME` names in a
+    model setting (core/models.py)."""
+    return models_dir() / name
 
 
 def cached(model: KnownModel, dest: Path) -> bool:
