@@ -1,4 +1,4 @@
-"""One GPU check of the README's memory table: a DPO step of a randomly initialised Qwen3-8B-shaped model in bf16.
+"""One GPU check of docs/gpu_8x.md's memory table: a DPO step of a randomly initialised Qwen3-8B-shaped model in bf16.
 
     python benchmarks/gpu_check.py                  # on one 80-140 GB GPU: a few minutes, prints the rows it checks
     python benchmarks/gpu_check.py --row lora       # the LoRA row on any GPU of 24 GB or more
@@ -9,7 +9,7 @@ per batch under TRL_LOSS_TYPE=sigmoid,sft: the policy's forward and backward on 
 1,024 tokens each: 2,048 tokens), the reference's forward without gradients, the DPO loss plus the NLL term on
 the chosen side, and an AdamW step; measured with gradient checkpointing off and on.
 
-Which README row ("Training an 8B solver on 8 GPUs", "Memory per GPU") one GPU can check: `ddp, full weights`
+Which row of docs/gpu_8x.md ("Memory per GPU"; printed as "README row") one GPU can check: `ddp, full weights`
 is what every ddp rank holds, so one GPU holding the whole policy with its gradients and AdamW states in bf16
 (8 bytes a parameter, 66 GB), the bf16 reference (16 GB) and the activations is that row exactly (92 / 83 GB
 predicted): it fits a 140 GB GPU, not an 80 GB one. `--row auto` takes it where the GPU has at least 100 GB and

@@ -288,7 +288,7 @@ def vllm_installed() -> bool:
 
 def resolve_backend(kind: str) -> str:
     """`auto` is vLLM when it is installed and a GPU is visible, else transformers (on the CPU the engine's
-    start-up costs more than the tiny embedded solver's whole collection: see the README's figures)."""
+    start-up costs more than the tiny embedded solver's whole collection: see docs/collection.md)."""
     if kind != "auto":
         return kind
     return "vllm" if vllm_installed() and visible_gpus() else "transformers"

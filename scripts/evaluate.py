@@ -7,7 +7,7 @@
 
 --model is a model folder or a Hugging Face Hub id (fetched through the Hub cache; HF_HUB_OFFLINE=1 reads
 only the cache). --data is one source (a file, a dataset folder, or hub:ID[:CONFIG[:SPLIT]]); --sets takes
-several named sets in the syntax of EVAL_SETS (README, "Evaluation sets").
+several named sets in the syntax of EVAL_SETS (docs/evaluation.md).
 """
 
 from __future__ import annotations
