@@ -1,7 +1,10 @@
 """From parsed command-line arguments to a finished (or cleanly stopped) run; used by scripts/run_training.py.
 
-The round loop (round_controller, semi_driver) is imported only once the configuration and inputs have been
-checked: it pulls in torch and the Teacher clients (about 3 s), and a bad setting must fail in a second.
+Before any stage, the run passes the checks of utils/preflight.py, the same functions `python
+utils/status_checker.py --quick` prints: the inputs, and with a solver of the user's every combination of
+settings that would make the run quietly differ from what they say. A failure stops here with exit 2, its
+message naming the setting, and its fix. The round loop (round_controller, semi_driver) is imported only once
+they pass: it pulls in torch and the Teacher clients (about 3 s), and a bad setting must fail in a second.
 """
 
 from __future__ import annotations
@@ -11,18 +14,12 @@ import shlex
 import sys
 from argparse import Namespace
 
-from prosetting.collectors.placement import check_engines
-from prosetting.core import tracking
-from prosetting.core.config import Config, ConfigError, load_config, parse_set_args
-from prosetting.core.context import RunContext
-from prosetting.core.devices import query_gpus
-from prosetting.core.eval_spec import parse_eval_sets
-from prosetting.core.io import read_json
-from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model, hub_hint, hub_offline
-from prosetting.core.questions import QuestionFileError, load_questions_file
-from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, STAGES, StateManager, WorkspaceLockedError
-from prosetting.processors.eval_sets import EvalSetError, load_eval_set
+from prosetting.core.config import ConfigError, load_config, parse_set_args
+from prosetting.core.questions import QuestionFileError
+from prosetting.core.state_manager import StateManager, WorkspaceLockedError
+from prosetting.managers.plan import describe_plan
 from prosetting.utils.logging_setup import setup_logging
+from prosetting.utils.preflight import Check, Inputs, Machine, preflight
 
 log = logging.getLogger(__name__)
 
@@ -38,99 +35,6 @@ def overrides_from_args(args: Namespace) -> dict[str, str]:
     return out
 
 
-def check_inputs(cfg: Config) -> None:
-    """Parse the questions (and held-out) files before anything is written to the workspace."""
-    if not StateManager(cfg.workspace).paths.questions(1).exists():
-        load_questions_file(cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
-    if cfg.HELDOUT_FILE:
-        load_questions_file(cfg.HELDOUT_FILE, origin="heldout")
-    sm, sources = StateManager(cfg.workspace), None
-    for spec in parse_eval_sets(cfg.EVAL_SETS):  # local sets read now, so a bad row fails before any stage
-        if spec.kind != "hub":
-            sources = sources if sources is not None else (read_json(sm.paths.eval_sources) or {})
-            if not (sm.paths.eval_set(spec.name).exists() and sources.get(spec.name) == spec.text):
-                try:
-                    load_eval_set(spec)
-                except EvalSetError as exc:
-                    raise ConfigError(f"EVAL_SETS: {exc}") from None
-
-
-def describe_plan(cfg: Config) -> str:
-    """What a run would do now: rounds, stages done or to do, models and data sources."""
-    sm = StateManager(cfg.workspace)
-    ctx = RunContext(cfg=cfg, sm=sm)
-    state = sm.load_state()
-    models = {}
-    for key, revision_key in MODEL_KEYS:  # from the cache only: a dry run downloads nothing
-        value, revision = getattr(cfg, key), getattr(cfg, revision_key) or None
-        if value:
-            cached = cached_model(value, revision)
-            ctx.models[key] = cached or ResolvedModel(value=value, path=f"{value} (not cached yet)", repo_id=value)
-            models[key] = (
-                cached.describe()
-                if cached
-                else f"{value} from the Hub, not in the local cache: "
-                + (
-                    f"HF_HUB_OFFLINE=1, so the run stops at its start ({hub_hint(value, revision)})"
-                    if hub_offline()
-                    else "downloaded at the start"
-                )
-            )
-    embedded = f"embedded tiny solver, built and warm-started in {sm.paths.base_model}"
-    lines = [
-        f"workspace      {cfg.workspace} (state: {state['status']})",
-        f"solver         {models.get('SOLVER_MODEL_PATH') or embedded}",
-        *([f"generator      {models['GENERATOR_MODEL_PATH']}"] if "GENERATOR_MODEL_PATH" in models else []),
-        f"questions      {cfg.QUESTIONS_FILE or SHIPPED_SEEDS}",
-        f"evaluation     {describe_evaluation(cfg)}",
-        f"teacher        {cfg.TEACHER_BACKEND}"
-        + (f" at {cfg.TEACHER_BASE_URL} ({cfg.TEACHER_MODEL_NAME})" if cfg.TEACHER_BACKEND == "llm" else ""),
-        f"collection     {cfg.COLLECTION_BACKEND}, {cfg.ATTEMPTS_PER_QUESTION} attempts per question at "
-        f"T={cfg.SAMPLING_TEMPERATURE}",
-        f"training       TRL DPO loss {cfg.TRL_LOSS_TYPE}, beta {cfg.TRL_BETA}, lr {cfg.TRL_LEARNING_RATE}, "
-        f"{cfg.TRL_NUM_PROCESSES} process(es), from round {cfg.TRAIN_START_ROUND}",
-        "",
-    ]
-    lock = sm.read_lock()
-    if lock:
-        lines.append(
-            f"lock           held by pid {lock.get('pid')} on {lock.get('host')}"
-            + (" (stale: will be taken over)" if sm.lock_is_stale(lock) else " (LIVE: a run is in progress)")
-        )
-    for r in range(1, cfg.TOTAL_ROUNDS + 1):
-        progress = sm.load_progress(r)["stages"]
-        cells = []
-        for s in STAGES:
-            status = (progress.get(s) or {}).get("status", "todo")
-            label = {"done": "done (skip)", "running": "resume", "interrupted": "resume", "failed": "retry"}.get(
-                status, "todo"
-            )
-            if s == "train" and r < cfg.TRAIN_START_ROUND:
-                label += ", accumulate only"
-            cells.append(f"{s}: {label}")
-        solver = (
-            ctx.solver_for_round(r) if r == 1 or sm.is_stage_done(r - 1, "train") else "(output of the previous rounds)"
-        )
-        pool = sm.paths.questions(r)
-        pool_text = f"{len(read_json(pool))} questions" if pool.exists() else "pool written by the previous round"
-        lines.append(f"round {r}: {pool_text}; solver {solver}")
-        lines.append("   " + "; ".join(cells))
-    return "\n".join(lines)
-
-
-def describe_evaluation(cfg: Config) -> str:
-    heldout = cfg.HELDOUT_FILE or (SHIPPED_HELDOUT if cfg.embedded else "")
-    sets = ([f"heldout ({heldout})"] if heldout else []) + [
-        f"{s.name} ({s.describe()})" for s in parse_eval_sets(cfg.EVAL_SETS)
-    ]
-    if not cfg.EVAL_K or not sets:
-        return "none" if sets else "none (no HELDOUT_FILE or EVAL_SETS)"
-    return (
-        f"greedy and Mean@{cfg.EVAL_K} at T={cfg.EVAL_TEMPERATURE}, at the start and after every trained round: "
-        + "; ".join(sets)
-    )
-
-
 def confirm(question: str) -> bool:
     try:
         answer = input(f"{question} [y/N] ")
@@ -139,34 +43,23 @@ def confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def check_collection_engines(cfg: Config) -> None:
-    """vLLM engines that could not start (absent GPUs, a model that does not fit) fail here, before any stage."""
-    if cfg.COLLECTION_BACKEND == "transformers":
-        return
-    # a Hub id not cached yet is downloaded at the start and checked by the engines as they load
-    model = cached_model(cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION or None) if cfg.SOLVER_MODEL_PATH else None
-    problems = check_engines(cfg, model.path if model else None, query_gpus())
-    if problems:
-        raise ConfigError("; ".join(f"{problem}: {fix}" for problem, fix in problems))
+def refusal_text(check: Check) -> str:
+    """One refusal as the launcher prints it: the message (naming the setting), then the fix."""
+    return f"error: {check.message}" + (f"\n  fix: {check.fix}" if check.fix else "")
 
 
 def launch(args: Namespace) -> int:
     try:
         cfg, sources = load_config(args.env_file, overrides_from_args(args))
-        check_inputs(cfg)
-        check_collection_engines(cfg)
-        missing = tracking.missing_packages(cfg)
-        if missing:
-            raise ConfigError(
-                f"TRL_REPORT_TO: {', '.join(missing)} not installed; pip install {' '.join(missing)}, "
-                "or leave them out of TRL_REPORT_TO"
-            )
+        inputs = Inputs(cfg, sources, Machine.probe())
+        report = preflight(inputs)  # utils/preflight.py: the health check's --quick runs the same functions
     except (ConfigError, QuestionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    refusals = [c for c in report if c.status == "fail"]
 
     if args.dry_run:
-        print(describe_plan(cfg))
+        print(describe_plan(cfg, inputs, report))
         if args.from_round is not None and args.from_stage is not None:
             files = StateManager(cfg.workspace).discard_plan(args.from_round, args.from_stage, cfg.TOTAL_ROUNDS)
             print(
@@ -174,7 +67,16 @@ def launch(args: Namespace) -> int:
                 "folders:"
             )
             print("".join(f"  {p}\n" for p in files), end="")
-        return EXIT_OK
+        for check in refusals:
+            print(refusal_text(check), file=sys.stderr)
+        return EXIT_USAGE if refusals else EXIT_OK
+    if refusals:
+        for check in refusals:
+            print(refusal_text(check), file=sys.stderr)
+        return EXIT_USAGE
+    for check in report:
+        if check.status == "warn":
+            print(f"warning: {check.message}" + (f" ({check.fix})" if check.fix else ""), file=sys.stderr)
 
     from prosetting.managers.round_controller import RoundController
 

@@ -189,8 +189,33 @@ def test_solver_model_folder_needs_tokenizer_and_weights(tmp_path, good):
     assert rc == 1 and "no tokenizer files; no weights" in solver["message"] and "SOLVER_MODEL_PATH" in solver["fix"]
     (model / "tokenizer.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"\0" * 1024)
-    rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(model)}, "--json")
+    # EVAL_K=0: a user's solver with no evaluation set is refused (utils/preflight.py) unless evaluation is off
+    rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(model), "EVAL_K": "0"}, "--json")
     assert rc == 0 and by_name(report)["solver model"]["message"].endswith("(files present)")
+    assert by_name(report)["lengths"]["status"] == "skip"  # a tokenizer.json that does not read: said, not fatal
+
+
+def test_the_health_check_refuses_what_the_launcher_refuses(tmp_path, good):
+    """One set of checks: --quick fails on the same combination, with the same message, as run_training.py."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    bad = {**good, "SOLVER_MODEL_PATH": str(model), "TEACHER_BASE_URL": "http://teacher:8000/v1", "EVAL_K": "0"}
+    rc, report = run_checker(tmp_path, bad, "--json")
+    settings = by_name(report)["teacher settings"]
+    assert rc == 1 and settings["status"] == "fail"
+    env_file = tmp_path / "test.env"  # the file run_checker wrote
+    env = {k: v for k, v in os.environ.items() if k not in KEYS}
+    launcher = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "run_training.py"), "--env-file", str(env_file)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert launcher.returncode == 2
+    assert f"error: {settings['message']}\n  fix: {settings['fix']}" in launcher.stderr
 
 
 def test_training_hosts_are_checked_for_several_machines(tmp_path, good):

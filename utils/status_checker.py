@@ -6,7 +6,9 @@ GPUs, the Teacher endpoint and the workspace's saved state.
     python utils/status_checker.py --json --env-file prod.env --workspace /data/run1
 
 Each check is ok, warn, fail or skip, with a message and, for problems, how to fix it. The exit status
-is 0 only when no check fails.
+is 0 only when no check fails. The checks of the run's inputs and of settings that would make a real run
+quietly differ from what they say (utils/preflight.py) are the very functions the launcher runs before its first
+stage: what fails here, `python scripts/run_training.py` refuses with exit 2.
 """
 
 from __future__ import annotations
@@ -24,16 +26,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from prosetting.collectors.backends import resolve_backend
-from prosetting.collectors.placement import check_engines, plan_engines, solver_gpus
-from prosetting.core import tracking
 from prosetting.core.config import Config, ConfigError, diff_configs, load_config
 from prosetting.core.devices import parse_gpu_list, query_gpus
-from prosetting.core.eval_spec import parse_eval_sets
-from prosetting.core.io import read_json, read_jsonl
+from prosetting.core.io import read_json
 from prosetting.core.models import (
     IGNORE_PATTERNS,
     ModelNotFound,
@@ -42,10 +40,9 @@ from prosetting.core.models import (
     is_hub_id,
     resolve_model,
 )
-from prosetting.core.questions import QuestionFileError, load_questions_file
-from prosetting.core.state_manager import SHIPPED_SEEDS, STAGES, StateManager
-from prosetting.processors.eval_sets import EvalSetError, hub_dataset_cached, load_eval_set
+from prosetting.core.state_manager import STAGES, StateManager
 from prosetting.trainers import launch
+from prosetting.utils.preflight import Check, Inputs, Machine, preflight
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = ("torch", "transformers", "trl", "accelerate", "datasets", "pyarrow", "openai", "math_verify")
@@ -53,34 +50,34 @@ GIB = 1024**3
 MIN_FREE_GIB = 2.0  # the embedded solver's run writes a few hundred MB; leave room for logs and datasets
 
 
-@dataclass
-class Check:
-    name: str
-    status: str  # ok | warn | fail | skip
-    message: str
-    fix: str = ""
-
-
 # ---------------------------------------------------------------- configuration and inputs
-def check_config(env_file: str | None, workspace: str | None) -> tuple[Check, Config | None]:
+def check_config(env_file: str | None, workspace: str | None) -> tuple[Check, Config | None, dict[str, str]]:
     try:
         cfg, sources = load_config(env_file, {"WORKSPACE_DIR": workspace} if workspace else None)
     except ConfigError as exc:
         key = str(exc).split(":", 1)[0]
-        return Check(
-            "configuration",
-            "fail",
-            str(exc),
-            f"set {key} to a valid value in {env_file or 'the .env file'} or the environment "
-            "(.env.example lists every key with what it expects)",
-        ), None
+        return (
+            Check(
+                "configuration",
+                "fail",
+                str(exc),
+                f"set {key} to a valid value in {env_file or 'the .env file'} or the environment "
+                "(.env.example lists every key with what it expects)",
+            ),
+            None,
+            {},
+        )
     where = f"{len(sources)} settings from {', '.join(sorted(set(sources.values())))}" if sources else "all defaults"
-    return Check(
-        "configuration",
-        "ok",
-        f"valid ({where}); teacher "
-        f"{cfg.TEACHER_BACKEND}, collection {cfg.COLLECTION_BACKEND}, {cfg.TOTAL_ROUNDS} rounds",
-    ), cfg
+    return (
+        Check(
+            "configuration",
+            "ok",
+            f"valid ({where}); teacher "
+            f"{cfg.TEACHER_BACKEND}, collection {cfg.COLLECTION_BACKEND}, {cfg.TOTAL_ROUNDS} rounds",
+        ),
+        cfg,
+        sources,
+    )
 
 
 def _weights(folder: Path) -> list[Path]:
@@ -247,118 +244,6 @@ def check_model_folder(name: str, key: str, folder: Path, quick: bool) -> Check:
     return Check(name, "ok", f"{folder}: {model_type}, {len(weights)} weight file(s), {size:.1f} GiB ({how})")
 
 
-def check_questions(cfg: Config) -> list[Check]:
-    pool = StateManager(cfg.workspace).paths.questions(1)
-    source = Path(cfg.QUESTIONS_FILE) if cfg.QUESTIONS_FILE else SHIPPED_SEEDS
-    checks = []
-    fix = (
-        "fix the file (a JSON list or JSON Lines of objects with `question` and `answer`) "
-        "or set QUESTIONS_FILE to another"
-    )
-    try:
-        if pool.exists():
-            n = len(read_json(pool))
-            checks.append(
-                Check(
-                    "questions",
-                    "ok",
-                    f"round-1 pool already in the workspace ({n} questions); {source} is not read again",
-                )
-            )
-        else:
-            n = len(load_questions_file(source))
-            checks.append(Check("questions", "ok", f"{n} questions in {source}"))
-    except (QuestionFileError, ValueError) as exc:
-        checks.append(Check("questions", "fail", str(exc), fix))
-    if cfg.HELDOUT_FILE:
-        try:
-            n = len(load_questions_file(cfg.HELDOUT_FILE, origin="heldout"))
-            checks.append(Check("held-out set", "ok", f"{n} questions in {cfg.HELDOUT_FILE}"))
-        except QuestionFileError as exc:
-            checks.append(Check("held-out set", "fail", str(exc), fix.replace("QUESTIONS_FILE", "HELDOUT_FILE")))
-    return checks
-
-
-def check_eval_sets(cfg: Config, quick: bool, timeout: float) -> list[Check]:
-    """Each EVAL_SETS set: read from its file or folder (a bad row fails here), or found in the datasets cache; a Hub
-    dataset that is not cached fails offline and, online, is looked up on the Hub."""
-    sm = StateManager(cfg.workspace)
-    sources = read_json(sm.paths.eval_sources) or {}
-    checks = []
-    for spec in parse_eval_sets(cfg.EVAL_SETS, check_paths=False):
-        name, copy = f"eval set {spec.name}", sm.paths.eval_set(spec.name)
-        if copy.exists() and sources.get(spec.name) == spec.text:
-            n = len(read_jsonl(copy))
-            checks.append(Check(name, "ok", f"{n} questions already read into {copy}"))
-            continue
-        if spec.kind == "hub":
-            cached = hub_dataset_cached(spec)
-            if cached is None:
-                checks.append(check_hub_dataset(name, spec, timeout))
-                continue
-            if quick:
-                checks.append(Check(name, "ok", f"{spec.describe()}: in the datasets cache ({cached})"))
-                continue
-        try:
-            n = len(load_eval_set(spec))
-        except EvalSetError as exc:
-            checks.append(
-                Check(name, "fail", str(exc), "fix the source or its EVAL_SETS entry (README, Evaluation sets)")
-            )
-            continue
-        checks.append(Check(name, "ok", f"{n} questions from {spec.describe()}"))
-    return checks
-
-
-def check_hub_dataset(name: str, spec, timeout: float) -> Check:
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    call = f"datasets.load_dataset({spec.dataset_id!r}, {spec.config!r}, split={spec.split or 'test'!r})"
-    fix = f'python -c "import datasets; {call}" where the Hub is reachable, with the same HF_HOME / HF_DATASETS_CACHE'
-    if constants.HF_HUB_OFFLINE:
-        return Check(
-            name,
-            "fail",
-            f"{spec.describe()}: not in the datasets cache and HF_HUB_OFFLINE=1 forbids downloading it",
-            fix,
-        )
-    try:
-        info = HfApi().dataset_info(spec.dataset_id, revision=spec.revision, timeout=timeout)
-    except GatedRepoError:
-        return Check(
-            name,
-            "fail",
-            f"{spec.dataset_id} is gated on the Hub",
-            f"accept its terms at https://huggingface.co/"
-            f"datasets/{spec.dataset_id} and log in (`hf auth login`), then {fix}",
-        )
-    except RepositoryNotFoundError:
-        return Check(
-            name,
-            "fail",
-            f"{spec.dataset_id}: no such dataset on the Hub (or a private one without a login)",
-            f"check the id at https://huggingface.co/datasets/{spec.dataset_id}, or use a local file or folder",
-        )
-    except RevisionNotFoundError:
-        return Check(
-            name, "fail", f"{spec.dataset_id} has no revision {spec.revision!r}", "fix ?revision= in EVAL_SETS"
-        )
-    except Exception as exc:
-        return Check(
-            name,
-            "warn",
-            f"{spec.describe()}: not in the datasets cache, and the Hub did not answer ({type(exc).__name__}: {exc})",
-            fix,
-        )
-    return Check(
-        name,
-        "warn",
-        f"{spec.describe()}: on the Hub (commit {(info.sha or '?')[:12]}), not cached yet: read at the run's start",
-        fix,
-    )
-
-
 # ---------------------------------------------------------------- machine
 def check_workspace(cfg: Config) -> Check:
     root = cfg.workspace
@@ -443,23 +328,6 @@ def check_packages(cfg: Config | None, quick: bool) -> list[Check]:
             else Check("vllm", "ok", "not installed (optional: only COLLECTION_BACKEND=vllm needs it)")
         )
     checks.append(check_datasets_is_hf(quick))
-    if cfg is not None and tracking.targets(cfg):
-        missing = tracking.missing_packages(cfg)
-        checks.append(
-            Check(
-                "trackers",
-                "fail",
-                f"TRL_REPORT_TO={cfg.TRL_REPORT_TO}: {', '.join(missing)} not installed",
-                f"pip install {' '.join(missing)}, or leave them out of TRL_REPORT_TO",
-            )
-            if missing
-            else Check(
-                "trackers",
-                "ok",
-                f"{', '.join(tracking.targets(cfg))}: round figures in "
-                f"{cfg.workspace / 'tracking'} and the trainers' steps, one run per workspace",
-            )
-        )
     return checks
 
 
@@ -483,34 +351,6 @@ def check_datasets_is_hf(quick: bool) -> Check:
         "fail",
         f"`import datasets` from {REPO} {detail}",
         "pip install datasets, and keep datasets/ without an __init__.py (it is a namespace package on purpose)",
-    )
-
-
-def check_collection_engines(cfg: Config) -> Check:
-    """The engines collection will start: where, how many, and whether the solver fits them."""
-    backend = resolve_backend(cfg.COLLECTION_BACKEND)
-    if backend != "vllm":
-        return Check(
-            "collection engines",
-            "ok",
-            f"{backend} in the stage's process (COLLECTION_BACKEND={cfg.COLLECTION_BACKEND})",
-        )
-    gpus = query_gpus(timeout=5)
-    solver = cached_model(cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION or None) if cfg.SOLVER_MODEL_PATH else None
-    problems = check_engines(cfg, solver.path if solver else None, gpus)
-    if problems:
-        return Check("collection engines", "fail", "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
-    try:
-        ids = solver_gpus(cfg)
-        specs = plan_engines(ids, cfg.TENSOR_PARALLEL_SIZE if ids else 1, cfg.COLLECTION_CPU_ENGINES)
-    except ValueError as exc:
-        return Check(
-            "collection engines", "fail", str(exc), "see TENSOR_PARALLEL_SIZE and PHYSICAL_SOLVER_GPU in .env.example"
-        )
-    return Check(
-        "collection engines",
-        "ok",
-        f"{len(specs)} vLLM engine(s) via {cfg.COLLECTION_EXECUTOR}: " + "; ".join(s.label for s in specs),
     )
 
 
@@ -787,25 +627,21 @@ def check_lock(sm: StateManager) -> Check:
 
 # ---------------------------------------------------------------- all of it
 def run_checks(env_file: str | None = ".env", workspace: str | None = None, quick: bool = False) -> list[Check]:
-    check, cfg = check_config(env_file, workspace)
+    check, cfg, sources = check_config(env_file, workspace)
     checks = [check]
+    timeout = 3.0 if quick else 10.0
     if cfg is not None:
-        timeout = 3.0 if quick else 10.0
-        checks += [
-            *check_models(cfg, quick, timeout),
-            *check_questions(cfg),
-            *check_eval_sets(cfg, quick, timeout),
-            check_workspace(cfg),
-        ]
+        checks += check_models(cfg, quick, timeout)
+        # the launcher's own checks (utils/preflight.py), here allowed to ask the Hub about what is not cached
+        checks += preflight(Inputs(cfg, sources, Machine.probe(), network=True, quick=quick, timeout=timeout))
+        checks.append(check_workspace(cfg))
     checks += [*check_packages(cfg, quick), check_gpus(cfg)]
-    if cfg is not None:
-        checks.append(check_collection_engines(cfg))
     if cfg is None:
         skipped = ("solver model", "questions", "workspace", "training launch", "teacher endpoint", "training state")
         return checks + [Check(name, "skip", "configuration invalid") for name in skipped]
     return checks + [
-        *check_training_launch(cfg, 3.0 if quick else 10.0),
-        *check_teacher(cfg, 3.0 if quick else 10.0),
+        *check_training_launch(cfg, timeout),
+        *check_teacher(cfg, timeout),
         *check_state(cfg),
     ]
 
