@@ -43,21 +43,22 @@ def describe_models(cfg: Config, ctx: RunContext) -> dict[str, str]:
 
 def describe_teacher(cfg: Config) -> list[str]:
     if cfg.TEACHER_BACKEND != "llm":
-        task = getattr(cfg, "BUILTIN_TASK", "arithmetic")
-        what = f"built-in {task} Teacher" if cfg.TEACHER_BACKEND == "builtin" else "rule Teacher (writes nothing)"
+        what = (
+            f"built-in {cfg.BUILTIN_TASK} Teacher"
+            if cfg.TEACHER_BACKEND == "builtin"
+            else "rule Teacher (writes nothing)"
+        )
         return [f"teacher        {cfg.TEACHER_BACKEND}: the {what}, grading by reference"]
-    writer = (
-        cfg.writer_endpoint() if hasattr(cfg, "writer_endpoint") else (cfg.TEACHER_BASE_URL, cfg.TEACHER_MODEL_NAME)
-    )
-    structured = getattr(cfg, "TEACHER_STRUCTURED_OUTPUT", None)
-    shape = "" if structured is None else f", structured output {'on' if structured else 'off'}"
-    shape += ", TEACHER_API_KEY set" if cfg.TEACHER_API_KEY else ", no TEACHER_API_KEY"
+    url, model, key = cfg.writer_endpoint()  # each TEACHER_WRITER_* falls back to the grading Teacher's
+    shape = f", structured output {'on' if cfg.TEACHER_STRUCTURED_OUTPUT else 'off'}"
     return [
         f"teacher        grades (GRADING_MODE={cfg.GRADING_MODE}, per {cfg.TEACHER_GRADING_UNIT}) at "
-        f"{cfg.TEACHER_BASE_URL} with {cfg.TEACHER_MODEL_NAME}{shape}",
+        f"{cfg.TEACHER_BASE_URL} with {cfg.TEACHER_MODEL_NAME}{shape}, "
+        + ("TEACHER_API_KEY set" if cfg.TEACHER_API_KEY else "no TEACHER_API_KEY"),
         f"               writes (WRITE_POLICIES={cfg.WRITE_POLICIES}, {cfg.NEW_QUESTIONS_PER_PARENT} per parent and "
-        f"policy) at {writer[0]} with {writer[1]}, T={getattr(cfg, 'TEACHER_WRITING_TEMPERATURE', 0.7)}"
-        + ("" if getattr(cfg, "TEACHER_WRITER_BASE_URL", "") else " (the grading endpoint)"),
+        f"policy) at {url} with {model}, T={cfg.TEACHER_WRITING_TEMPERATURE}, "
+        + ("a key" if key else "no key")
+        + ("" if cfg.TEACHER_WRITER_BASE_URL else " (the grading endpoint)"),
     ]
 
 

@@ -82,8 +82,10 @@ def test_the_shipped_seeds_are_refused_unless_asked_for_by_name(tmp_path, solver
     assert "'7+1=?'" in check.message and "BUILTIN_TASK=arithmetic" in check.fix
     named = inputs(tmp_path, SOLVER_MODEL_PATH=solver, QUESTIONS_FILE=SHIPPED_SEEDS)
     assert pf.check_seed_questions(named).status == "fail"  # the file alone is not enough: the task too
-    named.sources["BUILTIN_TASK"] = "command line"  # BUILTIN_TASK=arithmetic set on purpose
-    assert pf.check_seed_questions(named).status == "ok"
+    on_purpose = inputs(tmp_path, SOLVER_MODEL_PATH=solver, QUESTIONS_FILE=SHIPPED_SEEDS, BUILTIN_TASK="arithmetic")
+    assert pf.check_seed_questions(on_purpose).status == "ok"
+    task_only = inputs(tmp_path, SOLVER_MODEL_PATH=solver, BUILTIN_TASK="arithmetic")  # QUESTIONS_FILE still empty
+    assert pf.check_seed_questions(task_only).status == "fail"
     own = write_questions(tmp_path / "own.jsonl", 4)
     assert pf.check_seed_questions(inputs(tmp_path, SOLVER_MODEL_PATH=solver, QUESTIONS_FILE=own)).status == "ok"
 
@@ -110,6 +112,11 @@ def test_a_teacher_that_cannot_write_from_the_questions_is_refused(tmp_path, sol
     assert pf.check_teacher_task(rule).status == "fail" and "writes no questions" in pf.check_teacher_task(rule).message
     static = inputs(tmp_path, SOLVER_MODEL_PATH=solver, QUESTIONS_FILE=math_file, CURRICULUM="static")
     assert pf.check_teacher_task(static).status == "ok"
+    words = REPO / "data" / "word_problems" / "seeds.jsonl"  # the built-in word-problem Teacher owns its own seeds
+    task = {"SOLVER_MODEL_PATH": solver, "BUILTIN_TASK": "word_problems"}
+    assert pf.check_teacher_task(inputs(tmp_path, **task, QUESTIONS_FILE=words)).status == "ok"
+    other = pf.check_teacher_task(inputs(tmp_path, **task, QUESTIONS_FILE=arithmetic))
+    assert other.status == "fail" and "the built-in word_problems Teacher cannot write from 6 of 6" in other.message
 
 
 def test_no_evaluation_is_refused_unless_turned_off_explicitly(tmp_path, solver, math_file):

@@ -333,7 +333,7 @@ def check_seed_questions(x: Inputs) -> Check:
         return _skip_embedded(name)
     if not _is_shipped_seeds(cfg.QUESTIONS_FILE):
         return Check(name, "ok", f"QUESTIONS_FILE={cfg.QUESTIONS_FILE}")
-    task = getattr(cfg, "BUILTIN_TASK", "arithmetic")
+    task = cfg.BUILTIN_TASK
     deliberate = bool(cfg.QUESTIONS_FILE) and "BUILTIN_TASK" in x.sources and task == "arithmetic"
     if deliberate and cfg.TEACHER_BACKEND == "builtin":
         return Check(name, "ok", "the shipped arithmetic seeds, asked for by name (QUESTIONS_FILE, BUILTIN_TASK)")
@@ -358,7 +358,7 @@ def check_teacher_settings(x: Inputs) -> Check:
     if cfg.TEACHER_BACKEND == "llm":
         return Check(name, "ok", "TEACHER_BACKEND=llm: the endpoint grades and writes")
     keys = ("TEACHER_BASE_URL", "TEACHER_MODEL_NAME", "TEACHER_WRITER_BASE_URL", "TEACHER_WRITER_MODEL_NAME")
-    named = [k for k in keys if getattr(cfg, k, "")]
+    named = [k for k in keys if getattr(cfg, k)]
     if named:
         return Check(
             name,
@@ -383,19 +383,7 @@ def teacher_owns(cfg: Config) -> tuple[str, Callable[[dict], bool]]:
     from prosetting.teacher_model import make_teacher
 
     teacher = make_teacher(cfg)
-    task = getattr(cfg, "BUILTIN_TASK", "arithmetic")
-    owns = getattr(teacher, "owns", None)
-    if owns is None:  # the arithmetic Teacher before it had `owns`: its own parser decides
-        from prosetting.teacher_model.arithmetic import params_of
-
-        def owns(question: dict) -> bool:
-            try:
-                params_of(question)
-            except ValueError:
-                return False
-            return True
-
-    return task, owns
+    return cfg.BUILTIN_TASK, teacher.owns
 
 
 def check_teacher_task(x: Inputs) -> Check:
