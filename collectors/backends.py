@@ -39,6 +39,7 @@ class Generation:
     num_tokens: int
     truncated: bool
     finish_reason: str = "stop"  # "stop" (EOS or a stop string) or "length" (cut at max_new_tokens)
+    prompt_tokens: int = 0  # the chat-templated prompt's length in tokens, as the engine saw it
 
 
 class GenerationBackend(Protocol):
@@ -113,6 +114,7 @@ class TransformersBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_sequences = max_sequences_per_forward
+        self.eos_ids = end_of_turn_ids(model, tokenizer)
 
     def generate(self, chats: list[list[dict]], sampling: Sampling) -> list[list[Generation]]:
         torch = self.torch
@@ -138,7 +140,7 @@ class TransformersBackend:
                     max_new_tokens=sampling.max_new_tokens,
                     num_return_sequences=n,
                     pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id,
+                    eos_token_id=self.eos_ids,
                     stop_strings=list(sampling.stop) or None,
                     tokenizer=tok if sampling.stop else None,
                 )
@@ -147,15 +149,20 @@ class TransformersBackend:
                 row = []
                 for j in range(n):
                     seq = new[i * n + j].tolist()
-                    ended = tok.eos_token_id in seq
-                    length = seq.index(tok.eos_token_id) + 1 if ended else len(seq)
+                    ends = [k for k, t in enumerate(seq) if t in self.eos_ids]
+                    ended = bool(ends)
+                    length = ends[0] + 1 if ended else len(seq)
                     text, stopped = _finish(tok.decode(seq[:length], skip_special_tokens=True), sampling.stop)
                     if stopped:  # generation stopped on a stop string: count the tokens actually produced
                         length = len([t for t in seq[:length] if t != tok.pad_token_id])
                     done = ended or stopped
                     row.append(
                         Generation(
-                            text=text, num_tokens=length, truncated=not done, finish_reason="stop" if done else "length"
+                            text=text,
+                            num_tokens=length,
+                            truncated=not done,
+                            finish_reason="stop" if done else "length",
+                            prompt_tokens=int(enc["attention_mask"][i].sum()),
                         )
                     )
                 if greedy and sampling.n > 1:
@@ -264,6 +271,7 @@ class VllmBackend:
                     num_tokens=len(o.token_ids),
                     truncated=o.finish_reason == "length",
                     finish_reason="length" if o.finish_reason == "length" else "stop",
+                    prompt_tokens=len(out.prompt_token_ids or ()),
                 )
                 for o in out.outputs
             ]
@@ -272,6 +280,14 @@ class VllmBackend:
 
     def close(self) -> None:
         del self.llm
+
+
+def end_of_turn_ids(model, tokenizer) -> list[int]:
+    """Every token that ends the solver's turn: the generation config's EOS ids (a chat model often lists several,
+    e.g. Llama 3's <|eot_id|> beside <|end_of_text|>) and the tokenizer's EOS, as vLLM stops on them."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return sorted({int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None})
 
 
 def chat_token_prompts(tokenizer, chats: list[list[dict]]) -> list[dict]:

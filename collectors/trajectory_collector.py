@@ -176,7 +176,8 @@ def _generate(
                 make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason, cfg.ANSWER_EXTRACTION)
                 for k, g in enumerate(gens)
             ]
-            rows.append({"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts})
+            row = {"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts}
+            rows.append({**row, "prompt_tokens": gens[0].prompt_tokens} if gens and gens[0].prompt_tokens else row)
         write_jsonl(part_file(merge.parts, task.id), rows)  # atomic: a batch is saved whole or not at all
         merge.flush()
         bar.update(len(rows))

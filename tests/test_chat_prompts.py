@@ -28,3 +28,14 @@ def test_one_bos_where_the_template_writes_it():
     ids = prompt["prompt_token_ids"]
     assert ids.count(1) == 1 and ids[0] == 1
     assert tok.convert_ids_to_tokens(ids) == ["<s>", "[system]", "reason", "well", "[user]", "2+2=?", "[assistant]"]
+
+
+def test_every_end_of_turn_token_stops_the_transformers_backend():
+    from types import SimpleNamespace
+
+    from prosetting.collectors.backends import end_of_turn_ids
+
+    tok = _bos_adding_tokenizer()  # eos </s> = 2
+    chat_model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[5, 2]))
+    assert end_of_turn_ids(chat_model, tok) == [2, 5]
+    assert end_of_turn_ids(SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None)), tok) == [2]
