@@ -113,9 +113,12 @@ def _as_bool(value: Any) -> bool:
 
 
 def question_verdicts_format(n: int) -> dict:
-    """The reply parse_question_verdicts reads: one verdict for each of attempts 1..n."""
-    verdict = _object(attempt={"type": "integer", "enum": list(range(1, n + 1))}, correct=_BOOL, error=_TEXT)
-    return response_format("question_verdicts", _object(verdicts=_list_of(verdict, n)))
+    """The reply parse_question_verdicts reads: one verdict for each of attempts 1..n, in order (item i is attempt
+    i: an `enum` per position, so no attempt is judged twice or left out)."""
+    verdicts = [_object(attempt={"type": "integer", "enum": [i]}, correct=_BOOL, error=_TEXT) for i in range(1, n + 1)]
+    return response_format(
+        "question_verdicts", _object(verdicts={"type": "array", "prefixItems": verdicts, "minItems": n, "maxItems": n})
+    )
 
 
 def parse_question_verdicts(text: str | None, n: int) -> list[tuple[bool, str]]:

@@ -1,16 +1,11 @@
 """The LLM Teacher against vLLM's own OpenAI-compatible server on the CPU, serving a tiny random solver:
-the real protocol end to end. Its answers are nonsense: the grading stage must stop loudly, naming the model and
-the shape it expected, with the rule check's verdicts standing and no attempt silently graded incorrect."""
+the real protocol end to end. Its plain answers are nonsense: the grading stage must stop loudly, naming the model
+and the shape it expected, with the rule check's verdicts standing and no attempt silently graded incorrect. With
+structured output the server's grammar engine takes every schema the Teacher sends, and a reply it finishes is
+one the Teacher's parser reads, however random the model."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-
-import httpx2
 import pytest
 
 from prosetting.core.config import load_config
@@ -20,16 +15,21 @@ from prosetting.core.state_manager import StateManager
 from prosetting.processors.grading import run_grading
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.llm_teacher import LLMTeacher
+from prosetting.teacher_model.reply_parsing import (
+    ATTEMPT_VERDICT_FORMAT,
+    RECHECK_FORMAT,
+    parse_attempt_verdict,
+    parse_question_verdicts,
+    parse_questions,
+    parse_recheck,
+    question_verdicts_format,
+    questions_format,
+)
 from prosetting.teacher_model.transport import NoUsableAnswer, TeacherError
 from tests.conftest import needs_vllm
+from tests.vllm_server import vllm_teacher_server
 
 pytestmark = [pytest.mark.slow, needs_vllm]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,54 +38,15 @@ def vllm_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("vllm_teacher")
     model = build_tiny_solver(root / "model", seed=0, max_positions=4096)
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(model),
-            "--served-model-name",
-            "tiny-teacher",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--max-model-len",
-            "4096",
-            "--gpu-memory-utilization",
-            "0.3",
-            "--seed",
-            "0",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 300
-        while True:
-            assert proc.poll() is None, "vLLM server exited: " + (root / "server.log").read_text()[-3000:]
-            assert time.time() < deadline, "vLLM server did not answer in 300 s"
-            try:
-                if httpx2.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            time.sleep(1)
+    with vllm_teacher_server(
+        model,
+        name="tiny-teacher",
+        max_model_len=4096,
+        log_path=root / "server.log",
+        env={"VLLM_CPU_OMP_THREADS_BIND": "0"},
+        extra=["--seed", "0"],
+    ) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_grading_stops_loudly_on_a_real_vllm_server_answering_nonsense(tmp_path, vllm_server):
@@ -103,6 +64,7 @@ def test_grading_stops_loudly_on_a_real_vllm_server_answering_nonsense(tmp_path,
             "TEACHER_MAX_TOKENS": "48",
             "TEACHER_CONCURRENT_WORKERS": "4",
             "TEACHER_TIMEOUT": "60",
+            "TEACHER_STRUCTURED_OUTPUT": "false",  # a model answering nonsense
         },
     )
     ctx = RunContext(cfg=cfg, sm=StateManager(cfg.workspace))
@@ -147,3 +109,42 @@ def test_grading_stops_loudly_on_a_real_vllm_server_answering_nonsense(tmp_path,
     # counts it against TEACHER_MAX_FAILURE_FRACTION), naming the model and the shape expected
     with pytest.raises(NoUsableAnswer, match=r"tiny-teacher gave no usable reply for writing .* expected \[\{"):
         teacher.write_questions(WriteRequest(question=questions[0], zone="mastered", success_rate=1.0, count=1))
+
+
+def test_the_server_takes_every_schema_and_a_finished_reply_parses(vllm_server):
+    from openai import OpenAI
+
+    from prosetting.teacher_model import prompts
+
+    question = {"id": "q1", "question": "Gus had 21 pencils and gave away 8. How many are left?", "answer": "13"}
+    attempts = [{"text": "21 - 8 = 13", "answer": "13"}, {"text": "21 + 8 = 29", "answer": "29"}]
+    cases = [
+        (prompts.grade_messages(question, attempts[1]), ATTEMPT_VERDICT_FORMAT, parse_attempt_verdict),
+        (
+            prompts.grade_question_messages(question, attempts),
+            question_verdicts_format(2),
+            lambda text: parse_question_verdicts(text, 2),
+        ),
+        (prompts.recheck_messages(question), RECHECK_FORMAT, parse_recheck),
+        (
+            prompts.write_messages("harder_variant", question, 1.0, None, 1),
+            questions_format(1),
+            lambda text: parse_questions(text, question["question"]),
+        ),
+    ]
+    client = OpenAI(base_url=vllm_server, api_key="EMPTY", timeout=120, max_retries=0)
+    finished = 0
+    for messages, response_format, parse in cases:
+        for temperature in (0.0, 1.0):  # HTTP 400 here would be the server refusing the schema
+            reply = client.chat.completions.create(
+                model="tiny-teacher",
+                messages=messages,
+                temperature=temperature,
+                max_tokens=512,
+                response_format=response_format,
+            )
+            choice = reply.choices[0]
+            if choice.finish_reason == "stop":  # cut at max_tokens: unfinished JSON, whatever the grammar
+                finished += 1
+                parse(choice.message.content)  # raises BadAnswer where the schema and the parser disagree
+    assert finished >= 1
