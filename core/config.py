@@ -182,9 +182,15 @@ class Config:
     # --- Teacher ---
     TEACHER_BACKEND: str = _f(
         "builtin",
-        "Who grades and writes questions: `builtin` (arithmetic task family), `rule` (math-verify grading only) or "
+        "Who grades and writes questions: `builtin` (the BUILTIN_TASK family), `rule` (math-verify grading only) or "
         "`llm` (OpenAI-compatible endpoint).",
         choices=("builtin", "rule", "llm"),
+    )
+    BUILTIN_TASK: str = _f(
+        "arithmetic",
+        "Task of the built-in Teacher: `arithmetic` (column arithmetic, data/) or `word_problems` (English word "
+        "problems, data/word_problems/: set QUESTIONS_FILE and HELDOUT_FILE to its seeds.jsonl and heldout.jsonl).",
+        choices=("arithmetic", "word_problems"),
     )
     TEACHER_BASE_URL: str = _f("", "Base URL of the Teacher's OpenAI-compatible API, e.g. http://host:8000/v1.")
     TEACHER_API_KEY: str = _f("", "API key of the Teacher endpoint (secret: never logged or saved).")

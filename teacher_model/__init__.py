@@ -14,6 +14,10 @@ def make_teacher(cfg):
         from prosetting.teacher_model.rule_teacher import RuleTeacher
 
         return RuleTeacher()
+    if cfg.TEACHER_BACKEND == "builtin" and cfg.BUILTIN_TASK == "word_problems":
+        from prosetting.teacher_model.word_problems import WordProblemTeacher
+
+        return WordProblemTeacher(harder=cfg.HARDER_VARIANT)
     if cfg.TEACHER_BACKEND == "builtin":
         from prosetting.teacher_model.arithmetic import BuiltinTeacher
 

@@ -334,6 +334,14 @@ class BuiltinTeacher:
         self.exclude = set(exclude) if exclude is not None else {q["question"] for q in read_jsonl(HELDOUT_FILE)}
         self.harder = harder  # HARDER_VARIANT: raise one dimension onto a rung, or the next rung
 
+    def owns(self, question: dict) -> bool:
+        """Whether the question is of this task: `params_of` reads it (from its meta or its text)."""
+        try:
+            params_of(question)
+        except ValueError:
+            return False
+        return True
+
     def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
         return grade_by_reference(question, attempts)
 

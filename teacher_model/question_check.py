@@ -1,15 +1,17 @@
 """The check every new question passes before it enters the pool, whichever writer wrote it.
 
-For the built-in arithmetic task the check is a rule: the question must parse as a built-in problem,
-its answer must equal the computed result, and it must not be a held-out question or a copy of its
-source. For any other Teacher, the Teacher grades the writer's own solution against the writer's
-answer (an LLM Teacher judges whether that solution is right); a wrong one is rejected.
+For the built-in tasks the check is a rule: the question must parse as a problem of the task (column
+arithmetic, or a word problem of teacher_model/word_problems.py), its answer must equal the computed
+result, and it must not be a held-out question or a copy of its source. For any other Teacher, the
+Teacher grades the writer's own solution against the writer's answer (an LLM Teacher judges whether
+that solution is right); a wrong one is rejected.
 """
 
 from __future__ import annotations
 
 from prosetting.teacher_model.arithmetic import BuiltinTeacher, params_of, problem_record
 from prosetting.teacher_model.transport import NoUsableAnswer
+from prosetting.teacher_model.word_problems import WordProblemTeacher
 
 
 def check_question(teacher, new: dict, source: dict) -> str | None:
@@ -31,6 +33,8 @@ def check_question(teacher, new: dict, source: dict) -> str | None:
         if problem_record(spec, values)["answer"] != answer:
             return "wrong answer"
         return None
+    if isinstance(teacher, WordProblemTeacher):
+        return teacher.check_new(text, answer)
     attempt = {
         "attempt_id": "writer-check",
         "question_id": new.get("id", "new"),
