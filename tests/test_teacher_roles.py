@@ -323,3 +323,20 @@ def test_the_health_check_probes_the_writer_where_it_differs():
         )
         writing = check_teacher(cfg, 3.0)[1]
         assert writing.status == "fail" and writing.fix == "check TEACHER_WRITER_API_KEY"
+
+
+def test_the_structured_output_benchmark_runs_both_arms_on_the_teachers_own_requests(tmp_path):
+    from prosetting.benchmarks import structured_output
+
+    with TeacherServer(responder=socratic_responder) as server:
+        out = tmp_path / "so.json"
+        args = ["--base-url", server.base_url, "--model", server.model, "--n", "3", "--workers", "2"]
+        results = structured_output.main([*args, "--json", str(out)])
+        formats = server.response_formats
+    assert json.loads(out.read_text()) == results and len(formats) == 12
+    names = [f and f["json_schema"]["name"] for f in formats]
+    assert sorted(names[:6]) == ["question_verdicts"] * 3 + ["written_questions"] * 3 and names[6:] == [None] * 6
+    for arm in ("structured", "plain"):
+        grading, writing = results[arm]["grading"], results[arm]["writing"]
+        assert grading["requests"] == writing["requests"] == 3 and grading["unusable"] == writing["unusable"] == 0
+        assert grading["right"] == grading["of"] == 6  # the scripted Teacher compares each attempt's answer

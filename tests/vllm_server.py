@@ -12,8 +12,9 @@ As a module-scoped pytest fixture (a test that uses it must be marked slow):
         with vllm_teacher_server(MODEL, log_path=tmp_path_factory.mktemp("vllm") / "server.log") as url:
             yield url
 
-Start-up is slow on a CPU machine: a 135 M model answered /v1/models 136 s after start on 2 cores, a
-2-layer random model in about 50 s; the wait allows READY_TIMEOUT_S and fails with the server's log tail.
+Start-up is slow on a CPU machine: a 135 M model answered /v1/models 136 s after start on 2 quiet cores, but
+522 s on 2 cores under a load of 18 (vLLM compiled the model again); a 2-layer random model took about 50 s.
+The wait allows `timeout_s` (READY_TIMEOUT_S by default) and fails with the server's log tail.
 """
 
 from __future__ import annotations
@@ -90,11 +91,13 @@ def vllm_teacher_server(
 ) -> Iterator[str]:
     """Serve `model_dir` as `name` (default: the folder's name) on a free 127.0.0.1 port; yields the base URL
     (http://127.0.0.1:PORT/v1) once it answers, and stops the server's process group on exit. `env` adds
-    environment variables (e.g. VLLM_CPU_OMP_THREADS_BIND); the log goes to `log_path` (default: a temp file)."""
+    environment variables (e.g. VLLM_CPU_OMP_THREADS_BIND); the log goes to `log_path` (default: a temporary
+    file, removed at the end)."""
     port = free_port()
     argv, environ = server_command(model_dir, port=port, max_model_len=max_model_len, name=name, extra=extra)
     environ.update(env or {})
-    log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="vllm-teacher-", suffix=".log")[1])
+    temporary = log_path is None  # removed at the end; a failed start shows its tail in the error
+    log_path = Path(tempfile.mkstemp(prefix="vllm-teacher-", suffix=".log")[1]) if temporary else Path(log_path)
     url = base_url("127.0.0.1", port)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environ, start_new_session=True)
@@ -103,3 +106,5 @@ def vllm_teacher_server(
         yield url
     finally:
         stop(proc)
+        if temporary:
+            log_path.unlink(missing_ok=True)
