@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ours, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="Hugging Face model folder (with config.json and a tokenizer).")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="Hugging Face model folder (with config.json and a tokenizer), or fetched:NAME (scripts/fetch_model.py).",
+    )
     p.add_argument("--port", type=int, default=8000, help="Port to listen on (default 8000).")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
     p.add_argument("--max-model-len", type=int, default=2048, help="Context length served (prompt plus answer).")
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as exc:
         p.error(str(exc))
     print(f"TEACHER_BASE_URL={base_url(args.host, args.port)}")
-    print(f"TEACHER_MODEL_NAME={args.name or served_name(args.model)}")
+    print(f"TEACHER_MODEL_NAME={args.name or served_name(command[command.index('--model') + 1])}")
     print("starting: " + " ".join(command), flush=True)
     os.execvpe(command[0], command, env)
 

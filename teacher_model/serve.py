@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from prosetting.core.devices import visible_gpus
+from prosetting.core.models import fetched_folder
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,15 @@ def server_command(
     """(argv, environment) of vLLM's OpenAI server for `model_dir`, served as `name` (default: the folder's name).
     `max_model_len` is capped at the model's max_position_embeddings (vLLM refuses more); `extra` arguments go
     to vLLM as they are. Raises FileNotFoundError when the folder has no config.json."""
-    folder = Path(model_dir).expanduser().resolve()
+    fetched = fetched_folder(str(model_dir))
+    folder = (fetched or Path(model_dir).expanduser()).resolve()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no config.json; --model must be a Hugging Face model folder")
+        fix = (
+            f"run `python scripts/fetch_model.py {str(model_dir).split(':', 1)[1]}`"
+            if fetched
+            else ("--model must be a Hugging Face model folder or fetched:NAME")
+        )
+        raise FileNotFoundError(f"{folder}: no config.json; {fix}")
     limit = _context_length(folder)
     if limit and max_model_len > limit:
         log.info("--max-model-len %d is above the model's context (%d): serving %d", max_model_len, limit, limit)

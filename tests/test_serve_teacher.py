@@ -56,3 +56,12 @@ def test_the_script_prints_the_settings_then_becomes_the_server(model_dir, monke
     ((path, argv, env),) = started
     assert path == sys.executable and flag(argv, "--host") == "0.0.0.0" and argv[-2:] == ["--seed", "1"]
     assert served_name(model_dir) == "smollm2-135m-instruct" and base_url("::", 9) == "http://127.0.0.1:9/v1"
+
+
+def test_a_fetched_model_is_served_from_the_models_folder(model_dir, monkeypatch):
+    monkeypatch.setenv("PROSETTING_MODELS_DIR", str(model_dir.parent))
+    argv, _ = server_command("fetched:smollm2-135m-instruct", port=8123, on_gpu=False)
+    assert flag(argv, "--model") == str(model_dir.resolve())
+    assert flag(argv, "--served-model-name") == "smollm2-135m-instruct"
+    with pytest.raises(FileNotFoundError, match="fetch_model.py other"):
+        server_command("fetched:other", port=8123, on_gpu=False)
