@@ -11,6 +11,7 @@ import pytest
 from prosetting.core.config import Config
 from prosetting.core.io import read_jsonl
 from prosetting.core.questions import load_questions_file
+from prosetting.core.text import make_attempt
 from prosetting.teacher_model import arithmetic as ar
 from prosetting.teacher_model import make_teacher
 from prosetting.teacher_model import word_problems as wp
@@ -92,23 +93,26 @@ def _attempt(text, answer=None, i=0):
     return {"attempt_id": f"a{i}", "question_id": "q", "text": text, "answer": answer, "truncated": False}
 
 
-def test_grading_right_wrong_and_unreadable():
+@pytest.mark.parametrize("extraction", ["auto", "boxed"])
+def test_grading_right_wrong_and_unreadable(extraction):
     q = {"id": "q", **wp.problem_record(GUS)}
-    t = wp.WordProblemTeacher(exclude=set())
-    attempts = [
-        _attempt("21 - 8 = 13 \\boxed{13}", "13"),
-        _attempt("21 - 8 = 14 \\boxed{14}", "14"),
-        _attempt("He gives away 8, so 21 - 8 = 13 pencils are left."),  # no \boxed: its last number
-        _attempt("The answer is 13."),
-        _attempt("The answer is 29."),
-        _attempt("I am not sure how to solve this."),
-        _attempt("so 21 - 8 = \\boxed{13.0}", "13.0"),  # math-verify: the same number
-    ]
-    verdicts = t.grade(q, attempts)
-    assert [v["correct"] for v in verdicts] == [True, False, True, True, False, False, True]
-    assert verdicts[5]["reason"].startswith("no ") and [v["attempt_id"] for v in verdicts] == [
+    texts = {
+        "21 - 8 = 13 \\boxed{13}": True,
+        "21 - 8 = 14 \\boxed{14}": False,
+        "so 21 - 8 = \\boxed{13.0}": True,  # math-verify: the same number
+        "He gives away 8, so 21 - 8 = 13 pencils are left.": extraction == "auto",  # no \boxed: the last number
+        "21 - 8 = 13. The answer is 13. Gus had 21 pencils.": extraction == "auto",  # the stated answer
+        "The answer is 29.": False,
+        "I am not sure how to solve this.": False,
+    }
+    attempts = [make_attempt("q", 1, i, text, 20, False, answer_extraction=extraction) for i, text in enumerate(texts)]
+    verdicts = wp.WordProblemTeacher(exclude=set()).grade(q, attempts)
+    assert [v["correct"] for v in verdicts] == list(texts.values())
+    assert verdicts[-1]["reason"].startswith("no ") and [v["attempt_id"] for v in verdicts] == [
         a["attempt_id"] for a in attempts
     ]
+    cut = make_attempt("q", 1, 9, "21 - 8 = 13, and then", 200, True, answer_extraction=extraction)
+    assert not wp.WordProblemTeacher(exclude=set()).grade(q, [cut])[0]["correct"]  # cut off: no stated answer
 
 
 def test_failed_step_and_distractor_are_read_from_the_attempt():
