@@ -402,7 +402,8 @@ class WordProblemTeacher:
         if failed is not None and failed < len(p.steps):
             op, x, n = p.ops[failed], [p.start, *values(p)][failed], p.steps[failed][1]
             carried = _carried(op, x, n)
-            aim = f"step {failed + 1} ({x} {SYMBOL[op]} {n})" + (f", carry {carried}" if op in "+-" else "")
+            carry = f", {'a' if carried else 'no'} {'carry' if op == '+' else 'borrow'}" if op in "+-" else ""
+            aim = f"step {failed + 1} ({x} {SYMBOL[op]} {n}{carry})"
 
             def want(q, i=failed, carried=carried):
                 return _carried(q.ops[i], [q.start, *values(q)][i], q.steps[i][1]) == carried

@@ -183,7 +183,7 @@ def test_error_sibling_keeps_the_failed_steps_carry():
     teacher = wp.WordProblemTeacher(exclude=set())
     parent = wp.problem_record(Problem("Ben", "he", "cards", 47, (("buys", 38),), "has", "now"))  # 47 + 38 carries
     out = teacher.write_questions(_request(parent, "error_sibling", _attempt("47 + 38 = 75 \\boxed{75}"), count=5))
-    assert {q["meta"]["level"] for q in out} == {3} and "step 1 (47 + 38), carry True" in out[0]["meta"]["aimed_at"]
+    assert {q["meta"]["level"] for q in out} == {3} and "step 1 (47 + 38, a carry)" in out[0]["meta"]["aimed_at"]
     for q in out:
         p = wp.problem_of(q)
         assert p.ops == ("+",) and (p.start % 10 + p.steps[0][1] % 10) >= 10
