@@ -86,7 +86,7 @@ CLOSINGS = {
 # A sentence with a number the answer does not use.
 DISTRACTORS = {
     "age": "{He} is {n} years old.",
-    "friend": "{Other}, a friend of {his}, has {n} {others}.",
+    "friend": "{Other}, {his} friend, has {n} {others}.",
     "price": "Each of the {things} costs {n} cents.",
     "walk": "{He} lives {n} minutes from school.",
 }

@@ -31,7 +31,7 @@ def _recompute(question: str) -> int:
     numbers = [int(n) for n in re.findall(r"\d+", question)]
     x, rest = numbers[0], numbers[1:]
     for sentence, n in zip(re.split(r"(?<=[.?!])\s+", question)[1:], rest, strict=False):
-        if "years old" in sentence or "minutes from" in sentence or "cents" in sentence or "a friend of" in sentence:
+        if "years old" in sentence or "minutes from" in sentence or "cents" in sentence or "friend, has" in sentence:
             continue
         if "more" in sentence:
             x += n
