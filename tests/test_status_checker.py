@@ -65,7 +65,7 @@ def test_text_report_ends_with_a_verdict(tmp_path, good):
 def test_bad_config_value_fails_naming_the_key(tmp_path, good):
     rc, report = run_checker(tmp_path, {**good, "TOTAL_ROUNDS": "zero"}, "--json")
     config = by_name(report)["configuration"]
-    assert rc == 1 and config["status"] == "fail"
+    assert rc == 2 and config["status"] == "fail"  # the launcher refuses it too: the same exit status
     assert "TOTAL_ROUNDS: expected an integer" in config["message"] and "TOTAL_ROUNDS" in config["fix"]
     assert by_name(report)["questions"]["status"] == "skip"
 
@@ -73,14 +73,14 @@ def test_bad_config_value_fails_naming_the_key(tmp_path, good):
 def test_missing_questions_file_fails(tmp_path, good):
     rc, report = run_checker(tmp_path, {**good, "QUESTIONS_FILE": str(tmp_path / "nope.jsonl")}, "--json")
     config = by_name(report)["configuration"]
-    assert rc == 1 and "QUESTIONS_FILE: file not found" in config["message"] and "QUESTIONS_FILE" in config["fix"]
+    assert rc == 2 and "QUESTIONS_FILE: file not found" in config["message"] and "QUESTIONS_FILE" in config["fix"]
 
 
 def test_malformed_questions_file_fails_with_the_line(tmp_path, good):
     Path(good["QUESTIONS_FILE"]).write_text('{"question": "1+1=?", "answer": "2"}\n{"question": "2+2=?"}\n')
     rc, report = run_checker(tmp_path, good, "--json")
     questions = by_name(report)["questions"]
-    assert rc == 1 and questions["status"] == "fail"
+    assert rc == 2 and questions["status"] == "fail"
     assert "line 2: missing `answer`" in questions["message"] and "QUESTIONS_FILE" in questions["fix"]
 
 
@@ -186,7 +186,7 @@ def test_solver_model_folder_needs_tokenizer_and_weights(tmp_path, good):
     (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(model)}, "--json")
     solver = by_name(report)["solver model"]
-    assert rc == 1 and "no tokenizer files; no weights" in solver["message"] and "SOLVER_MODEL_PATH" in solver["fix"]
+    assert rc == 2 and "no tokenizer files; no weights" in solver["message"] and "SOLVER_MODEL_PATH" in solver["fix"]
     (model / "tokenizer.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"\0" * 1024)
     # EVAL_K=0: a user's solver with no evaluation set is refused (utils/preflight.py) unless evaluation is off
@@ -203,7 +203,7 @@ def test_the_health_check_refuses_what_the_launcher_refuses(tmp_path, good):
     bad = {**good, "SOLVER_MODEL_PATH": str(model), "TEACHER_BASE_URL": "http://teacher:8000/v1", "EVAL_K": "0"}
     rc, report = run_checker(tmp_path, bad, "--json")
     settings = by_name(report)["teacher settings"]
-    assert rc == 1 and settings["status"] == "fail"
+    assert rc == 2 and settings["status"] == "fail"  # exit 2, as the launcher's
     env_file = tmp_path / "test.env"  # the file run_checker wrote
     env = {k: v for k, v in os.environ.items() if k not in KEYS}
     launcher = subprocess.run(
@@ -254,7 +254,7 @@ def test_hub_models_not_in_the_cache_are_named_with_the_fix(tmp_path, good, monk
     settings = {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/writer"}
     rc, report = run_checker(tmp_path, settings, "--json")
     checks = by_name(report)
-    assert rc == 1 and checks["configuration"]["status"] == "ok"
+    assert rc == 2 and checks["configuration"]["status"] == "ok"
     assert checks["solver model"]["status"] == "ok"
     assert checks["solver model"]["message"].startswith(
         f"org/solver@main, commit {snapshot.name} in the local cache: {snapshot}"
@@ -267,7 +267,7 @@ def test_hub_models_not_in_the_cache_are_named_with_the_fix(tmp_path, good, monk
     assert writer["fix"].startswith("hf download org/writer") and str(cache) in writer["fix"]
     rc, report = run_checker(tmp_path, {**good, "SOLVER_MODEL_PATH": str(tmp_path / "missing" / "model")}, "--json")
     assert (
-        rc == 1
+        rc == 2
         and "neither an existing folder nor a Hugging Face Hub id" in by_name(report)["configuration"]["message"]
     )
 
@@ -289,7 +289,7 @@ def test_eval_sets_are_checked_before_the_run(tmp_path, good, monkeypatch):
     rc, report = run_checker(tmp_path, {**good, "EVAL_SETS": sets}, "--json")
     checks = by_name(report)
     assert (
-        rc == 1
+        rc == 2
         and checks["eval set bench"]["status"] == "ok"
         and "in the datasets cache" in checks["eval set bench"]["message"]
     )
@@ -321,7 +321,7 @@ def test_online_an_unknown_model_fails_and_an_uncached_one_says_what_it_download
     checks = by_name(report)
     solver, writer = checks["solver model"], checks["generator model"]
     assert (
-        rc == 1 and solver["status"] == "warn" and "the run downloads 3 MiB before its first stage" in solver["message"]
+        rc == 2 and solver["status"] == "warn" and "the run downloads 3 MiB before its first stage" in solver["message"]
     )
     assert solver["fix"].startswith("hf download org/solver")
     assert writer["status"] == "fail" and "GENERATOR_MODEL_PATH=org/typo: no such model on the Hub" in writer["message"]

@@ -56,6 +56,7 @@ class Check:
     status: str  # ok | warn | fail | skip
     message: str
     fix: str = ""
+    refuses: bool = False  # a `fail` here stops the launcher before the first stage (exit 2), not only the health check
 
 
 @dataclass
@@ -136,6 +137,8 @@ def preflight(x: Inputs) -> list[Check]:
     for check in CHECKS:
         result = check(x)
         out += result if isinstance(result, list) else [result]
+    for c in out:
+        c.refuses = True
     return out
 
 

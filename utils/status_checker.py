@@ -5,10 +5,11 @@ GPUs, the Teacher endpoint and the workspace's saved state.
     python utils/status_checker.py --quick           # a few seconds: no heavy imports, 3 s endpoint timeout
     python utils/status_checker.py --json --env-file prod.env --workspace /data/run1
 
-Each check is ok, warn, fail or skip, with a message and, for problems, how to fix it. The exit status
-is 0 only when no check fails. The checks of the run's inputs and of settings that would make a real run
-quietly differ from what they say (utils/preflight.py) are the very functions the launcher runs before its first
-stage: what fails here, `python scripts/run_training.py` refuses with exit 2.
+Each check is ok, warn, fail or skip, with a message and, for problems, how to fix it. The checks of the run's
+inputs and of settings that would make a real run quietly differ from what they say (utils/preflight.py) are the
+very functions the launcher runs before its first stage. Exit status, as the launcher's: 0 ready; 2 the run would
+be refused (invalid configuration or a failed pre-run check: `python scripts/run_training.py` exits 2 on the same
+settings); 1 another check failed (an endpoint down, a stale lock, disk, packages: the run would start and fail).
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ GIB = 1024**3
 MIN_FREE_GIB = 2.0  # the embedded solver's run writes a few hundred MB; leave room for logs and datasets
 
 
+EXIT_NOT_READY, EXIT_REFUSED = 1, 2
+
+
 # ---------------------------------------------------------------- configuration and inputs
+
 def check_config(env_file: str | None, workspace: str | None) -> tuple[Check, Config | None, dict[str, str]]:
     try:
         cfg, sources = load_config(env_file, {"WORKSPACE_DIR": workspace} if workspace else None)
@@ -63,6 +68,7 @@ def check_config(env_file: str | None, workspace: str | None) -> tuple[Check, Co
                 str(exc),
                 f"set {key} to a valid value in {env_file or 'the .env file'} or the environment "
                 "(.env.example lists every key with what it expects)",
+                refuses=True,
             ),
             None,
             {},
@@ -672,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = run_checks(args.env_file, args.workspace, args.quick)
     seconds = time.time() - t0
     ready = not any(c.status == "fail" for c in checks)
+    refused = any(c.status == "fail" and c.refuses for c in checks)
     if args.json:
         print(
             json.dumps(
@@ -686,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         print(render(checks, seconds))
-    return 0 if ready else 1
+    return 0 if ready else EXIT_REFUSED if refused else EXIT_NOT_READY
 
 
 if __name__ == "__main__":
