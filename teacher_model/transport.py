@@ -38,6 +38,9 @@ from prosetting.teacher_model.rate_limit import RateLimits, estimate_tokens
 log = logging.getLogger(__name__)
 # httpx2 logs every request at INFO; thousands of grading calls would bury the stage's own log lines.
 logging.getLogger("httpx2").setLevel(logging.WARNING)
+# httpcore2 (under httpx2) logs a dozen DEBUG lines per request, which the run's log file keeps: thousands of Teacher
+# calls would make it mostly connection chatter.
+logging.getLogger("httpcore2").setLevel(logging.WARNING)
 
 BACKOFF_MAX_S = 60.0
 # A 400/422 saying the endpoint cannot do structured output (OpenAI, vLLM, SGLang, llama.cpp word it differently).
