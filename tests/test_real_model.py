@@ -61,7 +61,6 @@ def _tensors(folder: Path) -> dict:
 @needs_vllm
 @pytest.mark.slow
 def test_one_trained_round_of_the_real_model_with_the_served_model_as_llm_teacher(real_model, tmp_path):
-    from transformers import AutoTokenizer
 
     seeds = _rows(REPO / "data" / "word_problems" / "seeds.jsonl")[:8]
     heldout = _rows(REPO / "data" / "word_problems" / "heldout.jsonl")[:12]
@@ -112,6 +111,13 @@ def test_one_trained_round_of_the_real_model_with_the_served_model_as_llm_teache
         ]
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    check_round(ws, real_model, seeds, heldout)
+
+
+def check_round(ws: Path, real_model: Path, seeds: list[dict], heldout: list[dict]) -> None:
+    """What each stage of one trained round wrote, as a user would check it."""
+    from transformers import AutoTokenizer
+
     summary = json.loads((ws / "auto_training_summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds_done"] == [1]
 
@@ -130,7 +136,9 @@ def test_one_trained_round_of_the_real_model_with_the_served_model_as_llm_teache
         assert row["prompt_tokens"] == len(tok(templated, add_special_tokens=False)["input_ids"])
     attempts = [a for row in trajectories for a in row["attempts"]]
     assert not any("<|im_start|>" in a["text"] for a in attempts)  # the turn ended at <|im_end|>, not run on
-    assert sum(a["answer"] is not None for a in attempts) >= len(attempts) // 2  # natural-language answers read
+    # every finished solution that states a number has its answer read, \\boxed{} or not (ANSWER_EXTRACTION=auto)
+    finished = [a for a in attempts if not a["truncated"] and any(c.isdigit() for c in a["text"])]
+    assert finished and all(a["answer"] is not None for a in finished)
 
     # grading: usable verdicts for every attempt, some from the Teacher's replies (hybrid: the rest by the reference)
     rewards = _rows(ws / "data" / "round_01_rewards.jsonl")
