@@ -68,11 +68,24 @@ def test_two_rounds_on_vllm_train_and_load_the_merged_solver(tiny_solver, tmp_pa
     assert {"baseline", "round_1", "round_2"} <= set(evaluations)
     assert evaluations["round_2"]["model"] == str(ws / "checkpoints" / "merged_solver_r2")
     logs = {p.name for p in (ws / "logs").iterdir()}
-    assert {"collect_r1_engine0.log", "collect_r2_engine0.log", "eval_round_1_engine0.log"} <= logs
-    # every engine process exited with its stage (GPU memory free for training): none of their pids is alive
+    assert {"eval_baseline_engine0.log", "eval_round_1_engine0.log", "eval_round_2_engine0.log"} <= logs
+    # one engine start per model: each round's collection samples on the engine that evaluated the same weights
+    # (the baseline's for round 1, round 1's for round 2), so the run starts 3 engines, not 5
     run_log = next((ws / "logs").glob("auto_trainer_*.log")).read_text()
+    assert not {"collect_r1_engine0.log", "collect_r2_engine0.log"} & logs
+    between = run_log[run_log.index("eval_round_1: 1 vllm engine(s)") : run_log.index("collect r2: wrote")]
+    assert len(re.findall(r"ready \(pid \d+\)", between)) == 1
+    assert "collect_r2: reusing the engines started for eval_round_1" in between
+    assert all(
+        json.loads((ws / f"round_{r:02d}_progress.json").read_text())["stages"]["collect"]["stats"]["engines_reused"]
+        for r in (1, 2)
+    )
+    # training found the devices free: the engine was closed before each round's grading (the Generator) and training
+    assert run_log.count("closing the engines started for") == 3
+    assert "closing the engines started for eval_round_1 (before round 2 grade)" in run_log
+    assert "closing the engines started for eval_round_2 (the run ends)" in run_log
     pids = [int(m) for m in re.findall(r"ready \(pid (\d+)\)", run_log)]
-    assert len(pids) >= 5  # collect r1, r2 and evaluate baseline, r1, r2
-    for pid in pids:
+    assert len(pids) == 3  # evaluate baseline (and collect r1), r1 (and collect r2), r2
+    for pid in pids:  # no engine process outlives the run
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
