@@ -56,6 +56,7 @@ EXIT_NOT_READY, EXIT_REFUSED = 1, 2
 
 # ---------------------------------------------------------------- configuration and inputs
 
+
 def check_config(env_file: str | None, workspace: str | None) -> tuple[Check, Config | None, dict[str, str]]:
     try:
         cfg, sources = load_config(env_file, {"WORKSPACE_DIR": workspace} if workspace else None)
