@@ -10,7 +10,8 @@ import re
 
 ANSWER_EXTRACTIONS = ("boxed", "auto")
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
-_STATED = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*\$?(" + _NUMBER + ")", re.IGNORECASE)
+_STATED = re.compile(r"answer\s*(?:is|:|=)", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
 _LAST_NUMBER = re.compile(_NUMBER)
 
 
@@ -39,16 +40,21 @@ def _number(text: str) -> str:
 
 
 def extract_answer(text: str, mode: str = "boxed") -> str | None:
-    """The solution's final answer: the last `\\boxed{...}`; with mode `auto`, where there is none, the number after
-    the last "answer is" / "answer:", else the last number of the text. None when nothing is found."""
+    """The solution's final answer: the last `\\boxed{...}`; with mode `auto`, where there is none, the last number of
+    the sentence after the last "answer is" / "answer:", else the last number of the text. None when nothing is
+    found."""
     boxed = extract_boxed(text)
     if boxed is not None or mode == "boxed":
         return boxed
     if mode != "auto":
         raise ValueError(f"ANSWER_EXTRACTION: expected one of {', '.join(ANSWER_EXTRACTIONS)}, got {mode!r}")
-    stated = _STATED.findall(text)
-    if stated:
-        return _number(stated[-1])
+    stated = list(_STATED.finditer(text))
+    if stated:  # the last number of the sentence that states it: "the answer is 2 + 21 = 43" is 43, not 2
+        rest = text[stated[-1].end() :]
+        end = _SENTENCE_END.search(rest)
+        numbers = _LAST_NUMBER.findall(rest[: end.start()] if end else rest)
+        if numbers:
+            return _number(numbers[-1])
     numbers = _LAST_NUMBER.findall(text)
     return _number(numbers[-1]) if numbers else None
 
