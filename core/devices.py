@@ -21,21 +21,37 @@ class GpuInfo:
     memory_free_mib: int
 
 
-def query_gpus(timeout: float = 10.0) -> list[GpuInfo]:
-    """Every GPU `nvidia-smi` reports, with free memory; empty where there is no NVIDIA driver."""
+def _nvidia_smi(fields: str, timeout: float) -> str:
+    """`nvidia-smi --query-gpu=FIELDS` as CSV without header or units; "" without an NVIDIA driver or on failure."""
     if not shutil.which("nvidia-smi"):
-        return []
+        return ""
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"],
+        return subprocess.run(
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=True,
         ).stdout
     except (subprocess.SubprocessError, OSError):
-        return []
-    return parse_nvidia_smi(out)
+        return ""
+
+
+def query_gpus(timeout: float = 10.0) -> list[GpuInfo]:
+    """Every GPU `nvidia-smi` reports, with free memory; empty where there is no NVIDIA driver."""
+    return parse_nvidia_smi(_nvidia_smi("index,name,memory.total,memory.free", timeout))
+
+
+def query_compute_capabilities(timeout: float = 10.0) -> dict[int, float]:
+    """{GPU index: compute capability} from nvidia-smi (8.0 and above do bf16); {} where it cannot say."""
+    caps = {}
+    for line in _nvidia_smi("index,compute_cap", timeout).strip().splitlines():
+        index, _, cap = (p.strip() for p in line.partition(","))
+        try:
+            caps[int(index)] = float(cap)
+        except ValueError:
+            continue
+    return caps
 
 
 def parse_nvidia_smi(text: str) -> list[GpuInfo]:

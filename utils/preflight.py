@@ -27,8 +27,6 @@ The embedded default (SOLVER_MODEL_PATH empty) skips those: its settings are the
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ from prosetting.collectors.backends import resolve_backend, vllm_installed
 from prosetting.collectors.placement import check_engines, plan_engines, solver_gpus
 from prosetting.core import tracking
 from prosetting.core.config import Config
-from prosetting.core.devices import GpuInfo, query_gpus, visible_gpus
+from prosetting.core.devices import GpuInfo, query_compute_capabilities, query_gpus, visible_gpus
 from prosetting.core.eval_spec import EvalSetSpec, parse_eval_sets
 from prosetting.core.io import read_json, read_jsonl
 from prosetting.core.models import cached_model
@@ -71,34 +69,10 @@ class Machine:
     def probe(cls, timeout: float = 5.0) -> Machine:
         visible = set(visible_gpus())
         gpus = [g for g in query_gpus(timeout=timeout) if g.index in visible]
-        caps = _compute_capabilities(timeout) if gpus else {}
+        caps = query_compute_capabilities(timeout) if gpus else {}
         known = [caps[g.index] for g in gpus if g.index in caps]
         bf16 = (min(known) >= 8.0) if gpus and len(known) == len(gpus) else None
         return cls(gpus=gpus, bf16=bf16, vllm=vllm_installed())
-
-
-def _compute_capabilities(timeout: float) -> dict[int, float]:
-    """{GPU index: compute capability} from nvidia-smi (8.0 and above do bf16); {} where it cannot say."""
-    if not shutil.which("nvidia-smi"):
-        return {}
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,compute_cap", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError):
-        return {}
-    caps = {}
-    for line in out.strip().splitlines():
-        index, _, cap = (p.strip() for p in line.partition(","))
-        try:
-            caps[int(index)] = float(cap)
-        except ValueError:
-            continue
-    return caps
 
 
 @dataclass
