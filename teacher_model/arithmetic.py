@@ -30,6 +30,7 @@ from prosetting.core.io import read_jsonl
 from prosetting.core.state_manager import SHIPPED_DATA, SHIPPED_HELDOUT, SHIPPED_SEEDS
 from prosetting.core.text import extract_boxed
 from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.base import question_set as base_question_set
 from prosetting.teacher_model.rule_teacher import grade_by_reference
 
 log = logging.getLogger(__name__)
@@ -407,31 +408,8 @@ class BuiltinTeacher:
 
 
 def question_set(prefix: str, per_level: dict[int, int], seed: int, exclude: set[str] = frozenset()) -> list[dict]:
-    """Distinct questions, `per_level[level]` of each, ids `{prefix}-001`..., none of them in `exclude`."""
-    rng = random.Random(seed)
-    seen, rows = set(exclude), []
-    for level, count in sorted(per_level.items()):
-        made = 0
-        while made < count:
-            q = make_problem(level, rng)
-            if q["question"] in seen:
-                continue
-            seen.add(q["question"])
-            made += 1
-            rows.append(q)
-    return [
-        {
-            "id": f"{prefix}-{i:03d}",
-            "question": q["question"],
-            "answer": q["answer"],
-            "solution": q["solution"],
-            "parent_id": None,
-            "origin": prefix,
-            "round": 0,
-            "meta": q["meta"],
-        }
-        for i, q in enumerate(rows, 1)
-    ]
+    """Distinct arithmetic questions, `per_level[level]` of each (base.question_set)."""
+    return base_question_set(make_problem, prefix, per_level, seed, exclude)
 
 
 def shipped_sets() -> tuple[list[dict], list[dict]]:

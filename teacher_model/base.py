@@ -9,6 +9,7 @@ Records are plain dicts (they are what the workspace files hold):
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -93,6 +94,41 @@ def make_request(
         rng=rng,
         policy=policy,
     )
+
+
+def question_set(
+    make: Callable[[int, random.Random], dict],
+    prefix: str,
+    per_level: dict[int, int],
+    seed: int,
+    exclude: set[str] = frozenset(),
+) -> list[dict]:
+    """Distinct questions of a built-in task, `per_level[level]` of each drawn by `make(level, rng)`, ids
+    `{prefix}-001`..., none of them in `exclude`: the shipped seed and held-out files of every built-in Teacher."""
+    rng = random.Random(seed)
+    seen, rows = set(exclude), []
+    for level, count in sorted(per_level.items()):
+        made = 0
+        while made < count:
+            q = make(level, rng)
+            if q["question"] in seen:
+                continue
+            seen.add(q["question"])
+            made += 1
+            rows.append(q)
+    return [
+        {
+            "id": f"{prefix}-{i:03d}",
+            "question": q["question"],
+            "answer": q["answer"],
+            "solution": q["solution"],
+            "parent_id": None,
+            "origin": prefix,
+            "round": 0,
+            "meta": q["meta"],
+        }
+        for i, q in enumerate(rows, 1)
+    ]
 
 
 @runtime_checkable

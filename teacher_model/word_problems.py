@@ -33,6 +33,7 @@ from prosetting.core.io import read_jsonl
 from prosetting.core.state_manager import SHIPPED_DATA
 from prosetting.core.text import extract_answer
 from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.base import question_set as base_question_set
 from prosetting.teacher_model.rule_teacher import grade_by_reference
 from prosetting.teacher_model.word_problem_text import (
     DISTRACTORS,
@@ -473,18 +474,10 @@ class WordProblemTeacher:
 
 
 def question_set(prefix: str, per_level: dict[int, int], seed: int, exclude: set[str] = frozenset()) -> list[dict]:
-    """Distinct questions, `per_level[level]` of each, ids `{prefix}-001`..., none of them in `exclude`."""
-    rng = random.Random(seed)
-    seen, rows = set(exclude), []
-    for level, count in sorted(per_level.items()):
-        while sum(q["meta"]["level"] == level for q in rows) < count:
-            q = problem_record(draw(LADDER[level - 1], rng))
-            if q["question"] not in seen:
-                seen.add(q["question"])
-                rows.append(q)
-    return [
-        {"id": f"{prefix}-{i:03d}", **q, "parent_id": None, "origin": prefix, "round": 0} for i, q in enumerate(rows, 1)
-    ]
+    """Distinct word problems, `per_level[level]` of each (base.question_set)."""
+    return base_question_set(
+        lambda level, rng: problem_record(draw(LADDER[level - 1], rng)), prefix, per_level, seed, exclude
+    )
 
 
 def shipped_sets() -> tuple[list[dict], list[dict]]:
