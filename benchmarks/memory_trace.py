@@ -55,7 +55,9 @@ def trace(cmd: list[str], out: Path, interval: float) -> int:
                 total, top, name = _tree_rss(root)
                 peak = max(peak, total)
                 used = psutil.virtual_memory().used / 2**20
-                w.writerow([datetime.now().isoformat(timespec="seconds"), f"{total:.0f}", f"{top:.0f}", name, f"{used:.0f}"])
+                w.writerow(
+                    [datetime.now().isoformat(timespec="seconds"), f"{total:.0f}", f"{top:.0f}", name, f"{used:.0f}"]
+                )
                 fh.flush()
                 time.sleep(interval)
         except KeyboardInterrupt:
