@@ -17,7 +17,8 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -71,7 +72,8 @@ _EVAL = re.compile(r"^(\S+ \S+),\d+ .* (eval_\w+): \d+ \w+ engine")
 
 
 def stages(csv_path: Path, log: Path) -> None:
-    """Peak tree RSS per stage: a stage runs from its "round r/N: stage" (or evaluation's engine) log line to the next."""
+    """Peak tree RSS per stage: a stage runs from its log line ("round r/N: stage", or an evaluation's engine
+    line) to the next one."""
     rows = list(csv.DictReader(csv_path.open()))
     samples = [(datetime.fromisoformat(r["time"]), float(r["tree_rss_mib"]), float(r["largest_rss_mib"])) for r in rows]
     marks: list[tuple[datetime, str]] = []
@@ -85,11 +87,11 @@ def stages(csv_path: Path, log: Path) -> None:
     if not marks or not samples:
         print("no stage lines or no samples", file=sys.stderr)
         return
-    marks.append((samples[-1][0], "end"))
+    marks.append((samples[-1][0] + timedelta(seconds=1), "end"))
     first = [s for s in samples if s[0] < marks[0][0]]
     if first:
-        print(f"{'before round 1 (baseline evaluation)':45s} peak tree {max(s[1] for s in first):7.0f} MiB")
-    for (t0, name), (t1, _) in zip(marks, marks[1:]):
+        print(f"{'before the first stage line':45s} peak tree {max(s[1] for s in first):7.0f} MiB")
+    for (t0, name), (t1, _) in pairwise(marks):
         inside = [s for s in samples if t0 <= s[0] < t1]
         if inside:
             print(
