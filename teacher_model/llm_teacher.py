@@ -162,6 +162,7 @@ class LLMTeacher:
         request asking for `response_format`; each re-ask carries the unusable reply and what was wrong with it.
         Raises NoUsableAnswer when TEACHER_MAX_RETRIES re-asks gave nothing usable."""
         transport = transport or self.transport
+        request = messages
         for tried in range(1, transport.max_retries + 2):
             answer = self._complete(transport, messages, what, temperature, seed, response_format)
             try:
@@ -177,7 +178,7 @@ class LLMTeacher:
                 )
                 if more:
                     transport.count(reasks=1)
-                    messages = prompts.reask_messages(messages, answer.text, str(exc), shape)
+                    messages = prompts.reask_messages(request, answer.text, str(exc), shape)
                 problem = str(exc)
                 continue
             self._judged(transport, answer, None, shape)
@@ -345,6 +346,7 @@ class LLMTeacher:
         if first is None:
             return []
         messages, temperature, _, response_format = first
+        asked = messages
         writer, q = self.writer, request.question
         what = f"writing {request.policy} questions from {q.get('id', '?')}"
         meta = self._written_meta(request)
@@ -382,7 +384,7 @@ class LLMTeacher:
                     writer.max_retries + 1,
                 )
                 writer.count(reasks=1)
-                messages = prompts.reask_messages(messages, answer.text, why, shape)
+                messages = prompts.reask_messages(asked, answer.text, why, shape)
         if not usable:
             raise NoUsableAnswer(
                 f"Teacher model {writer.model} gave no usable reply for {what} in "

@@ -213,7 +213,9 @@ def recheck_messages(question: dict) -> list[dict]:
 
 
 def reask_messages(messages: list[dict], reply: str, error: str, shape: str) -> list[dict]:
-    """The conversation so far plus what was wrong with the last reply: a re-ask is never the identical request."""
+    """The first request (`messages`), the last unusable reply and what was wrong with it: a re-ask is never the
+    identical request, and however many re-asks there are it is at most one reply longer than the first (a
+    conversation carrying every failed reply outgrew a 2,048-token Teacher on its fourth try)."""
     return messages + [
         {"role": "assistant", "content": reply or ""},
         {"role": "user", "content": REASK.format(error=error, shape=shape)},

@@ -45,6 +45,9 @@ logging.getLogger("httpcore2").setLevel(logging.WARNING)
 BACKOFF_MAX_S = 60.0
 # A 400/422 saying the endpoint cannot do structured output (OpenAI, vLLM, SGLang, llama.cpp word it differently).
 STRUCTURED_REFUSAL = re.compile(r"response_format|json.?schema|guided|structured.?output", re.I)
+# A 400/413 saying this one prompt does not fit the model's context (OpenAI's context_length_exceeded, vLLM's
+# "maximum context length is N tokens", SGLang's "longer than the model's context length").
+PROMPT_TOO_LONG = re.compile(r"context.?length|maximum context|prompt is too long|input is too long", re.I)
 
 # One Teacher request as the Batch API and the stages pass it: (messages, temperature, seed, response_format).
 Request = tuple[list[dict], float, "int | None", "dict | None"]
@@ -73,6 +76,11 @@ class TeacherError(RuntimeError):
 
 class NoUsableAnswer(TeacherError):
     """One item's replies were all unusable, re-asks included: it stays ungraded (or unwritten, unchecked)."""
+
+
+class PromptTooLong(TeacherError):
+    """One request does not fit the Teacher model's context: that item stays ungraded (or unwritten), as with a
+    spent retry; the stage goes on, and stops only past TEACHER_MAX_FAILURE_FRACTION (every prompt too long)."""
 
 
 class _StructuredRefused(Exception):
@@ -193,6 +201,14 @@ class TeacherTransport:
             refused=True,
         )
 
+    def _too_long(self, exc: openai.APIStatusError, what: str) -> PromptTooLong:
+        message = self._scrub(str(getattr(exc, "message", exc)))[:300]
+        return PromptTooLong(
+            f"Teacher endpoint {self.base_url} (model {self.model}) cannot take the prompt for {what}: {message}; "
+            "this item is skipped. Serve the model with a longer context (vLLM: --max-model-len) or lower "
+            "TEACHER_MAX_TOKENS"
+        )
+
     def request(
         self, messages: list[dict], temperature: float, seed: int | None, response_format: dict | None = None
     ) -> tuple[str, dict]:
@@ -265,6 +281,9 @@ class TeacherTransport:
                 if self._refuses_structured(exc, body):
                     self._drop_structured(exc)
                     raise _StructuredRefused from None
+                if exc.status_code in (400, 413) and PROMPT_TOO_LONG.search(str(getattr(exc, "message", exc))):
+                    self.count(failed_requests=1)
+                    raise self._too_long(exc, what) from None
                 if exc.status_code not in (408, 429) and exc.status_code < 500:
                     raise self._refused(exc) from None
                 why = f"HTTP {exc.status_code}" + (" (rate limited)" if exc.status_code == 429 else "")

@@ -9,6 +9,7 @@ real `openai` client talks to it unchanged:
         server.pause(); server.resume()     # hold every answer (to kill a client between answers)
         server.batch_failures = {2}         # /v1/files, /v1/batches: line 2 of the next batch fails
         server.refuse_structured = True     # a request with response_format gets OpenAI's 400 for it
+        server.max_context = 2048           # a request of more characters gets vLLM's context-length 400
         client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
         ...
         server.requests                     # every request seen: method, path, headers (lower-case), json,
@@ -35,6 +36,11 @@ DROP = -1  # close the connection without an answer
 MALFORMED = -2  # answer 200 with a body that is not JSON
 
 # OpenAI's answer to a json_schema response_format on a model without structured output.
+# vLLM 0.32's answer to a prompt longer than --max-model-len.
+PROMPT_TOO_LONG = (
+    "This model's maximum context length is {limit} tokens. However, your prompt contains at least {size} input "
+    "tokens, which exceeds this limit even without any output tokens. Please reduce the length of the input prompt."
+)
 STRUCTURED_REFUSAL = (
     "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model. Learn more about "
     "supported models at the Structured Outputs guide: https://platform.openai.com/docs/guides/structured-outputs"
@@ -121,6 +127,7 @@ class TeacherServer:
         self.batch_seconds = 0.3  # how long a batch stays in_progress
         self.batch_failures: set[int] = set()  # line numbers (0-based) of a batch answered with an error
         self.refuse_structured = False  # True: a chat request with response_format gets OpenAI's 400 for it
+        self.max_context = 0  # > 0: a chat request whose messages hold more characters gets vLLM's 400 for it
         self._failures: list[tuple[int, float]] = []  # (status, delay): status 0 means "delay, then answer"
         self._lock = threading.Lock()
         self._counter = 0
@@ -416,6 +423,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if state.refuse_structured and "response_format" in body:
             self._send(400, error_body(400, STRUCTURED_REFUSAL, "invalid_request_error", "response_format"))
+            return
+        size = sum(len(str(m.get("content") or "")) for m in body.get("messages") or [])
+        if state.max_context and size > state.max_context:  # one character stands for one token here
+            self._send(
+                400, error_body(400, PROMPT_TOO_LONG.format(limit=state.max_context, size=size), param="input_tokens")
+            )
             return
         try:
             self._send(200, state._completion(body))

@@ -162,10 +162,12 @@ def test_bad_json_is_asked_again_then_leaves_the_attempt_ungraded(server, caplog
     server.responder = lambda req: next(answers)
     verdicts = teacher_for(server, max_retries=2).grade(QUESTION, [attempt(0, "7")])
     assert verdicts[0] == {"attempt_id": "q1#r1a0", "correct": True, "reason": "teacher: fine", "by": "llm"}
-    # Each re-ask carries the unusable reply and what was wrong with it: never the identical request again.
+    # Each re-ask is the first request plus the last unusable reply and what was wrong with it: never the
+    # identical request again, and never longer than one reply more than the first.
     sent = [r["json"]["messages"] for r in server.chat_requests]
-    assert [len(m) for m in sent] == [2, 4, 6]
+    assert [len(m) for m in sent] == [2, 4, 4]
     assert sent[1][2] == {"role": "assistant", "content": "I cannot decide."}
+    assert sent[2][:2] == sent[0] and sent[2][2] == {"role": "assistant", "content": '{"verdict": "yes"}'}
     assert "could not be used" in sent[1][3]["content"] and '"correct"' in sent[1][3]["content"]
 
     # Never a usable verdict: the attempt is not graded at all (before, the rule's "no match" marked it incorrect).

@@ -340,3 +340,46 @@ def test_the_structured_output_benchmark_runs_both_arms_on_the_teachers_own_requ
         grading, writing = results[arm]["grading"], results[arm]["writing"]
         assert grading["requests"] == writing["requests"] == 3 and grading["unusable"] == writing["unusable"] == 0
         assert grading["right"] == grading["of"] == 6  # the scripted Teacher compares each attempt's answer
+
+
+# ---------------------------------------------------------------- a Teacher with a short context
+def test_reasks_are_the_first_request_plus_the_last_reply_however_many_there_are(tmp_path):
+    """A conversation carrying every unusable reply outgrew a 2,048-token served model on its fourth try."""
+    with TeacherServer(responder=lambda req: json.dumps({"questions": [{"question": "x", "answer": "1"}]})) as server:
+        teacher = teacher_on(server)
+        teacher.writer.max_retries = 3
+        req = WriteRequest(question=QUESTION, zone="mastered", success_rate=1.0, count=1, rng=random.Random(4))
+        assert teacher.write_questions(req) == []
+        asked = [r["json"]["messages"] for r in server.chat_requests]
+    assert len(asked) == 4
+    first = asked[0]
+    for reask in asked[1:]:
+        assert reask[: len(first)] == first and len(reask) == len(first) + 2
+        assert reask[-2]["role"] == "assistant" and reask[-1]["role"] == "user"
+
+
+def test_a_prompt_longer_than_the_teachers_context_skips_that_item_and_the_stage_goes_on(tmp_path, caplog):
+    with TeacherServer(responder=socratic_responder) as server:
+        ctx = stage_ctx(tmp_path, server, TEACHER_CONCURRENT_WORKERS="1", TEACHER_MAX_FAILURE_FRACTION="0.2")
+        questions = read_jsonl(ctx.paths.trajectories(1))
+        long_id = questions[3]["question_id"]
+        qs = [{"id": f"q{i}", "question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(8)]
+        qs[3]["question"] = "What is 3+3? " + "Think of the numbers carefully. " * 120  # about 3,900 characters
+        atomic_write_json(ctx.paths.questions(1), qs)
+        server.max_context = 3000
+        with caplog.at_level(logging.WARNING):
+            stats = run_grading(ctx, 1)
+        sent = [r["status"] for r in server.chat_requests]
+    assert sent.count(400) == 1  # asked once: a prompt too long is not retried
+    assert stats["ungraded"] == 1 and stats["questions"] == 7
+    assert {r["question_id"] for r in read_jsonl(ctx.paths.rewards(1))} == {f"q{i}" for i in range(8)} - {long_id}
+    assert stats["teacher_usage"]["failed_requests"] == 1
+    assert "maximum context length is 3000 tokens" in caplog.text and "--max-model-len" in caplog.text
+
+
+def test_every_prompt_too_long_stops_the_stage_with_the_cause(tmp_path):
+    with TeacherServer(responder=socratic_responder) as server:
+        ctx = stage_ctx(tmp_path, server, TEACHER_CONCURRENT_WORKERS="1")
+        server.max_context = 10
+        with pytest.raises(TeacherError, match="maximum context length is 10 tokens"):
+            run_grading(ctx, 1)
