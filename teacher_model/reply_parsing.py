@@ -165,6 +165,11 @@ def check_question(item: Any, parent_text: str) -> dict:
     if not isinstance(question, str) or not isinstance(solution, str) or not isinstance(answer, (str, int, float)):
         raise BadAnswer("question and solution must be text, answer text or a number")
     answer = str(answer).strip()
+    # A small Teacher under structured output fills the schema with "..." (question, answer and a boxed "...").
+    if not re.search(r"\w", question):
+        raise BadAnswer(f"the question {question.strip()[:40]!r} has no words or numbers")
+    if not re.search(r"\w", answer):
+        raise BadAnswer(f"the answer {answer[:40]!r} has no value to check")
     if normalise(question) == normalise(parent_text):
         raise BadAnswer("the new question repeats the original")
     boxed = extract_boxed(solution)

@@ -17,7 +17,7 @@ from prosetting.processors.grading import run_grading
 from prosetting.teacher_model import make_teacher, prompts
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.llm_teacher import LLMTeacher
-from prosetting.teacher_model.reply_parsing import parse_json, parse_verdict
+from prosetting.teacher_model.reply_parsing import parse_json, parse_questions, parse_verdict
 from prosetting.teacher_model.transport import NoUsableAnswer, TeacherError, TeacherTransport
 from tests.teacher_server import TeacherServer
 
@@ -313,3 +313,16 @@ def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
     assert SECRET not in caplog.text
     assert SECRET not in ctx.paths.rewards(1).read_text()
     assert SECRET not in repr(ctx._teacher)
+
+
+@pytest.mark.parametrize(
+    ("item", "why"),
+    [
+        ({"question": "...", "answer": "...", "solution": "\\boxed{...}"}, "has no words or numbers"),
+        ({"question": "How many pens are left?", "answer": "--", "solution": "\\boxed{--}"}, "has no value to check"),
+    ],
+)
+def test_a_question_filled_with_placeholders_is_rejected(item, why):
+    """What the served 135 M model wrote under structured output, and the checks once let through."""
+    good, problems = parse_questions(json.dumps({"questions": [item]}), QUESTION["question"])
+    assert good == [] and why in problems[0]
