@@ -162,7 +162,7 @@ class LLMTeacher:
         request asking for `response_format`; each re-ask carries the unusable reply and what was wrong with it.
         Raises NoUsableAnswer when TEACHER_MAX_RETRIES re-asks gave nothing usable."""
         transport = transport or self.transport
-        request = messages
+        asked = messages
         for tried in range(1, transport.max_retries + 2):
             answer = self._complete(transport, messages, what, temperature, seed, response_format)
             try:
@@ -178,7 +178,7 @@ class LLMTeacher:
                 )
                 if more:
                     transport.count(reasks=1)
-                    messages = prompts.reask_messages(request, answer.text, str(exc), shape)
+                    messages = prompts.reask_messages(asked, answer.text, str(exc), shape)
                 problem = str(exc)
                 continue
             self._judged(transport, answer, None, shape)
