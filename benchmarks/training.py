@@ -70,6 +70,9 @@ def plain(spec_path: str) -> None:
         data_seed=spec["seed"],
         gradient_checkpointing=spec["gradient_checkpointing"],
         precompute_ref_log_probs=spec["precompute_ref_log_probs"],
+        # TRL's DPOConfig defaults to bf16=True (on the CPU too): the spec's precision, stated, as our side does
+        bf16=spec["mixed_precision"] == "bf16",
+        fp16=spec["mixed_precision"] == "fp16",
         use_cpu=not torch.cuda.is_available(),
         logging_steps=1,
         save_strategy="no",
