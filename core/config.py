@@ -800,6 +800,14 @@ def describe_groups() -> list[tuple[str, str, list[tuple[str, Any, str]]]]:
     return out
 
 
+def group_keys(title: str) -> list[str]:
+    """The keys of the Config group titled `title` (GROUPS), in field order."""
+    for group, _, keys in describe_groups():
+        if group == title:
+            return [key for key, _, _ in keys]
+    raise ValueError(f"no Config group titled {title!r}; the groups are {', '.join(t for _, t, _ in GROUPS)}")
+
+
 def _shown(value: Any) -> str:
     """A default as a user writes it in .env: booleans in lower case."""
     return str(value).lower() if isinstance(value, bool) else str(value)

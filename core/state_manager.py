@@ -18,13 +18,12 @@ import json
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prosetting.core.io import atomic_write_json, read_json
-
-STAGES: tuple[str, ...] = ("collect", "grade", "export", "train", "enhance")
 
 SHIPPED_DATA = Path(__file__).resolve().parent.parent / "data"
 """The data the package ships: the embedded default's seed questions and its held-out set."""
@@ -180,32 +179,6 @@ class Paths:
         """The Teacher batch job of round r's next-round preparation."""
         return self._data(r, "enhance_batch.json")
 
-    def stage_outputs(self, stage: str, r: int) -> list[Path]:
-        """Every file or folder stage `stage` of round r creates (present or not): what a redo of it discards,
-        what the dry-run plan lists and what the status check counts. The grade stage owns the Generator's
-        share of the round: the records of round r-1 (their weights come from round r's rewards) and the
-        Generator trained on them."""
-        if stage == "collect":
-            return [self.trajectories(r), self.trajectory_parts(r)]
-        if stage == "grade":
-            generator = [self.generator_records(r - 1)] if r >= 2 else []
-            return [
-                self.rewards(r),
-                self.grade_batch(r),
-                *generator,
-                self.generator_result(r),
-                self.generator_dir(r),
-                self.generator_run_dir(r),
-                self.generator_log(r),
-            ]
-        if stage == "export":
-            return [self.dataset_dir(r), self.solver_training(r)]
-        if stage == "train":
-            return [self.train_result(r), self.merged_solver(r), self.train_run_dir(r), self.train_log(r)]
-        if stage == "enhance":
-            return [self.enhanced_questions(r), self.questions(r + 1), self.enhance_batch(r)]
-        raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
-
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -334,30 +307,20 @@ class StateManager:
     def mark_stage_interrupted(self, r: int, stage: str) -> None:
         self._update_stage(r, stage, status="interrupted", finished=time.time())
 
-    def discard_plan(self, r: int, stage: str, total_rounds: int) -> list[Path]:
-        """The files a redo from stage `stage` of round `r` deletes: the existing outputs of that stage and of
-        every stage after it, and the results of round r and after."""
-        idx = STAGES.index(stage)
-        files: list[Path] = []
-        for rr in range(r, total_rounds + 1):
-            for s in STAGES[idx if rr == r else 0 :]:
-                files += [p for p in self.paths.stage_outputs(s, rr) if p.exists()]
-            if self.paths.round_results(rr).exists():
-                files.append(self.paths.round_results(rr))
-        return files
-
-    def reset_from(self, r: int, stage: str, total_rounds: int) -> list[Path]:
-        """Forget stage `stage` of round `r` and everything after it; returns the progress files touched."""
+    def reset_from(self, r: int, drop: Sequence[str], total_rounds: int) -> list[Path]:
+        """Forget the stages `drop` of round `r` (a stage and every one after it) and every stage of the rounds
+        after it; returns the progress files touched."""
         touched = []
-        idx = STAGES.index(stage)
         for rr in range(r, total_rounds + 1):
             path = self.paths.progress(rr)
             if not path.exists():
                 continue
             progress = self.load_progress(rr)
-            drop = STAGES[idx:] if rr == r else STAGES
-            for s in drop:
-                progress["stages"].pop(s, None)
+            if rr == r:
+                for s in drop:
+                    progress["stages"].pop(s, None)
+            else:
+                progress["stages"].clear()
             atomic_write_json(path, progress)
             touched.append(path)
         state = self.load_state()

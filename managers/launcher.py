@@ -18,6 +18,7 @@ from prosetting.core.config import ConfigError, load_config, parse_set_args
 from prosetting.core.questions import QuestionFileError
 from prosetting.core.state_manager import StateManager, WorkspaceLockedError
 from prosetting.managers.plan import describe_plan
+from prosetting.processors.stages import discard_plan
 from prosetting.utils.logging_setup import setup_logging
 from prosetting.utils.preflight import Check, Inputs, Machine, preflight
 
@@ -61,7 +62,7 @@ def launch(args: Namespace) -> int:
     if args.dry_run:
         print(describe_plan(cfg, inputs, report))
         if args.from_round is not None and args.from_stage is not None:
-            files = StateManager(cfg.workspace).discard_plan(args.from_round, args.from_stage, cfg.TOTAL_ROUNDS)
+            files = discard_plan(StateManager(cfg.workspace).paths, args.from_round, args.from_stage, cfg.TOTAL_ROUNDS)
             print(
                 f"\nredo from round {args.from_round}, stage {args.from_stage} would discard {len(files)} files or "
                 "folders:"

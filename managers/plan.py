@@ -14,7 +14,9 @@ from prosetting.core.context import RunContext
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
 from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model, hub_hint, hub_offline
-from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, STAGES, StateManager
+from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, StateManager
+from prosetting.processors.progress import STATUS_LABEL, read_progress
+from prosetting.processors.stages import SOLVER_STAGE
 from prosetting.trainers import launch
 from prosetting.utils.preflight import Check, Inputs
 
@@ -191,7 +193,8 @@ def describe_plan(cfg: Config, inputs: Inputs | None = None, report: list[Check]
     report = report or []
     sm = StateManager(cfg.workspace)
     ctx = RunContext(cfg=cfg, sm=sm)
-    state = sm.load_state()
+    progress = read_progress(sm, cfg.TOTAL_ROUNDS)
+    state = progress.state
     models = describe_models(cfg, ctx)
     embedded = f"embedded tiny solver, built and warm-started in {sm.paths.base_model}"
     questions = inputs.questions()
@@ -221,19 +224,16 @@ def describe_plan(cfg: Config, inputs: Inputs | None = None, report: list[Check]
             f"lock           held by pid {lock.get('pid')} on {lock.get('host')}"
             + (" (stale: will be taken over)" if sm.lock_is_stale(lock) else " (LIVE: a run is in progress)")
         )
-    for r in range(1, cfg.TOTAL_ROUNDS + 1):
-        progress = sm.load_progress(r)["stages"]
+    for rp in progress.rounds:
+        r = rp.round
         cells = []
-        for s in STAGES:
-            status = (progress.get(s) or {}).get("status", "todo")
-            label = {"done": "done (skip)", "running": "resume", "interrupted": "resume", "failed": "retry"}.get(
-                status, "todo"
-            )
-            if s == "train" and r < cfg.TRAIN_START_ROUND:
-                label += ", accumulate only"
-            cells.append(f"{s}: {label}")
+        for sp in rp.stages:
+            note = sp.stage.plan_note(cfg, r)
+            cells.append(f"{sp.stage.name}: {STATUS_LABEL.get(sp.status, 'todo')}" + (f", {note}" if note else ""))
         solver = (
-            ctx.solver_for_round(r) if r == 1 or sm.is_stage_done(r - 1, "train") else "(output of the previous rounds)"
+            ctx.solver_for_round(r)
+            if r == 1 or progress.round(r - 1).of(SOLVER_STAGE.name).status == "done"
+            else "(output of the previous rounds)"
         )
         pool = sm.paths.questions(r)
         pool_text = (

@@ -3,7 +3,7 @@
     controller = RoundController(cfg, driver=AutoDriver(cfg))
     summary = controller.run()
 
-A stage is a name, a run function and the files it writes (Paths.stage_outputs). The solver's engines stay open
+The stages are declared in processors/stages.py (what each runs, reads and writes). The solver's engines stay open
 from the evaluation of a model to the next round's collection of the same model (one start, not two); the loop
 closes them before every other stage (training needs the devices) and when the run ends. A stage marked done in
 round_XX_progress.json is skipped on resume; one that was running when the process died is run again,
@@ -18,50 +18,26 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
-from prosetting.collectors.trajectory_collector import run_collection
 from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.questions import load_questions_file
-from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, STAGES, Paths, StateManager
+from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, Paths, StateManager
 from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
-from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.managers import evaluation
 from prosetting.managers.evaluation import EvalSet
 from prosetting.processors.eval_sets import EvalSetError
-from prosetting.processors.generator_stage import run_grading_and_generator
-from prosetting.processors.question_enhancer import carry_pool_forward, run_enhancement
-from prosetting.trainers.trl_trainer import run_training
+from prosetting.processors.question_enhancer import carry_pool_forward
+from prosetting.processors.stages import STAGES, Stage, discard_plan, stages_from
 from prosetting.trainers.warm_start import build_embedded_solver
 from prosetting.utils import eval_report, report
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A step of the round; the files it writes are named in one place, Paths.stage_outputs(name, r)."""
-
-    name: str
-    run: Callable[[RunContext, int], dict]
-    title: str
-    samples_solver: bool = False  # may use the solver engines the evaluation before it left open
-
-
-STAGE_LIST: tuple[Stage, ...] = (
-    Stage("collect", run_collection, "trajectory collection", samples_solver=True),
-    Stage("grade", run_grading_and_generator, "Teacher grading (+ Generator export/training)"),
-    Stage("export", run_export, "DPO export"),
-    Stage("train", run_training, "TRL DPO training"),
-    Stage("enhance", run_enhancement, "next-round preparation"),
-)
-assert tuple(s.name for s in STAGE_LIST) == STAGES
 
 
 class Decision(Enum):
@@ -126,7 +102,10 @@ class AutoDriver:
             if controller.ctx.stop_event.wait(cfg.AUTO_RETRY_INTERVAL):
                 raise StageInterrupted("stop requested while waiting to retry")
             return Decision.RETRY
-        return Decision.NEXT_ROUND if cfg.AUTO_CONTINUE_ON_FAILURE else Decision.STOP
+        if cfg.AUTO_CONTINUE_ON_FAILURE:
+            log.warning("round %d %s given up (AUTO_CONTINUE_ON_FAILURE): %s", r, stage.name, stage.give_up)
+            return Decision.NEXT_ROUND
+        return Decision.STOP
 
 
 class RoundController:
@@ -284,7 +263,7 @@ class RoundController:
         return summary
 
     def run_round(self, r: int) -> None:
-        for stage in STAGE_LIST:
+        for stage in STAGES:
             if self.sm.is_stage_done(r, stage.name):
                 continue
             if not stage.samples_solver:
@@ -310,7 +289,7 @@ class RoundController:
                 self.sm.mark_stage_interrupted(r, stage.name)
                 raise
             except Exception as exc:
-                log_file = str(self.paths.train_log(r)) if stage.name == "train" else None
+                log_file = stage.log_file(self.paths, r)
                 self.sm.mark_stage_failed(r, stage.name, f"{type(exc).__name__}: {exc}", log_file)
                 self.record_failure(r, stage.name, exc, log_file)
                 log.error("round %d %s failed: %s", r, stage.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
@@ -373,7 +352,7 @@ class RoundController:
     # --- redo from a point ------------------------------------------------------------------
     def discard_plan(self, r: int, stage: str) -> list[Path]:
         """The files `reset(r, stage)` would delete: that stage's outputs and everything after."""
-        return self.sm.discard_plan(r, stage, self.cfg.TOTAL_ROUNDS)
+        return discard_plan(self.paths, r, stage, self.cfg.TOTAL_ROUNDS)
 
     def reset(self, r: int, stage: str) -> list[Path]:
         self.sm.acquire_lock()
@@ -386,7 +365,7 @@ class RoundController:
                 for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
                     cache.pop(f"round_{rr}", None)
                 atomic_write_json(self.paths.evaluations, cache)
-            self.sm.reset_from(r, stage, self.cfg.TOTAL_ROUNDS)
+            self.sm.reset_from(r, [s.name for s in stages_from(stage)], self.cfg.TOTAL_ROUNDS)
             forget_rounds(self.cfg.workspace, r)
         finally:
             self.sm.release_lock()

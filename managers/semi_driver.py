@@ -9,16 +9,16 @@ from collections.abc import Callable
 
 from prosetting.core.config import Config
 from prosetting.core.io import read_json, read_jsonl
-from prosetting.core.state_manager import STAGES
 from prosetting.datasets.data_saver import count_rows
 from prosetting.managers.round_controller import Decision
+from prosetting.processors.progress import read_progress
 
 
 def status_text(controller, r: int) -> str:
     sm, paths, cfg = controller.sm, controller.paths, controller.cfg
-    state = sm.load_state()
-    progress = sm.load_progress(r)["stages"]
-    done = [s for s in STAGES if (progress.get(s) or {}).get("status") == "done"]
+    progress = read_progress(sm, max(r, cfg.TOTAL_ROUNDS))
+    state = progress.state
+    done = [sp.stage.name for sp in progress.round(r).stages if sp.status == "done"]
     questions = read_json(paths.questions(r)) or []
     traj = len(read_jsonl(paths.trajectories(r)))
     pairs = count_rows(paths.dataset_dir(r) / "train.parquet") + count_rows(paths.dataset_dir(r) / "validation.parquet")
@@ -29,21 +29,13 @@ def status_text(controller, r: int) -> str:
         f"  questions {len(questions)}, trajectories {traj}, pairs {pairs}",
         f"  solver for this round: {controller.ctx.solver_for_round(r)}",
     ]
-    last = None
-    for rr in range(r, 0, -1):
-        for s in reversed(STAGES):
-            rec = sm.load_progress(rr)["stages"].get(s)
-            if rec and rec.get("status") in ("done", "failed"):
-                last = (rr, s, rec)
-                break
-        if last:
-            break
+    last = progress.last_result(r)
     if last:
-        rr, s, rec = last
-        detail = rec.get("stats") if rec["status"] == "done" else rec.get("error")
-        lines.append(f"  last result: round {rr} {s} {rec['status']}: {detail}")
-    if state["failures"]:
-        f = state["failures"][-1]
+        rr, sp = last
+        detail = sp.stats if sp.status == "done" else sp.record.get("error")
+        lines.append(f"  last result: round {rr} {sp.stage.name} {sp.status}: {detail}")
+    f = progress.last_failure
+    if f:
         lines.append(f"  last failure: round {f['round']} {f['stage']}: {f['error']} (log: {f['log']})")
     return "\n".join(lines)
 
@@ -86,6 +78,7 @@ class SemiDriver:
 
     def on_failure(self, controller, r: int, stage, error: BaseException, tries: int) -> Decision:
         self._say(f"Round {r} stage {stage.name} failed: {type(error).__name__}: {error}")
+        self._say(f"  [c] gives the stage up for this round: {stage.give_up}")
         while True:
             choice = self._ask(
                 "Please select operation [r]retry [s]status [c]continue with next round [q]quit: ", "rscq"

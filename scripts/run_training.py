@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from prosetting.core.config import render_cli_help
-from prosetting.core.state_manager import STAGES
+from prosetting.processors.stages import STAGE_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of .env.example (repeatable)"
     )
     p.add_argument("--from-round", type=int, help="redo from this round (with --from-stage)")
-    p.add_argument("--from-stage", choices=STAGES, help="redo from this stage of --from-round")
+    p.add_argument("--from-stage", choices=STAGE_NAMES, help="redo from this stage of --from-round")
     p.add_argument("--yes", action="store_true", help="do not ask before discarding files for --from-round")
     p.add_argument("--dry-run", action="store_true", help="print the plan (rounds, stages, what is done) and exit")
     p.add_argument(

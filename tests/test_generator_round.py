@@ -429,7 +429,8 @@ def round_two_graded_from(paths: Paths, rates: list[float]) -> None:
 def test_redoing_the_grade_stage_retrains_the_generator_from_the_new_rewards(tmp_path):
     """A mixed-writer round 2 graded and its Generator trained; the grade stage redone with other rewards
     (--from-round 2 --from-stage grade) discards round 1's records and generator_r2, and trains it again."""
-    from prosetting.managers.round_controller import STAGE_LIST, RoundController
+    from prosetting.managers.round_controller import RoundController
+    from prosetting.processors.stages import stage_named
     from prosetting.trainers.tiny_solver import build_tiny_solver
 
     first, second = [0.5, 0.25, 0.75, 0.5], [1.0, 0.0, 0.5, 0.125]
@@ -447,7 +448,7 @@ def test_redoing_the_grade_stage_retrains_the_generator_from_the_new_rewards(tmp
         TRL_BATCH_SIZE=4,
     )
     controller = RoundController(cfg)
-    grade = next(s for s in STAGE_LIST if s.name == "grade")
+    grade = stage_named("grade")
 
     def grade_round_two() -> tuple[list[float], dict]:
         assert controller.run_stage(2, grade)

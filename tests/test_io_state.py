@@ -78,14 +78,15 @@ def test_stage_markers_and_reset(tmp_path):
     state = sm.load_state()
     state["completed_rounds"] = [1, 2]
     sm.save_state(state)
-    sm.reset_from(1, "grade", total_rounds=2)
+    sm.reset_from(1, ["grade", "export", "train", "enhance"], total_rounds=2)
     assert sm.is_stage_done(1, "collect") and not sm.is_stage_done(1, "grade") and not sm.is_stage_done(2, "collect")
     assert sm.load_state()["completed_rounds"] == [] and sm.load_state()["current_round"] == 1
 
 
 def test_one_list_of_a_stages_files_for_redo_and_status(tmp_path):
-    """The grade stage owns the Generator's files; redo and the status check read Paths.stage_outputs."""
+    """The grade stage owns the Generator's files; redo and the status check read the stage's own `outputs`."""
     from prosetting.core.config import Config
+    from prosetting.processors.stages import discard_plan, stage_named
     from prosetting.utils.status_checker import check_state
 
     sm = StateManager(tmp_path)
@@ -103,15 +104,15 @@ def test_one_list_of_a_stages_files_for_redo_and_status(tmp_path):
     state["completed_rounds"] = [1]
     sm.save_state(state)
 
-    plan = sm.discard_plan(2, "grade", total_rounds=2)
+    plan = discard_plan(paths, 2, "grade", total_rounds=2)
     assert plan == [paths.rewards(2), paths.generator_records(1), paths.generator_result(2), paths.generator_dir(2)]
     assert paths.solver_training(1) not in plan
     [check] = [
         c for c in check_state(Config(WORKSPACE_DIR=str(tmp_path), TOTAL_ROUNDS=2)) if c.name == "training state"
     ]
     assert "round 2, stage grade (resumed" in check.message and "4 of its files already saved are kept" in check.message
-    with pytest.raises(ValueError, match="unknown stage 'grading'"):
-        paths.stage_outputs("grading", 1)
+    with pytest.raises(ValueError, match="unknown stage 'grading'; the stages are collect, grade, export"):
+        stage_named("grading")
 
 
 def test_dry_run_lists_what_a_redo_discards(tmp_path, capsys):
@@ -125,7 +126,9 @@ def test_dry_run_lists_what_a_redo_discards(tmp_path, capsys):
     assert launch(build_parser().parse_args([*argv, "--from-round", "1", "--from-stage", "grade"])) == 0
     out = capsys.readouterr().out
     listed = [line.strip() for line in out.split("would discard", 1)[1].splitlines()[1:]]
-    assert listed == [str(p) for p in StateManager(tmp_path).discard_plan(1, "grade", total_rounds=2)]
+    from prosetting.processors.stages import discard_plan
+
+    assert listed == [str(p) for p in discard_plan(paths, 1, "grade", total_rounds=2)]
     assert str(paths.generator_result(2)) in listed and str(paths.trajectories(1)) not in listed
     assert paths.generator_result(2).exists()  # a dry run discards nothing
 

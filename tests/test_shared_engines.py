@@ -25,6 +25,7 @@ from prosetting.core.io import atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
 from prosetting.managers import round_controller
 from prosetting.managers.evaluation import EvalSet, evaluate_model
+from prosetting.processors.stages import stage_named
 from tests.conftest import needs_vllm, write_questions
 
 
@@ -172,9 +173,9 @@ def test_the_round_loop_closes_the_engines_before_every_stage_that_does_not_samp
             seen[name] = shared.pool is not None
             return {}
 
-        return round_controller.Stage(name, run, name, samples_solver=name == "collect")
+        return dataclasses.replace(stage_named(name), run=run)
 
-    monkeypatch.setattr(round_controller, "STAGE_LIST", tuple(stage(s.name) for s in round_controller.STAGE_LIST))
+    monkeypatch.setattr(round_controller, "STAGES", tuple(stage(s.name) for s in round_controller.STAGES))
     shared.acquire(key, "eval_baseline", fake_pool)  # what the baseline evaluation leaves open
     controller.run_round(1)
     assert seen == {"collect": True, "grade": False, "export": False, "train": False, "enhance": False}

@@ -8,6 +8,7 @@ import time
 from prosetting.core.config import Config
 from prosetting.core.io import atomic_write_json, atomic_write_text, read_json
 from prosetting.core.state_manager import StateManager
+from prosetting.processors.progress import read_round
 from prosetting.utils import eval_report
 from prosetting.utils.pool_report import pool_composition, pool_line, pool_markdown
 from prosetting.utils.writer_report import short, writer_figures
@@ -16,17 +17,16 @@ log = logging.getLogger(__name__)
 
 
 def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
-    stages = sm.load_progress(r)["stages"]
-    stat = lambda s: (stages.get(s) or {}).get("stats") or {}  # noqa: E731
-    collect, grade, export, train, enhance = (stat(s) for s in ("collect", "grade", "export", "train", "enhance"))
+    progress = read_round(sm, r)
+    collect, grade, export, train, enhance = (
+        progress.stats(s) for s in ("collect", "grade", "export", "train", "enhance")
+    )
     questions = read_json(sm.paths.questions(r)) or []
     ev = evaluations.get(f"round_{r}")
     comp = pool_composition(sm.paths, r)  # per level, zone and writing policy (utils/pool_report.py)
     return {
         "round": r,
-        "done": all(
-            (stages.get(s) or {}).get("status") == "done" for s in ("collect", "grade", "export", "train", "enhance")
-        ),
+        "done": progress.done,
         "trained": bool(train.get("trained")),
         "heldout_accuracy": ev["greedy"] if ev else None,
         "heldout_mean_at_k": ev["mean_at_k"] if ev else None,
@@ -46,7 +46,7 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
         "next_pool": enhance.get("next_pool"),
         "new_questions": enhance.get("written"),
         "writers": writer_figures(sm.paths, r),  # written / rejected / mean utility of accepted, per writer
-        "stage_seconds": {s: (stages.get(s) or {}).get("seconds") for s in stages},
+        "stage_seconds": progress.seconds(),
         "teacher": teacher_row(grade, enhance),
     }
 

@@ -41,7 +41,8 @@ from prosetting.core.models import (
     is_hub_id,
     resolve_model,
 )
-from prosetting.core.state_manager import STAGES, StateManager
+from prosetting.core.state_manager import StateManager
+from prosetting.processors.progress import STATUS_NEXT, read_progress
 from prosetting.trainers import launch
 from prosetting.utils.preflight import Check, Inputs, Machine, preflight
 
@@ -533,31 +534,12 @@ def _probe_teacher(name: str, prefix: str, endpoint: tuple[str, str, str], timeo
 
 
 # ---------------------------------------------------------------- saved state
-def resume_point(cfg: Config, sm: StateManager, state: dict) -> tuple[int, str, str] | None:
-    """(round, stage, what happens to it) where the next run starts; None when every round is done."""
-    for r in range(1, cfg.TOTAL_ROUNDS + 1):
-        if r in state["completed_rounds"] or r in state["failed_rounds"]:
-            continue
-        for stage in STAGES:
-            status = sm.stage_record(r, stage).get("status")
-            if status != "done":
-                how = {
-                    "running": "resumed (it was running when the process stopped)",
-                    "interrupted": "resumed",
-                    "failed": "retried (it failed last time)",
-                }.get(status, "started")
-                return r, stage, how
-    return None
-
-
 def check_state(cfg: Config) -> list[Check]:
     sm = StateManager(cfg.workspace)
     if not sm.paths.state.exists():
         return [Check("training state", "ok", "new workspace: the run starts at round 1, collect")] + [check_lock(sm)]
     try:
-        state = sm.load_state()
-        for r in range(1, cfg.TOTAL_ROUNDS + 1):
-            sm.load_progress(r)
+        progress = read_progress(sm, cfg.TOTAL_ROUNDS)
         saved = read_json(sm.paths.config)
     except (ValueError, KeyError) as exc:
         return [
@@ -570,8 +552,9 @@ def check_state(cfg: Config) -> list[Check]:
             ),
             check_lock(sm),
         ]
+    state = progress.state
     done = sorted(state.get("completed_rounds", []))
-    point = resume_point(cfg, sm, state)
+    point = progress.resume
     if point is None:
         checks = [
             Check(
@@ -582,8 +565,8 @@ def check_state(cfg: Config) -> list[Check]:
             )
         ]
     else:
-        r, stage, how = point
-        saved_files = [p for p in sm.paths.stage_outputs(stage, r) if p.exists()]
+        r, stage, how = point.round, point.stage.name, STATUS_NEXT[point.status]
+        saved_files = [p for p in point.stage.outputs(sm.paths, r) if p.exists()]
         kept = f"; {len(saved_files)} of its files already saved are kept" if saved_files else ""
         checks = [
             Check(

@@ -194,7 +194,7 @@ def check_state(tmp: Path) -> str:
         sm.mark_stage_done(1, s, {"ok": True})
     sm.mark_stage_started(1, "export")
     assert sm.is_stage_done(1, "grade") and not sm.is_stage_done(1, "export")
-    sm.reset_from(1, "grade", total_rounds=1)
+    sm.reset_from(1, ["grade", "export", "train", "enhance"], total_rounds=1)
     assert sm.is_stage_done(1, "collect") and not sm.is_stage_done(1, "grade")
     sm.release_lock()
     assert not (root / ".prosetting.lock").exists()

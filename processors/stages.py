@@ -1,0 +1,156 @@
+"""The five stages of a round, each declared once: what it runs, reads and writes, its log, its settings, and what
+giving it up means.
+
+    for stage in STAGES:                        # collect, grade, export, train, enhance, in order
+        stage.outputs(paths, r)                 # every file or folder it creates: what a redo of it discards
+        stage.run(ctx, r)                       # its statistics, saved in round_XX_progress.json
+
+The round loop, redo, the dry-run plan, the health check, the semi driver and the report read these objects, never a
+list of names. A stage is a function of files: it reads `inputs` (and the round's solver), writes `outputs`, and
+skips whatever of its own per-item work is already saved, so running it again after a crash is resuming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prosetting.collectors.trajectory_collector import run_collection
+from prosetting.core.config import Config, group_keys
+from prosetting.core.context import RunContext
+from prosetting.core.state_manager import Paths
+from prosetting.datasets.dpo_data_converter import run_export
+from prosetting.processors.generator_stage import run_grading_and_generator
+from prosetting.processors.question_enhancer import run_enhancement
+from prosetting.trainers.trl_trainer import run_training
+
+Files = Callable[[Paths, int], list[Path]]
+Inputs = Callable[[Paths, int, Config], list[Path]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a round."""
+
+    name: str
+    title: str
+    run: Callable[[RunContext, int], dict]
+    inputs: Inputs  # the workspace files it reads (besides the round's solver, for those that sample or train it)
+    outputs: Files  # every file or folder it creates, present or not
+    groups: tuple[str, ...]  # the Config groups (core/config.GROUPS titles) that hold its settings
+    give_up: str  # what the round loses when this stage is given up (AUTO_CONTINUE_ON_FAILURE, semi mode's [c])
+    log: Callable[[Paths, int], Path | None] = lambda paths, r: None  # its own log file; None: the run's log
+    samples_solver: bool = False  # may use the solver engines the evaluation before it left open
+    makes_solver: bool = False  # writes the round's trained solver (the next round samples it)
+    plan_note: Callable[[Config, int], str] = field(default=lambda cfg, r: "")  # what the dry run adds to its row
+
+    def settings(self) -> list[str]:
+        """The Config keys this stage reads, by group."""
+        return [key for title in self.groups for key in group_keys(title)]
+
+    def log_file(self, paths: Paths, r: int) -> str | None:
+        path = self.log(paths, r)
+        return str(path) if path else None
+
+
+def _grade_outputs(paths: Paths, r: int) -> list[Path]:
+    """Grading owns the Generator's share of the round: round r-1's records (their weights come from round r's
+    rewards) and the Generator trained on them (processors/generator_stage.py)."""
+    generator = [paths.generator_records(r - 1)] if r >= 2 else []
+    return [
+        paths.rewards(r),
+        paths.grade_batch(r),
+        *generator,
+        paths.generator_result(r),
+        paths.generator_dir(r),
+        paths.generator_run_dir(r),
+        paths.generator_log(r),
+    ]
+
+
+def _accumulate_only(cfg: Config, r: int) -> str:
+    return "accumulate only" if r < cfg.TRAIN_START_ROUND else ""
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "collect",
+        "trajectory collection",
+        run_collection,
+        inputs=lambda p, r, cfg: [p.questions(r)],
+        outputs=lambda p, r: [p.trajectories(r), p.trajectory_parts(r)],
+        groups=("Collection", "Collection engines"),
+        give_up="the round has no attempts: nothing is graded, exported or trained, and its pool is carried forward",
+        samples_solver=True,
+    ),
+    Stage(
+        "grade",
+        "Teacher grading (+ Generator export/training)",
+        run_grading_and_generator,
+        inputs=lambda p, r, cfg: [
+            p.questions(r),
+            p.trajectories(r),
+            *([p.enhanced_questions(r - 1)] if r >= 2 else []),
+        ],
+        outputs=_grade_outputs,
+        groups=("Teacher", "Grading", "Generator"),
+        give_up="the round's attempts stay ungraded: no pairs, no training, and its pool is carried forward",
+    ),
+    Stage(
+        "export",
+        "DPO export",
+        run_export,
+        inputs=lambda p, r, cfg: [p.questions(r), p.trajectories(r), p.rewards(r)],
+        outputs=lambda p, r: [p.dataset_dir(r), p.solver_training(r)],
+        groups=("DPO export",),
+        give_up="the round has no pairs: the solver is not trained, and the pool is carried forward",
+    ),
+    Stage(
+        "train",
+        "TRL DPO training",
+        run_training,
+        inputs=lambda p, r, cfg: [p.dataset_dir(rr) for rr in (range(1, r + 1) if cfg.TRL_ACCUMULATE_ROUNDS else [r])],
+        outputs=lambda p, r: [p.train_result(r), p.merged_solver(r), p.train_run_dir(r), p.train_log(r)],
+        groups=("Training the Solver", "Multi-machine training"),
+        give_up="the round's solver is not trained: the next round samples the newest solver trained before it",
+        log=lambda p, r: p.train_log(r),
+        makes_solver=True,
+        plan_note=_accumulate_only,
+    ),
+    Stage(
+        "enhance",
+        "next-round preparation",
+        run_enhancement,
+        inputs=lambda p, r, cfg: [p.questions(r), p.trajectories(r), p.rewards(r)],
+        outputs=lambda p, r: [p.enhanced_questions(r), p.questions(r + 1), p.enhance_batch(r)],
+        groups=("Teacher", "Next round's pool", "Generator"),
+        give_up="no questions are written: the next round's pool is this round's, carried forward",
+    ),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+SOLVER_STAGE: Stage = next(s for s in STAGES if s.makes_solver)
+
+
+def stage_named(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise ValueError(f"unknown stage {name!r}; the stages are {', '.join(STAGE_NAMES)}")
+
+
+def stages_from(name: str) -> tuple[Stage, ...]:
+    """The stage `name` and every stage after it in a round."""
+    return STAGES[STAGES.index(stage_named(name)) :]
+
+
+def discard_plan(paths: Paths, r: int, stage: str, total_rounds: int) -> list[Path]:
+    """The files a redo from stage `stage` of round `r` deletes: the existing outputs of that stage and of every
+    stage after it, and the results of round r and after."""
+    files: list[Path] = []
+    for rr in range(r, total_rounds + 1):
+        for s in stages_from(stage) if rr == r else STAGES:
+            files += [p for p in s.outputs(paths, rr) if p.exists()]
+        if paths.round_results(rr).exists():
+            files.append(paths.round_results(rr))
+    return files

@@ -1,0 +1,114 @@
+"""The stages declared once (processors/stages.py) and the one progress reader (processors/progress.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from prosetting.core.config import GROUPS, Config
+from prosetting.core.state_manager import StateManager
+from prosetting.processors.progress import STATUS_NEXT, read_progress
+from prosetting.processors.stages import SOLVER_STAGE, STAGE_NAMES, STAGES, discard_plan, stage_named, stages_from
+
+
+def test_each_stage_declares_its_files_settings_and_give_up(tmp_path):
+    paths = StateManager(tmp_path).paths
+    assert STAGE_NAMES == ("collect", "grade", "export", "train", "enhance")
+    owned: dict = {}
+    for stage in STAGES:
+        assert stage.give_up and stage.title
+        for p in stage.outputs(paths, 3):
+            assert p not in owned, f"{p} is written by both {owned[p]} and {stage.name}"
+            owned[p] = stage.name
+        assert stage.settings(), f"{stage.name} reads no settings"
+        assert set(stage.groups) <= {title for _, title, _ in GROUPS}
+    # every file a stage reads in round r is written before it: by an earlier stage of round r or by round r-1
+    cfg = Config(TRL_ACCUMULATE_ROUNDS=True)
+    for i, stage in enumerate(STAGES):
+        earlier = {p for s in STAGES[:i] for p in s.outputs(paths, 3)} | {
+            p for s in STAGES for rr in (1, 2) for p in s.outputs(paths, rr)
+        }
+        for p in stage.inputs(paths, 3, cfg):
+            assert p in earlier, f"{stage.name} reads {p}, which no stage before it writes"
+    assert SOLVER_STAGE.name == "train" and SOLVER_STAGE.log(paths, 2) == paths.train_log(2)
+    assert "TRL_LEARNING_RATE" in SOLVER_STAGE.settings() and "GRADING_MODE" in stage_named("grade").settings()
+    with pytest.raises(ValueError, match="unknown stage 'grading'; the stages are collect, grade"):
+        stage_named("grading")
+    assert [s.name for s in stages_from("train")] == ["train", "enhance"]
+    assert dataclasses.replace(SOLVER_STAGE, run=lambda ctx, r: {}).outputs is SOLVER_STAGE.outputs
+
+
+def test_discard_plan_lists_existing_outputs_from_the_stage_on(tmp_path):
+    paths = StateManager(tmp_path).paths
+    for p in (paths.trajectories(1), paths.rewards(1), paths.train_result(1), paths.questions(2), paths.rewards(2)):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("{}")
+    assert discard_plan(paths, 1, "train", total_rounds=2) == [
+        paths.train_result(1),
+        paths.questions(2),
+        paths.rewards(2),
+    ]
+    assert discard_plan(paths, 2, "collect", total_rounds=2) == [paths.rewards(2)]
+
+
+def test_progress_says_where_the_next_run_starts(tmp_path):
+    sm = StateManager(tmp_path)
+    progress = read_progress(sm, 2)
+    assert progress.resume.round == 1 and progress.resume.stage.name == "collect"
+    assert STATUS_NEXT[progress.resume.status] == "started" and progress.last_result(2) is None
+    for s in ("collect", "grade", "export", "train", "enhance"):
+        sm.mark_stage_started(1, s)
+        sm.mark_stage_done(1, s, {"n": s})
+    sm.mark_stage_started(2, "collect")
+    sm.mark_stage_done(2, "collect", {"n": 2})
+    sm.mark_stage_started(2, "grade")
+    sm.mark_stage_failed(2, "grade", "TeacherError: no answer")
+    state = sm.load_state()
+    state["completed_rounds"] = [1]
+    sm.save_state(state)
+
+    progress = read_progress(sm, 2)
+    assert progress.round(1).done and not progress.round(2).done
+    assert progress.round(1).stats("train") == {"n": "train"}
+    point = progress.resume
+    assert (point.round, point.stage.name, STATUS_NEXT[point.status]) == (2, "grade", "retried (it failed last time)")
+    r, last = progress.last_result(2)
+    assert (r, last.stage.name, last.status, last.record["error"]) == (2, "grade", "failed", "TeacherError: no answer")
+    assert progress.round(2).seconds().keys() == {"collect", "grade"}
+
+    state["completed_rounds"] = [1, 2]
+    sm.save_state(state)
+    assert read_progress(sm, 2).resume is None
+
+
+def test_a_workspace_of_the_earlier_shape_reads_the_same(tmp_path):
+    """A progress file written before the stages were objects (the same JSON: stage name -> record) is read as is."""
+    (tmp_path / "training_state.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "status": "interrupted",
+                "current_round": 1,
+                "completed_rounds": [],
+                "failed_rounds": [],
+                "failures": [],
+                "runs": [],
+            }
+        )
+    )
+    (tmp_path / "round_01_progress.json").write_text(
+        json.dumps(
+            {
+                "round": 1,
+                "stages": {
+                    "collect": {"status": "done", "attempts": 1, "seconds": 3.5, "stats": {"questions": 4}},
+                    "grade": {"status": "running", "attempts": 2},
+                },
+            }
+        )
+    )
+    progress = read_progress(StateManager(tmp_path), 1)
+    assert progress.round(1).stats("collect") == {"questions": 4}
+    assert (progress.resume.stage.name, progress.resume.status) == ("grade", "running")
