@@ -140,7 +140,7 @@ def client_ceiling(args, n: int = 640) -> dict:
 def measure_unit(unit: str, args) -> dict:
     with ServerProcess(args.latency) as server, tempfile.TemporaryDirectory() as tmp:
         ctx = make_workspace(Path(tmp), server, args.questions, args.attempts, args.workers, unit)
-        ctx._teacher = LLMTeacher.from_config(ctx.cfg)
+        ctx.teacher = LLMTeacher.from_config(ctx.cfg)
         t0 = time.perf_counter()
         stats = run_grading(ctx, 1)
         wall = time.perf_counter() - t0

@@ -22,7 +22,9 @@ class RunContext:
     sm: StateManager
     stop_event: threading.Event = field(default_factory=threading.Event)
     log_file: Path | None = None  # the run's log, named in failure records
-    _teacher: object = None  # the run's Teacher, built on first use by teacher_model.teacher_for(ctx)
+    # The run's Teacher (teacher_model.base.Teacher): given here, or built from the configuration on first use by
+    # teacher_model.teacher_for(ctx); every stage of the run shares it (its cache, limits and counters).
+    teacher: object = None
     # SOLVER_MODEL_PATH / GENERATOR_MODEL_PATH resolved to local folders (round_controller.prepare fills it from the
     # commits recorded in training_config.json; anything else resolves on first use)
     models: dict[str, ResolvedModel] = field(default_factory=dict)

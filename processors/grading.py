@@ -23,8 +23,7 @@ from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
 from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
-from prosetting.teacher_model.base import zone_of
-from prosetting.teacher_model.batch import prefetch
+from prosetting.teacher_model.base import Batching, zone_of
 from prosetting.teacher_model.transport import TeacherError
 
 log = logging.getLogger(__name__)
@@ -113,14 +112,13 @@ def run_grading(ctx: RunContext, r: int) -> dict:
 
 
 def _prefetch(ctx: RunContext, r: int, todo: list[dict], questions: dict[str, dict]) -> dict:
-    """TEACHER_BATCH_API: the first grading request of every question to grade answered through one batch."""
+    """TEACHER_BATCH_API: the first grading request of every question to grade answered through one batch, by a
+    Teacher that can (Batching)."""
     teacher = teacher_for(ctx)
-    if not (todo and ctx.cfg.TEACHER_BATCH_API and hasattr(teacher, "grading_requests")):
+    if not (todo and ctx.cfg.TEACHER_BATCH_API and isinstance(teacher, Batching)):
         return {}
-    requests = [req for row in todo for req in teacher.grading_requests(questions[row["question_id"]], row["attempts"])]
-    return prefetch(
-        teacher.transport,
-        requests,
+    return teacher.prefetch_grading(
+        [(questions[row["question_id"]], row["attempts"]) for row in todo],
         ctx.paths.grade_batch(r),
         ctx.cfg.TEACHER_BATCH_POLL_SECONDS,
         ctx.stop_event,

@@ -8,7 +8,7 @@ Writing policies by zone (teacher_model/base.py:policies_for): a too-difficult q
 stone (an easier question on the path to it, aimed at what its failed attempt could not do); a learning-zone
 question a sibling aimed at its failed attempt's error (the Teacher's error analysis of that attempt, kept
 with its verdict, goes into the prompt); a mastered question, and a learning-zone one solved at least
-NEAR_MASTERY of the time, a harder variant. A Teacher that can (`recheck_question`) first re-checks a
+NEAR_MASTERY of the time, a harder variant. A Teacher that can (`Rechecking`) first re-checks a
 too-difficult question: one it finds flawed, or whose reference answer it disputes, is dropped from the pool
 with its reason kept in the enhanced file, and gets no stepping stone.
 
@@ -38,8 +38,7 @@ from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.processors.question_pool import build_blind_pool, build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
 from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
-from prosetting.teacher_model.base import POLICIES, WriteRequest, make_request, policies_for
-from prosetting.teacher_model.batch import prefetch
+from prosetting.teacher_model.base import POLICIES, Batching, Rechecking, WriteRequest, make_request, policies_for
 from prosetting.teacher_model.transport import TeacherError
 
 log = logging.getLogger(__name__)
@@ -112,7 +111,7 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
             (i, q, blind[q["id"]], False) for i, q in enumerate(questions) if q["id"] in blind and q["id"] not in done
         ]
     attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(ctx.paths.trajectories(r))}
-    recheck = getattr(teacher, "recheck_question", None)
+    recheck = isinstance(teacher, Rechecking)
     jobs = []
     for index, q in enumerate(questions):
         if q["id"] in done or q["id"] not in rewards:
@@ -127,7 +126,7 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
             cfg.NEAR_MASTERY,
             cfg.write_policies,
         )
-        check_first = recheck is not None and rewards[q["id"]]["zone"] == "too_difficult"
+        check_first = recheck and rewards[q["id"]]["zone"] == "too_difficult"
         if reqs or check_first:
             jobs.append((index, q, reqs, check_first))
     return jobs
@@ -198,20 +197,19 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
 
 
 def _prefetch(ctx: RunContext, r: int, jobs: list[tuple], writers: QuestionWriters) -> dict:
-    """TEACHER_BATCH_API: the first re-check and writing requests answered through one batch."""
+    """TEACHER_BATCH_API: the first re-check and writing requests answered through one batch, by a Teacher that
+    can (Batching)."""
     cfg, teacher = ctx.cfg, teacher_for(ctx)
-    if not (jobs and cfg.TEACHER_BATCH_API and hasattr(teacher, "writing_request")):
+    if not (jobs and cfg.TEACHER_BATCH_API and isinstance(teacher, Batching)):
         return {}
-    requests = [teacher.recheck_request(q) for _, q, _, check_first in jobs if check_first]
-    requests += [
-        teacher.writing_request(req)
-        for _, q, reqs, check_first in jobs
-        if not check_first and writers.choose(q["id"]) == "teacher"
-        for req in reqs
-    ]
-    return prefetch(
-        teacher.writer,  # writing and re-checks go to the writing Teacher
-        [x for x in requests if x is not None],
+    return teacher.prefetch_writing(
+        [q for _, q, _, check_first in jobs if check_first],
+        [
+            req
+            for _, q, reqs, check_first in jobs
+            if not check_first and writers.choose(q["id"]) == "teacher"
+            for req in reqs
+        ],
         ctx.paths.enhance_batch(r),
         cfg.TEACHER_BATCH_POLL_SECONDS,
         ctx.stop_event,
@@ -224,7 +222,8 @@ class _Writing:
 
     def __init__(self, ctx: RunContext, r: int, rewards: dict, writers: QuestionWriters, out):
         self.ctx, self.r, self.rewards, self.writers, self.out = ctx, r, rewards, writers, out
-        self.recheck = getattr(teacher_for(ctx), "recheck_question", None)
+        teacher = teacher_for(ctx)
+        self.recheck = teacher.recheck_question if isinstance(teacher, Rechecking) else None
         self.lock = threading.Lock()
         self.failed: dict[str, str] = {}
 

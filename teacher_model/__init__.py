@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+from prosetting.teacher_model.base import Metered
+
 
 def make_teacher(cfg):
     if cfg.TEACHER_BACKEND == "rule":
@@ -30,24 +32,22 @@ def make_teacher(cfg):
 
 
 def teacher_for(ctx):
-    """The run's Teacher: built from the configuration on first use and kept on the context (a test or a
-    benchmark may set `ctx._teacher` first), so every stage of a run shares its cache, limits and counters."""
-    if ctx._teacher is None:
-        ctx._teacher = make_teacher(ctx.cfg)
-    return ctx._teacher
+    """The run's Teacher: `ctx.teacher` when given (RunContext(teacher=...)), else built from the configuration on
+    first use and kept on the context, so every stage of a run shares its cache, limits and counters."""
+    if ctx.teacher is None:
+        ctx.teacher = make_teacher(ctx.cfg)
+    return ctx.teacher
 
 
 def watching(teacher, stage: str):
-    """A context in which a Teacher that makes calls counts `stage`'s replies on their own and stops the stage
-    once too many are unusable; nothing for Teachers that make no calls."""
-    watch = getattr(teacher, "watching", None)
-    return watch(stage) if callable(watch) else nullcontext()
+    """A context in which a Teacher that makes calls (Metered) counts `stage`'s replies on their own and stops the
+    stage once too many are unusable; nothing for Teachers that make no calls."""
+    return teacher.watching(stage) if isinstance(teacher, Metered) else nullcontext()
 
 
 def teacher_stats(teacher) -> dict[str, int]:
     """The Teacher's counters now (calls, tokens, cache hits, ...); {} for teachers that make no calls."""
-    stats = getattr(teacher, "stats", None)
-    return stats() if callable(stats) else {}
+    return teacher.stats() if isinstance(teacher, Metered) else {}
 
 
 def usage_since(teacher, before: dict[str, int], cfg) -> dict:

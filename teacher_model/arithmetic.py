@@ -346,6 +346,16 @@ class BuiltinTeacher:
     def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
         return grade_by_reference(question, attempts)
 
+    def check_new(self, text: str, answer: str) -> str | None:
+        """None when a written question is a well-formed arithmetic problem with the right answer, else why not."""
+        if text in self.exclude:
+            return "held-out question"
+        try:
+            spec, values = params_of({"question": text})
+        except ValueError:
+            return "not a well-formed arithmetic question"
+        return None if problem_record(spec, values)["answer"] == answer else "wrong answer"
+
     def plan(self, request: WriteRequest, spec: Spec) -> list[tuple[Spec, object, str]]:
         """(target Spec, draw filter, why) for each question to write."""
         level = level_of(spec)

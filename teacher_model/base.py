@@ -1,4 +1,12 @@
-"""The Teacher interface: two jobs, grading attempts and writing new questions.
+"""The Teacher interface: two jobs, grading attempts and writing new questions, and the optional capabilities a
+Teacher may have, each a protocol the stages test with isinstance and then call.
+
+    Teacher          grade, write_questions: every Teacher
+    Rechecking       recheck_question: drop a flawed too-difficult question before writing from it (LLM Teacher)
+    Metered          stats, watching: counts its calls and stops a stage whose replies are mostly unusable (LLM)
+    Batching         prefetch_grading, prefetch_writing: a stage's first requests through a Batches API (LLM)
+    ChecksQuestions  check_new: a rule that decides whether a written question is right (built-in tasks); the
+                     others have a written question's own solution graded (question_check.py)
 
 Records are plain dicts (they are what the workspace files hold):
     question: {"id", "question", "answer", "solution"?, "parent_id"?, "origin", "round", "meta"?}
@@ -9,8 +17,11 @@ Records are plain dicts (they are what the workspace files hold):
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 # What a written question is for, chosen by its parent's zone (`policies_for`): an easier question on the path
@@ -142,4 +153,48 @@ class Teacher(Protocol):
     def write_questions(self, request: WriteRequest) -> list[dict]:
         """New question records ({"question", "answer", "solution"?, "meta"?}); ids and lineage are added by the
         caller."""
+        ...
+
+
+@runtime_checkable
+class Rechecking(Protocol):
+    def recheck_question(self, question: dict) -> tuple[bool, str]:
+        """A too-difficult question checked before anything is written from it: (keep, reason)."""
+        ...
+
+
+@runtime_checkable
+class Metered(Protocol):
+    def stats(self) -> dict[str, int]:
+        """Counters since the Teacher was built (calls, cache hits, tokens, verdicts, ...); stages report the
+        differences."""
+        ...
+
+    def watching(self, stage: str) -> AbstractContextManager[None]:
+        """A context in which `stage`'s replies are counted on their own, the stage stopped once too many are
+        unusable."""
+        ...
+
+
+@runtime_checkable
+class Batching(Protocol):
+    def prefetch_grading(
+        self, items: list[tuple[dict, list[dict]]], state_path: Path, poll_s: float, stop: threading.Event
+    ) -> dict:
+        """The first grading request of every (question, attempts) answered through one batch, saved where the
+        ordinary calls will find them; the batch id kept in `state_path` so a restart polls it. Returns counts."""
+        ...
+
+    def prefetch_writing(
+        self, rechecks: list[dict], requests: list[WriteRequest], state_path: Path, poll_s: float, stop: threading.Event
+    ) -> dict:
+        """The same for next-round preparation: the re-check of each question in `rechecks` and the first request
+        of each writing request."""
+        ...
+
+
+@runtime_checkable
+class ChecksQuestions(Protocol):
+    def check_new(self, text: str, answer: str) -> str | None:
+        """None when a written question (its text and answer) is right, else why not."""
         ...

@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from prosetting.core.config import default_of
 from prosetting.teacher_model import prompts
 from prosetting.teacher_model.base import WriteRequest
+from prosetting.teacher_model.batch import prefetch
 from prosetting.teacher_model.reply_check import ReplyCheck
 from prosetting.teacher_model.reply_parsing import (
     ATTEMPT_VERDICT_FORMAT,
@@ -264,6 +267,20 @@ class LLMTeacher:
             request.policy, request.question, request.success_rate, request.failed_attempt, request.count
         )
         return messages, self.writing_temperature, rng.randrange(2**31), questions_format(request.count)
+
+    def prefetch_grading(
+        self, items: list[tuple[dict, list[dict]]], state_path: Path, poll_s: float, stop: threading.Event
+    ) -> dict:
+        """Batching: grading's first requests through the grading endpoint's Batches API (batch.py)."""
+        requests = [req for question, attempts in items for req in self.grading_requests(question, attempts)]
+        return prefetch(self.transport, requests, state_path, poll_s, stop)
+
+    def prefetch_writing(
+        self, rechecks: list[dict], requests: list[WriteRequest], state_path: Path, poll_s: float, stop: threading.Event
+    ) -> dict:
+        """Batching: re-checks and writing's first requests through the writing endpoint's Batches API."""
+        first = [self.recheck_request(q) for q in rechecks] + [self.writing_request(req) for req in requests]
+        return prefetch(self.writer, [x for x in first if x is not None], state_path, poll_s, stop)
 
     @staticmethod
     def recheck_request(question: dict) -> Request:

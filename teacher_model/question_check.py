@@ -1,17 +1,17 @@
 """The check every new question passes before it enters the pool, whichever writer wrote it.
 
-For the built-in tasks the check is a rule: the question must parse as a problem of the task (column
-arithmetic, or a word problem of teacher_model/word_problems.py), its answer must equal the computed
-result, and it must not be a held-out question or a copy of its source. For any other Teacher, the
+For a Teacher with a rule (ChecksQuestions: the built-in tasks) the check is that rule: the question must parse as a
+problem of the task (column arithmetic, or a word problem of teacher_model/word_problems.py), its answer must
+equal the computed result, and it must not be a held-out question; no written question may copy its source. For
+any other Teacher, the
 Teacher grades the writer's own solution against the writer's answer (an LLM Teacher judges whether
 that solution is right); a wrong one is rejected.
 """
 
 from __future__ import annotations
 
-from prosetting.teacher_model.arithmetic import BuiltinTeacher, params_of, problem_record
+from prosetting.teacher_model.base import ChecksQuestions
 from prosetting.teacher_model.transport import NoUsableAnswer
-from prosetting.teacher_model.word_problems import WordProblemTeacher
 
 
 def check_question(teacher, new: dict, source: dict) -> str | None:
@@ -23,17 +23,7 @@ def check_question(teacher, new: dict, source: dict) -> str | None:
         return "empty question or answer"
     if text == source.get("question", "").strip():
         return "copy of its source"
-    if isinstance(teacher, BuiltinTeacher):
-        if text in teacher.exclude:
-            return "held-out question"
-        try:
-            spec, values = params_of({"question": text})
-        except ValueError:
-            return "not a well-formed arithmetic question"
-        if problem_record(spec, values)["answer"] != answer:
-            return "wrong answer"
-        return None
-    if isinstance(teacher, WordProblemTeacher):
+    if isinstance(teacher, ChecksQuestions):
         return teacher.check_new(text, answer)
     attempt = {
         "attempt_id": "writer-check",

@@ -191,7 +191,7 @@ def test_generator_questions_pass_the_same_check_as_the_teachers(builtin, tmp_pa
     from prosetting.processors.question_writers import QuestionWriters
 
     cfg = Config(QUESTION_WRITER="mixed", GENERATOR_SHARE=1.0)
-    ctx = type("Ctx", (), {"cfg": cfg, "_teacher": builtin, "paths": Paths(tmp_path)})()
+    ctx = type("Ctx", (), {"cfg": cfg, "teacher": builtin, "paths": Paths(tmp_path)})()
     writers = QuestionWriters(ctx, 1)
     assert writers.generator is None and writers.choose("q") == "teacher"  # no Generator trained yet
     src = {"id": "q1", "question": "12+30=?", "answer": "42", "meta": {}}

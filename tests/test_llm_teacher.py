@@ -292,7 +292,7 @@ def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
         append_jsonl(ctx.paths.trajectories(1), rows)
         server.fail_next(503)  # one transient failure somewhere in the stage
         assert isinstance(make_teacher(cfg), LLMTeacher)
-        ctx._teacher = LLMTeacher.from_config(cfg, backoff_s=0.01)
+        ctx.teacher = LLMTeacher.from_config(cfg, backoff_s=0.01)
         with caplog.at_level(logging.DEBUG):
             stats = run_grading(ctx, 1)
 
@@ -312,7 +312,7 @@ def test_grading_stage_with_the_llm_teacher(tmp_path, caplog):
     assert "HTTP 503" in caplog.text
     assert SECRET not in caplog.text
     assert SECRET not in ctx.paths.rewards(1).read_text()
-    assert SECRET not in repr(ctx._teacher)
+    assert SECRET not in repr(ctx.teacher)
 
 
 @pytest.mark.parametrize(

@@ -148,7 +148,7 @@ def test_static_curriculum_replays_the_seed_pool_and_writes_nothing(tmp_path):
     ctx = type(
         "Ctx",
         (),
-        {"cfg": Config(CURRICULUM="static"), "paths": paths, "_teacher": NoWriting(), "stop_event": threading.Event()},
+        {"cfg": Config(CURRICULUM="static"), "paths": paths, "teacher": NoWriting(), "stop_event": threading.Event()},
     )()
     stats = run_enhancement(ctx, 3)
     assert json.loads(paths.questions(4).read_text()) == seeds

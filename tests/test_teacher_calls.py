@@ -168,7 +168,7 @@ def stage_ctx(tmp_path, server, **overrides) -> RunContext:
             for q in questions
         ],
     )
-    ctx._teacher = LLMTeacher.from_config(cfg, backoff_s=0.01)
+    ctx.teacher = LLMTeacher.from_config(cfg, backoff_s=0.01)
     return ctx
 
 
@@ -263,7 +263,7 @@ def test_batch_api_answers_the_stage_and_a_stopped_poll_resumes_the_same_batch(t
         while server.batches[state["batch_id"]]["status"] != "completed":  # the resume's first poll finds it done
             time.sleep(0.05)
         ctx.stop_event.clear()
-        ctx._teacher = LLMTeacher.from_config(ctx.cfg, backoff_s=0.01)  # a new process: empty counters
+        ctx.teacher = LLMTeacher.from_config(ctx.cfg, backoff_s=0.01)  # a new process: empty counters
         stats = run_grading(ctx, 1)
         uploads = [r for r in server.requests if r["path"] == "/v1/files"]
     assert len(uploads) == 1 and len(server.batches) == 1  # resumed by polling, never submitted again
@@ -274,7 +274,7 @@ def test_batch_api_answers_the_stage_and_a_stopped_poll_resumes_the_same_batch(t
     lines = [json.loads(x) for x in server.files[state["input_file_id"]].decode().splitlines()]
     assert lines[0]["url"] == "/v1/chat/completions" and lines[0]["body"]["model"] == server.model
     # each line's id is the key the ordinary path builds for the same call: the stage's lookups found them
-    transport = ctx._teacher.transport
+    transport = ctx.teacher.transport
     for line in lines:
         body = line["body"]
         assert body["response_format"]["json_schema"]["name"] == "question_verdicts"  # structured, as ordinary calls

@@ -144,7 +144,7 @@ def stage_ctx(tmp_path, server: TeacherServer, **overrides) -> RunContext:
             for q in questions
         ],
     )
-    ctx._teacher = LLMTeacher.from_config(cfg, backoff_s=0.01)
+    ctx.teacher = LLMTeacher.from_config(cfg, backoff_s=0.01)
     return ctx
 
 
@@ -165,7 +165,7 @@ def test_a_refused_response_format_warns_once_and_every_later_request_is_plain(t
             stats = run_grading(ctx, 1)
         sent = [(r["status"], "response_format" in r["json"]) for r in server.chat_requests]
         formats, url = server.response_formats, server.base_url
-        assert not ctx._teacher.transport.structured_output  # off for the rest of this run
+        assert not ctx.teacher.transport.structured_output  # off for the rest of this run
     # one refused structured request, then the same request plain, then only plain ones
     assert sent[0] == (400, True) and sent[1:] == [(200, False)] * 8 and formats[1:] == [None] * 8
     rewards = read_jsonl(ctx.paths.rewards(1))
@@ -234,7 +234,7 @@ def test_grading_goes_to_one_teacher_and_writing_to_the_other(tmp_path):
             TEACHER_WRITING_TEMPERATURE="0.3",
             GRADING_MODE="hybrid",
         )
-        teacher = ctx._teacher
+        teacher = ctx.teacher
         assert teacher.writer is not teacher.transport and teacher.writer.cache is teacher.transport.cache
         assert teacher.writer.limits is teacher.transport.limits
         assert "writer-7b" in repr(teacher) and WRITER_KEY not in repr(teacher)

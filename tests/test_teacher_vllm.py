@@ -92,7 +92,7 @@ def test_grading_stops_loudly_on_a_real_vllm_server_answering_nonsense(tmp_path,
             for q in questions
         ],
     )
-    ctx._teacher = teacher = LLMTeacher.from_config(cfg, backoff_s=0.1)
+    ctx.teacher = teacher = LLMTeacher.from_config(cfg, backoff_s=0.1)
     with pytest.raises(TeacherError) as err:
         run_grading(ctx, 1)
     message = str(err.value)

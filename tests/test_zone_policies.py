@@ -223,7 +223,7 @@ def test_nonadaptive_control_writes_the_planned_questions_blind(tmp_path):
     ctx = stage_ctx(
         tmp_path, questions, rewards, attempts, CURRICULUM="nonadaptive", NONADAPTIVE_PLAN=str(plan), MAX_POOL_SIZE="15"
     )
-    ctx._teacher = Spy()
+    ctx.teacher = Spy()
     stats = run_enhancement(ctx, 1)
     assert stats["written_by_policy"] == {"stepping_stone": 3, "error_sibling": 4, "harder_variant": 5}
     assert all(r.zone is None and r.success_rate is None and r.failed_attempt is None for r in seen)
