@@ -6,8 +6,10 @@
 
 Every file of the two workspaces is compared: JSON and JSON Lines after normalising what differs between any two
 runs of the same work (the workspace's own path, wall-clock times and durations, process ids, host names, speeds),
-parquet files and every other file byte for byte (the models' safetensors included). Logs, tracking event files,
-the lock and the report's plot, which hold times in their text or their pixels, are left out and listed as such.
+parquet files and every other file byte for byte (the models' safetensors included). JSON Lines files compare as
+sets of records: the Teacher stages append lines as their concurrent workers finish; Markdown reports line by line
+with times and durations replaced. Logs, tracking event files, the lock, the plot (times in their text or
+pixels) and TRL's pickled `training_args.bin` (paths inside) are left out and listed as such.
 Prints one line per file that differs (the first differing JSON path and both values) and exits 1 when any does,
 0 when the runs are the same.
 """
@@ -60,25 +62,33 @@ SKIPPED = (
     re.compile(r"^tracking/"),
     re.compile(r"^\.prosetting\.lock$"),
     re.compile(r"^results/progress\.png$"),
-    re.compile(r"^results/report\.md$"),
     re.compile(r"(^|/)events\.out\.tfevents\."),
     re.compile(r"^training_runs/.*/(launch_pids\.json|accelerate_config\.yaml)$"),
+    re.compile(r"(^|/)training_args\.bin$"),  # TRL's pickled arguments: the output folder and run name inside
 )
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?")
+DURATION = re.compile(r"\b\d+(\.\d+)? ?(s|min)\b")
 
 
 def volatile(key: str) -> bool:
     return key in VOLATILE_KEYS or key.endswith(VOLATILE_SUFFIXES)
 
 
-def normalise(value, root: str):
-    """The value with its run-specific parts replaced by placeholders."""
+def normalise(value, root: Path):
+    """The value with its run-specific parts replaced by placeholders: the workspace's path and its folder name
+    (run names derive from it), times and durations, and the launch's free port."""
     if isinstance(value, dict):
         return {k: "<volatile>" if volatile(k) else normalise(v, root) for k, v in value.items()}
     if isinstance(value, list):
-        return [normalise(v, root) for v in value]
+        out = [normalise(v, root) for v in value]
+        for i, v in enumerate(value[:-1]):
+            if v == "--main_process_port":
+                out[i + 1] = "<port>"
+        return out
     if isinstance(value, str):
-        return TIMESTAMP.sub("<timestamp>", value.replace(root, "<workspace>"))
+        text = value.replace(str(root), "<workspace>")
+        text = re.sub(re.escape(root.name) + r"(?=-r\d)", "<workspace name>", text)  # a run name, "{name}-r{round}"
+        return TIMESTAMP.sub("<timestamp>", text)
     return value
 
 
@@ -106,13 +116,19 @@ def first_difference(a, b, where: str = "") -> str | None:
 
 
 def load(path: Path, root: Path):
-    """A JSON or JSON Lines file, normalised; a JSON Lines file as its list of records."""
+    """A JSON or JSON Lines file, normalised; a JSON Lines file as its records in a canonical order, since the
+    Teacher stages append theirs as concurrent workers finish (the order of lines is not part of the result)."""
     text = path.read_text()
     if path.suffix == ".jsonl":
-        data = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        data = json.loads(text)
-    return normalise(data, str(root))
+        rows = [normalise(json.loads(line), root) for line in text.splitlines() if line.strip()]
+        return sorted(rows, key=lambda row: json.dumps(row, sort_keys=True))
+    return normalise(json.loads(text), root)
+
+
+def text_lines(path: Path, root: Path) -> list[str]:
+    """A text report's lines with the workspace, times and durations replaced."""
+    text = path.read_text().replace(str(root), "<workspace>")
+    return [DURATION.sub("<duration>", TIMESTAMP.sub("<timestamp>", line)) for line in text.splitlines()]
 
 
 def files_of(root: Path) -> dict[str, Path]:
@@ -144,6 +160,15 @@ def compare(before: Path, after: Path) -> dict:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 why = f"not readable as JSON: {exc}"
             (out["different"].__setitem__(name, why) if why else out["same"].append(name))
+        elif name.endswith(".md"):
+            lines = [text_lines(p, root) for p, root in ((a[name], before), (b[name], after))]
+            diff = next((i for i, (x, y) in enumerate(zip(*lines, strict=False)) if x != y), None)
+            if diff is None and len(lines[0]) != len(lines[1]):
+                diff = min(len(lines[0]), len(lines[1]))
+            if diff is None:
+                out["same"].append(name)
+            else:
+                out["different"][name] = f"line {diff + 1} differs"
         elif sha256(a[name]) == sha256(b[name]):
             out["same"].append(name)
         else:
@@ -169,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(result['same'])} files the same, {len(result['different'])} different, "
         f"{len(result['only_before'])} only before, {len(result['only_after'])} only after, "
-        f"{len(result['skipped'])} not compared (logs, tracking, lock, plot, report)"
+        f"{len(result['skipped'])} not compared (logs, tracking, lock, plot, training_args.bin)"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

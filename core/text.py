@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from prosetting.core.records import Attempt
+
 ANSWER_EXTRACTIONS = ("boxed", "auto")
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 _STATED = re.compile(r"answer\s*(?:is|:|=)", re.IGNORECASE)
@@ -68,7 +70,7 @@ def make_attempt(
     truncated: bool,
     finish_reason: str | None = None,
     answer_extraction: str = "boxed",
-) -> dict:
+) -> Attempt:
     return {
         "attempt_id": f"{question_id}#r{round_}a{index}",
         "question_id": question_id,

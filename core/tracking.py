@@ -25,6 +25,7 @@ import os
 import uuid
 
 from prosetting.core.io import atomic_write_json, read_json
+from prosetting.core.records import RoundRow
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class RoundTracker:
             self._tensorboard = None
 
 
-def round_scalars(row: dict | None, table_row: dict | None) -> dict[str, float]:
+def round_scalars(row: RoundRow | None, table_row: dict | None) -> dict[str, float]:
     """A round's figures as flat scalars: each evaluation set and the average, the pool and its zones, pairs,
     training, the Teacher's calls, tokens and cost, and each writer's acceptance."""
     out: dict[str, float] = {}

@@ -24,7 +24,8 @@ import re
 import time
 
 from prosetting.core.context import RunContext
-from prosetting.core.io import atomic_write_json, read_json, read_jsonl
+from prosetting.core.io import atomic_write_json, read_json
+from prosetting.core.records import attempts_by_question, rewards_by_question
 from prosetting.core.text import solver_messages
 from prosetting.datasets.data_saver import save_pairs_parquet
 
@@ -114,8 +115,8 @@ def run_export(ctx: RunContext, r: int) -> dict:
     cfg, paths = ctx.cfg, ctx.paths
     t0 = time.time()
     questions = read_json(paths.questions(r))
-    attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(paths.trajectories(r))}
-    rewards = {row["question_id"]: row for row in read_jsonl(paths.rewards(r))}
+    attempts = attempts_by_question(paths, r)
+    rewards = rewards_by_question(paths, r)
     per_question, rows_by_q = [], {}
     for q in questions:  # pool order, so the files do not depend on grading order
         if q["id"] not in rewards:

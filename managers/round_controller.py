@@ -27,6 +27,7 @@ from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.questions import load_questions_file
+from prosetting.core.records import was_trained
 from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, Paths, StateManager
 from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
 from prosetting.managers import evaluation
@@ -321,8 +322,7 @@ class RoundController:
         progress = self.sm.load_progress(r)
         evaluation = None
         if not failed:
-            train = read_json(self.paths.train_result(r)) or {}
-            if train.get("trained"):
+            if was_trained(self.paths, r):
                 evaluation = self.evaluate(f"round_{r}", self.paths.merged_solver(r))
         else:
             carry_pool_forward(self.ctx, r)
@@ -342,7 +342,7 @@ class RoundController:
         evaluations = read_json(self.paths.evaluations) or {}
         state = self.sm.load_state()
         finished = sorted(set(state["completed_rounds"]) | set(state["failed_rounds"]))
-        rounds = [(r, bool((read_json(self.paths.train_result(r)) or {}).get("trained"))) for r in finished]
+        rounds = [(r, was_trained(self.paths, r)) for r in finished]
         table = eval_report.eval_table(evaluations, rounds, self.cfg.EVAL_K)
         by_round = {row["round"]: row for row in (table or {}).get("rows", [])}
         self.tracker.log(0, round_scalars(None, by_round.get(0)))

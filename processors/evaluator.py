@@ -68,7 +68,7 @@ def evaluate(
             "greedy": _accuracy([greedy[i] for i in idx]),
             "mean_at_k": _accuracy([sampled[i] for i in idx]),
         }
-        for name, idx in sorted(groups.items(), key=lambda kv: (kv[0] == "all", _level_key(kv[0])))
+        for name, idx in sorted(groups.items(), key=lambda kv: (kv[0] == "all", level_key(kv[0])))
     }
     result = {
         "n": len(questions),
@@ -93,7 +93,8 @@ def evaluate(
     return result
 
 
-def _level_key(name: str) -> tuple[int, float | str]:
+def level_key(name: str) -> tuple[int, float | str]:
+    """A level's sort key: numeric levels in order, then named groups."""
     try:
         return (0, float(name))
     except ValueError:

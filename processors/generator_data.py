@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
+from prosetting.core.records import attempts_by_question, rewards_by_question
 from prosetting.teacher_model.base import POLICY_OF_ZONE, make_request
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,9 @@ def export_generator_training(paths, cfg, r: int) -> dict:
     out: Path = paths.generator_records(r)
     done = {row["new_question_id"] for row in read_jsonl(out)}
     questions = {q["id"]: q for q in read_json(paths.questions(r))}
-    rewards = {row["question_id"]: row for row in read_jsonl(paths.rewards(r))}
-    attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(paths.trajectories(r))}
-    next_rewards = {row["question_id"]: row for row in read_jsonl(paths.rewards(r + 1))}
+    rewards = rewards_by_question(paths, r)
+    attempts = attempts_by_question(paths, r)
+    next_rewards = rewards_by_question(paths, r + 1)
     written = 0
     for row in read_jsonl(paths.enhanced_questions(r)):
         source = questions[row["parent_id"]]

@@ -21,6 +21,7 @@ import time
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
+from prosetting.core.records import RewardRow, Verdict, rewards_by_question
 from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import Batching, zone_of
@@ -29,7 +30,7 @@ from prosetting.teacher_model.transport import TeacherError
 log = logging.getLogger(__name__)
 
 
-def score(question_id: str, round_: int, verdicts: list[dict]) -> dict:
+def score(question_id: str, round_: int, verdicts: list[Verdict]) -> RewardRow:
     correct = sum(bool(v["correct"]) for v in verdicts)
     rate = correct / len(verdicts) if verdicts else 0.0
     return {
@@ -43,16 +44,12 @@ def score(question_id: str, round_: int, verdicts: list[dict]) -> dict:
     }
 
 
-def load_rewards(ctx: RunContext, r: int) -> dict[str, dict]:
-    return {row["question_id"]: row for row in read_jsonl(ctx.paths.rewards(r))}
-
-
 def run_grading(ctx: RunContext, r: int) -> dict:
     paths, teacher = ctx.paths, teacher_for(ctx)
     questions = {q["id"]: q for q in read_json(paths.questions(r))}
     trajectories = read_jsonl(paths.trajectories(r))
     out = paths.rewards(r)
-    done = set(load_rewards(ctx, r))
+    done = set(rewards_by_question(paths, r))
     todo = [row for row in trajectories if row["question_id"] not in done]
     log.info(
         "grade r%d: %d questions with the %s teacher (%d already graded)", r, len(trajectories), teacher.name, len(done)
@@ -101,7 +98,7 @@ def run_grading(ctx: RunContext, r: int) -> dict:
         ctx.check_stop()
     if ungraded:
         _check_ungraded(ctx.cfg, r, ungraded, len(trajectories))
-    stats = grading_stats(load_rewards(ctx, r), teacher.name)
+    stats = grading_stats(rewards_by_question(paths, r), teacher.name)
     stats.update(ungraded=len(ungraded), **batch_stats, seconds=round(time.time() - t0, 1))
     usage = usage_since(teacher, before, ctx.cfg)
     if usage:

@@ -34,6 +34,7 @@ import time
 from prosetting.core.config import read_write_plan
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
+from prosetting.core.records import attempts_by_question, rewards_by_question
 from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.processors.question_pool import build_blind_pool, build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
@@ -110,7 +111,7 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
         return [
             (i, q, blind[q["id"]], False) for i, q in enumerate(questions) if q["id"] in blind and q["id"] not in done
         ]
-    attempts = {row["question_id"]: row["attempts"] for row in read_jsonl(ctx.paths.trajectories(r))}
+    attempts = attempts_by_question(ctx.paths, r)
     recheck = isinstance(teacher, Rechecking)
     jobs = []
     for index, q in enumerate(questions):
@@ -141,7 +142,7 @@ def run_enhancement(ctx: RunContext, r: int) -> dict:
         log.info("enhance r%d: CURRICULUM=static, next pool = the %d seed questions again", r, len(pool))
         return {"written": 0, "next_pool": len(pool), "curriculum": "static", "seconds": round(time.time() - t0, 1)}
     questions = read_json(paths.questions(r))
-    rewards = {row["question_id"]: row for row in read_jsonl(paths.rewards(r))}
+    rewards = rewards_by_question(paths, r)
     out = paths.enhanced_questions(r)
     done = {row["parent_id"] for row in read_jsonl(out)}
     before = teacher_stats(teacher)

@@ -8,10 +8,7 @@ Teacher may have, each a protocol the stages test with isinstance and then call.
     ChecksQuestions  check_new: a rule that decides whether a written question is right (built-in tasks); the
                      others have a written question's own solution graded (question_check.py)
 
-Records are plain dicts (they are what the workspace files hold):
-    question: {"id", "question", "answer", "solution"?, "parent_id"?, "origin", "round", "meta"?}
-    attempt:  {"attempt_id", "question_id", "round", "text", "answer", "truncated", "num_tokens"}
-    verdict:  {"attempt_id", "correct": bool, "reason": str}
+The records a Teacher reads and returns (Question, Attempt, Verdict) are declared in core/records.py.
 """
 
 from __future__ import annotations
@@ -23,6 +20,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from prosetting.core.records import Attempt, Question, Verdict
 
 # What a written question is for, chosen by its parent's zone (`policies_for`): an easier question on the path
 # to a too-difficult one, a sibling aimed at a learning-zone error, a harder variant of a (nearly) mastered one.
@@ -146,7 +145,7 @@ def question_set(
 class Teacher(Protocol):
     name: str
 
-    def grade(self, question: dict, attempts: list[dict]) -> list[dict]:
+    def grade(self, question: Question, attempts: list[Attempt]) -> list[Verdict]:
         """One verdict per attempt, in order."""
         ...
 

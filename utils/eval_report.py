@@ -7,6 +7,8 @@ previous figures, marked as carried.
 
 from __future__ import annotations
 
+from prosetting.processors.evaluator import level_key
+
 
 def set_names(evaluations: dict) -> list[str]:
     """Every set measured, in the order the run lists them (the held-out set first)."""
@@ -101,7 +103,7 @@ def levels_markdown(evaluations: dict) -> list[str]:
                 per_label[label] = levels
         if not per_label:
             continue
-        levels = sorted({lv for d in per_label.values() for lv in d}, key=_level_key)
+        levels = sorted({lv for d in per_label.values() for lv in d}, key=level_key)
         lines += [
             "",
             f"{name}: greedy accuracy per difficulty level (%):",
@@ -112,13 +114,6 @@ def levels_markdown(evaluations: dict) -> list[str]:
         for label, d in per_label.items():
             lines.append(f"| {label} | " + " | ".join(_pct((d.get(lv) or {}).get("greedy")) for lv in levels) + " |")
     return lines
-
-
-def _level_key(name: str) -> tuple[int, float | str]:
-    try:
-        return (0, float(name))
-    except ValueError:
-        return (1, name)
 
 
 def plot_sets(ax, table: dict) -> None:

@@ -7,6 +7,7 @@ import time
 
 from prosetting.core.config import Config
 from prosetting.core.io import atomic_write_json, atomic_write_text, read_json
+from prosetting.core.records import RoundRow, was_trained
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.progress import read_round
 from prosetting.utils import eval_report
@@ -16,7 +17,7 @@ from prosetting.utils.writer_report import short, writer_figures
 log = logging.getLogger(__name__)
 
 
-def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
+def round_row(sm: StateManager, r: int, evaluations: dict) -> RoundRow:
     progress = read_round(sm, r)
     collect, grade, export, train, enhance = (
         progress.stats(s) for s in ("collect", "grade", "export", "train", "enhance")
@@ -24,10 +25,11 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
     questions = read_json(sm.paths.questions(r)) or []
     ev = evaluations.get(f"round_{r}")
     comp = pool_composition(sm.paths, r)  # per level, zone and writing policy (utils/pool_report.py)
+    trained = was_trained(sm.paths, r)
     return {
         "round": r,
         "done": progress.done,
-        "trained": bool(train.get("trained")),
+        "trained": trained,
         "heldout_accuracy": ev["greedy"] if ev else None,
         "heldout_mean_at_k": ev["mean_at_k"] if ev else None,
         "pool": {
@@ -41,7 +43,7 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> dict:
         },
         "pairs": export.get("pairs"),
         "train": {k: train.get(k) for k in ("steps", "loss_first", "loss_last", "reward_accuracy_last", "wall_s")}
-        if train.get("trained")
+        if trained
         else None,
         "next_pool": enhance.get("next_pool"),
         "new_questions": enhance.get("written"),
@@ -89,11 +91,7 @@ def _fmt(x, pct=False) -> str:
 
 def trained_rounds(sm: StateManager, upto: int) -> list[tuple[int, bool]]:
     """(round, trained) for the rounds up to `upto` that have started."""
-    return [
-        (r, bool((read_json(sm.paths.train_result(r)) or {}).get("trained")))
-        for r in range(1, upto + 1)
-        if sm.paths.progress(r).exists()
-    ]
+    return [(r, was_trained(sm.paths, r)) for r in range(1, upto + 1) if sm.paths.progress(r).exists()]
 
 
 def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prosetting.core.config import default_of
 from prosetting.core.io import read_json, read_jsonl
+from prosetting.core.records import rewards_by_question
 from prosetting.processors.generator_data import utility
 from prosetting.processors.question_enhancer import writer_counts
 
@@ -13,7 +14,7 @@ def writer_figures(paths, r: int) -> dict:
     """{"teacher": {"written", "rejected", "accepted", "acceptance_rate", "graded", "mean_utility"}, ...}."""
     cfg = read_json(paths.config) or {}
     mu, sigma = (float(cfg.get(key, default_of(key))) for key in ("GENERATOR_UTILITY_MU", "GENERATOR_UTILITY_SIGMA"))
-    graded = {row["question_id"]: row["success_rate"] for row in read_jsonl(paths.rewards(r + 1))}
+    graded = {qid: row["success_rate"] for qid, row in rewards_by_question(paths, r + 1).items()}
     rows = read_jsonl(paths.enhanced_questions(r))
     out: dict[str, dict] = {}
     for name, c in writer_counts(rows).items():

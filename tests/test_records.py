@@ -1,0 +1,58 @@
+"""The records declared in core/records.py are what the stages write: every key a writer puts in a record is
+declared, and every declared required key is written."""
+
+from __future__ import annotations
+
+import json
+
+from prosetting.core import records
+from prosetting.core.records import Attempt, RewardRow, TrainResult, Verdict
+from prosetting.core.state_manager import StateManager
+from prosetting.core.text import make_attempt
+from prosetting.processors.grading import score
+from prosetting.teacher_model.llm_teacher import LLMTeacher
+from prosetting.teacher_model.rule_teacher import grade_by_reference
+
+
+def declared(record: type) -> tuple[frozenset, frozenset]:
+    return record.__required_keys__, record.__required_keys__ | record.__optional_keys__
+
+
+def written_as(record: type, row: dict) -> None:
+    required, every = declared(record)
+    assert set(row) <= every, f"{record.__name__}: {set(row) - every} written but not declared"
+    assert required <= set(row), f"{record.__name__}: {required - set(row)} declared required but not written"
+
+
+def test_the_writers_write_the_declared_records():
+    attempt = make_attempt("q1", 2, 0, "3+4=7; \\boxed{7}", 9, False)
+    written_as(Attempt, attempt)
+    rule = grade_by_reference({"id": "q1", "answer": "7"}, [attempt])
+    written_as(Verdict, rule[0])
+    llm = LLMTeacher._llm_verdict(attempt, False, "off by one", "the carry")
+    written_as(Verdict, llm)
+    written_as(RewardRow, score("q1", 2, rule + [llm]))
+
+
+def test_the_readers_key_rows_by_question_and_read_trained_once(tmp_path):
+    paths = StateManager(tmp_path).paths
+    paths.data.mkdir(parents=True)
+    attempt = make_attempt("q1", 1, 0, "\\boxed{7}", 3, False)
+    paths.trajectories(1).write_text(json.dumps({"question_id": "q1", "round": 1, "model": "m", "attempts": [attempt]}))
+    reward = score("q1", 1, grade_by_reference({"id": "q1", "answer": "7"}, [attempt]))
+    paths.rewards(1).write_text(json.dumps(reward) + "\n")
+    assert records.attempts_by_question(paths, 1) == {"q1": [attempt]}
+    assert records.rewards_by_question(paths, 1) == {"q1": reward} and records.rewards_by_question(paths, 2) == {}
+    assert not records.was_trained(paths, 1)
+    paths.train_result(1).parent.mkdir(parents=True)
+    result: TrainResult = {"round": 1, "trained": True, "steps": 3}
+    paths.train_result(1).write_text(json.dumps(result))
+    assert records.was_trained(paths, 1) and records.read_train_result(paths, 1) == result
+    assert records.read_pool(paths, 1) == []
+
+
+def test_the_round_row_the_trackers_read_is_the_declared_one(tmp_path):
+    from prosetting.core.records import RoundRow
+    from prosetting.utils.report import round_row
+
+    written_as(RoundRow, round_row(StateManager(tmp_path), 1, {}))
