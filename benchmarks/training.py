@@ -131,7 +131,13 @@ def seeds_parquet(path: Path, seeds_file: str, system_prompt: str) -> int:
             continue
         wrong = {"attempt_id": f"{q['id']}#r1a0", "text": text}
         pairs, _ = build_pairs(
-            q, [wrong], [{"attempt_id": wrong["attempt_id"], "correct": False}], 0, 0, 1, system_prompt
+            q,
+            [wrong],
+            [{"attempt_id": wrong["attempt_id"], "correct": False}],
+            max_pairs=0,
+            seed=0,
+            round_=1,
+            system_prompt=system_prompt,
         )
         rows += pairs
     if not rows:
@@ -235,7 +241,16 @@ def main() -> int:
     def run_ours() -> tuple[float, dict]:
         shutil.rmtree(run_dir / "final", ignore_errors=True)
         t0, c0 = time.time(), cpu_seconds()
-        out = train_and_verify(cfg, spec, run_dir / "spec.json", ENTRY, root / "train.log", [], 1, threading.Event())
+        out = train_and_verify(
+            cfg,
+            spec,
+            run_dir / "spec.json",
+            ENTRY,
+            log_path=root / "train.log",
+            gpus=[],
+            r=1,
+            stop_event=threading.Event(),
+        )
         return time.time() - t0, {**out, "cpu_s": cpu_seconds() - c0}
 
     # Alternate the order (plain, ours, ours, plain, ...) and keep each side's fastest run: the machine is shared.

@@ -61,7 +61,7 @@ def main() -> None:
         texts = tok.batch_decode(generated, skip_special_tokens=True)
         for q, text, ids in zip(questions, texts, generated, strict=True):
             cut = tok.eos_token_id not in ids.tolist()
-            attempt = make_attempt(q["id"], 1, 0, text, len(ids), cut, answer_extraction="auto")
+            attempt = make_attempt(q["id"], 1, 0, text, num_tokens=len(ids), truncated=cut, answer_extraction="auto")
             verdict = teacher.grade(q, [attempt])[0]
             rows.append(
                 {

@@ -277,6 +277,7 @@ class EnginePool:
     def __init__(
         self,
         engines: list,
+        *,
         batch_timeout: float = 1800.0,
         start_timeout: float = 1800.0,
         max_retries: int = 2,

@@ -94,7 +94,9 @@ def run_collection(ctx: RunContext, r: int) -> dict:
     t0 = time.time()
     engines, failures, timings = 0, [], {}
     if todo:
-        engines, failures, timings = _generate(ctx, r, model_dir, backend, batches, todo, merge)
+        engines, failures, timings = _generate(
+            ctx, r, model_dir=model_dir, backend=backend, batches=batches, todo=todo, merge=merge
+        )
     merge.flush()
     missing = [q["id"] for q in questions if q["id"] not in merge.merged]
     if missing:
@@ -152,6 +154,7 @@ def batch_tasks(cfg, r: int, batches: list[list[dict]], todo: list[int]) -> list
 def _generate(
     ctx: RunContext,
     r: int,
+    *,
     model_dir: Path,
     backend: str,
     batches: list[list[dict]],
@@ -173,7 +176,16 @@ def _generate(
         rows = []
         for q, gens in zip(batches[task.id], outs, strict=True):
             attempts = [
-                make_attempt(q["id"], r, k, g.text, g.num_tokens, g.truncated, g.finish_reason, cfg.ANSWER_EXTRACTION)
+                make_attempt(
+                    q["id"],
+                    r,
+                    k,
+                    g.text,
+                    num_tokens=g.num_tokens,
+                    truncated=g.truncated,
+                    finish_reason=g.finish_reason,
+                    answer_extraction=cfg.ANSWER_EXTRACTION,
+                )
                 for k, g in enumerate(gens)
             ]
             row = {"question_id": q["id"], "round": r, "model": str(model_dir), "attempts": attempts}

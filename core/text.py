@@ -66,6 +66,7 @@ def make_attempt(
     round_: int,
     index: int,
     text: str,
+    *,
     num_tokens: int,
     truncated: bool,
     finish_reason: str | None = None,

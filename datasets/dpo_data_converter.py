@@ -48,6 +48,7 @@ def build_pairs(
     question: dict,
     attempts: list[dict],
     verdicts: list[dict],
+    *,
     max_pairs: int,
     seed: int,
     round_: int,
@@ -125,11 +126,11 @@ def run_export(ctx: RunContext, r: int) -> dict:
             q,
             attempts[q["id"]],
             rewards[q["id"]]["verdicts"],
-            cfg.MAX_PAIRS_PER_QUESTION,
-            cfg.SEED,
-            r,
-            cfg.SOLVER_SYSTEM_PROMPT,
-            cfg.DPO_TRUNCATE_REJECTED,
+            max_pairs=cfg.MAX_PAIRS_PER_QUESTION,
+            seed=cfg.SEED,
+            round_=r,
+            system_prompt=cfg.SOLVER_SYSTEM_PROMPT,
+            truncate_rejected=cfg.DPO_TRUNCATE_REJECTED,
         )
         rows_by_q[q["id"]] = rows
         per_question.append(

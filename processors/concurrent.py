@@ -23,6 +23,7 @@ def run_concurrently(
     work: Callable[[Any], Any],
     workers: int,
     stop_event: Event,
+    *,
     done: Callable[[list], None] | None = None,
     desc: str = "",
     total: int | None = None,
@@ -65,7 +66,7 @@ _END = object()
 
 
 def check_failures(
-    cfg, failed: dict[str, str], total: int, failure: str, saved: str, fix: str, logger: logging.Logger, warning: str
+    cfg, failed: dict[str, str], total: int, *, failure: str, saved: str, fix: str, logger: logging.Logger, warning: str
 ) -> None:
     """More than TEACHER_MAX_FAILURE_FRACTION of a stage's `total` questions failed for good (`failed`: question
     id -> its last error) fails the stage, saying what happened (`failure`), what is kept (`saved`) and what to

@@ -30,6 +30,7 @@ def _accuracy(hits: list[float]) -> float:
 def evaluate(
     backend: GenerationBackend,
     questions: list[dict],
+    *,
     k: int = 4,
     temperature: float = 0.7,
     seed: int = 0,

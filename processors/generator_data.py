@@ -77,7 +77,7 @@ def _attempt_for(
 ) -> dict | None:
     """The attempt the Teacher wrote from under `policy`: the enhancer's own (seeded) choice of failed attempt, or
     (harder variants) a correct one."""
-    req = make_request(question, reward, attempts, 1, cfg.SEED, r, policy)
+    req = make_request(question, reward, attempts, count=1, seed=cfg.SEED, r=r, policy=policy)
     if req is None:
         return None
     if req.failed_attempt is not None:

@@ -28,6 +28,7 @@ class GeneratorWriter:
     def __init__(
         self,
         model_dir: str | Path,
+        *,
         backend: str = "transformers",
         temperature: float | None = None,
         max_new_tokens: int | None = None,

@@ -128,11 +128,11 @@ def _check_ungraded(cfg, r: int, ungraded: dict[str, str], total: int) -> None:
         cfg,
         ungraded,
         total,
-        "got no grade from",
-        "The graded ones are saved",
-        " (or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS)",
-        log,
-        f"grade r{r}: %d question(s) ungraded (last error: %s); they go back into the next pool and any re-run "
+        failure="got no grade from",
+        saved="The graded ones are saved",
+        fix=" (or lower TEACHER_MAX_RPM / TEACHER_CONCURRENT_WORKERS)",
+        logger=log,
+        warning=f"grade r{r}: %d question(s) ungraded (last error: %s); they go back into the next pool and any re-run "
         "of this stage grades them",
     )
 

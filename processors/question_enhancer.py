@@ -55,6 +55,7 @@ def make_requests(
     question: dict,
     reward: dict,
     attempts: list[dict],
+    *,
     count: int,
     seed: int,
     r: int,
@@ -63,7 +64,7 @@ def make_requests(
 ) -> list[WriteRequest]:
     """One request per writing policy of the question's zone and success rate (`policies_for`)."""
     reqs = [
-        make_request(question, reward, attempts, count, seed, r, policy)
+        make_request(question, reward, attempts, count=count, seed=seed, r=r, policy=policy)
         for policy in policies_for(reward["zone"], reward["success_rate"], near_mastery, allowed)
     ]
     return [req for req in reqs if req is not None]
@@ -121,11 +122,11 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
             q,
             rewards[q["id"]],
             attempts.get(q["id"], []),
-            cfg.NEW_QUESTIONS_PER_PARENT,
-            cfg.SEED,
-            r,
-            cfg.NEAR_MASTERY,
-            cfg.write_policies,
+            count=cfg.NEW_QUESTIONS_PER_PARENT,
+            seed=cfg.SEED,
+            r=r,
+            near_mastery=cfg.NEAR_MASTERY,
+            allowed=cfg.write_policies,
         )
         check_first = recheck and rewards[q["id"]]["zone"] == "too_difficult"
         if reqs or check_first:
@@ -286,11 +287,11 @@ def _check_failures(cfg, r: int, failed: dict[str, str], total: int) -> None:
         cfg,
         failed,
         total,
-        "got nothing written or re-checked by",
-        "What was written is saved",
-        "",
-        log,
-        f"enhance r{r}: %d question(s) got nothing written or re-checked (last error: %s); none is dropped, "
+        failure="got nothing written or re-checked by",
+        saved="What was written is saved",
+        fix="",
+        logger=log,
+        warning=f"enhance r{r}: %d question(s) got nothing written or re-checked (last error: %s); none is dropped, "
         "nothing new comes from them this round",
     )
 
@@ -311,10 +312,10 @@ def _next_pool(ctx: RunContext, r: int, questions: list[dict], rewards: dict, ro
             kept,
             rewards,
             new_questions,
-            cfg.REPLAY_RATIO,
-            cfg.SEED,
-            r,
-            cfg.pool_cap(r + 1),  # the next round's cap (MAX_POOL_SIZE_BY_ROUND, else MAX_POOL_SIZE)
+            replay_ratio=cfg.REPLAY_RATIO,
+            seed=cfg.SEED,
+            round_=r,
+            max_size=cfg.pool_cap(r + 1),  # the next round's cap (MAX_POOL_SIZE_BY_ROUND, else MAX_POOL_SIZE)
             replay_failed=cfg.REPLAY_FAILED,
             cap=cfg.POOL_CAP,
         )

@@ -82,6 +82,7 @@ def build_next_pool(
     questions: list[dict],
     rewards: dict[str, dict],
     new_questions: list[dict],
+    *,
     replay_ratio: float,
     seed: int,
     round_: int,

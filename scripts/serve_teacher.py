@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(ours)
     try:
         command, env = server_command(
-            args.model, args.port, args.host, args.max_model_len, args.name or None, extra=extra
+            args.model,
+            port=args.port,
+            host=args.host,
+            max_model_len=args.max_model_len,
+            name=args.name or None,
+            extra=extra,
         )
     except FileNotFoundError as exc:
         p.error(str(exc))

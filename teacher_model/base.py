@@ -78,7 +78,7 @@ class WriteRequest:
 
 
 def make_request(
-    question: dict, reward: dict, attempts: list[dict], count: int, seed: int, r: int, policy: str | None = None
+    question: dict, reward: dict, attempts: list[dict], *, count: int, seed: int, r: int, policy: str | None = None
 ) -> WriteRequest | None:
     """The request for one policy (default: the zone's own) of a graded question, seeded by (SEED, round, id)."""
     zone = reward["zone"]

@@ -156,6 +156,7 @@ class LLMTeacher:
         parse,
         shape: str,
         what: str,
+        *,
         temperature: float = 0.0,
         seed: int | None = None,
         response_format: dict | None = None,
@@ -332,9 +333,9 @@ class LLMTeacher:
             parse_recheck,
             '{"valid": true or false, "reason": "..."}',
             f"re-checking {question.get('id', '?')}",
-            temperature,
-            seed,
-            response_format,
+            temperature=temperature,
+            seed=seed,
+            response_format=response_format,
             transport=self.writer,
         )
 

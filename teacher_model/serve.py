@@ -48,6 +48,7 @@ def _context_length(model_dir: Path) -> int | None:
 
 def server_command(
     model_dir: str | os.PathLike,
+    *,
     port: int = 8000,
     host: str = "127.0.0.1",
     max_model_len: int = 2048,

@@ -106,6 +106,7 @@ class TeacherTransport:
         client: OpenAI,
         model: str,
         base_url: str,
+        *,
         max_retries: int = 3,
         timeout: float = 120.0,
         backoff_s: float = 1.0,

@@ -398,7 +398,7 @@ class WordProblemTeacher:
                 out.append((target, hints, None, None, why))
             return out
         if request.policy == "stepping_stone":
-            return self._stones(request, p, shape, level, failed, story, solved)
+            return self._stones(request, p=p, shape=shape, level=level, failed=failed, story=story, solved=solved)
         want, aim = None, "no failed step to aim at" if failed is None else "a wrong answer after every right count"
         if failed is not None and failed < len(p.steps):
             op, x, n = p.ops[failed], [p.start, *values(p)][failed], p.steps[failed][1]
@@ -413,7 +413,7 @@ class WordProblemTeacher:
             aim += f"; the attempt computed with the distractor {p.distractor.n}"
         return [(shape, {"ops": p.ops}, None, want, f"error sibling{solved}: {aim}")] * request.count
 
-    def _stones(self, request, p, shape, level, failed, story, solved):
+    def _stones(self, request, *, p, shape, level, failed, story, solved):
         if shape.steps > 1 or p.distractor:
             part, why = _sub_problem(p, failed, uses_distractor(p, (request.failed_attempt or {}).get("text") or ""))
             part_shape = shape_of(part)

@@ -36,8 +36,12 @@ def test_unknown_mode_names_the_setting():
 
 
 def test_a_truncated_solution_never_gives_its_last_number():
-    cut = make_attempt("q1", 1, 0, "21 - 8 = 13 and then 13 + 4", 96, True, answer_extraction="auto")
-    done = make_attempt("q1", 1, 1, "21 - 8 = 13 pencils are left.", 20, False, answer_extraction="auto")
+    cut = make_attempt(
+        "q1", 1, 0, "21 - 8 = 13 and then 13 + 4", num_tokens=96, truncated=True, answer_extraction="auto"
+    )
+    done = make_attempt(
+        "q1", 1, 1, "21 - 8 = 13 pencils are left.", num_tokens=20, truncated=False, answer_extraction="auto"
+    )
     assert cut["answer"] is None and done["answer"] == "13"
     verdicts = grade_by_reference({"answer": "13"}, [cut, done])
     assert [v["correct"] for v in verdicts] == [False, True]

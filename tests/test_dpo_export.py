@@ -64,9 +64,9 @@ def test_reference_solution_is_chosen_when_every_attempt_failed():
     assert source == "reference" and len(rows) == 2
     assert all(r["chosen"][0]["content"] == Q["solution"] and r["chosen_source"] == "reference" for r in rows)
     no_ref = {**Q, "solution": None}
-    assert build_pairs(no_ref, attempts, verdicts, 8, 0, 1) == ([], "none")
+    assert build_pairs(no_ref, attempts, verdicts, max_pairs=8, seed=0, round_=1) == ([], "none")
     all_right, v = _attempts([("c1", True)])
-    assert build_pairs(Q, all_right, v, 8, 0, 1) == ([], "none")
+    assert build_pairs(Q, all_right, v, max_pairs=8, seed=0, round_=1) == ([], "none")
 
 
 def test_rejected_cut_after_its_first_differing_step():

@@ -120,7 +120,12 @@ def test_export_weights_are_the_utility_of_the_next_rounds_success_rate(tmp_path
 
     q0 = json.loads(paths.questions(1).read_text())[0]
     req = make_request(
-        q0, read_jsonl(paths.rewards(1))[0], read_jsonl(paths.trajectories(1))[0]["attempts"], 1, Config().SEED, 1
+        q0,
+        read_jsonl(paths.rewards(1))[0],
+        read_jsonl(paths.trajectories(1))[0]["attempts"],
+        count=1,
+        seed=Config().SEED,
+        r=1,
     )
     assert first["prompt"] == generator_prompt(q0, "learning", req.failed_attempt)
     assert first["source"]["id"] == "q0" and first["new_question"]["answer"] == "2"

@@ -135,3 +135,20 @@ def test_the_readme_states_the_layers_and_names_every_module_in_its_layer():
             missing = [p.name for p in sorted((REPO / folder).glob("*.py")) if p.name != "__init__.py"]
             missing = [name for name in missing if f"`{name}`" not in text]
             assert not missing, f"README, Architecture, layer of {folder}/ does not name {missing}"
+
+
+def test_long_signatures_are_keyword_only():
+    """A call of more than a handful of arguments names them: no function of the package takes more than six
+    positional parameters (the rest go after `*`)."""
+    import ast
+
+    long = []
+    for path in sorted(REPO.glob("*/*.py")):
+        if path.parts[-2] in ("tests", ".venv", "benchmarks"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                positional = [a for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                if len(positional) > 6:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({len(positional)})")
+    assert not long, f"more than six positional parameters: {long}"

@@ -25,7 +25,7 @@ def written_as(record: type, row: dict) -> None:
 
 
 def test_the_writers_write_the_declared_records():
-    attempt = make_attempt("q1", 2, 0, "3+4=7; \\boxed{7}", 9, False)
+    attempt = make_attempt("q1", 2, 0, "3+4=7; \\boxed{7}", num_tokens=9, truncated=False)
     written_as(Attempt, attempt)
     rule = grade_by_reference({"id": "q1", "answer": "7"}, [attempt])
     written_as(Verdict, rule[0])
@@ -37,7 +37,7 @@ def test_the_writers_write_the_declared_records():
 def test_the_readers_key_rows_by_question_and_read_trained_once(tmp_path):
     paths = StateManager(tmp_path).paths
     paths.data.mkdir(parents=True)
-    attempt = make_attempt("q1", 1, 0, "\\boxed{7}", 3, False)
+    attempt = make_attempt("q1", 1, 0, "\\boxed{7}", num_tokens=3, truncated=False)
     paths.trajectories(1).write_text(json.dumps({"question_id": "q1", "round": 1, "model": "m", "attempts": [attempt]}))
     reward = score("q1", 1, grade_by_reference({"id": "q1", "answer": "7"}, [attempt]))
     paths.rewards(1).write_text(json.dumps(reward) + "\n")

@@ -221,7 +221,7 @@ def test_the_error_analysis_reaches_the_question_writer():
             {"attempt_id": "q1#r1a1", "correct": False, "error": "forgot the carry"},
         ],
     }
-    req = make_request(QUESTION, reward, [attempt(0, "42"), attempt(1, "32")], 1, 0, 1)
+    req = make_request(QUESTION, reward, [attempt(0, "42"), attempt(1, "32")], count=1, seed=0, r=1)
     assert req.failed_attempt["error_analysis"] == "forgot the carry"
     prompt = prompts.write_messages("learning", QUESTION, 0.5, req.failed_attempt, 1)[-1]["content"]
     assert "analysis of its error: forgot the carry" in prompt

@@ -105,13 +105,16 @@ def test_grading_right_wrong_and_unreadable(extraction):
         "The answer is 29.": False,
         "I am not sure how to solve this.": False,
     }
-    attempts = [make_attempt("q", 1, i, text, 20, False, answer_extraction=extraction) for i, text in enumerate(texts)]
+    attempts = [
+        make_attempt("q", 1, i, text, num_tokens=20, truncated=False, answer_extraction=extraction)
+        for i, text in enumerate(texts)
+    ]
     verdicts = wp.WordProblemTeacher(exclude=set()).grade(q, attempts)
     assert [v["correct"] for v in verdicts] == list(texts.values())
     assert verdicts[-1]["reason"].startswith("no ") and [v["attempt_id"] for v in verdicts] == [
         a["attempt_id"] for a in attempts
     ]
-    cut = make_attempt("q", 1, 9, "21 - 8 = 13, and then", 200, True, answer_extraction=extraction)
+    cut = make_attempt("q", 1, 9, "21 - 8 = 13, and then", num_tokens=200, truncated=True, answer_extraction=extraction)
     assert not wp.WordProblemTeacher(exclude=set()).grade(q, [cut])[0]["correct"]  # cut off: no stated answer
 
 

@@ -63,4 +63,6 @@ def run_stage(
         c, model, [str(train)], [], run_dir, 1, ref_model=ref_model, preset=launch.resolve_preset(c, gpus)
     )
     atomic_write_json(run_dir / "spec.json", spec)
-    return train_and_verify(c, spec, run_dir / "spec.json", ENTRY, log_path, gpus, 1, threading.Event())
+    return train_and_verify(
+        c, spec, run_dir / "spec.json", ENTRY, log_path=log_path, gpus=gpus, r=1, stop_event=threading.Event()
+    )

@@ -99,7 +99,13 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
 
     log_path = paths.generator_log(r)
     preset, outcome, wall_s = train_and_install(
-        ctx, r, generator_spec, ENTRY_MODULE, paths.generator_run_dir(r), log_path, paths.generator_dir(r)
+        ctx,
+        r,
+        make_spec=generator_spec,
+        entry=ENTRY_MODULE,
+        run_dir=paths.generator_run_dir(r),
+        log_path=log_path,
+        dest=paths.generator_dir(r),
     )
     metrics = {k: v for k, v in outcome.items() if k not in ("command", "remote_commands")}
     result = {

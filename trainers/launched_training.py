@@ -41,6 +41,7 @@ class TrainingFailed(RuntimeError):
 def train_and_install(
     ctx: RunContext,
     r: int,
+    *,
     make_spec: Callable[[Path, str], dict],
     entry: str,
     run_dir: Path,
@@ -62,7 +63,9 @@ def train_and_install(
     atomic_write_json(spec_path, spec)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    outcome = train_and_verify(cfg, spec, spec_path, entry, log_path, gpus, r, ctx.stop_event)
+    outcome = train_and_verify(
+        cfg, spec, spec_path, entry, log_path=log_path, gpus=gpus, r=r, stop_event=ctx.stop_event
+    )
     replace_dir(Path(spec["final_dir"]), dest)
     return preset, outcome, round(time.time() - t0, 1)
 
@@ -72,6 +75,7 @@ def train_and_verify(
     spec: dict,
     spec_path: Path,
     entry: str,
+    *,
     log_path: Path,
     gpus: list[int],
     r: int,

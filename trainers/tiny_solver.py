@@ -70,6 +70,7 @@ def build_tokenizer():
 
 def build_tiny_solver(
     out_dir: str | Path,
+    *,
     seed: int = 0,
     layers: int = 4,
     hidden: int = 128,

@@ -50,6 +50,7 @@ def build_spec(
     val: list[str],
     run_dir: Path,
     r: int,
+    *,
     ref_model: Path | None = None,
     preset: str = "single",
 ) -> dict:
@@ -139,7 +140,13 @@ def run_training(ctx: RunContext, r: int) -> dict:
         return build_spec(cfg, model, train, val, run_dir, r, ref_model=ref, preset=preset)
 
     preset, outcome, wall_s = train_and_install(
-        ctx, r, dpo_spec, ENTRY, paths.train_run_dir(r), paths.train_log(r), paths.merged_solver(r)
+        ctx,
+        r,
+        make_spec=dpo_spec,
+        entry=ENTRY,
+        run_dir=paths.train_run_dir(r),
+        log_path=paths.train_log(r),
+        dest=paths.merged_solver(r),
     )
     log_path = paths.train_log(r)
     result = {

@@ -52,6 +52,7 @@ def sft_rows(n: int, levels: tuple[int, ...], seed: int, exclude: set[str], syst
 def warm_start(
     base_dir: str | Path,
     out_dir: str | Path,
+    *,
     steps: int,
     seed: int,
     log_dir: str | Path | None = None,

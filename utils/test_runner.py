@@ -76,7 +76,7 @@ def check_pairs(tmp: Path) -> str:
     capped = build_pairs(q, attempts, verdicts, max_pairs=3, seed=0, round_=1)[0]
     assert len(capped) == 3 and capped == build_pairs(q, attempts, verdicts, max_pairs=3, seed=0, round_=1)[0]
     wrong = [{"attempt_id": "w", "text": "w1"}]
-    rows, source = build_pairs(q, wrong, [{"attempt_id": "w", "correct": False}], 8, 0, 1)
+    rows, source = build_pairs(q, wrong, [{"attempt_id": "w", "correct": False}], max_pairs=8, seed=0, round_=1)
     assert source == "reference" and rows[0]["chosen"][0]["content"] == "\\boxed{46}"
     ids = [f"q{i}" for i in range(20)]
     val = split_questions(ids, 0.1, seed=1, round_=1)
