@@ -57,11 +57,11 @@ def plain(spec_path: str) -> None:
     loaded = time.time()
     args = DPOConfig(
         output_dir=spec["output_dir"] + "_plain",
-        per_device_train_batch_size=spec["batch_size"],
-        gradient_accumulation_steps=spec["grad_accum"],
+        per_device_train_batch_size=spec["per_device_train_batch_size"],
+        gradient_accumulation_steps=spec["gradient_accumulation_steps"],
         learning_rate=spec["learning_rate"],
-        warmup_steps=spec["warmup_ratio"],
-        num_train_epochs=spec["num_epochs"],
+        warmup_steps=spec["warmup_steps"],
+        num_train_epochs=spec["num_train_epochs"],
         max_steps=spec["max_steps"] or -1,
         beta=spec["beta"],
         loss_type=spec["loss_type"],
@@ -176,14 +176,14 @@ def main() -> int:
         return 0
 
     from prosetting.core.config import Config, load_config
-    from prosetting.core.io import atomic_write_json
     from prosetting.core.models import resolve_model
     from prosetting.datasets.data_saver import count_rows
     from prosetting.tests.training_helpers import pairs_parquet
     from prosetting.trainers import launch
     from prosetting.trainers.launched_training import train_and_verify
+    from prosetting.trainers.specs import dpo_spec
     from prosetting.trainers.tiny_solver import build_tiny_solver
-    from prosetting.trainers.trl_trainer import ENTRY, build_spec
+    from prosetting.trainers.trl_trainer import ENTRY
 
     load_before = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="bench_training_"))
@@ -221,8 +221,8 @@ def main() -> int:
     cfg = load_config(env_file=None, overrides={k: str(v) for k, v in settings.items()}, environ={})[0]
     run_dir = root / "run"
     run_dir.mkdir()
-    spec = build_spec(cfg, model, [str(train)], [], run_dir, 1, preset=launch.resolve_preset(cfg, []))
-    atomic_write_json(run_dir / "spec.json", spec)
+    spec = dpo_spec(cfg, model, [str(train)], [], run_dir, 1, preset=launch.resolve_preset(cfg, []))
+    spec.write(run_dir / "spec.json")
 
     def cpu_seconds() -> float:
         """CPU time of this process and of every finished child (and theirs): insensitive to other users' load."""
@@ -327,7 +327,7 @@ def main() -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    for trained in (run_dir / "final", Path(spec["output_dir"] + "_plain")):  # the models; the logs stay
+    for trained in (run_dir / "final", Path(spec.output_dir + "_plain")):  # the models; the logs stay
         shutil.rmtree(trained, ignore_errors=True)
     print(f"logs in {root} (our stage's: train.log, run/log_history.json)")
     return 0

@@ -67,7 +67,7 @@ def test_short_embedded_run_writes_summary_report_and_plot(tmp_path):
 
     # the embedded profile reaches the training process: NLL only, warm-up from 0 to 5e-4, then decay
     spec = json.loads((ws / "training_runs" / "r2" / "spec.json").read_text())
-    assert (spec["loss_type"], spec["learning_rate"], spec["warmup_ratio"]) == (["sft"], 5e-4, 0.2)
+    assert (spec["loss_type"], spec["learning_rate"], spec["warmup_steps"]) == (["sft"], 5e-4, 0.2)
     rates = [
         h["learning_rate"]
         for h in json.loads((ws / "training_runs" / "r2" / "log_history.json").read_text())

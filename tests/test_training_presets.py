@@ -5,6 +5,7 @@ Every YAML is loaded with accelerate's own config classes, as `accelerate launch
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -13,7 +14,7 @@ import yaml
 from prosetting.core import devices
 from prosetting.core.config import ConfigError
 from prosetting.trainers import launch
-from prosetting.trainers.trl_trainer import build_spec, latest_checkpoint
+from prosetting.trainers.specs import DPOSpec, SpecError, dpo_spec, latest_checkpoint, sft_spec
 from tests.training_helpers import cfg
 
 EIGHT = list(range(8))
@@ -59,8 +60,8 @@ def test_fsdp2_on_eight_gpus(tmp_path):
     assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP" and fsdp["fsdp_activation_checkpointing"] is True
     assert raw["gpu_ids"] == "0,1,2,3,4,5,6,7" and loaded.fsdp_config["fsdp_version"] == 2
     assert launch.launch_env(path).get("ACCELERATE_USE_CPU") != "true"
-    spec = build_spec(c, tmp_path / "m", [], [], tmp_path, 3, preset="fsdp")
-    assert spec["gradient_checkpointing"] is False  # FSDP's own activation checkpointing does it
+    spec = dpo_spec(c, tmp_path / "m", [], [], tmp_path, 3, preset="fsdp")
+    assert spec.gradient_checkpointing is False  # FSDP's own activation checkpointing does it
 
 
 def test_ddp_and_deepspeed_on_gpus(tmp_path):
@@ -159,15 +160,15 @@ def test_spec_carries_training_options_and_resume_point(tmp_path):
         TRL_LORA_TARGET_MODULES="q_proj,v_proj",
         TRL_MIXED_PRECISION="bf16",
     )
-    spec = build_spec(c, tmp_path / "m", ["a.parquet"], [], run, 3, ref_model=tmp_path / "init")
-    assert spec["resume_from_checkpoint"].endswith("checkpoint-10") == latest_checkpoint(run).endswith("checkpoint-10")
-    assert spec["precompute_ref_log_probs"] is True and spec["report_to"] == ["tensorboard", "wandb"]
-    assert (spec["lora_r"], spec["lora_target_modules"], spec["ref_model"]) == (
+    spec = dpo_spec(c, tmp_path / "m", ["a.parquet"], [], run, 3, ref_model=tmp_path / "init")
+    assert spec.resume_from_checkpoint.endswith("checkpoint-10") == latest_checkpoint(run).endswith("checkpoint-10")
+    assert spec.precompute_ref_log_probs is True and spec.report_to == ["tensorboard", "wandb"]
+    assert (spec.lora_r, spec.lora_target_modules, spec.ref_model) == (
         8,
         "q_proj,v_proj",
         str(tmp_path / "init"),
     )
-    assert build_spec(cfg(), tmp_path / "m", [], [], run, 3)["resume_from_checkpoint"] is None
+    assert dpo_spec(cfg(), tmp_path / "m", [], [], run, 3).resume_from_checkpoint is None
 
 
 def test_nvidia_smi_parsing_and_gpu_lists():
@@ -252,3 +253,26 @@ def test_a_launch_left_by_a_killed_parent_is_stopped_before_a_new_one(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_the_training_specs_carry_trls_names_and_read_back_checked(tmp_path):
+    """TRL_BATCH_SIZE is per_device_train_batch_size from the spec on; the Generator has its own SFT spec; a spec
+    file of another shape is refused naming the file and the keys."""
+    c = cfg(TRL_BATCH_SIZE=6, TRL_GRAD_ACCUM=3, GENERATOR_LEARNING_RATE=2e-4, GENERATOR_NUM_EPOCHS=4.0)
+    spec = dpo_spec(c, tmp_path / "m", ["a.parquet"], [], tmp_path / "run", 2)
+    args = spec.training_arguments()
+    assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"]) == (6, 3)
+    assert args["seed"] == args["data_seed"] == c.SEED + 2 and args["max_steps"] == (c.TRL_MAX_STEPS or -1)
+    spec.write(tmp_path / "spec.json")
+    assert DPOSpec.read(tmp_path / "spec.json") == spec
+
+    generator = sft_spec(c, tmp_path / "g", ["r1.jsonl"], tmp_path / "grun", 2)
+    assert (generator.learning_rate, generator.num_train_epochs, generator.max_steps) == (2e-4, 4.0, 0)
+    assert generator.per_device_train_batch_size == 6 and not hasattr(generator, "beta")
+    generator.write(tmp_path / "sft.json")
+    with pytest.raises(SpecError, match=r"sft\.json: not a DPOSpec; missing keys \['beta', 'loss_type'\]"):
+        DPOSpec.read(tmp_path / "sft.json")
+    old = {**json.loads((tmp_path / "spec.json").read_text()), "batch_size": 6}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(SpecError, match=r"old\.json: not a DPOSpec; unknown keys \['batch_size'\]"):
+        DPOSpec.read(tmp_path / "old.json")

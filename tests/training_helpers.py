@@ -52,17 +52,15 @@ def run_stage(
     ref_model: Path | None = None,
 ) -> dict:
     """The training stage's own launch, merge and verification on given files (no workspace needed)."""
-    from prosetting.core.io import atomic_write_json
     from prosetting.trainers import launch
     from prosetting.trainers.launched_training import train_and_verify
-    from prosetting.trainers.trl_trainer import ENTRY, build_spec
+    from prosetting.trainers.specs import dpo_spec
+    from prosetting.trainers.trl_trainer import ENTRY
 
     gpus = gpus or []
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = build_spec(
-        c, model, [str(train)], [], run_dir, 1, ref_model=ref_model, preset=launch.resolve_preset(c, gpus)
-    )
-    atomic_write_json(run_dir / "spec.json", spec)
+    spec = dpo_spec(c, model, [str(train)], [], run_dir, 1, ref_model=ref_model, preset=launch.resolve_preset(c, gpus))
+    spec.write(run_dir / "spec.json")
     return train_and_verify(
         c, spec, run_dir / "spec.json", ENTRY, log_path=log_path, gpus=gpus, r=1, stop_event=threading.Event()
     )

@@ -4,7 +4,7 @@
         --spec training_runs/r3/spec.json
 
 The spec (written by trainers/trl_trainer.py) names the model, the parquet files, the output folders
-and the hyperparameters. The main process writes the final model to `spec["final_dir"]` (sharded
+and the hyperparameters. The main process writes the final model to `spec.final_dir` (sharded
 under FSDP), `weights_fingerprint.json` (what the parent verifies the merged folder against) and
 `metrics.json`; the parent merges, completes, verifies and moves the model into place.
 
@@ -20,33 +20,27 @@ import resource
 import time
 from pathlib import Path
 
-from prosetting.trainers.entry_common import (
-    heartbeat,
-    load_tokenizer_and_model,
-    lora_config,
-    project_of,
-    report_to,
-    save_final,
-)
+from prosetting.trainers.entry_common import heartbeat, load_tokenizer_and_model, lora_config, report_to, save_final
+from prosetting.trainers.specs import DPOSpec
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", required=True, help="JSON file written by trl_trainer.build_spec")
     args = parser.parse_args()
-    spec = json.loads(Path(args.spec).read_text())
+    spec = DPOSpec.read(Path(args.spec))
 
     import torch
     from transformers import AutoModelForCausalLM
     from trl import DPOTrainer
 
-    torch.manual_seed(spec["seed"])
+    torch.manual_seed(spec.seed)
     data = _load_pairs(spec)
 
     tokenizer, model, dtype = load_tokenizer_and_model(spec)
     ref_model = None
-    if spec.get("ref_model"):  # TRL_REF_MODEL=initial; `previous` lets TRL load the round's model in `dtype`
-        ref_model = AutoModelForCausalLM.from_pretrained(spec["ref_model"], dtype=dtype)
+    if spec.ref_model:  # TRL_REF_MODEL=initial; `previous` lets TRL load the round's model in `dtype`
+        ref_model = AutoModelForCausalLM.from_pretrained(spec.ref_model, dtype=dtype)
     peft_config = lora_config(spec)
 
     has_eval = "validation" in data and len(data["validation"]) > 0
@@ -62,12 +56,11 @@ def main() -> None:
     )
     acc = trainer.accelerator
     print(json.dumps({"process": acc.process_index, **_world(acc)}), flush=True)
-    resume = spec.get("resume_from_checkpoint")
     t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume if resume else None)
+    trainer.train(resume_from_checkpoint=spec.resume_from_checkpoint or None)
     duration = time.time() - t0
 
-    final_dir = Path(spec["final_dir"])
+    final_dir = Path(spec.final_dir)
     save_final(trainer, peft_config, final_dir)
     peaks = _peak_memory(acc)  # every process takes part in the gather
     if trainer.is_world_process_zero():
@@ -92,13 +85,13 @@ def main() -> None:
         (final_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
-def _load_pairs(spec: dict):
+def _load_pairs(spec: DPOSpec):
     """The exported parquet files as a DatasetDict: `train`, and `validation` when the spec names files."""
     import datasets  # Hugging Face datasets; our own `datasets/` folder is a namespace subpackage and cannot hide it
 
-    files = {"train": spec["train_files"]}
-    if spec.get("validation_files"):
-        files["validation"] = spec["validation_files"]
+    files = {"train": spec.train_files}
+    if spec.validation_files:
+        files["validation"] = spec.validation_files
     data = datasets.load_dataset("parquet", data_files=files)
     return data.select_columns(["prompt", "chosen", "rejected"])
 
@@ -107,37 +100,21 @@ def _world(acc) -> dict:
     return {"world_size": acc.num_processes, "distributed_type": str(acc.distributed_type).split(".")[-1]}
 
 
-def dpo_config(spec: dict, dtype, has_eval: bool):
-    """TRL's DPOConfig from the spec's hyperparameters and folders."""
+def dpo_config(spec: DPOSpec, dtype, has_eval: bool):
+    """TRL's DPOConfig: the spec's training arguments as they are, its preference loss, and how this entry runs."""
     import torch
     from trl import DPOConfig
 
     return DPOConfig(
-        output_dir=spec["output_dir"],
-        run_name=spec.get("run_name"),
-        **project_of(spec),
-        per_device_train_batch_size=spec["batch_size"],
-        per_device_eval_batch_size=spec["batch_size"],
-        gradient_accumulation_steps=spec["grad_accum"],
-        learning_rate=spec["learning_rate"],
-        warmup_steps=spec.get("warmup_ratio", 0.0),  # transformers 5: a float below 1 is a fraction of the steps
-        num_train_epochs=spec["num_epochs"],
-        max_steps=spec.get("max_steps") or -1,  # TRL_MAX_STEPS: a fixed budget per round, whatever the pairs
-        beta=spec["beta"],
-        loss_type=spec["loss_type"],
-        loss_weights=spec.get("loss_weights") or None,
-        max_length=spec["max_length"],
-        seed=spec["seed"],
-        data_seed=spec["seed"],
-        bf16=spec["mixed_precision"] == "bf16",
-        fp16=spec["mixed_precision"] == "fp16",
+        **spec.training_arguments(),  # a warmup_steps below 1 is a fraction of the steps (transformers 5)
+        per_device_eval_batch_size=spec.per_device_train_batch_size,
+        beta=spec.beta,
+        loss_type=spec.loss_type,
+        loss_weights=spec.loss_weights or None,
         use_cpu=not torch.cuda.is_available(),  # with ACCELERATE_USE_CPU: one gloo group, not N lone processes
-        gradient_checkpointing=bool(spec.get("gradient_checkpointing")),
-        precompute_ref_log_probs=bool(spec.get("precompute_ref_log_probs")),
+        precompute_ref_log_probs=spec.precompute_ref_log_probs,
         model_init_kwargs={"dtype": dtype},
         logging_steps=1,
-        save_strategy="steps" if spec["save_steps"] else "no",
-        save_steps=spec["save_steps"] or 500,
         eval_strategy="epoch" if has_eval else "no",
         report_to=report_to(spec),
         disable_tqdm=False,

@@ -11,47 +11,44 @@ import json
 import os
 from pathlib import Path
 
+from prosetting.trainers.specs import TrainingSpec
 
-def load_tokenizer_and_model(spec: dict):
-    """(tokenizer, model, dtype) for spec["model"]; the pad token falls back to EOS."""
+
+def load_tokenizer_and_model(spec: TrainingSpec):
+    """(tokenizer, model, dtype) for spec.model; the pad token falls back to EOS."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from prosetting.trainers.model_io import DTYPES
 
-    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+    tokenizer = AutoTokenizer.from_pretrained(spec.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = DTYPES[spec["mixed_precision"]]  # bf16 weights under bf16: never an fp32 copy per GPU
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+    dtype = DTYPES[spec.mixed_precision]  # bf16 weights under bf16: never an fp32 copy per GPU
+    model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype)
     return tokenizer, model, dtype
 
 
-def lora_config(spec: dict):
+def lora_config(spec: TrainingSpec):
     """peft's LoraConfig from TRL_LORA_* in the spec, or None when LoRA is off (lora_r 0)."""
-    if not spec.get("lora_r"):
+    if not spec.lora_r:
         return None
     from peft import LoraConfig
 
-    targets = spec["lora_target_modules"]
+    targets = spec.lora_target_modules
     return LoraConfig(
-        r=spec["lora_r"],
-        lora_alpha=spec["lora_alpha"],
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
         task_type="CAUSAL_LM",
         target_modules=targets if targets == "all-linear" else targets.split(","),
     )
 
 
-def report_to(spec: dict) -> list[str]:
+def report_to(spec: TrainingSpec) -> list[str]:
     """The trackers to report to; TensorBoard logs under the run's output folder."""
-    targets = spec.get("report_to") or ["none"]
+    targets = spec.report_to or ["none"]
     if "tensorboard" in targets:
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(spec["output_dir"]) / "tensorboard"))
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(spec.output_dir) / "tensorboard"))
     return targets
-
-
-def project_of(spec: dict) -> dict:
-    """The tracking project for the training arguments (trackio's run is project + run_name), when the spec has one."""
-    return {"project": spec["project"]} if spec.get("project") else {}
 
 
 def heartbeat():

@@ -3,9 +3,10 @@
     accelerate launch --config_file training_runs/generator_r3/accelerate_config.yaml \
         -m prosetting.trainers.generator_entry --spec training_runs/generator_r3/spec.json
 
-The spec (written by trainers/generator_training.py, the solver's spec plus the Generator's learning rate
-and epochs) names the base model, the JSON Lines records (prompt, completion, weight) and the output
-folders. Like trainers/dpo_entry.py, the main process writes the model to `spec["final_dir"]` (sharded
+The spec (trainers/specs.SFTSpec, written by trainers/generator_training.py: the solver's batch, length,
+precision and LoRA with the Generator's learning rate and epochs) names the base model, the JSON Lines records
+(prompt, completion, weight) and the output folders. Like trainers/dpo_entry.py, the main process writes the
+model to `spec.final_dir` (sharded
 under FSDP), `weights_fingerprint.json` and `metrics.json`; the parent (launched_training.train_and_verify)
 merges, completes, verifies and moves it into place.
 
@@ -20,14 +21,8 @@ import json
 import time
 from pathlib import Path
 
-from prosetting.trainers.entry_common import (
-    heartbeat,
-    load_tokenizer_and_model,
-    lora_config,
-    project_of,
-    report_to,
-    save_final,
-)
+from prosetting.trainers.entry_common import heartbeat, load_tokenizer_and_model, lora_config, report_to, save_final
+from prosetting.trainers.specs import SFTSpec
 
 
 def load_records(files: list[str]) -> list[dict]:
@@ -49,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", required=True, help="JSON file written by generator_training.run_generator_training")
     args = parser.parse_args()
-    spec = json.loads(Path(args.spec).read_text())
+    spec = SFTSpec.read(Path(args.spec))
 
     import datasets  # Hugging Face datasets
     import torch
@@ -57,32 +52,17 @@ def main() -> None:
 
     from prosetting.trainers.weighted_sft import WeightedSFTTrainer
 
-    torch.manual_seed(spec["seed"])
-    rows = load_records(spec["train_files"])
+    torch.manual_seed(spec.seed)
+    rows = load_records(spec.train_files)
     data = datasets.Dataset.from_list(rows)
     tokenizer, model, dtype = load_tokenizer_and_model(spec)
     peft_config = lora_config(spec)
     config = SFTConfig(
-        output_dir=spec["output_dir"],
-        run_name=spec.get("run_name"),
-        **project_of(spec),
-        per_device_train_batch_size=spec["batch_size"],
-        gradient_accumulation_steps=spec["grad_accum"],
-        learning_rate=spec["learning_rate"],
-        warmup_steps=spec.get("warmup_ratio", 0.0),
-        num_train_epochs=spec["num_epochs"],
+        **spec.training_arguments(),
         loss_type="nll",
-        max_length=spec["max_length"],
-        seed=spec["seed"],
-        data_seed=spec["seed"],
-        bf16=spec["mixed_precision"] == "bf16",
-        fp16=spec["mixed_precision"] == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=bool(spec.get("gradient_checkpointing")),
         model_init_kwargs={"dtype": dtype},
         logging_steps=1,
-        save_strategy="steps" if spec["save_steps"] else "no",
-        save_steps=spec["save_steps"] or 500,
         report_to=report_to(spec),
         dataloader_num_workers=0,
     )
@@ -107,9 +87,9 @@ def main() -> None:
         flush=True,
     )
     t0 = time.time()
-    trainer.train(resume_from_checkpoint=spec.get("resume_from_checkpoint") or None)
+    trainer.train(resume_from_checkpoint=spec.resume_from_checkpoint or None)
     duration = time.time() - t0
-    final_dir = Path(spec["final_dir"])
+    final_dir = Path(spec.final_dir)
     save_final(trainer, peft_config, final_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(final_dir))

@@ -1,6 +1,6 @@
 """Training the Generator in the round: launch, merge and verify exactly as the solver's training does.
 
-Says only what differs from the solver's training: the spec (trl_trainer.build_spec with the Generator's
+Says only what differs from the solver's training: the spec (trainers/specs.SFTSpec: the Generator's
 learning rate and epochs), its entry point (trainers/generator_entry.py) and its folders; the launch
 scaffold is trainers/launched_training.train_and_install (the same accelerate preset: TRL_DISTRIBUTED,
 TRL_NUM_PROCESSES, multi-node keys, LoRA, tracking; shard merge, verification against the training
@@ -19,11 +19,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from prosetting.core import tracking
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl
 from prosetting.trainers.launched_training import train_and_install
-from prosetting.trainers.trl_trainer import build_spec
+from prosetting.trainers.specs import SFTSpec, sft_spec
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
         return result
     model = previous or base_generator(ctx)
 
-    def generator_spec(run_dir: Path, preset: str) -> dict:
+    def generator_spec(run_dir: Path, preset: str) -> SFTSpec:
         log.info(
             "generator r%d: %d weighted records from %s -> %s; preset %s; log %s",
             r,
@@ -89,13 +88,7 @@ def run_generator_training(ctx: RunContext, r: int) -> dict:
             preset,
             paths.generator_log(r),
         )
-        spec = build_spec(cfg, model, files, [], run_dir, r, preset=preset)
-        return spec | dict(
-            learning_rate=cfg.GENERATOR_LEARNING_RATE,
-            num_epochs=cfg.GENERATOR_NUM_EPOCHS,
-            max_steps=0,
-            **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-generator-r{r}"),
-        )
+        return sft_spec(cfg, model, files, run_dir, r, preset=preset)
 
     log_path = paths.generator_log(r)
     preset, outcome, wall_s = train_and_install(

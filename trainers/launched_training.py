@@ -28,6 +28,7 @@ from prosetting.core.config import Config
 from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, replace_dir, tail_text
 from prosetting.trainers import launch, model_io
+from prosetting.trainers.specs import TrainingSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def train_and_install(
     ctx: RunContext,
     r: int,
     *,
-    make_spec: Callable[[Path, str], dict],
+    make_spec: Callable[[Path, str], TrainingSpec],
     entry: str,
     run_dir: Path,
     log_path: Path,
@@ -50,7 +51,7 @@ def train_and_install(
 ) -> tuple[str, dict, float]:
     """Train round r's model with `entry` and move it to `dest`; returns (preset, metrics, seconds).
 
-    make_spec(run_dir, preset) builds the spec the entry point reads (its "final_dir" under run_dir);
+    make_spec(run_dir, preset) builds the spec the entry point reads (trainers/specs.py; its final_dir under run_dir);
     it is written to run_dir/spec.json. A model already at `dest` is replaced only once the new one is verified.
     """
     cfg = ctx.cfg
@@ -60,19 +61,19 @@ def train_and_install(
     preset = launch.resolve_preset(cfg, gpus)
     spec = make_spec(run_dir, preset)
     spec_path = run_dir / "spec.json"
-    atomic_write_json(spec_path, spec)
+    spec.write(spec_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     outcome = train_and_verify(
         cfg, spec, spec_path, entry, log_path=log_path, gpus=gpus, r=r, stop_event=ctx.stop_event
     )
-    replace_dir(Path(spec["final_dir"]), dest)
+    replace_dir(Path(spec.final_dir), dest)
     return preset, outcome, round(time.time() - t0, 1)
 
 
 def train_and_verify(
     cfg: Config,
-    spec: dict,
+    spec: TrainingSpec,
     spec_path: Path,
     entry: str,
     *,
@@ -81,12 +82,12 @@ def train_and_verify(
     r: int,
     stop_event: threading.Event,
 ) -> dict:
-    """Launch `entry` on every machine, then merge, complete and verify spec["final_dir"]; returns its metrics.
+    """Launch `entry` on every machine, then merge, complete and verify spec.final_dir; returns its metrics.
 
     Any entry point that writes a model, `weights_fingerprint.json` and `metrics.json` into
-    spec["final_dir"] (and reads spec["model"], spec["mixed_precision"]) can use this.
+    spec.final_dir (and reads spec.model, spec.mixed_precision) can use this.
     """
-    run_dir = Path(spec["output_dir"])
+    run_dir = Path(spec.output_dir)
     args = ["--spec", str(spec_path)]
     try:
         config_path = launch.write_accelerate_config(cfg, gpus, run_dir / "accelerate_config.yaml")
@@ -110,7 +111,7 @@ def train_and_verify(
             f"the training process exited with {returncode}; {advice}.{resume}\n"
             f"--- last lines of {log_path} ---\n{tail}"
         )
-    final_dir = Path(spec["final_dir"])
+    final_dir = Path(spec.final_dir)
     metrics = json.loads((final_dir / "metrics.json").read_text())
     (final_dir / "metrics.json").unlink()
     history = metrics.pop("log_history")
@@ -118,9 +119,9 @@ def train_and_verify(
     fp_path = final_dir / model_io.FINGERPRINT_FILE
     expected = json.loads(fp_path.read_text())
     fp_path.replace(run_dir / model_io.FINGERPRINT_FILE)
-    finished = model_io.finish_model_dir(final_dir, Path(spec["model"]), spec["mixed_precision"])
+    finished = model_io.finish_model_dir(final_dir, Path(spec.model), spec.mixed_precision)
     try:
-        verified = model_io.verify_model_dir(final_dir, expected, spec["mixed_precision"])
+        verified = model_io.verify_model_dir(final_dir, expected, spec.mixed_precision)
     except model_io.ModelCheckFailed as exc:
         raise TrainingFailed(str(exc)) from exc
     return {

@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from prosetting.core import tracking
-from prosetting.core.config import Config
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json
 from prosetting.datasets.data_saver import count_rows
 from prosetting.trainers.launched_training import train_and_install
+from prosetting.trainers.specs import DPOSpec, dpo_spec, spec_precompute
 
 log = logging.getLogger(__name__)
 
@@ -36,61 +35,6 @@ def dataset_files(ctx: RunContext, r: int) -> tuple[list[str], list[str]]:
         if count_rows(d / "validation.parquet"):
             val.append(str(d / "validation.parquet"))
     return train, val
-
-
-def latest_checkpoint(run_dir: Path) -> str | None:
-    ckpts = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and (p / "trainer_state.json").exists()]
-    return str(max(ckpts, key=lambda p: int(p.name.split("-")[-1]))) if ckpts else None
-
-
-def build_spec(
-    cfg: Config,
-    model: Path,
-    train: list[str],
-    val: list[str],
-    run_dir: Path,
-    r: int,
-    *,
-    ref_model: Path | None = None,
-    preset: str = "single",
-) -> dict:
-    return {
-        "round": r,
-        "model": str(model),
-        "ref_model": str(ref_model) if ref_model else None,
-        "train_files": train,
-        "validation_files": val,
-        "output_dir": str(run_dir),
-        "final_dir": str(run_dir / "final"),
-        **tracking.spec_names(cfg, f"{Path(cfg.WORKSPACE_DIR).name}-r{r}"),  # wandb/trackio: the workspace's run
-        "batch_size": cfg.TRL_BATCH_SIZE,
-        "grad_accum": cfg.TRL_GRAD_ACCUM,
-        "learning_rate": cfg.TRL_LEARNING_RATE,
-        "warmup_ratio": cfg.TRL_WARMUP_RATIO,
-        "num_epochs": cfg.TRL_NUM_EPOCHS,
-        "max_steps": cfg.TRL_MAX_STEPS,  # 0: the epochs decide
-        "beta": cfg.TRL_BETA,
-        "loss_type": cfg.loss_types,
-        "loss_weights": cfg.loss_weights if cfg.TRL_LOSS_WEIGHTS else None,
-        "max_length": cfg.TRL_MAX_LENGTH,
-        "mixed_precision": cfg.TRL_MIXED_PRECISION,
-        # under fsdp, activation checkpointing is the accelerate config's (fsdp_activation_checkpointing)
-        "gradient_checkpointing": cfg.TRL_GRADIENT_CHECKPOINTING and preset != "fsdp",
-        "precompute_ref_log_probs": spec_precompute(cfg),
-        "report_to": [t.strip() for t in cfg.TRL_REPORT_TO.split(",") if t.strip() and t.strip() != "none"],
-        "lora_r": cfg.TRL_LORA_R,
-        "lora_alpha": cfg.TRL_LORA_ALPHA,
-        "lora_target_modules": cfg.TRL_LORA_TARGET_MODULES,
-        "save_steps": cfg.TRL_SAVE_STEPS,
-        "seed": cfg.SEED + r,
-        "resume_from_checkpoint": latest_checkpoint(run_dir) if cfg.TRL_SAVE_STEPS else None,
-    }
-
-
-def spec_precompute(cfg: Config) -> bool:
-    """TRL 1.16 has no reference-free DPO path: with TRL_REF_MODEL=none the reference pass runs once, then is
-    dropped."""
-    return cfg.TRL_PRECOMPUTE_REF_LOG_PROBS or cfg.TRL_REF_MODEL == "none"
 
 
 ENTRY = "prosetting.trainers.dpo_entry"
@@ -117,7 +61,7 @@ def run_training(ctx: RunContext, r: int) -> dict:
 
     model = ctx.solver_for_round(r)
 
-    def dpo_spec(run_dir: Path, preset: str) -> dict:
+    def make_spec(run_dir: Path, preset: str) -> DPOSpec:
         if preset == "fsdp" and spec_precompute(cfg):
             log.warning(
                 "train r%d: precomputing reference log-probs under FSDP2 has crashed with a device mismatch "
@@ -137,12 +81,12 @@ def run_training(ctx: RunContext, r: int) -> dict:
             cfg.NUM_MACHINES,
             paths.train_log(r),
         )
-        return build_spec(cfg, model, train, val, run_dir, r, ref_model=ref, preset=preset)
+        return dpo_spec(cfg, model, train, val, run_dir, r, ref_model=ref, preset=preset)
 
     preset, outcome, wall_s = train_and_install(
         ctx,
         r,
-        make_spec=dpo_spec,
+        make_spec=make_spec,
         entry=ENTRY,
         run_dir=paths.train_run_dir(r),
         log_path=paths.train_log(r),
