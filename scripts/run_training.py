@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prosetting.core.config import render_cli_help
 from prosetting.processors.stages import STAGE_NAMES
+from prosetting.utils.settings_docs import render_cli_help
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,17 +11,14 @@ import pytest
 from prosetting.core.config import (
     GROUPS,
     REDACTED,
-    SETTINGS_BEGIN,
-    SETTINGS_DOC,
     Config,
     ConfigError,
     describe_fields,
     describe_groups,
     diff_configs,
     load_config,
-    render_env_example,
-    render_settings_list,
 )
+from prosetting.utils.settings_docs import SETTINGS_BEGIN, SETTINGS_DOC, render_env_example, render_settings_list
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,11 +95,13 @@ def test_secrets_are_redacted_and_ignored_in_diffs():
 
 
 def test_env_example_and_the_settings_page_are_generated_from_config():
-    # `python -m prosetting.core.config` rewrites both after a field is added or changed.
+    # `python -m prosetting.utils.settings_docs` rewrites both after a field is added or changed.
     assert SETTINGS_DOC == "docs/configuration.md"
     assert (REPO / ".env.example").read_text() == render_env_example()
     page = (REPO / SETTINGS_DOC).read_text()
-    assert page.count(SETTINGS_BEGIN) == 1 and render_settings_list() in page, "run: python -m prosetting.core.config"
+    assert page.count(SETTINGS_BEGIN) == 1 and render_settings_list() in page, (
+        "run: python -m prosetting.utils.settings_docs"
+    )
     text = (REPO / ".env.example").read_text()
     for key, _default, help_text in describe_fields():
         assert re.search(rf"^# {key}=", text, re.M) and help_text in text, f".env.example lacks {key}"

@@ -87,7 +87,7 @@ def test_one_list_of_a_stages_files_for_redo_and_status(tmp_path):
     """The grade stage owns the Generator's files; redo and the status check read the stage's own `outputs`."""
     from prosetting.core.config import Config
     from prosetting.processors.stages import discard_plan, stage_named
-    from prosetting.utils.status_checker import check_state
+    from prosetting.utils.health_state import check_state
 
     sm = StateManager(tmp_path)
     paths = sm.paths

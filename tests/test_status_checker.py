@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from prosetting.core.config import Config
-from prosetting.utils import status_checker
+from prosetting.utils import health_machine
 from tests.conftest import write_questions
 from tests.teacher_server import TeacherServer
 
@@ -173,11 +173,11 @@ def test_resume_point_and_corrupt_state(tmp_path, good):
 def test_datasets_shadowed_by_a_local_package_fails(tmp_path, monkeypatch):
     (tmp_path / "datasets").mkdir()
     (tmp_path / "datasets" / "__init__.py").write_text("")
-    monkeypatch.setattr(status_checker, "REPO", tmp_path)
-    check = status_checker.check_datasets_is_hf(quick=True)
+    monkeypatch.setattr(health_machine, "REPO", tmp_path)
+    check = health_machine.check_datasets_is_hf(quick=True)
     assert check.status == "fail" and "namespace package" in check.fix
-    monkeypatch.setattr(status_checker, "REPO", REPO)
-    assert status_checker.check_datasets_is_hf(quick=True).status == "ok"
+    monkeypatch.setattr(health_machine, "REPO", REPO)
+    assert health_machine.check_datasets_is_hf(quick=True).status == "ok"
 
 
 def test_solver_model_folder_needs_tokenizer_and_weights(tmp_path, good):

@@ -294,7 +294,7 @@ def test_the_writer_settings_default_to_the_grading_teacher_and_its_url_is_check
 
 
 def test_the_health_check_probes_the_writer_where_it_differs():
-    from prosetting.utils.status_checker import check_teacher
+    from prosetting.utils.health_endpoints import check_teacher
 
     with (
         TeacherServer(model="grader-72b", api_key=GRADER_KEY) as grader,
