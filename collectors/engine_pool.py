@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from prosetting.collectors.backends import EngineSettings, Generation, Sampling, make_backend, resolve_backend
 from prosetting.collectors.placement import EngineSpec, plan_engines, solver_gpus
@@ -98,6 +99,29 @@ def _worker_main(conn, env: dict, log_path: str, kind: str, model_dir: str, sett
             conn.send(("error", task_id, traceback.format_exc()))
             break  # an engine that raised mid-batch is not trusted with the next one
     backend.close()
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the pool asks of one engine, wherever it runs (a worker process, this process, a Ray actor).
+
+    `start` begins loading the model and returns at once; `poll(timeout)` then answers ("ready", None, None) once
+    it can take a batch. `send(task)` hands it one task; `poll` answers ("done", task id, generations) or
+    ("error", task id, message), None while it is still at work, and raises EngineDied when the engine is gone.
+    `stop` lets it finish and free its memory; `kill` ends it now. `pid` names its process in logs and errors."""
+
+    spec: EngineSpec
+    pid: int | None
+
+    def start(self) -> None: ...
+
+    def send(self, task: Task) -> None: ...
+
+    def poll(self, timeout: float) -> tuple | None: ...
+
+    def kill(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class LocalEngine:
@@ -264,7 +288,7 @@ class RayEngine:
 # ---------------------------------------------------------------- the dispatcher
 @dataclass
 class _Slot:
-    engine: object
+    engine: Engine
     state: str = "starting"  # starting | idle | busy | dead
     since: float = field(default_factory=time.monotonic)
     task: Task | None = None
@@ -276,7 +300,7 @@ class EnginePool:
 
     def __init__(
         self,
-        engines: list,
+        engines: list[Engine],
         *,
         batch_timeout: float = 1800.0,
         start_timeout: float = 1800.0,
@@ -297,7 +321,7 @@ class EnginePool:
         self.first_ready: float | None = None  # monotonic time the first engine could take a batch
 
     @property
-    def engines(self) -> list:
+    def engines(self) -> list[Engine]:
         return [s.engine for s in self.slots]
 
     def _start(self, slot: _Slot) -> None:

@@ -322,3 +322,14 @@ def test_the_health_check_names_the_absent_gpu(tmp_path):
     )
     assert out.returncode != 0
     assert "PHYSICAL_SOLVER_GPU='3' names GPU" in out.stdout or "names GPUs that are not visible" in out.stdout
+
+
+def test_every_engine_kind_is_an_engine(tmp_path):
+    """The pool's engine interface (engine_pool.Engine) is declared, and each kind of engine has it."""
+    from prosetting.collectors.backends import EngineSettings
+    from prosetting.collectors.engine_pool import Engine, InProcessEngine, LocalEngine, RayEngine
+
+    spec = EngineSpec(0, {}, label="engine 0")
+    for kind in (LocalEngine, InProcessEngine, RayEngine):  # built, not started
+        engine = kind(spec, "transformers", str(tmp_path), EngineSettings(), tmp_path / "e.log")
+        assert isinstance(engine, Engine), kind.__name__
