@@ -28,10 +28,9 @@ from prosetting.core.io import atomic_write_json, read_json, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.questions import load_questions_file
 from prosetting.core.records import was_trained
-from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, Paths, StateManager
+from prosetting.core.state_manager import SHIPPED_SEEDS, Paths, StateManager
 from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
-from prosetting.managers import evaluation
-from prosetting.managers.evaluation import EvalSet
+from prosetting.processors import evaluation
 from prosetting.processors.eval_sets import EvalSetError
 from prosetting.processors.question_enhancer import carry_pool_forward
 from prosetting.processors.stages import STAGES, Stage, discard_plan, stages_from
@@ -160,7 +159,7 @@ class RoundController:
             seeds = load_questions_file(cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
             atomic_write_json(paths.questions(1), seeds)
             log.info("round 1 pool: %d seed questions from %s", len(seeds), cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
-        heldout = self.heldout_file()
+        heldout = evaluation.heldout_file(cfg)
         if heldout and not paths.heldout.exists():
             qs = load_questions_file(heldout, origin="heldout")
             write_jsonl(paths.heldout, qs)
@@ -179,18 +178,10 @@ class RoundController:
                 if model.repo_id:
                     log.info("%s: %s", key, model.describe())
 
-    def heldout_file(self) -> Path | None:
-        if self.cfg.HELDOUT_FILE:
-            return Path(self.cfg.HELDOUT_FILE)
-        return SHIPPED_HELDOUT if self.cfg.embedded else None
-
-    def eval_sets(self) -> list[EvalSet]:
-        return evaluation.eval_sets(self.cfg, self.paths, self.heldout_file())
-
     def evaluate(self, label: str, model_dir: Path) -> dict | None:
         """Every evaluation set on a model, cached in results/evaluations.json under `label`
-        (managers/evaluation.py)."""
-        return evaluation.evaluate_model(self.ctx, label, model_dir, self.eval_sets())
+        (processors/evaluation.py): the start's here, each round's in its `evaluate` stage."""
+        return evaluation.evaluate_model(self.ctx, label, model_dir, evaluation.eval_sets(self.cfg, self.paths))
 
     # --- the loop ---------------------------------------------------------------------------
     def _install_signals(self) -> dict:
@@ -320,13 +311,12 @@ class RoundController:
 
     def finish_round(self, r: int, failed: bool) -> None:
         progress = self.sm.load_progress(r)
-        evaluation = None
-        if not failed:
-            if was_trained(self.paths, r):
-                evaluation = self.evaluate(f"round_{r}", self.paths.merged_solver(r))
-        else:
+        measured = None
+        if failed:
             carry_pool_forward(self.ctx, r)
-        results = {"round": r, "failed": failed, "stages": progress["stages"], "heldout": evaluation}
+        elif was_trained(self.paths, r):  # measured by the round's evaluate stage
+            measured = (read_json(self.paths.evaluations) or {}).get(f"round_{r}")
+        results = {"round": r, "failed": failed, "stages": progress["stages"], "heldout": measured}
         atomic_write_json(self.paths.round_results(r), results)
         state = self.sm.load_state()
         (state["failed_rounds"] if failed else state["completed_rounds"]).append(r)
@@ -360,11 +350,9 @@ class RoundController:
             files = self.discard_plan(r, stage)
             for p in files:
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            if self.paths.evaluations.exists():
-                cache = read_json(self.paths.evaluations)
-                for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
-                    cache.pop(f"round_{rr}", None)
-                atomic_write_json(self.paths.evaluations, cache)
+            for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
+                for s in stages_from(stage) if rr == r else STAGES:
+                    s.forget(self.paths, rr)
             self.sm.reset_from(r, [s.name for s in stages_from(stage)], self.cfg.TOTAL_ROUNDS)
             forget_rounds(self.cfg.workspace, r)
         finally:

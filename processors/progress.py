@@ -16,8 +16,16 @@ from prosetting.core.state_manager import StateManager
 from prosetting.processors.stages import STAGES, Stage
 
 # A stage's status in round_XX_progress.json, as the dry run labels it and as the health check says what the next
-# run does with it. "todo": no record yet.
-STATUS_LABEL = {"done": "done (skip)", "running": "resume", "interrupted": "resume", "failed": "retry", "todo": "todo"}
+# run does with it. "todo": no record yet; "not recorded": no record in a completed round (a workspace from before
+# the stage existed).
+STATUS_LABEL = {
+    "done": "done (skip)",
+    "running": "resume",
+    "interrupted": "resume",
+    "failed": "retry",
+    "todo": "todo",
+    "not recorded": "not recorded",
+}
 STATUS_NEXT = {
     "running": "resumed (it was running when the process stopped)",
     "interrupted": "resumed",
@@ -30,10 +38,11 @@ STATUS_NEXT = {
 class StageProgress:
     stage: Stage
     record: dict[str, Any]  # the stage's entry in round_XX_progress.json ({} before it first ran)
+    round_over: bool = False  # the round is completed
 
     @property
     def status(self) -> str:
-        return self.record.get("status", "todo")
+        return self.record.get("status", "not recorded" if self.round_over else "todo")
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -56,7 +65,8 @@ class RoundProgress:
 
     @property
     def done(self) -> bool:
-        return all(s.status == "done" for s in self.stages)
+        """Every stage done (a stage a finished round has no record of does not count against it)."""
+        return all(s.status in ("done", "not recorded") for s in self.stages)
 
     def seconds(self) -> dict[str, float | None]:
         """Each stage's last duration, for the stages that have a record."""
@@ -104,11 +114,14 @@ class RunProgress:
         return self.state["failures"][-1] if self.state["failures"] else None
 
 
-def read_round(sm: StateManager, r: int) -> RoundProgress:
+def read_round(sm: StateManager, r: int, state: dict[str, Any] | None = None) -> RoundProgress:
+    state = state if state is not None else sm.load_state()
+    over = r in state["completed_rounds"]
     recorded = sm.load_progress(r)["stages"]
-    return RoundProgress(r, tuple(StageProgress(s, recorded.get(s.name) or {}) for s in STAGES))
+    return RoundProgress(r, tuple(StageProgress(s, recorded.get(s.name) or {}, over) for s in STAGES))
 
 
 def read_progress(sm: StateManager, total_rounds: int) -> RunProgress:
     """The run's state and rounds 1..total_rounds; raises ValueError (naming the file) on a state it cannot read."""
-    return RunProgress(sm.load_state(), tuple(read_round(sm, r) for r in range(1, total_rounds + 1)))
+    state = sm.load_state()
+    return RunProgress(state, tuple(read_round(sm, r, state) for r in range(1, total_rounds + 1)))

@@ -1,13 +1,18 @@
-"""The five stages of a round, each declared once: what it runs, reads and writes, its log, its settings, and what
-giving it up means.
+"""The stages of a round, each declared once: what it runs, reads and writes, its log, its settings, and what giving
+it up means.
 
-    for stage in STAGES:                        # collect, grade, export, train, enhance, in order
+    for stage in STAGES:                        # collect, grade, export, train, enhance, evaluate, in order
         stage.outputs(paths, r)                 # every file or folder it creates: what a redo of it discards
         stage.run(ctx, r)                       # its statistics, saved in round_XX_progress.json
 
 The round loop, redo, the dry-run plan, the health check, the semi driver and the report read these objects, never a
 list of names. A stage is a function of files: it reads `inputs` (and the round's solver), writes `outputs`, and
 skips whatever of its own per-item work is already saved, so running it again after a crash is resuming it.
+
+The first five are the method's (Socratic-Zero's round); `evaluate` measures the round's trained solver on the
+evaluation sets under the same retry, resume and redo as the others. A workspace from before it was a stage (its
+rounds' progress files have no `evaluate` record) resumes as it is: a finished round stays finished, and a round in
+progress runs the stage after its next-round preparation, finding any evaluation already cached.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from prosetting.core.config import Config, group_keys
 from prosetting.core.context import RunContext
 from prosetting.core.state_manager import Paths
 from prosetting.datasets.dpo_data_converter import run_export
+from prosetting.processors.evaluation import forget_evaluation, run_evaluation
 from prosetting.processors.generator_stage import run_grading_and_generator
 from prosetting.processors.question_enhancer import run_enhancement
 from prosetting.trainers.trl_trainer import run_training
@@ -44,6 +50,8 @@ class Stage:
     samples_solver: bool = False  # may use the solver engines the evaluation before it left open
     makes_solver: bool = False  # writes the round's trained solver (the next round samples it)
     plan_note: Callable[[Config, int], str] = field(default=lambda cfg, r: "")  # what the dry run adds to its row
+    # what a redo of it removes besides its own files: its entries in files shared with other rounds
+    forget: Callable[[Paths, int], None] = field(default=lambda paths, r: None)
 
     def settings(self) -> list[str]:
         """The Config keys this stage reads, by group."""
@@ -126,6 +134,17 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda p, r: [p.enhanced_questions(r), p.questions(r + 1), p.enhance_batch(r)],
         groups=("Teacher", "Next round's pool", "Generator"),
         give_up="no questions are written: the next round's pool is this round's, carried forward",
+    ),
+    Stage(
+        "evaluate",
+        "evaluation of the round's solver",
+        run_evaluation,
+        inputs=lambda p, r, cfg: [p.train_result(r), p.heldout],
+        outputs=lambda p, r: [],  # its record is the "round_R" entry of results/evaluations.json: see `forget`
+        groups=("Evaluation",),
+        give_up="the round's trained solver is not measured: its row in the reports has no held-out figures",
+        samples_solver=True,  # the next round's collection samples the same model: one engine start for both
+        forget=forget_evaluation,
     ),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

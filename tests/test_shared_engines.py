@@ -24,7 +24,7 @@ from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
 from prosetting.managers import round_controller
-from prosetting.managers.evaluation import EvalSet, evaluate_model
+from prosetting.processors.evaluation import EvalSet, evaluate_model
 from prosetting.processors.stages import stage_named
 from tests.conftest import needs_vllm, write_questions
 
@@ -178,7 +178,15 @@ def test_the_round_loop_closes_the_engines_before_every_stage_that_does_not_samp
     monkeypatch.setattr(round_controller, "STAGES", tuple(stage(s.name) for s in round_controller.STAGES))
     shared.acquire(key, "eval_baseline", fake_pool)  # what the baseline evaluation leaves open
     controller.run_round(1)
-    assert seen == {"collect": True, "grade": False, "export": False, "train": False, "enhance": False}
+    # the round's evaluation opens its own (the next round's collection then shares them)
+    assert seen == {
+        "collect": True,
+        "grade": False,
+        "export": False,
+        "train": False,
+        "enhance": False,
+        "evaluate": False,
+    }
 
     pool = shared.acquire(key, "eval_round_1", fake_pool)
     monkeypatch.setattr(controller, "prepare", lambda: (_ for _ in ()).throw(KeyboardInterrupt))

@@ -15,7 +15,7 @@ from prosetting.processors.stages import SOLVER_STAGE, STAGE_NAMES, STAGES, disc
 
 def test_each_stage_declares_its_files_settings_and_give_up(tmp_path):
     paths = StateManager(tmp_path).paths
-    assert STAGE_NAMES == ("collect", "grade", "export", "train", "enhance")
+    assert STAGE_NAMES == ("collect", "grade", "export", "train", "enhance", "evaluate")
     owned: dict = {}
     for stage in STAGES:
         assert stage.give_up and stage.title
@@ -24,19 +24,21 @@ def test_each_stage_declares_its_files_settings_and_give_up(tmp_path):
             owned[p] = stage.name
         assert stage.settings(), f"{stage.name} reads no settings"
         assert set(stage.groups) <= {title for _, title, _ in GROUPS}
-    # every file a stage reads in round r is written before it: by an earlier stage of round r or by round r-1
+    # every file a stage reads in round r is written before it: by an earlier stage of round r, by round r-1, or
+    # at the run's set-up (the held-out set)
     cfg = Config(TRL_ACCUMULATE_ROUNDS=True)
     for i, stage in enumerate(STAGES):
         earlier = {p for s in STAGES[:i] for p in s.outputs(paths, 3)} | {
             p for s in STAGES for rr in (1, 2) for p in s.outputs(paths, rr)
         }
+        earlier.add(paths.heldout)
         for p in stage.inputs(paths, 3, cfg):
             assert p in earlier, f"{stage.name} reads {p}, which no stage before it writes"
     assert SOLVER_STAGE.name == "train" and SOLVER_STAGE.log(paths, 2) == paths.train_log(2)
     assert "TRL_LEARNING_RATE" in SOLVER_STAGE.settings() and "GRADING_MODE" in stage_named("grade").settings()
     with pytest.raises(ValueError, match="unknown stage 'grading'; the stages are collect, grade"):
         stage_named("grading")
-    assert [s.name for s in stages_from("train")] == ["train", "enhance"]
+    assert [s.name for s in stages_from("train")] == ["train", "enhance", "evaluate"]
     assert dataclasses.replace(SOLVER_STAGE, run=lambda ctx, r: {}).outputs is SOLVER_STAGE.outputs
 
 
@@ -58,7 +60,7 @@ def test_progress_says_where_the_next_run_starts(tmp_path):
     progress = read_progress(sm, 2)
     assert progress.resume.round == 1 and progress.resume.stage.name == "collect"
     assert STATUS_NEXT[progress.resume.status] == "started" and progress.last_result(2) is None
-    for s in ("collect", "grade", "export", "train", "enhance"):
+    for s in STAGE_NAMES:
         sm.mark_stage_started(1, s)
         sm.mark_stage_done(1, s, {"n": s})
     sm.mark_stage_started(2, "collect")
@@ -112,3 +114,34 @@ def test_a_workspace_of_the_earlier_shape_reads_the_same(tmp_path):
     progress = read_progress(StateManager(tmp_path), 1)
     assert progress.round(1).stats("collect") == {"questions": 4}
     assert (progress.resume.stage.name, progress.resume.status) == ("grade", "running")
+
+
+def test_a_completed_round_from_before_the_evaluate_stage_stays_completed(tmp_path):
+    """A round completed by a version with five stages has no `evaluate` record: it reads as done, not as work to do,
+    and the next run starts at the next round."""
+    sm = StateManager(tmp_path)
+    for s in STAGE_NAMES[:5]:
+        sm.mark_stage_started(1, s)
+        sm.mark_stage_done(1, s, {})
+    sm.mark_stage_started(2, "collect")
+    state = sm.load_state()
+    state["completed_rounds"] = [1]
+    sm.save_state(state)
+    progress = read_progress(sm, 2)
+    assert progress.round(1).of("evaluate").status == "not recorded" and progress.round(1).done
+    assert (progress.resume.round, progress.resume.stage.name) == (2, "collect")
+    assert progress.round(2).of("evaluate").status == "todo"
+
+
+def test_a_redo_of_the_evaluation_forgets_its_cached_figures(tmp_path):
+    from prosetting.processors.evaluation import run_evaluation
+
+    paths = StateManager(tmp_path).paths
+    paths.evaluations.parent.mkdir(parents=True)
+    paths.evaluations.write_text(json.dumps({"baseline": {"greedy": 0.1}, "round_1": {"greedy": 0.2}}))
+    stage_named("evaluate").forget(paths, 1)
+    assert json.loads(paths.evaluations.read_text()) == {"baseline": {"greedy": 0.1}}
+    assert run_evaluation(type("Ctx", (), {"paths": paths, "cfg": Config()})(), 1) == {
+        "evaluated": False,
+        "reason": "the solver was not trained this round",
+    }

@@ -3,9 +3,10 @@
     sets = eval_sets(cfg, paths, heldout_file)           # what every evaluation measures, in order
     record = evaluate_model(ctx, "round_3", model_dir, sets)
 
-The round loop calls it at the start ("baseline") and after every trained round ("round_R"). One set of engines
-(the collection backend's) serves every set; each set's result is saved in results/evaluations.json as soon as it
-is measured, so a stop costs at most the set in flight and a resume measures only what is missing.
+The round loop calls it at the start ("baseline"), and the round's last stage, `evaluate` (run_evaluation), after
+every trained round ("round_R"). One set of engines (the collection backend's) serves every set; each set's result
+is saved in results/evaluations.json as soon as it is measured, so a stop costs at most the set in flight and a
+resume measures only what is missing.
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ from prosetting.core.config import Config
 from prosetting.core.context import RunContext
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
-from prosetting.core.state_manager import Paths
+from prosetting.core.records import was_trained
+from prosetting.core.state_manager import SHIPPED_HELDOUT, Paths
 from prosetting.processors.eval_sets import load_eval_set
 from prosetting.processors.evaluator import evaluate
 
 log = logging.getLogger(__name__)
+
+
+def heldout_file(cfg: Config) -> Path | None:
+    """HELDOUT_FILE, or the embedded default's shipped held-out set; None when the run has none."""
+    if cfg.HELDOUT_FILE:
+        return Path(cfg.HELDOUT_FILE)
+    return SHIPPED_HELDOUT if cfg.embedded else None
 
 
 @dataclass(frozen=True)
@@ -34,9 +43,10 @@ class EvalSet:
     file: Path  # its questions in the workspace
 
 
-def eval_sets(cfg: Config, paths: Paths, heldout_file: Path | None) -> list[EvalSet]:
+def eval_sets(cfg: Config, paths: Paths) -> list[EvalSet]:
     """The held-out set (HELDOUT_FILE, or the embedded one) first, named `heldout`, then the EVAL_SETS sets."""
-    sets = [EvalSet("heldout", str(heldout_file), paths.heldout)] if heldout_file else []
+    heldout = heldout_file(cfg)
+    sets = [EvalSet("heldout", str(heldout), paths.heldout)] if heldout else []
     return sets + [
         EvalSet(s.name, s.text, paths.eval_set(s.name)) for s in parse_eval_sets(cfg.EVAL_SETS, check_paths=False)
     ]
@@ -114,3 +124,28 @@ def evaluate_model(ctx: RunContext, label: str, model_dir: Path, sets: list[Eval
                 result["seconds"],
             )
     return record
+
+
+def run_evaluation(ctx: RunContext, r: int) -> dict:
+    """The round's last stage: round r's merged solver on every evaluation set, cached as "round_R" in
+    results/evaluations.json. A round that did not train has nothing new to measure: its figures are the previous
+    model's, carried in the reports."""
+    if not was_trained(ctx.paths, r):
+        return {"evaluated": False, "reason": "the solver was not trained this round"}
+    record = evaluate_model(ctx, f"round_{r}", ctx.paths.merged_solver(r), eval_sets(ctx.cfg, ctx.paths))
+    if record is None:
+        return {"evaluated": False, "reason": "no evaluation set (or EVAL_K=0)"}
+    return {
+        "evaluated": True,
+        "primary": record["primary"],
+        "greedy": record["greedy"],
+        "mean_at_k": record["mean_at_k"],
+        "sets": {name: {k: s[k] for k in ("greedy", "mean_at_k", "n")} for name, s in record["sets"].items()},
+    }
+
+
+def forget_evaluation(paths: Paths, r: int) -> None:
+    """A redo of round r's evaluation: its entry leaves results/evaluations.json (the other labels stay)."""
+    cache = read_json(paths.evaluations)
+    if cache and cache.pop(f"round_{r}", None) is not None:
+        atomic_write_json(paths.evaluations, cache)
