@@ -74,13 +74,13 @@ def volatile(key: str) -> bool:
     return key in VOLATILE_KEYS or key.endswith(VOLATILE_SUFFIXES)
 
 
-def normalise(value, root: Path):
+def normalise(value, root: Path, drop: frozenset = frozenset()):
     """The value with its run-specific parts replaced by placeholders: the workspace's path and its folder name
     (run names derive from it), times and durations, and the launch's free port."""
     if isinstance(value, dict):
-        return {k: "<volatile>" if volatile(k) else normalise(v, root) for k, v in value.items()}
+        return {k: "<volatile>" if volatile(k) else normalise(v, root, drop) for k, v in value.items() if k not in drop}
     if isinstance(value, list):
-        out = [normalise(v, root) for v in value]
+        out = [normalise(v, root, drop) for v in value]
         for i, v in enumerate(value[:-1]):
             if v == "--main_process_port":
                 out[i + 1] = "<port>"
@@ -115,14 +115,14 @@ def first_difference(a, b, where: str = "") -> str | None:
     return None if a == b else f"{where or '/'}: {a!r:.120} != {b!r:.120}"
 
 
-def load(path: Path, root: Path):
+def load(path: Path, root: Path, drop: frozenset = frozenset()):
     """A JSON or JSON Lines file, normalised; a JSON Lines file as its records in a canonical order, since the
     Teacher stages append theirs as concurrent workers finish (the order of lines is not part of the result)."""
     text = path.read_text()
     if path.suffix == ".jsonl":
-        rows = [normalise(json.loads(line), root) for line in text.splitlines() if line.strip()]
+        rows = [normalise(json.loads(line), root, drop) for line in text.splitlines() if line.strip()]
         return sorted(rows, key=lambda row: json.dumps(row, sort_keys=True))
-    return normalise(json.loads(text), root)
+    return normalise(json.loads(text), root, drop)
 
 
 def text_lines(path: Path, root: Path) -> list[str]:
@@ -143,7 +143,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def compare(before: Path, after: Path) -> dict:
+def compare(before: Path, after: Path, drop: frozenset = frozenset()) -> dict:
     """{"same": [...], "different": {file: why}, "only_before": [...], "only_after": [...], "skipped": [...]}."""
     a, b = files_of(before), files_of(after)
     out: dict = {"same": [], "different": {}, "only_before": [], "only_after": [], "skipped": []}
@@ -156,7 +156,7 @@ def compare(before: Path, after: Path) -> dict:
             out["only_after"].append(name)
         elif name.endswith((".json", ".jsonl")):
             try:
-                why = first_difference(load(a[name], before), load(b[name], after))
+                why = first_difference(load(a[name], before, drop), load(b[name], after, drop))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 why = f"not readable as JSON: {exc}"
             (out["different"].__setitem__(name, why) if why else out["same"].append(name))
@@ -181,11 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("before", type=Path, help="the workspace of the run before the change")
     p.add_argument("after", type=Path, help="the workspace of the same run after it")
     p.add_argument("--json", type=Path, help="write the whole comparison here")
+    p.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="leave JSON keys named KEY out on both sides (a change that adds a record on purpose: --drop evaluate)",
+    )
     args = p.parse_args(argv)
     for root in (args.before, args.after):
         if not (root / "training_state.json").is_file():
             p.error(f"{root}: not a workspace (no training_state.json)")
-    result = compare(args.before.resolve(), args.after.resolve())
+    result = compare(args.before.resolve(), args.after.resolve(), frozenset(args.drop))
     for name, why in result["different"].items():
         print(f"differs   {name}: {why}")
     for side in ("only_before", "only_after"):

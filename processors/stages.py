@@ -1,7 +1,7 @@
 """The stages of a round, each declared once: what it runs, reads and writes, its log, its settings, and what giving
 it up means.
 
-    for stage in STAGES:                        # collect, grade, export, train, enhance, evaluate, in order
+    for stage in STAGES:                        # collect, grade, generator, export, train, enhance, evaluate
         stage.outputs(paths, r)                 # every file or folder it creates: what a redo of it discards
         stage.run(ctx, r)                       # its statistics, saved in round_XX_progress.json
 
@@ -9,10 +9,12 @@ The round loop, redo, the dry-run plan, the health check, the semi driver and th
 list of names. A stage is a function of files: it reads `inputs` (and the round's solver), writes `outputs`, and
 skips whatever of its own per-item work is already saved, so running it again after a crash is resuming it.
 
-The first five are the method's (Socratic-Zero's round); `evaluate` measures the round's trained solver on the
-evaluation sets under the same retry, resume and redo as the others. A workspace from before it was a stage (its
-rounds' progress files have no `evaluate` record) resumes as it is: a finished round stays finished, and a round in
-progress runs the stage after its next-round preparation, finding any evaluation already cached.
+Five are the method's (Socratic-Zero's round: collect, grade, export, train, enhance); `generator` trains the
+Generator on the Teacher's questions once their utility is known, and `evaluate` measures the round's trained
+solver on the evaluation sets, under the same retry, resume and redo as the others. A workspace from before these
+two were stages resumes as it is: a completed round without their records stays completed ("not recorded"), and a
+round in progress runs them, finding what grading and the round's end had already saved (the Generator's records
+and result, the evaluation's cached figures).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from prosetting.core.context import RunContext
 from prosetting.core.state_manager import Paths
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.processors.evaluation import forget_evaluation, run_evaluation
-from prosetting.processors.generator_stage import run_grading_and_generator
+from prosetting.processors.generator_stage import run_generator
+from prosetting.processors.grading import run_grading
 from prosetting.processors.question_enhancer import run_enhancement
 from prosetting.trainers.trl_trainer import run_training
 
@@ -62,14 +65,11 @@ class Stage:
         return str(path) if path else None
 
 
-def _grade_outputs(paths: Paths, r: int) -> list[Path]:
-    """Grading owns the Generator's share of the round: round r-1's records (their weights come from round r's
-    rewards) and the Generator trained on them (processors/generator_stage.py)."""
-    generator = [paths.generator_records(r - 1)] if r >= 2 else []
+def _generator_outputs(paths: Paths, r: int) -> list[Path]:
+    """Round r-1's records (their weights come from round r's rewards) and the Generator trained on them
+    (processors/generator_stage.py)."""
     return [
-        paths.rewards(r),
-        paths.grade_batch(r),
-        *generator,
+        *([paths.generator_records(r - 1)] if r >= 2 else []),
         paths.generator_result(r),
         paths.generator_dir(r),
         paths.generator_run_dir(r),
@@ -94,16 +94,22 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "grade",
-        "Teacher grading (+ Generator export/training)",
-        run_grading_and_generator,
-        inputs=lambda p, r, cfg: [
-            p.questions(r),
-            p.trajectories(r),
-            *([p.enhanced_questions(r - 1)] if r >= 2 else []),
-        ],
-        outputs=_grade_outputs,
-        groups=("Teacher", "Grading", "Generator"),
+        "Teacher grading",
+        run_grading,
+        inputs=lambda p, r, cfg: [p.questions(r), p.trajectories(r)],
+        outputs=lambda p, r: [p.rewards(r), p.grade_batch(r)],
+        groups=("Teacher", "Grading"),
         give_up="the round's attempts stay ungraded: no pairs, no training, and its pool is carried forward",
+    ),
+    Stage(
+        "generator",
+        "Generator export and training",
+        run_generator,
+        inputs=lambda p, r, cfg: [p.rewards(r), *([p.enhanced_questions(r - 1), p.rewards(r - 1)] if r >= 2 else [])],
+        outputs=_generator_outputs,
+        groups=("Generator",),
+        give_up="the Generator is not trained this round: writing uses the newest Generator trained before it",
+        log=lambda p, r: p.generator_log(r),
     ),
     Stage(
         "export",

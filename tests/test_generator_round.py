@@ -432,8 +432,9 @@ def round_two_graded_from(paths: Paths, rates: list[float]) -> None:
 
 @pytest.mark.slow
 def test_redoing_the_grade_stage_retrains_the_generator_from_the_new_rewards(tmp_path):
-    """A mixed-writer round 2 graded and its Generator trained; the grade stage redone with other rewards
-    (--from-round 2 --from-stage grade) discards round 1's records and generator_r2, and trains it again."""
+    """A mixed-writer round 2 graded and its Generator trained (stages grade, then generator); the grade stage redone
+    with other rewards (--from-round 2 --from-stage grade) discards round 1's records and generator_r2 (the generator
+    stage's files, after it), and the generator stage trains it again."""
     from prosetting.managers.round_controller import RoundController
     from prosetting.processors.stages import stage_named
     from prosetting.trainers.tiny_solver import build_tiny_solver
@@ -453,10 +454,10 @@ def test_redoing_the_grade_stage_retrains_the_generator_from_the_new_rewards(tmp
         TRL_BATCH_SIZE=4,
     )
     controller = RoundController(cfg)
-    grade = stage_named("grade")
+    grade, generator = stage_named("grade"), stage_named("generator")
 
     def grade_round_two() -> tuple[list[float], dict]:
-        assert controller.run_stage(2, grade)
+        assert controller.run_stage(2, grade) and controller.run_stage(2, generator)
         records = read_jsonl(paths.generator_records(1))
         return [x["weight"] for x in records], json.loads(paths.generator_result(2).read_text())
 

@@ -84,7 +84,8 @@ def test_stage_markers_and_reset(tmp_path):
 
 
 def test_one_list_of_a_stages_files_for_redo_and_status(tmp_path):
-    """The grade stage owns the Generator's files; redo and the status check read the stage's own `outputs`."""
+    """The generator stage owns the Generator's files, and a redo from grading discards them with its own; redo and
+    the status check read each stage's own `outputs`."""
     from prosetting.core.config import Config
     from prosetting.processors.stages import discard_plan, stage_named
     from prosetting.utils.health_state import check_state
@@ -110,8 +111,8 @@ def test_one_list_of_a_stages_files_for_redo_and_status(tmp_path):
     [check] = [
         c for c in check_state(Config(WORKSPACE_DIR=str(tmp_path), TOTAL_ROUNDS=2)) if c.name == "training state"
     ]
-    assert "round 2, stage grade (resumed" in check.message and "4 of its files already saved are kept" in check.message
-    with pytest.raises(ValueError, match="unknown stage 'grading'; the stages are collect, grade, export"):
+    assert "round 2, stage grade (resumed" in check.message and "1 of its files already saved are kept" in check.message
+    with pytest.raises(ValueError, match="unknown stage 'grading'; the stages are collect, grade, generator, export"):
         stage_named("grading")
 
 

@@ -182,6 +182,7 @@ def test_the_round_loop_closes_the_engines_before_every_stage_that_does_not_samp
     assert seen == {
         "collect": True,
         "grade": False,
+        "generator": False,
         "export": False,
         "train": False,
         "enhance": False,

@@ -15,7 +15,7 @@ from prosetting.processors.stages import SOLVER_STAGE, STAGE_NAMES, STAGES, disc
 
 def test_each_stage_declares_its_files_settings_and_give_up(tmp_path):
     paths = StateManager(tmp_path).paths
-    assert STAGE_NAMES == ("collect", "grade", "export", "train", "enhance", "evaluate")
+    assert STAGE_NAMES == ("collect", "grade", "generator", "export", "train", "enhance", "evaluate")
     owned: dict = {}
     for stage in STAGES:
         assert stage.give_up and stage.title
@@ -36,6 +36,9 @@ def test_each_stage_declares_its_files_settings_and_give_up(tmp_path):
             assert p in earlier, f"{stage.name} reads {p}, which no stage before it writes"
     assert SOLVER_STAGE.name == "train" and SOLVER_STAGE.log(paths, 2) == paths.train_log(2)
     assert "TRL_LEARNING_RATE" in SOLVER_STAGE.settings() and "GRADING_MODE" in stage_named("grade").settings()
+    assert stage_named("generator").log(paths, 2) == paths.generator_log(2)
+    assert paths.generator_records(1) in stage_named("generator").outputs(paths, 2)
+    assert "GENERATOR_LEARNING_RATE" in stage_named("generator").settings()
     with pytest.raises(ValueError, match="unknown stage 'grading'; the stages are collect, grade"):
         stage_named("grading")
     assert [s.name for s in stages_from("train")] == ["train", "enhance", "evaluate"]
@@ -116,11 +119,11 @@ def test_a_workspace_of_the_earlier_shape_reads_the_same(tmp_path):
     assert (progress.resume.stage.name, progress.resume.status) == ("grade", "running")
 
 
-def test_a_completed_round_from_before_the_evaluate_stage_stays_completed(tmp_path):
-    """A round completed by a version with five stages has no `evaluate` record: it reads as done, not as work to do,
-    and the next run starts at the next round."""
+def test_a_completed_round_from_before_the_new_stages_stays_completed(tmp_path):
+    """A round completed by a version with five stages has no `generator` or `evaluate` record: it reads as done, not
+    as work to do, and the next run starts at the next round."""
     sm = StateManager(tmp_path)
-    for s in STAGE_NAMES[:5]:
+    for s in ("collect", "grade", "export", "train", "enhance"):  # the five stages of that version
         sm.mark_stage_started(1, s)
         sm.mark_stage_done(1, s, {})
     sm.mark_stage_started(2, "collect")
@@ -129,6 +132,7 @@ def test_a_completed_round_from_before_the_evaluate_stage_stays_completed(tmp_pa
     sm.save_state(state)
     progress = read_progress(sm, 2)
     assert progress.round(1).of("evaluate").status == "not recorded" and progress.round(1).done
+    assert progress.round(1).of("generator").status == "not recorded"
     assert (progress.resume.round, progress.resume.stage.name) == (2, "collect")
     assert progress.round(2).of("evaluate").status == "todo"
 
