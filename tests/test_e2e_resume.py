@@ -124,3 +124,56 @@ def test_sigkill_anywhere_then_rerun_equals_uninterrupted(tmp_path, tiny_solver)
     assert sum(len(a[k]) for k in a if k.endswith("train.parquet")) > 0
     # nothing half-written is left behind
     assert not list(ws_b.rglob("*.tmp")) and not (ws_b / ".prosetting.lock").exists()
+
+
+def to_the_five_stage_shape(workspace: Path, interrupted_round: int) -> None:
+    """Rewrite a workspace into what the five-stage version left when killed during `interrupted_round`'s next-round
+    preparation: no `generator` or `evaluate` records (grading's statistics held the Generator's), that round not
+    completed, its preparation marked running and its evaluation not yet measured."""
+    for path in sorted(workspace.glob("round_*_progress.json")):
+        progress = json.loads(path.read_text())
+        stages = progress["stages"]
+        generator = stages.pop("generator", {}).get("stats") or {}
+        stages["grade"]["stats"].update(generator)
+        stages.pop("evaluate", None)
+        if progress["round"] == interrupted_round:
+            stages["enhance"] = {"status": "running", "started": stages["enhance"]["started"], "attempts": 1}
+        path.write_text(json.dumps(progress, indent=2))
+    state_path = workspace / "training_state.json"
+    state = json.loads(state_path.read_text())
+    state["completed_rounds"] = [r for r in state["completed_rounds"] if r < interrupted_round]
+    state["current_round"], state["status"] = interrupted_round, "interrupted"
+    state_path.write_text(json.dumps(state, indent=2))
+    evaluations = workspace / "results" / "evaluations.json"
+    cache = json.loads(evaluations.read_text())
+    cache.pop(f"round_{interrupted_round}", None)
+    evaluations.write_text(json.dumps(cache, indent=2))
+    (workspace / "data" / f"round_{interrupted_round:02d}_results.json").unlink()
+
+
+def test_a_workspace_of_the_five_stage_shape_resumes(tmp_path, tiny_solver):
+    """A workspace made before `generator` and `evaluate` were stages, killed in its last round's next-round
+    preparation, resumes with the same command: the completed round stays completed, the interrupted one runs its
+    preparation, the new stages after it, and ends with the same files and figures as an uninterrupted run."""
+    questions = write_questions(tmp_path / "questions.jsonl", 12, seed=2)
+    ws = tmp_path / "ws"
+    args = [*settings(ws, tiny_solver, questions), "--set", "TOTAL_ROUNDS=2", "--set", "HELDOUT_K=2"]
+    args += ["--set", f"HELDOUT_FILE={write_questions(tmp_path / 'heldout.jsonl', 8, seed=9)}"]
+    log = (tmp_path / "runs.log").open("w")
+    assert subprocess.run(command(args), cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+    before = snapshot(ws)
+    figures = json.loads((ws / "results" / "evaluations.json").read_text())
+
+    to_the_five_stage_shape(ws, interrupted_round=2)
+    done = subprocess.run(command(args), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    assert done.returncode == 0, (tmp_path / "runs.log").read_text()[-3000:]
+    summary = json.loads((ws / "auto_training_summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds_done"] == [1, 2]
+    assert snapshot(ws) == before
+    again = json.loads((ws / "results" / "evaluations.json").read_text())
+    assert again["round_2"]["greedy"] == figures["round_2"]["greedy"] and again["baseline"] == figures["baseline"]
+    round_1 = json.loads((ws / "round_01_progress.json").read_text())["stages"]
+    assert "evaluate" not in round_1 and "generator" not in round_1  # the finished round is left as it was
+    round_2 = json.loads((ws / "round_02_progress.json").read_text())["stages"]
+    assert round_2["enhance"]["status"] == round_2["generator"]["status"] == round_2["evaluate"]["status"] == "done"
