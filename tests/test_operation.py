@@ -144,11 +144,14 @@ def test_semi_mode_continue_status_retry_quit_and_end_of_input(tmp_path, tiny_so
     s.expect("Round 1, stage grade")
     s.expect(PROMPT)
     s.send("c")
+    s.expect("Round 1, stage generator")
+    s.expect(PROMPT)
+    s.send("c")
     s.expect("Round 1, stage export")
     s.expect(PROMPT)
     s.send("s")
     status = s.expect(PROMPT)
-    assert "stages done this round: collect, grade" in status and "trajectories 6" in status
+    assert "stages done this round: collect, grade, generator" in status and "trajectories 6" in status
     s.send("q")
     assert s.finish() == 0
     assert "to continue, run:" in s.buffer
@@ -169,7 +172,7 @@ def test_semi_mode_continue_status_retry_quit_and_end_of_input(tmp_path, tiny_so
     s.expect("Preparing: Round 1.")
     s.send("c")
     assert s.finish() == 0 and s.buffer.count("Preparing:") == 1
-    assert all(progress(ws, 1)[st]["status"] == "done" for st in ("export", "train", "enhance"))
+    assert all(progress(ws, 1)[st]["status"] == "done" for st in ("export", "train", "enhance", "evaluate"))
 
 
 def test_sigint_and_sigterm_stop_at_a_safe_point_and_the_same_command_continues(tmp_path, tiny_solver):
