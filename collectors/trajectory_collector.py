@@ -25,6 +25,7 @@ from prosetting.collectors.backends import Sampling, resolve_backend
 from prosetting.collectors.engine_pool import Task, solver_pool
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, read_json, read_jsonl, write_jsonl
+from prosetting.core.records import CollectStats
 from prosetting.core.text import make_attempt, solver_messages
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class InOrderMerge:
             self.next += 1
 
 
-def run_collection(ctx: RunContext, r: int) -> dict:
+def run_collection(ctx: RunContext, r: int) -> CollectStats:
     cfg, paths = ctx.cfg, ctx.paths
     questions = read_json(paths.questions(r))
     if questions is None:

@@ -8,8 +8,9 @@ The records are TypedDicts, not dataclasses: on disk they are JSON objects, and 
 run time, so every file is written and read exactly as before (no conversion at each boundary that could drop,
 add or reorder a key), while a reader and a type checker see every key with its type. `NotRequired` marks the keys
 some writers leave out. Each key means one thing: `attempts` is the list of a trajectory row's attempts, and its
-count is `num_attempts` (a stage's retry count in round_XX_progress.json is the progress record's own business,
-core/state_manager.py).
+count is `num_attempts` in a reward row (two older names remain on disk, kept for the files users read: the
+collection statistics' `attempts`, a count, and a progress record's `attempts`, its tries). Each stage's statistics,
+saved in round_XX_progress.json, are declared here too, and each stage names its own (processors/stages.py).
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired[...] only from evaluated annotations.
@@ -125,6 +126,100 @@ class RoundRow(TypedDict):
     writers: dict[str, dict[str, Any]]  # per writer: written, rejected, acceptance_rate, mean_utility
     stage_seconds: dict[str, float | None]
     teacher: dict[str, Any] | None  # an LLM Teacher's calls, tokens, cost, verdicts; None for Teachers without calls
+
+
+# --- each stage's statistics (round_XX_progress.json: stages.NAME.stats) --------------------------------------------
+class TeacherBatchStats(TypedDict, total=False):
+    """TEACHER_BATCH_API: what the batch answered (teacher_model/batch.prefetch)."""
+
+    batch_requests: int
+    batch_answered: int
+    batch_failed: int
+
+
+class CollectStats(TypedDict):
+    questions: int
+    attempts: int  # how many attempts were sampled (a count here; the trajectory row's `attempts` is their list)
+    with_answer: int
+    truncated: int
+    mean_tokens: float
+    model: str
+    backend: str
+    engines: int
+    batches: int
+    batches_generated: int
+    batches_reused: int  # saved by an earlier try of the stage
+    engine_failures: int
+    generated_tokens: int
+    engine_start_seconds: NotRequired[float]
+    generation_seconds: NotRequired[float]
+    engines_reused: NotRequired[bool]  # the evaluation's engines, kept open for this collection
+    seconds: float
+
+
+class GradeStats(TeacherBatchStats):
+    questions: int
+    accuracy: float  # over every graded attempt
+    zones: dict[str, int]
+    teacher: str
+    ungraded: int
+    seconds: float
+    teacher_usage: NotRequired[dict[str, Any]]  # a Teacher that makes calls (teacher_model.usage_since)
+
+
+class GeneratorStats(TypedDict, total=False):
+    generator_export: dict[str, Any]  # records, written_now, graded, mean_weight (processors/generator_data.py)
+    generator_training: dict[str, Any]  # trained, reason, steps, loss_first, loss_last
+
+
+class ExportStats(TypedDict):
+    pairs: int
+    train_pairs: int
+    validation_pairs: int
+    questions_with_pairs: int
+    chosen_from_reference: int
+    seconds: float
+
+
+class TrainStats(TypedDict):
+    trained: bool
+    steps: NotRequired[int]
+    train_pairs: NotRequired[int]
+    loss_first: NotRequired[float | None]
+    loss_last: NotRequired[float | None]
+    reward_accuracy_last: NotRequired[float | None]
+    world_size: NotRequired[int]
+    wall_s: NotRequired[float]
+
+
+class EnhanceStats(TeacherBatchStats):
+    written: int
+    next_pool: int
+    seconds: float
+    curriculum: NotRequired[str]  # "static": the ablation wrote nothing and replayed the seeds (no other key below)
+    # how the next pool was made (processors/question_pool.py): new, failed_replay and mastered_replay (replay for
+    # CURRICULUM=nonadaptive), duplicates_dropped, cut_by_max_size
+    new: NotRequired[int]
+    failed_replay: NotRequired[int]
+    mastered_replay: NotRequired[int]
+    replay: NotRequired[int]
+    duplicates_dropped: NotRequired[int]
+    cut_by_max_size: NotRequired[int]
+    next_pool_levels: NotRequired[dict[str, int]]
+    written_by_policy: NotRequired[dict[str, int]]
+    dropped_flawed: NotRequired[int]
+    writers: NotRequired[dict[str, Any]]
+    failed: NotRequired[int]
+    teacher_usage: NotRequired[dict[str, Any]]
+
+
+class EvaluateStats(TypedDict):
+    evaluated: bool
+    reason: NotRequired[str]  # why not
+    primary: NotRequired[str]
+    greedy: NotRequired[float]
+    mean_at_k: NotRequired[float]
+    sets: NotRequired[dict[str, dict[str, float]]]
 
 
 # --- one reader per file ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import time
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json
-from prosetting.core.records import attempts_by_question, rewards_by_question
+from prosetting.core.records import ExportStats, attempts_by_question, rewards_by_question
 from prosetting.core.text import solver_messages
 from prosetting.datasets.data_saver import save_pairs_parquet
 
@@ -112,7 +112,7 @@ def split_questions(question_ids: list[str], fraction: float, seed: int, round_:
     return set(ids[: max(1, math.floor(fraction * len(ids)))])
 
 
-def run_export(ctx: RunContext, r: int) -> dict:
+def run_export(ctx: RunContext, r: int) -> ExportStats:
     cfg, paths = ctx.cfg, ctx.paths
     t0 = time.time()
     questions = read_json(paths.questions(r))

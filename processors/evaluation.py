@@ -21,7 +21,7 @@ from prosetting.core.config import Config
 from prosetting.core.context import RunContext
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
-from prosetting.core.records import was_trained
+from prosetting.core.records import EvaluateStats, was_trained
 from prosetting.core.state_manager import SHIPPED_HELDOUT, Paths
 from prosetting.processors.eval_sets import load_eval_set
 from prosetting.processors.evaluator import evaluate
@@ -126,7 +126,7 @@ def evaluate_model(ctx: RunContext, label: str, model_dir: Path, sets: list[Eval
     return record
 
 
-def run_evaluation(ctx: RunContext, r: int) -> dict:
+def run_evaluation(ctx: RunContext, r: int) -> EvaluateStats:
     """The round's last stage: round r's merged solver on every evaluation set, cached as "round_R" in
     results/evaluations.json. A round that did not train has nothing new to measure: its figures are the previous
     model's, carried in the reports."""

@@ -12,11 +12,12 @@ as it is: the stage finds its records and its result already saved.
 from __future__ import annotations
 
 from prosetting.core.context import RunContext
+from prosetting.core.records import GeneratorStats
 from prosetting.processors.generator_data import export_generator_training
 from prosetting.trainers.generator_training import run_generator_training
 
 
-def run_generator(ctx: RunContext, r: int) -> dict:
+def run_generator(ctx: RunContext, r: int) -> GeneratorStats:
     stats: dict = {}
     if r >= 2 and ctx.paths.enhanced_questions(r - 1).is_file():
         stats["generator_export"] = export_generator_training(ctx.paths, ctx.cfg, r - 1)

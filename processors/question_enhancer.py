@@ -34,7 +34,7 @@ import time
 from prosetting.core.config import read_write_plan
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
-from prosetting.core.records import attempts_by_question, rewards_by_question
+from prosetting.core.records import EnhanceStats, attempts_by_question, rewards_by_question
 from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.processors.question_pool import build_blind_pool, build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
@@ -134,7 +134,7 @@ def _jobs(ctx: RunContext, r: int, questions: list[dict], rewards: dict, done: s
     return jobs
 
 
-def run_enhancement(ctx: RunContext, r: int) -> dict:
+def run_enhancement(ctx: RunContext, r: int) -> EnhanceStats:
     cfg, paths, teacher = ctx.cfg, ctx.paths, teacher_for(ctx)
     t0 = time.time()
     if cfg.CURRICULUM == "static":  # the ablation: nothing written, the seed pool again

@@ -26,6 +26,15 @@ from pathlib import Path
 from prosetting.collectors.trajectory_collector import run_collection
 from prosetting.core.config import Config, group_keys
 from prosetting.core.context import RunContext
+from prosetting.core.records import (
+    CollectStats,
+    EnhanceStats,
+    EvaluateStats,
+    ExportStats,
+    GeneratorStats,
+    GradeStats,
+    TrainStats,
+)
 from prosetting.core.state_manager import Paths
 from prosetting.datasets.dpo_data_converter import run_export
 from prosetting.processors.evaluation import forget_evaluation, run_evaluation
@@ -49,6 +58,7 @@ class Stage:
     outputs: Files  # every file or folder it creates, present or not
     groups: tuple[str, ...]  # the Config groups (core/config.GROUPS titles) that hold its settings
     give_up: str  # what the round loses when this stage is given up (AUTO_CONTINUE_ON_FAILURE, semi mode's [c])
+    stats: type  # the statistics it returns and round_XX_progress.json keeps (a TypedDict of core/records.py)
     log: Callable[[Paths, int], Path | None] = lambda paths, r: None  # its own log file; None: the run's log
     samples_solver: bool = False  # may use the solver engines the evaluation before it left open
     makes_solver: bool = False  # writes the round's trained solver (the next round samples it)
@@ -88,6 +98,7 @@ STAGES: tuple[Stage, ...] = (
         run_collection,
         inputs=lambda p, r, cfg: [p.questions(r)],
         outputs=lambda p, r: [p.trajectories(r), p.trajectory_parts(r)],
+        stats=CollectStats,
         groups=("Collection", "Collection engines"),
         give_up="the round has no attempts: nothing is graded, exported or trained, and its pool is carried forward",
         samples_solver=True,
@@ -98,6 +109,7 @@ STAGES: tuple[Stage, ...] = (
         run_grading,
         inputs=lambda p, r, cfg: [p.questions(r), p.trajectories(r)],
         outputs=lambda p, r: [p.rewards(r), p.grade_batch(r)],
+        stats=GradeStats,
         groups=("Teacher", "Grading"),
         give_up="the round's attempts stay ungraded: no pairs, no training, and its pool is carried forward",
     ),
@@ -107,6 +119,7 @@ STAGES: tuple[Stage, ...] = (
         run_generator,
         inputs=lambda p, r, cfg: [p.rewards(r), *([p.enhanced_questions(r - 1), p.rewards(r - 1)] if r >= 2 else [])],
         outputs=_generator_outputs,
+        stats=GeneratorStats,
         groups=("Generator",),
         give_up="the Generator is not trained this round: writing uses the newest Generator trained before it",
         log=lambda p, r: p.generator_log(r),
@@ -117,6 +130,7 @@ STAGES: tuple[Stage, ...] = (
         run_export,
         inputs=lambda p, r, cfg: [p.questions(r), p.trajectories(r), p.rewards(r)],
         outputs=lambda p, r: [p.dataset_dir(r), p.solver_training(r)],
+        stats=ExportStats,
         groups=("DPO export",),
         give_up="the round has no pairs: the solver is not trained, and the pool is carried forward",
     ),
@@ -126,6 +140,7 @@ STAGES: tuple[Stage, ...] = (
         run_training,
         inputs=lambda p, r, cfg: [p.dataset_dir(rr) for rr in (range(1, r + 1) if cfg.TRL_ACCUMULATE_ROUNDS else [r])],
         outputs=lambda p, r: [p.train_result(r), p.merged_solver(r), p.train_run_dir(r), p.train_log(r)],
+        stats=TrainStats,
         groups=("Training the Solver", "Multi-machine training"),
         give_up="the round's solver is not trained: the next round samples the newest solver trained before it",
         log=lambda p, r: p.train_log(r),
@@ -138,6 +153,7 @@ STAGES: tuple[Stage, ...] = (
         run_enhancement,
         inputs=lambda p, r, cfg: [p.questions(r), p.trajectories(r), p.rewards(r)],
         outputs=lambda p, r: [p.enhanced_questions(r), p.questions(r + 1), p.enhance_batch(r)],
+        stats=EnhanceStats,
         groups=("Teacher", "Next round's pool", "Generator"),
         give_up="no questions are written: the next round's pool is this round's, carried forward",
     ),
@@ -147,6 +163,7 @@ STAGES: tuple[Stage, ...] = (
         run_evaluation,
         inputs=lambda p, r, cfg: [p.train_result(r), p.heldout],
         outputs=lambda p, r: [],  # its record is the "round_R" entry of results/evaluations.json: see `forget`
+        stats=EvaluateStats,
         groups=("Evaluation",),
         give_up="the round's trained solver is not measured: its row in the reports has no held-out figures",
         samples_solver=True,  # the next round's collection samples the same model: one engine start for both

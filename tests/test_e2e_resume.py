@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import write_questions
+from tests.test_records import assert_stats_declared
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -163,6 +164,7 @@ def test_a_workspace_of_the_five_stage_shape_resumes(tmp_path, tiny_solver):
     assert subprocess.run(command(args), cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode == 0
     before = snapshot(ws)
     figures = json.loads((ws / "results" / "evaluations.json").read_text())
+    assert_stats_declared(ws)  # as this version writes them, before the rewrite into the older shape
 
     to_the_five_stage_shape(ws, interrupted_round=2)
     done = subprocess.run(command(args), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_records import assert_stats_declared
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -59,6 +61,7 @@ def test_short_embedded_run_writes_summary_report_and_plot(tmp_path):
             "mastered",
         }
     assert evaluations["baseline"]["n"] == len(heldout.read_text().splitlines())
+    assert_stats_declared(ws)  # every stage's statistics as core/records.py declares them
     assert (ws / "checkpoints" / "base_solver" / "config.json").exists()
     assert (ws / "results" / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (ws / "results" / "report.md").read_text()

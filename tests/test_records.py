@@ -56,3 +56,27 @@ def test_the_round_row_the_trackers_read_is_the_declared_one(tmp_path):
     from prosetting.utils.report import round_row
 
     written_as(RoundRow, round_row(StateManager(tmp_path), 1, {}))
+
+
+def assert_stats_declared(workspace) -> None:
+    """Every stage record of a run's progress files holds the statistics its stage declares (processors/stages.py):
+    no key written that is not declared, none declared required that is missing. The end-to-end tests call it."""
+    from pathlib import Path
+
+    from prosetting.processors.stages import stage_named
+
+    for path in sorted(Path(workspace).glob("round_*_progress.json")):
+        for name, record in json.loads(path.read_text())["stages"].items():
+            if record.get("status") == "done":
+                stats_type = stage_named(name).stats
+                required, every = declared(stats_type)
+                keys = set(record["stats"])
+                assert keys <= every, f"{path.name} {name}: {keys - every} written but not in {stats_type.__name__}"
+                assert required <= keys, f"{path.name} {name}: {required - keys} of {stats_type.__name__} missing"
+
+
+def test_each_stage_declares_its_statistics():
+    from prosetting.processors.stages import STAGES
+
+    for stage in STAGES:
+        assert stage.stats.__module__ == "prosetting.core.records" and declared(stage.stats)[1], stage.name

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json
+from prosetting.core.records import TrainStats
 from prosetting.datasets.data_saver import count_rows
 from prosetting.trainers.launched_training import train_and_install
 from prosetting.trainers.specs import DPOSpec, dpo_spec, spec_precompute
@@ -40,7 +41,7 @@ def dataset_files(ctx: RunContext, r: int) -> tuple[list[str], list[str]]:
 ENTRY = "prosetting.trainers.dpo_entry"
 
 
-def run_training(ctx: RunContext, r: int) -> dict:
+def run_training(ctx: RunContext, r: int) -> TrainStats:
     cfg, paths = ctx.cfg, ctx.paths
     result_path = paths.train_result(r)
     if r < cfg.TRAIN_START_ROUND:
