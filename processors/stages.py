@@ -60,7 +60,7 @@ class Stage:
     give_up: str  # what the round loses when this stage is given up (AUTO_CONTINUE_ON_FAILURE, semi mode's [c])
     stats: type  # the statistics it returns and round_XX_progress.json keeps (a TypedDict of core/records.py)
     log: Callable[[Paths, int], Path | None] = lambda paths, r: None  # its own log file; None: the run's log
-    samples_solver: bool = False  # may use the solver engines the evaluation before it left open
+    samples_solver: bool = False  # samples the solver: the loop leaves open engines it may share (else it closes them)
     makes_solver: bool = False  # writes the round's trained solver (the next round samples it)
     plan_note: Callable[[Config, int], str] = field(default=lambda cfg, r: "")  # what the dry run adds to its row
     # what a redo of it removes besides its own files: its entries in files shared with other rounds
