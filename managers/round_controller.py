@@ -33,7 +33,7 @@ from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds,
 from prosetting.processors import evaluation
 from prosetting.processors.eval_sets import EvalSetError
 from prosetting.processors.question_enhancer import carry_pool_forward
-from prosetting.processors.stages import STAGES, Stage, discard_plan, stages_from
+from prosetting.processors.stages import STAGES, Stage, discard_plan, redone, stages_from
 from prosetting.trainers.warm_start import build_embedded_solver
 from prosetting.utils import eval_report, report
 
@@ -350,9 +350,8 @@ class RoundController:
             files = self.discard_plan(r, stage)
             for p in files:
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            for rr in range(r, self.cfg.TOTAL_ROUNDS + 1):
-                for s in stages_from(stage) if rr == r else STAGES:
-                    s.forget(self.paths, rr)
+            for rr, s in redone(r, stage, self.cfg.TOTAL_ROUNDS):
+                s.forget(self.paths, rr)
             self.sm.reset_from(r, [s.name for s in stages_from(stage)], self.cfg.TOTAL_ROUNDS)
             forget_rounds(self.cfg.workspace, r)
         finally:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from prosetting.core.config import Config
-from prosetting.core.io import read_json, read_jsonl
+from prosetting.core.records import read_pool, read_trajectories
 from prosetting.datasets.data_saver import count_rows
 from prosetting.managers.round_controller import Decision
 from prosetting.processors.progress import read_progress
@@ -19,8 +19,8 @@ def status_text(controller, r: int) -> str:
     progress = read_progress(sm, max(r, cfg.TOTAL_ROUNDS))
     state = progress.state
     done = [sp.stage.name for sp in progress.round(r).stages if sp.status == "done"]
-    questions = read_json(paths.questions(r)) or []
-    traj = len(read_jsonl(paths.trajectories(r)))
+    questions = read_pool(paths, r)
+    traj = len(read_trajectories(paths, r))
     pairs = count_rows(paths.dataset_dir(r) / "train.parquet") + count_rows(paths.dataset_dir(r) / "validation.parquet")
     lines = [
         f"  round {r} of {cfg.TOTAL_ROUNDS}; completed rounds {state['completed_rounds']}, failed "

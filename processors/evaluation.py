@@ -1,6 +1,6 @@
 """Evaluating a solver on every evaluation set of the run: the held-out set and the named EVAL_SETS.
 
-    sets = eval_sets(cfg, paths, heldout_file)           # what every evaluation measures, in order
+    sets = eval_sets(cfg, paths)                         # what every evaluation measures, in order
     record = evaluate_model(ctx, "round_3", model_dir, sets)
 
 The round loop calls it at the start ("baseline"), and the round's last stage, `evaluate` (run_evaluation), after

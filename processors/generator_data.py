@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from prosetting.core.io import append_jsonl, read_json, read_jsonl
-from prosetting.core.records import attempts_by_question, rewards_by_question
+from prosetting.core.records import attempts_by_question, read_enhanced, rewards_by_question
 from prosetting.teacher_model.base import POLICY_OF_ZONE, make_request
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def export_generator_training(paths, cfg, r: int) -> dict:
     attempts = attempts_by_question(paths, r)
     next_rewards = rewards_by_question(paths, r + 1)
     written = 0
-    for row in read_jsonl(paths.enhanced_questions(r)):
+    for row in read_enhanced(paths, r):
         source = questions[row["parent_id"]]
         for new in row["questions"]:
             if new["id"] in done:

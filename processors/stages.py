@@ -19,7 +19,7 @@ and result, the evaluation's cached figures).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,13 +186,20 @@ def stages_from(name: str) -> tuple[Stage, ...]:
     return STAGES[STAGES.index(stage_named(name)) :]
 
 
-def discard_plan(paths: Paths, r: int, stage: str, total_rounds: int) -> list[Path]:
-    """The files a redo from stage `stage` of round `r` deletes: the existing outputs of that stage and of every
-    stage after it, and the results of round r and after."""
-    files: list[Path] = []
+def redone(r: int, stage: str, total_rounds: int) -> Iterator[tuple[int, Stage]]:
+    """(round, stage) of everything a redo from stage `stage` of round `r` undoes: that stage and every stage after
+    it in round r, then every stage of the later rounds."""
     for rr in range(r, total_rounds + 1):
         for s in stages_from(stage) if rr == r else STAGES:
-            files += [p for p in s.outputs(paths, rr) if p.exists()]
-        if paths.round_results(rr).exists():
+            yield rr, s
+
+
+def discard_plan(paths: Paths, r: int, stage: str, total_rounds: int) -> list[Path]:
+    """The files a redo from stage `stage` of round `r` deletes: the existing outputs of what it undoes (`redone`),
+    and the results of round r and after."""
+    files: list[Path] = []
+    for rr, s in redone(r, stage, total_rounds):
+        files += [p for p in s.outputs(paths, rr) if p.exists()]
+        if s is STAGES[-1] and paths.round_results(rr).exists():
             files.append(paths.round_results(rr))
     return files

@@ -9,8 +9,7 @@ question in, and per writing policy that wrote it (seed for the questions the ru
 
 from __future__ import annotations
 
-from prosetting.core.io import read_json
-from prosetting.core.records import rewards_by_question
+from prosetting.core.records import read_pool, rewards_by_question
 
 ZONE_NAMES = ("too_difficult", "learning", "mastered")
 POLICY_NAMES = ("seed", "stepping_stone", "error_sibling", "harder_variant")
@@ -64,7 +63,7 @@ def composition(questions: list[dict], rewards: dict[str, dict]) -> dict:
 
 def pool_composition(paths, r: int) -> dict:
     """The composition of round r's pool, zones from its grading (absent before the round is graded)."""
-    questions = read_json(paths.questions(r)) or []
+    questions = read_pool(paths, r)
     rewards = rewards_by_question(paths, r)
     return composition(questions, rewards)
 

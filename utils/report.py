@@ -7,7 +7,7 @@ import time
 
 from prosetting.core.config import Config
 from prosetting.core.io import atomic_write_json, atomic_write_text, read_json
-from prosetting.core.records import RoundRow, was_trained
+from prosetting.core.records import RoundRow, read_pool, was_trained
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.progress import read_round
 from prosetting.utils import eval_report
@@ -22,7 +22,7 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> RoundRow:
     collect, grade, export, train, enhance = (
         progress.stats(s) for s in ("collect", "grade", "export", "train", "enhance")
     )
-    questions = read_json(sm.paths.questions(r)) or []
+    questions = read_pool(sm.paths, r)
     ev = evaluations.get(f"round_{r}")
     comp = pool_composition(sm.paths, r)  # per level, zone and writing policy (utils/pool_report.py)
     trained = was_trained(sm.paths, r)

@@ -4,8 +4,8 @@ accepted ones once the next round has graded them — whether the Generator has 
 from __future__ import annotations
 
 from prosetting.core.config import default_of
-from prosetting.core.io import read_json, read_jsonl
-from prosetting.core.records import rewards_by_question
+from prosetting.core.io import read_json
+from prosetting.core.records import read_enhanced, rewards_by_question
 from prosetting.processors.generator_data import utility
 from prosetting.processors.question_enhancer import writer_counts
 
@@ -15,7 +15,7 @@ def writer_figures(paths, r: int) -> dict:
     cfg = read_json(paths.config) or {}
     mu, sigma = (float(cfg.get(key, default_of(key))) for key in ("GENERATOR_UTILITY_MU", "GENERATOR_UTILITY_SIGMA"))
     graded = {qid: row["success_rate"] for qid, row in rewards_by_question(paths, r + 1).items()}
-    rows = read_jsonl(paths.enhanced_questions(r))
+    rows = read_enhanced(paths, r)
     out: dict[str, dict] = {}
     for name, c in writer_counts(rows).items():
         us = [
