@@ -8,12 +8,37 @@ launcher and the status check call it before the first stage. Running the engine
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from prosetting.collectors.backends import model_config, model_max_len, resolve_backend
+from prosetting.core.config import Config, ConfigError
 from prosetting.core.devices import parse_gpu_list, visible_gpus
+
+
+def check_engine_settings(cfg: Config) -> None:
+    """The checks across the keys of "Collection engines" (Stage.checks of the stages that sample the solver);
+    raises ConfigError naming the key. What the machine can hold is `check_engines`, run with the health check."""
+    if cfg.COLLECTION_BACKEND == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "COLLECTION_BACKEND: vllm is not installed; `bash scripts/install_vllm.sh` or use transformers"
+        )
+    if cfg.COLLECTION_EXECUTOR == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "COLLECTION_EXECUTOR: ray is not installed; `pip install -r requirements-ray.txt` or use local"
+        )
+    if cfg.PHYSICAL_SOLVER_GPU:
+        try:
+            ids = parse_gpu_list(cfg.PHYSICAL_SOLVER_GPU)
+        except ValueError as exc:
+            raise ConfigError(f"PHYSICAL_SOLVER_GPU: {exc}") from None
+        if len(ids) % cfg.TENSOR_PARALLEL_SIZE:
+            raise ConfigError(
+                f"TENSOR_PARALLEL_SIZE: {cfg.TENSOR_PARALLEL_SIZE} does not divide the {len(ids)} GPUs of "
+                f"PHYSICAL_SOLVER_GPU={cfg.PHYSICAL_SOLVER_GPU}; list a multiple of it"
+            )
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def run_collection(ctx: RunContext, r: int) -> CollectStats:
         r,
         out.name,
         stats["questions"],
-        stats["attempts"],
+        stats["num_attempts"],
         stats["truncated"],
         stats["batches_generated"],
         stats["batches_reused"],
@@ -212,7 +212,7 @@ def attempt_stats(rows: list[dict]) -> dict:
     attempts = [a for row in rows for a in row["attempts"]]
     return {
         "questions": len(rows),
-        "attempts": len(attempts),
+        "num_attempts": len(attempts),
         "with_answer": sum(a["answer"] is not None for a in attempts),
         "truncated": sum(a["truncated"] for a in attempts),
         "mean_tokens": round(sum(a["num_tokens"] for a in attempts) / max(1, len(attempts)), 1),

@@ -1,16 +1,17 @@
-"""The run's configuration: one dataclass, one order of precedence, validated before any stage runs.
+"""The run's configuration: one dataclass, one order of precedence, each value checked against its declaration.
 
 Precedence, lowest to highest: field defaults < `.env` file < process environment < command line
 (`--set KEY=VALUE` and the named flags of `scripts/run_training.py`).
 
     cfg = load_config(env_file=".env", overrides={"TOTAL_ROUNDS": "3"})
+
+The checks across the keys of one stage's group are that stage's, next to its code (Stage.checks, run by
+processors/stages.check_settings); an entry point runs both before anything starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import json
 import logging
 import os
 from dataclasses import dataclass, field, fields
@@ -19,8 +20,6 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from prosetting.core.devices import parse_gpu_list
-from prosetting.core.eval_spec import EvalSpecError, parse_eval_sets
 from prosetting.core.models import MODEL_KEYS, check_model_setting
 
 log = logging.getLogger(__name__)
@@ -537,7 +536,9 @@ class Config:
 
     # ------------------------------------------------------------------
     def validate(self) -> None:
-        """Range and consistency checks beyond types; raises ConfigError naming the key."""
+        """Each value against its declared choices and range, and the run-wide settings (models, question
+        files); raises ConfigError naming the key. The checks across the keys of one stage's group live next to
+        that stage's code (Stage.checks, run by processors/stages.check_settings)."""
         for f in fields(self):
             value = getattr(self, f.name)
             meta = f.metadata
@@ -547,95 +548,14 @@ class Config:
                 raise ConfigError(f"{f.name}: expected a value >= {meta['min']}, got {value!r}")
             if meta.get("max") is not None and value > meta["max"]:
                 raise ConfigError(f"{f.name}: expected a value <= {meta['max']}, got {value!r}")
-        if self.TEACHER_BACKEND == "llm":
-            for key in ("TEACHER_BASE_URL", "TEACHER_MODEL_NAME"):
-                if not getattr(self, key):
-                    raise ConfigError(f"{key}: required when TEACHER_BACKEND=llm (set it in .env or the environment)")
-            if not self.TEACHER_BASE_URL.startswith(("http://", "https://")):
-                raise ConfigError(f"TEACHER_BASE_URL: expected an http(s) URL, got {self.TEACHER_BASE_URL!r}")
-            if self.TEACHER_WRITER_BASE_URL and not self.TEACHER_WRITER_BASE_URL.startswith(("http://", "https://")):
-                raise ConfigError(
-                    f"TEACHER_WRITER_BASE_URL: expected an http(s) URL (or empty for TEACHER_BASE_URL), "
-                    f"got {self.TEACHER_WRITER_BASE_URL!r}"
-                )
-        if self.COLLECTION_BACKEND == "vllm" and importlib.util.find_spec("vllm") is None:
-            raise ConfigError(
-                "COLLECTION_BACKEND: vllm is not installed; `bash scripts/install_vllm.sh` or use transformers"
-            )
-        if self.COLLECTION_EXECUTOR == "ray" and importlib.util.find_spec("ray") is None:
-            raise ConfigError(
-                "COLLECTION_EXECUTOR: ray is not installed; `pip install -r requirements-ray.txt` or use local"
-            )
-        if self.PHYSICAL_SOLVER_GPU:
-            try:
-                ids = parse_gpu_list(self.PHYSICAL_SOLVER_GPU)
-            except ValueError as exc:
-                raise ConfigError(f"PHYSICAL_SOLVER_GPU: {exc}") from None
-            if len(ids) % self.TENSOR_PARALLEL_SIZE:
-                raise ConfigError(
-                    f"TENSOR_PARALLEL_SIZE: {self.TENSOR_PARALLEL_SIZE} does not divide the {len(ids)} GPUs of "
-                    f"PHYSICAL_SOLVER_GPU={self.PHYSICAL_SOLVER_GPU}; list a multiple of it"
-                )
-        terms = self.loss_types
-        if not terms:
-            raise ConfigError("TRL_LOSS_TYPE: expected at least one loss term, e.g. `sigmoid` or `sigmoid,sft`")
-        if self.TRL_LOSS_WEIGHTS and len(self.loss_weights) != len(terms):
-            n = len(terms)
-            raise ConfigError(
-                f"TRL_LOSS_WEIGHTS: expected {n} weight{'s' if n > 1 else ''} (one per TRL_LOSS_TYPE term), "
-                f"got {self.TRL_LOSS_WEIGHTS!r}"
-            )
-        trackers = {t.strip() for t in self.TRL_REPORT_TO.split(",") if t.strip()}
-        if trackers - {"none", "tensorboard", "wandb", "trackio"}:
-            raise ConfigError(
-                f"TRL_REPORT_TO: expected a comma list of none, tensorboard, wandb, trackio; got {self.TRL_REPORT_TO!r}"
-            )
-        if any(not g.strip().isdigit() for g in self.PHYSICAL_DPO_GPU.split(",") if self.PHYSICAL_DPO_GPU):
-            raise ConfigError(f"PHYSICAL_DPO_GPU: expected comma-separated GPU ids, got {self.PHYSICAL_DPO_GPU!r}")
-        if self.TRL_REF_MODEL == "none" and set(terms) - {"sft"}:
-            raise ConfigError(
-                f"TRL_REF_MODEL: `none` needs reference-free losses (TRL_LOSS_TYPE=sft), got {self.TRL_LOSS_TYPE!r}"
-            )
-        if self.TRL_LORA_R and self.TRL_DISTRIBUTED in ("fsdp", "deepspeed"):
-            raise ConfigError(
-                f"TRL_LORA_R: LoRA is supported with TRL_DISTRIBUTED=single or ddp, not {self.TRL_DISTRIBUTED} "
-                "(an 8B bf16 base with LoRA fits one 80 GB GPU; use ddp)"
-            )
-        if self.NUM_MACHINES > 1:
-            if not self.MAIN_PROCESS_IP or not self.MAIN_PROCESS_PORT:
-                raise ConfigError("MAIN_PROCESS_IP, MAIN_PROCESS_PORT: required when NUM_MACHINES > 1")
-            if self.MACHINE_RANK >= self.NUM_MACHINES:
-                raise ConfigError(
-                    f"MACHINE_RANK: expected a value < NUM_MACHINES={self.NUM_MACHINES}, got {self.MACHINE_RANK}"
-                )
-            if self.TRL_NUM_PROCESSES % self.NUM_MACHINES:
-                raise ConfigError(
-                    f"TRL_NUM_PROCESSES: expected a multiple of NUM_MACHINES={self.NUM_MACHINES} (processes in all), "
-                    f"got {self.TRL_NUM_PROCESSES}"
-                )
-        if self.TRL_ACCELERATE_CONFIG and not Path(self.TRL_ACCELERATE_CONFIG).is_file():
-            raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {self.TRL_ACCELERATE_CONFIG}")
         for key, revision_key in MODEL_KEYS:
             problem = check_model_setting(key, getattr(self, key), getattr(self, revision_key))
             if problem:
                 raise ConfigError(problem)
-        unknown = set(self.write_policies) - set(WRITE_PLAN_POLICIES)
-        if unknown or not self.write_policies:
-            raise ConfigError(
-                f"WRITE_POLICIES: expected a comma list of {', '.join(WRITE_PLAN_POLICIES)}, "
-                f"got {self.WRITE_POLICIES!r}"
-            )
-        if self.CURRICULUM == "nonadaptive" and self.NONADAPTIVE_PLAN:
-            read_write_plan(self.NONADAPTIVE_PLAN)
         for key in ("QUESTIONS_FILE", "HELDOUT_FILE"):
             path = getattr(self, key)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{key}: file not found: {path}")
-        try:
-            parse_eval_sets(self.EVAL_SETS)
-        except EvalSpecError as exc:
-            raise ConfigError(f"EVAL_SETS: {exc}") from None
-        self.pool_caps()
 
     def pool_caps(self) -> dict[int, int]:
         """MAX_POOL_SIZE_BY_ROUND as {round: cap}; raises ConfigError naming the bad entry."""
@@ -701,36 +621,6 @@ class Config:
                 if out.get(key):
                     out[key] = REDACTED
         return out
-
-
-# The writing policies of teacher_model/base.py:POLICIES (core imports nothing above it; a test keeps them equal).
-WRITE_PLAN_POLICIES = ("stepping_stone", "error_sibling", "harder_variant")
-
-
-def read_write_plan(path: str | os.PathLike) -> dict[int, dict[str, int]]:
-    """NONADAPTIVE_PLAN: {round: {policy: questions to write}}, from {"rounds": {"1": {"stepping_stone": 30, ...}}}."""
-    where = f"NONADAPTIVE_PLAN: {path}"
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    rounds = data.get("rounds") if isinstance(data, dict) else None
-    if not isinstance(rounds, dict):
-        raise ConfigError(f'{where}: expected an object {{"rounds": {{"1": {{"stepping_stone": 30, ...}}, ...}}}}')
-    plan: dict[int, dict[str, int]] = {}
-    for r, counts in rounds.items():
-        if not str(r).isdigit() or not isinstance(counts, dict):
-            raise ConfigError(f"{where}: rounds.{r}: expected a round number mapped to {{policy: count}}")
-        for name, n in counts.items():
-            if name not in WRITE_PLAN_POLICIES or not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ConfigError(
-                    f"{where}: rounds.{r}.{name}: expected one of {', '.join(WRITE_PLAN_POLICIES)} "
-                    f"mapped to a count >= 0, got {n!r}"
-                )
-        plan[int(r)] = dict(counts)
-    return plan
 
 
 def default_of(key: str) -> Any:

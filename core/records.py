@@ -8,8 +8,9 @@ The records are TypedDicts, not dataclasses: on disk they are JSON objects, and 
 run time, so every file is written and read exactly as before (no conversion at each boundary that could drop,
 add or reorder a key), while a reader and a type checker see every key with its type. `NotRequired` marks the keys
 some writers leave out. Each key means one thing: `attempts` is the list of a trajectory row's attempts, and its
-count is `num_attempts` in a reward row (two older names remain on disk, kept for the files users read: the
-collection statistics' `attempts`, a count, and a progress record's `attempts`, its tries). Each stage's statistics,
+count is `num_attempts` wherever a count is kept (a reward row, the collection statistics, the round row); a stage's
+retries are its `tries` in round_XX_progress.json (StateManager.load_progress reads the older files' `attempts` for
+both, so a workspace made before the rename reads the same). Each stage's statistics,
 saved in round_XX_progress.json, are declared here too, and each stage names its own (processors/stages.py).
 """
 
@@ -118,7 +119,7 @@ class RoundRow(TypedDict):
     trained: bool
     heldout_accuracy: float | None  # greedy, on the held-out set
     heldout_mean_at_k: float | None
-    pool: dict[str, Any]  # questions, attempts (a count), solver_accuracy, zones, levels, mean_level, composition
+    pool: dict[str, Any]  # questions, num_attempts, solver_accuracy, zones, levels, mean_level, composition
     pairs: int | None
     train: dict[str, Any] | None  # steps, loss_first, loss_last, reward_accuracy_last, wall_s; None when not trained
     next_pool: int | None
@@ -139,7 +140,7 @@ class TeacherBatchStats(TypedDict, total=False):
 
 class CollectStats(TypedDict):
     questions: int
-    attempts: int  # how many attempts were sampled (a count here; the trajectory row's `attempts` is their list)
+    num_attempts: int  # how many attempts were sampled (the trajectory row's `attempts` is their list)
     with_answer: int
     truncated: int
     mean_tokens: float

@@ -32,6 +32,17 @@ SHIPPED_HELDOUT = SHIPPED_DATA / "heldout.jsonl"
 STATE_VERSION = 1
 
 
+def _read_old_names(entry: dict[str, Any]) -> None:
+    """A stage's progress entry as written before `attempts` meant only a trajectory row's list: its retry counter
+    was `attempts` (now `tries`), and the collection statistics' count of attempts too (now `num_attempts`). The next
+    write of the entry saves the new names."""
+    if "attempts" in entry:
+        entry.setdefault("tries", entry.pop("attempts"))
+    stats = entry.get("stats")
+    if isinstance(stats, dict) and isinstance(stats.get("attempts"), int):
+        stats.setdefault("num_attempts", stats.pop("attempts"))
+
+
 class WorkspaceLockedError(RuntimeError):
     """Another live process runs on this workspace."""
 
@@ -269,7 +280,10 @@ class StateManager:
         atomic_write_json(self.paths.state, state)
 
     def load_progress(self, r: int) -> dict[str, Any]:
-        return read_json(self.paths.progress(r)) or {"round": r, "stages": {}}
+        progress = read_json(self.paths.progress(r)) or {"round": r, "stages": {}}
+        for entry in progress["stages"].values():
+            _read_old_names(entry)
+        return progress
 
     def stage_record(self, r: int, stage: str) -> dict[str, Any]:
         return self.load_progress(r)["stages"].get(stage, {})
@@ -285,7 +299,7 @@ class StateManager:
 
     def mark_stage_started(self, r: int, stage: str) -> None:
         prev = self.stage_record(r, stage)
-        self._update_stage(r, stage, status="running", started=time.time(), attempts=prev.get("attempts", 0) + 1)
+        self._update_stage(r, stage, status="running", started=time.time(), tries=prev.get("tries", 0) + 1)
 
     def mark_stage_done(self, r: int, stage: str, stats: dict[str, Any]) -> None:
         """Call only after the stage's outputs are durable on disk."""

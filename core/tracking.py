@@ -192,7 +192,7 @@ def round_scalars(row: RoundRow | None, table_row: dict | None) -> dict[str, flo
     if not row:
         return out
     pool = row.get("pool") or {}
-    for key in ("questions", "attempts", "solver_accuracy", "mean_level"):
+    for key in ("questions", "num_attempts", "solver_accuracy", "mean_level"):
         out[f"pool/{key}"] = pool.get(key)
     for zone, n in (pool.get("zones") or {}).items():
         out[f"pool/zone_{zone}"] = n

@@ -18,7 +18,7 @@ from prosetting.core.config import ConfigError, load_config, parse_set_args
 from prosetting.core.questions import QuestionFileError
 from prosetting.core.state_manager import StateManager, WorkspaceLockedError
 from prosetting.managers.plan import describe_plan
-from prosetting.processors.stages import discard_plan
+from prosetting.processors.stages import check_settings, discard_plan
 from prosetting.utils.logging_setup import setup_logging
 from prosetting.utils.preflight import Check, Inputs, Machine, preflight
 
@@ -52,6 +52,7 @@ def refusal_text(check: Check) -> str:
 def launch(args: Namespace) -> int:
     try:
         cfg, sources = load_config(args.env_file, overrides_from_args(args))
+        check_settings(cfg)  # each stage's own checks (processors/stages.py)
         inputs = Inputs(cfg, sources, Machine.probe())
         report = preflight(inputs)  # utils/preflight.py: the health check's --quick runs the same functions
     except (ConfigError, QuestionFileError) as exc:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prosetting.collectors.engine_pool import solver_pool
-from prosetting.core.config import Config
+from prosetting.core.config import Config, ConfigError
 from prosetting.core.context import RunContext
-from prosetting.core.eval_spec import parse_eval_sets
+from prosetting.core.eval_spec import EvalSpecError, parse_eval_sets
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.records import EvaluateStats, was_trained
 from prosetting.core.state_manager import SHIPPED_HELDOUT, Paths
@@ -27,6 +27,15 @@ from prosetting.processors.eval_sets import load_eval_set
 from prosetting.processors.evaluator import evaluate
 
 log = logging.getLogger(__name__)
+
+
+def check_evaluation_settings(cfg: Config) -> None:
+    """The checks of "Evaluation" (Stage.checks of `evaluate`): every EVAL_SETS entry parses and its local files
+    exist; raises ConfigError naming the key."""
+    try:
+        parse_eval_sets(cfg.EVAL_SETS)
+    except EvalSpecError as exc:
+        raise ConfigError(f"EVAL_SETS: {exc}") from None
 
 
 def heldout_file(cfg: Config) -> Path | None:

@@ -26,12 +26,14 @@ without the Solver's results, and keeps a random subset of the pool.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
+from pathlib import Path
 
-from prosetting.core.config import read_write_plan
+from prosetting.core.config import Config, ConfigError
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
 from prosetting.core.records import EnhanceStats, attempts_by_question, rewards_by_question
@@ -49,6 +51,42 @@ ORIGIN_BY_POLICY = {
     "error_sibling": "teacher_error_variant",
     "harder_variant": "teacher_harder_variant",
 }
+
+
+def check_pool_settings(cfg: Config) -> None:
+    """The checks across the keys of "Next round's pool" (Stage.checks); raises ConfigError naming the key."""
+    unknown = set(cfg.write_policies) - set(POLICIES)
+    if unknown or not cfg.write_policies:
+        raise ConfigError(f"WRITE_POLICIES: expected a comma list of {', '.join(POLICIES)}, got {cfg.WRITE_POLICIES!r}")
+    if cfg.CURRICULUM == "nonadaptive" and cfg.NONADAPTIVE_PLAN:
+        read_write_plan(cfg.NONADAPTIVE_PLAN)
+    cfg.pool_caps()
+
+
+def read_write_plan(path: str | Path) -> dict[int, dict[str, int]]:
+    """NONADAPTIVE_PLAN: {round: {policy: questions to write}}, from {"rounds": {"1": {"stepping_stone": 30, ...}}}."""
+    where = f"NONADAPTIVE_PLAN: {path}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    rounds = data.get("rounds") if isinstance(data, dict) else None
+    if not isinstance(rounds, dict):
+        raise ConfigError(f'{where}: expected an object {{"rounds": {{"1": {{"stepping_stone": 30, ...}}, ...}}}}')
+    plan: dict[int, dict[str, int]] = {}
+    for r, counts in rounds.items():
+        if not str(r).isdigit() or not isinstance(counts, dict):
+            raise ConfigError(f"{where}: rounds.{r}: expected a round number mapped to {{policy: count}}")
+        for name, n in counts.items():
+            if name not in POLICIES or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ConfigError(
+                    f"{where}: rounds.{r}.{name}: expected one of {', '.join(POLICIES)} "
+                    f"mapped to a count >= 0, got {n!r}"
+                )
+        plan[int(r)] = dict(counts)
+    return plan
 
 
 def make_requests(

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prosetting.collectors.placement import check_engine_settings
 from prosetting.collectors.trajectory_collector import run_collection
 from prosetting.core.config import Config, group_keys
 from prosetting.core.context import RunContext
@@ -37,14 +38,19 @@ from prosetting.core.records import (
 )
 from prosetting.core.state_manager import Paths
 from prosetting.datasets.dpo_data_converter import run_export
-from prosetting.processors.evaluation import forget_evaluation, run_evaluation
+from prosetting.processors.evaluation import check_evaluation_settings, forget_evaluation, run_evaluation
 from prosetting.processors.generator_stage import run_generator
 from prosetting.processors.grading import run_grading
-from prosetting.processors.question_enhancer import run_enhancement
+from prosetting.processors.question_enhancer import check_pool_settings, run_enhancement
+from prosetting.teacher_model import check_teacher_settings
+from prosetting.trainers.launch import check_launch_settings
+from prosetting.trainers.specs import check_training_settings
 from prosetting.trainers.trl_trainer import run_training
 
 Files = Callable[[Paths, int], list[Path]]
 Inputs = Callable[[Paths, int, Config], list[Path]]
+Check = Callable[[Config], None]  # raises core.config.ConfigError naming the key
+RUN_WIDE = ("Run and workspace", "Models and data", "Unattended operation")  # the Config groups every stage may read
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ class Stage:
     run: Callable[[RunContext, int], dict]
     inputs: Inputs  # the workspace files it reads (besides the round's solver, for those that sample or train it)
     outputs: Files  # every file or folder it creates, present or not
-    groups: tuple[str, ...]  # the Config groups (core/config.GROUPS titles) that hold its settings
+    groups: tuple[str, ...]  # the Config groups (core/config.GROUPS titles) that hold its settings, besides RUN_WIDE
     give_up: str  # what the round loses when this stage is given up (AUTO_CONTINUE_ON_FAILURE, semi mode's [c])
     stats: type  # the statistics it returns and round_XX_progress.json keeps (a TypedDict of core/records.py)
     log: Callable[[Paths, int], Path | None] = lambda paths, r: None  # its own log file; None: the run's log
@@ -65,6 +71,8 @@ class Stage:
     plan_note: Callable[[Config, int], str] = field(default=lambda cfg, r: "")  # what the dry run adds to its row
     # what a redo of it removes besides its own files: its entries in files shared with other rounds
     forget: Callable[[Paths, int], None] = field(default=lambda paths, r: None)
+    # the checks across the keys of its groups, each next to the code that reads them (check_settings runs them)
+    checks: tuple[Check, ...] = ()
 
     def settings(self) -> list[str]:
         """The Config keys this stage reads, by group."""
@@ -100,6 +108,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda p, r: [p.trajectories(r), p.trajectory_parts(r)],
         stats=CollectStats,
         groups=("Collection", "Collection engines"),
+        checks=(check_engine_settings,),
         give_up="the round has no attempts: nothing is graded, exported or trained, and its pool is carried forward",
         samples_solver=True,
     ),
@@ -111,6 +120,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda p, r: [p.rewards(r), p.grade_batch(r)],
         stats=GradeStats,
         groups=("Teacher", "Grading"),
+        checks=(check_teacher_settings,),
         give_up="the round's attempts stay ungraded: no pairs, no training, and its pool is carried forward",
     ),
     Stage(
@@ -131,7 +141,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=lambda p, r, cfg: [p.questions(r), p.trajectories(r), p.rewards(r)],
         outputs=lambda p, r: [p.dataset_dir(r), p.solver_training(r)],
         stats=ExportStats,
-        groups=("DPO export",),
+        groups=("DPO export", "Collection"),  # the pairs' prompt is the one the attempts were sampled with
         give_up="the round has no pairs: the solver is not trained, and the pool is carried forward",
     ),
     Stage(
@@ -142,6 +152,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda p, r: [p.train_result(r), p.merged_solver(r), p.train_run_dir(r), p.train_log(r)],
         stats=TrainStats,
         groups=("Training the Solver", "Multi-machine training"),
+        checks=(check_training_settings, check_launch_settings),
         give_up="the round's solver is not trained: the next round samples the newest solver trained before it",
         log=lambda p, r: p.train_log(r),
         makes_solver=True,
@@ -155,6 +166,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda p, r: [p.enhanced_questions(r), p.questions(r + 1), p.enhance_batch(r)],
         stats=EnhanceStats,
         groups=("Teacher", "Next round's pool", "Generator"),
+        checks=(check_teacher_settings, check_pool_settings),
         give_up="no questions are written: the next round's pool is this round's, carried forward",
     ),
     Stage(
@@ -164,7 +176,8 @@ STAGES: tuple[Stage, ...] = (
         inputs=lambda p, r, cfg: [p.train_result(r), p.heldout],
         outputs=lambda p, r: [],  # its record is the "round_R" entry of results/evaluations.json: see `forget`
         stats=EvaluateStats,
-        groups=("Evaluation",),
+        groups=("Evaluation", "Collection", "Collection engines"),  # it samples the solver as collection does
+        checks=(check_engine_settings, check_evaluation_settings),
         give_up="the round's trained solver is not measured: its row in the reports has no held-out figures",
         samples_solver=True,  # the next round's collection samples the same model: one engine start for both
         forget=forget_evaluation,
@@ -172,6 +185,14 @@ STAGES: tuple[Stage, ...] = (
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 SOLVER_STAGE: Stage = next(s for s in STAGES if s.makes_solver)
+
+
+def check_settings(cfg: Config) -> None:
+    """Every stage's checks of its own settings (Stage.checks), each once, in round order; raises ConfigError naming
+    the first bad key. load_config has already checked each value against its type, choices and range, and the
+    run-wide settings; an entry point runs both before anything starts (the launcher, the health check)."""
+    for check in dict.fromkeys(c for s in STAGES for c in s.checks):
+        check(cfg)
 
 
 def stage_named(name: str) -> Stage:

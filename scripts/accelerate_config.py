@@ -17,6 +17,7 @@ from pathlib import Path
 from prosetting.core import devices
 from prosetting.core.config import ConfigError, load_config, parse_set_args
 from prosetting.trainers import launch
+from prosetting.trainers.specs import check_training_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         cfg, _ = load_config(args.env_file, parse_set_args(args.set))
+        check_training_settings(cfg)
+        launch.check_launch_settings(cfg)
         if args.cpu:
             gpus = []
         elif cfg.PHYSICAL_DPO_GPU:

@@ -11,6 +11,25 @@ from contextlib import nullcontext
 from prosetting.teacher_model.base import Metered
 
 
+def check_teacher_settings(cfg) -> None:
+    """The checks across the keys of "Teacher" (Stage.checks of the stages that call it); raises ConfigError naming
+    the key. Whether the endpoint answers is the health check's (utils/health_endpoints.py)."""
+    from prosetting.core.config import ConfigError
+
+    if cfg.TEACHER_BACKEND != "llm":
+        return
+    for key in ("TEACHER_BASE_URL", "TEACHER_MODEL_NAME"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"{key}: required when TEACHER_BACKEND=llm (set it in .env or the environment)")
+    if not cfg.TEACHER_BASE_URL.startswith(("http://", "https://")):
+        raise ConfigError(f"TEACHER_BASE_URL: expected an http(s) URL, got {cfg.TEACHER_BASE_URL!r}")
+    if cfg.TEACHER_WRITER_BASE_URL and not cfg.TEACHER_WRITER_BASE_URL.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"TEACHER_WRITER_BASE_URL: expected an http(s) URL (or empty for TEACHER_BASE_URL), "
+            f"got {cfg.TEACHER_WRITER_BASE_URL!r}"
+        )
+
+
 def make_teacher(cfg):
     if cfg.TEACHER_BACKEND == "rule":
         from prosetting.teacher_model.rule_teacher import RuleTeacher

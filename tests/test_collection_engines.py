@@ -23,6 +23,7 @@ from prosetting.core.context import RunContext
 from prosetting.core.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from prosetting.core.state_manager import StateManager
 from prosetting.core.text import solver_messages
+from prosetting.processors.stages import check_settings
 from tests.conftest import needs_ray, needs_vllm, write_questions
 
 
@@ -46,9 +47,11 @@ def test_cpu_engines_get_disjoint_cores():
 
 def test_gpu_list_is_validated_before_anything_runs():
     with pytest.raises(ConfigError, match="TENSOR_PARALLEL_SIZE: 2 does not divide the 3 GPUs"):
-        load_config(env_file=None, environ={}, overrides={"PHYSICAL_SOLVER_GPU": "0,1,2", "TENSOR_PARALLEL_SIZE": "2"})
+        check_settings(
+            load_config(None, environ={}, overrides={"PHYSICAL_SOLVER_GPU": "0,1,2", "TENSOR_PARALLEL_SIZE": "2"})[0]
+        )
     with pytest.raises(ConfigError, match="PHYSICAL_SOLVER_GPU: expected comma-separated GPU ids"):
-        load_config(env_file=None, environ={}, overrides={"PHYSICAL_SOLVER_GPU": "0,a"})
+        check_settings(load_config(env_file=None, environ={}, overrides={"PHYSICAL_SOLVER_GPU": "0,a"})[0])
 
 
 def test_max_model_len_comes_from_the_model(tmp_path):

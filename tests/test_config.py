@@ -18,6 +18,7 @@ from prosetting.core.config import (
     diff_configs,
     load_config,
 )
+from prosetting.processors.stages import check_settings
 from prosetting.utils.settings_docs import SETTINGS_BEGIN, SETTINGS_DOC, render_env_example, render_settings_list
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,8 +71,10 @@ def test_precedence_defaults_env_file_environment_command_line(tmp_path):
     ],
 )
 def test_bad_values_fail_naming_the_key(key, value, expected):
+    """As an entry point loads the settings: load_config (types, choices, ranges, models and files), then each
+    stage's own checks."""
     with pytest.raises(ConfigError, match=re.escape(expected)):
-        load_config(env_file=None, overrides={key: value}, environ={})
+        check_settings(load_config(env_file=None, overrides={key: value}, environ={})[0])
 
 
 def test_env_file_error_names_the_file(tmp_path):

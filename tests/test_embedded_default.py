@@ -54,7 +54,7 @@ def test_short_embedded_run_writes_summary_report_and_plot(tmp_path):
     assert summary["rounds"][0]["heldout_accuracy"] == evaluations["baseline"]["greedy"]  # untrained: same solver
     assert summary["rounds"][1]["heldout_accuracy"] == evaluations["round_2"]["greedy"]
     for row in summary["rounds"]:
-        assert row["pool"]["questions"] > 0 and row["pool"]["attempts"] == 4 * row["pool"]["questions"]
+        assert row["pool"]["questions"] > 0 and row["pool"]["num_attempts"] == 4 * row["pool"]["questions"]
         assert 0 <= row["pool"]["solver_accuracy"] <= 1 and set(row["pool"]["zones"]) == {
             "too_difficult",
             "learning",

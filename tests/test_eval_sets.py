@@ -12,6 +12,7 @@ import pytest
 from prosetting.core.config import ConfigError, load_config
 from prosetting.core.eval_spec import EvalSpecError, parse_entry, parse_eval_sets
 from prosetting.processors.eval_sets import EvalSetError, hub_dataset_cached, load_eval_set
+from prosetting.processors.stages import check_settings
 from tests.hub_cache import add_dataset
 
 MATH_ROWS = [
@@ -66,7 +67,7 @@ def test_bad_entries_say_what_was_expected(text, message):
     with pytest.raises(EvalSpecError, match=re.escape(message)):
         parse_eval_sets(text)
     with pytest.raises(ConfigError, match=re.escape("EVAL_SETS: ")):
-        load_config(env_file=None, environ={}, overrides={"EVAL_SETS": text})
+        check_settings(load_config(env_file=None, environ={}, overrides={"EVAL_SETS": text})[0])
 
 
 def test_heldout_k_is_read_as_eval_k():

@@ -54,7 +54,7 @@ def test_failed_stage_is_retried_then_the_run_moves_on_or_stops(tmp_path, tiny_s
             (ws / "data" / "round_01_questions.json").read_text()
         )
         progress = json.loads((ws / "round_01_progress.json").read_text())["stages"]
-        assert progress["grade"]["status"] == "failed" and progress["grade"]["attempts"] == 2
+        assert progress["grade"]["status"] == "failed" and progress["grade"]["tries"] == 2
 
         cfg = _config(tmp_path / "off", tiny_solver, server, AUTO_CONTINUE_ON_FAILURE="false")
         summary = RoundController(cfg).run()

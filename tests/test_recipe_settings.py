@@ -9,6 +9,7 @@ from prosetting.collectors.backends import Generation
 from prosetting.core.config import Config, ConfigError, default_of, load_config
 from prosetting.processors import generator_writer
 from prosetting.processors.question_enhancer import run_enhancement
+from prosetting.processors.stages import check_settings
 from prosetting.teacher_model.base import WriteRequest
 from tests.test_zone_policies import graded_pool, stage_ctx
 
@@ -24,7 +25,7 @@ def test_pool_caps_per_round_follow_the_largest_listed_round():
 @pytest.mark.parametrize("bad", ["200", "2:200,2:250", "0:100", "2:lots", "two:1"])
 def test_a_bad_pool_schedule_fails_at_configuration_naming_the_key(bad):
     with pytest.raises(ConfigError, match="MAX_POOL_SIZE_BY_ROUND: expected ROUND:SIZE"):
-        load_config(None, overrides={"MAX_POOL_SIZE_BY_ROUND": bad}, environ={})
+        check_settings(load_config(None, overrides={"MAX_POOL_SIZE_BY_ROUND": bad}, environ={})[0])
 
 
 def test_the_next_pool_is_cut_to_the_next_rounds_cap(tmp_path):

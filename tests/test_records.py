@@ -80,3 +80,29 @@ def test_each_stage_declares_its_statistics():
 
     for stage in STAGES:
         assert stage.stats.__module__ == "prosetting.core.records" and declared(stage.stats)[1], stage.name
+
+
+def test_each_key_means_one_thing_and_older_progress_files_read_the_same(tmp_path):
+    """`attempts` is only ever a trajectory row's list: a count is `num_attempts`, a stage's retries its `tries`.
+    A progress file written before the rename (both were `attempts`) reads with the new names, and the next write
+    keeps the count going."""
+    for record in (records.CollectStats, records.RewardRow):
+        assert "num_attempts" in declared(record)[1] and "attempts" not in declared(record)[1]
+    assert records.TrajectoryRow.__annotations__["attempts"] == list[Attempt]
+    sm = StateManager(tmp_path)
+    sm.paths.progress(1).parent.mkdir(parents=True, exist_ok=True)
+    old = {
+        "round": 1,
+        "stages": {
+            "collect": {"status": "done", "attempts": 1, "stats": {"questions": 3, "attempts": 12}},
+            "grade": {"status": "failed", "attempts": 2, "error": "endpoint down"},
+        },
+    }
+    sm.paths.progress(1).write_text(json.dumps(old))
+    stages = sm.load_progress(1)["stages"]
+    assert stages["collect"]["tries"] == 1 and stages["collect"]["stats"] == {"questions": 3, "num_attempts": 12}
+    assert "attempts" not in stages["grade"] and stages["grade"]["tries"] == 2
+    sm.mark_stage_started(1, "grade")
+    saved = json.loads(sm.paths.progress(1).read_text())["stages"]
+    assert saved["grade"]["tries"] == 3 and "attempts" not in saved["grade"]
+    assert saved["collect"]["stats"]["num_attempts"] == 12  # rewritten with the new names

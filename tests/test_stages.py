@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import re
 
 import pytest
 
-from prosetting.core.config import GROUPS, Config
+from prosetting.core.config import GROUPS, Config, ConfigError, describe_groups, load_config
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.progress import STATUS_NEXT, read_progress
-from prosetting.processors.stages import SOLVER_STAGE, STAGE_NAMES, STAGES, discard_plan, stage_named, stages_from
+from prosetting.processors.stages import (
+    RUN_WIDE,
+    SOLVER_STAGE,
+    STAGE_NAMES,
+    STAGES,
+    check_settings,
+    discard_plan,
+    stage_named,
+    stages_from,
+)
 
 
 def test_each_stage_declares_its_files_settings_and_give_up(tmp_path):
@@ -149,3 +160,43 @@ def test_a_redo_of_the_evaluation_forgets_its_cached_figures(tmp_path):
         "evaluated": False,
         "reason": "the solver was not trained this round",
     }
+
+
+def test_each_stage_reads_only_its_own_settings_and_checks_them_next_to_its_code():
+    """The stage's own module and its checks read only the Config keys of the groups it declares (and the run-wide
+    ones), and each check lives beside the code of the stage that names it, not in core/config.py."""
+    group_of = {key: title for title, _, keys in describe_groups() for key, _, _ in keys}
+    for stage in STAGES:
+        sources = [inspect.getsource(inspect.getmodule(stage.run)), *(inspect.getsource(c) for c in stage.checks)]
+        read = {key for src in sources for key in re.findall(r"cfg\.([A-Z][A-Z0-9_]+)", src)}
+        assert read, stage.name
+        outside = {key: group_of.get(key) for key in read if group_of.get(key) not in stage.groups + RUN_WIDE}
+        assert not outside, f"stage {stage.name} reads settings of groups it does not declare: {outside}"
+        for check in stage.checks:
+            assert not check.__module__.startswith("prosetting.core"), (stage.name, check.__qualname__)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"TEACHER_BACKEND": "llm"}, "TEACHER_BASE_URL: required when TEACHER_BACKEND=llm"),
+        ({"PHYSICAL_SOLVER_GPU": "0,1,2", "TENSOR_PARALLEL_SIZE": "2"}, "TENSOR_PARALLEL_SIZE: 2 does not divide"),
+        ({"TRL_LOSS_TYPE": "sigmoid,sft", "TRL_LOSS_WEIGHTS": "1"}, "TRL_LOSS_WEIGHTS: expected 2 weights"),
+        ({"NUM_MACHINES": "2"}, "MAIN_PROCESS_IP, MAIN_PROCESS_PORT: required"),
+        ({"WRITE_POLICIES": "all"}, "WRITE_POLICIES: expected a comma list of stepping_stone"),
+        ({"EVAL_SETS": "gsm8k"}, "EVAL_SETS: "),
+    ],
+)
+def test_the_stage_checks_refuse_a_bad_setting_by_its_key_at_launch(tmp_path, capsys, setting, message):
+    """load_config takes each value as typed; the stage that reads it refuses the combination, and the launcher and
+    the health check run those checks before anything starts."""
+    from prosetting.managers.launcher import launch
+    from prosetting.scripts.run_training import build_parser
+
+    cfg, _ = load_config(None, overrides=setting, environ={})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_settings(cfg)
+    sets = [f"--set={k}={v}" for k, v in setting.items()]
+    assert launch(build_parser().parse_args(["--env-file", "", "--workspace", str(tmp_path / "w"), *sets])) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

@@ -127,7 +127,7 @@ def test_a_teacher_that_never_answers_in_the_asked_shape_stops_the_run_in_round_
     assert "were not in the JSON shape asked for" in text and reply in text and '{"verdicts": [{"attempt"' in text
     assert sent <= 10 + 3  # stopped at the 10th unusable reply; only the other 3 workers' requests were in flight
     progress = json.loads((ws / "round_01_progress.json").read_text())["stages"]
-    assert progress["grade"]["status"] == "failed" and progress["grade"]["attempts"] == 1  # not retried
+    assert progress["grade"]["status"] == "failed" and progress["grade"]["tries"] == 1  # not retried
     assert (
         not (ws / "data" / "round_01_rewards.jsonl").exists()
         or not (ws / "data" / "round_01_rewards.jsonl").read_text()

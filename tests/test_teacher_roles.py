@@ -17,6 +17,7 @@ from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.grading import run_grading, score
 from prosetting.processors.question_enhancer import run_enhancement
+from prosetting.processors.stages import check_settings
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.call_cache import CallCache
 from prosetting.teacher_model.llm_teacher import LLMTeacher
@@ -288,7 +289,9 @@ def test_the_writer_settings_default_to_the_grading_teacher_and_its_url_is_check
     teacher = LLMTeacher.from_config(cfg)
     assert teacher.writer is teacher.transport and teacher.writing_temperature == 0.7
     with pytest.raises(ConfigError, match="TEACHER_WRITER_BASE_URL: expected an http"):
-        load_config(env_file=None, environ={}, overrides={**base, "TEACHER_WRITER_BASE_URL": "h:9000/v1"})
+        check_settings(
+            load_config(env_file=None, environ={}, overrides={**base, "TEACHER_WRITER_BASE_URL": "h:9000/v1"})[0]
+        )
     cfg, _ = load_config(env_file=None, environ={"TEACHER_WRITER_API_KEY": "sk-w"}, overrides=base)
     assert cfg.to_dict()["TEACHER_WRITER_API_KEY"] == "***redacted***"
 

@@ -17,6 +17,7 @@ from prosetting.core.io import append_jsonl, atomic_write_json, read_jsonl
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.grading import score
 from prosetting.processors.question_enhancer import run_enhancement
+from prosetting.processors.stages import check_settings
 from prosetting.teacher_model import arithmetic as ar
 from prosetting.teacher_model.base import POLICIES, WriteRequest, policies_for
 from prosetting.teacher_model.llm_teacher import LLMTeacher
@@ -69,7 +70,7 @@ def test_write_policies_and_the_harder_rule_are_settings():
     cfg, _ = load_config(env_file=None, environ={}, overrides={"WRITE_POLICIES": "error_sibling, harder_variant"})
     assert cfg.write_policies == allowed
     with pytest.raises(ConfigError, match="WRITE_POLICIES: expected a comma list of stepping_stone"):
-        load_config(env_file=None, environ={}, overrides={"WRITE_POLICIES": "stepping_stones"})
+        check_settings(load_config(env_file=None, environ={}, overrides={"WRITE_POLICIES": "stepping_stones"})[0])
     q = {"id": "p", **ar.problem_record(ar.LADDER[2], [47, 38], 3)}
     rung = ar.BuiltinTeacher(harder="next_rung").write_questions(
         WriteRequest(q, "mastered", 1.0, count=10, rng=random.Random(0))
@@ -259,13 +260,11 @@ def test_a_bad_plan_fails_at_configuration_with_file_and_key(tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"rounds": {"1": {"stepping_stones": 3}}}))
     with pytest.raises(ConfigError, match=r"NONADAPTIVE_PLAN: .*plan.json: rounds.1.stepping_stones: expected one of"):
-        load_config(env_file=None, environ={}, overrides={"CURRICULUM": "nonadaptive", "NONADAPTIVE_PLAN": str(plan)})
+        check_settings(
+            load_config(None, environ={}, overrides={"CURRICULUM": "nonadaptive", "NONADAPTIVE_PLAN": str(plan)})[0]
+        )
     plan.write_text("{")
     with pytest.raises(ConfigError, match=r"plan.json: line 1: not valid JSON"):
-        load_config(env_file=None, environ={}, overrides={"CURRICULUM": "nonadaptive", "NONADAPTIVE_PLAN": str(plan)})
-
-
-def test_plan_policies_are_the_teachers():
-    from prosetting.core.config import WRITE_PLAN_POLICIES
-
-    assert WRITE_PLAN_POLICIES == POLICIES
+        check_settings(
+            load_config(None, environ={}, overrides={"CURRICULUM": "nonadaptive", "NONADAPTIVE_PLAN": str(plan)})[0]
+        )

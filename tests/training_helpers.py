@@ -7,12 +7,17 @@ import threading
 from pathlib import Path
 
 from prosetting.core.config import load_config
+from prosetting.processors.stages import check_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def cfg(**kw):
-    return load_config(env_file=None, overrides={k: str(v) for k, v in kw.items()}, environ={})[0]
+    """The settings `kw` over the defaults, checked as an entry point checks them (load_config, then each stage's
+    own checks)."""
+    config = load_config(env_file=None, overrides={k: str(v) for k, v in kw.items()}, environ={})[0]
+    check_settings(config)
+    return config
 
 
 def tiny_model(path: Path, layers: int = 2) -> Path:

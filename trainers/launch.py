@@ -23,9 +23,30 @@ from pathlib import Path
 import yaml
 
 from prosetting.core import devices
-from prosetting.core.config import Config
+from prosetting.core.config import Config, ConfigError
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
+
+
+def check_launch_settings(cfg: Config) -> None:
+    """The checks across the keys of "Multi-machine training" and the launch keys of "Training the Solver"
+    (Stage.checks of `train`); raises ConfigError naming the key."""
+    if any(not g.strip().isdigit() for g in cfg.PHYSICAL_DPO_GPU.split(",") if cfg.PHYSICAL_DPO_GPU):
+        raise ConfigError(f"PHYSICAL_DPO_GPU: expected comma-separated GPU ids, got {cfg.PHYSICAL_DPO_GPU!r}")
+    if cfg.TRL_ACCELERATE_CONFIG and not Path(cfg.TRL_ACCELERATE_CONFIG).is_file():
+        raise ConfigError(f"TRL_ACCELERATE_CONFIG: file not found: {cfg.TRL_ACCELERATE_CONFIG}")
+    if cfg.NUM_MACHINES > 1:
+        if not cfg.MAIN_PROCESS_IP or not cfg.MAIN_PROCESS_PORT:
+            raise ConfigError("MAIN_PROCESS_IP, MAIN_PROCESS_PORT: required when NUM_MACHINES > 1")
+        if cfg.MACHINE_RANK >= cfg.NUM_MACHINES:
+            raise ConfigError(
+                f"MACHINE_RANK: expected a value < NUM_MACHINES={cfg.NUM_MACHINES}, got {cfg.MACHINE_RANK}"
+            )
+        if cfg.TRL_NUM_PROCESSES % cfg.NUM_MACHINES:
+            raise ConfigError(
+                f"TRL_NUM_PROCESSES: expected a multiple of NUM_MACHINES={cfg.NUM_MACHINES} (processes in all), "
+                f"got {cfg.TRL_NUM_PROCESSES}"
+            )
 
 
 class LaunchError(RuntimeError):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prosetting.core import tracking
-from prosetting.core.config import Config
+from prosetting.core.config import Config, ConfigError
 from prosetting.core.io import atomic_write_json
 
 
@@ -156,6 +156,34 @@ def common_fields(
         "lora_target_modules": cfg.TRL_LORA_TARGET_MODULES,
         "resume_from_checkpoint": latest_checkpoint(run_dir) if cfg.TRL_SAVE_STEPS else None,
     }
+
+
+def check_training_settings(cfg: Config) -> None:
+    """The checks across the keys of "Training the Solver" that make the spec (Stage.checks of `train`); raises
+    ConfigError naming the key. How the training is launched is trainers/launch.check_launch_settings."""
+    terms = cfg.loss_types
+    if not terms:
+        raise ConfigError("TRL_LOSS_TYPE: expected at least one loss term, e.g. `sigmoid` or `sigmoid,sft`")
+    if cfg.TRL_LOSS_WEIGHTS and len(cfg.loss_weights) != len(terms):
+        n = len(terms)
+        raise ConfigError(
+            f"TRL_LOSS_WEIGHTS: expected {n} weight{'s' if n > 1 else ''} (one per TRL_LOSS_TYPE term), "
+            f"got {cfg.TRL_LOSS_WEIGHTS!r}"
+        )
+    trackers = {t.strip() for t in cfg.TRL_REPORT_TO.split(",") if t.strip()}
+    if trackers - {"none", "tensorboard", "wandb", "trackio"}:
+        raise ConfigError(
+            f"TRL_REPORT_TO: expected a comma list of none, tensorboard, wandb, trackio; got {cfg.TRL_REPORT_TO!r}"
+        )
+    if cfg.TRL_REF_MODEL == "none" and set(terms) - {"sft"}:
+        raise ConfigError(
+            f"TRL_REF_MODEL: `none` needs reference-free losses (TRL_LOSS_TYPE=sft), got {cfg.TRL_LOSS_TYPE!r}"
+        )
+    if cfg.TRL_LORA_R and cfg.TRL_DISTRIBUTED in ("fsdp", "deepspeed"):
+        raise ConfigError(
+            f"TRL_LORA_R: LoRA is supported with TRL_DISTRIBUTED=single or ddp, not {cfg.TRL_DISTRIBUTED} "
+            "(an 8B bf16 base with LoRA fits one 80 GB GPU; use ddp)"
+        )
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:

@@ -34,7 +34,7 @@ def round_row(sm: StateManager, r: int, evaluations: dict) -> RoundRow:
         "heldout_mean_at_k": ev["mean_at_k"] if ev else None,
         "pool": {
             "questions": len(questions),
-            "attempts": collect.get("attempts"),
+            "num_attempts": collect.get("num_attempts"),
             "solver_accuracy": grade.get("accuracy"),
             "zones": grade.get("zones"),
             "levels": comp["levels"],
@@ -107,7 +107,7 @@ def print_round_table(cfg: Config, sm: StateManager, upto: int) -> str:
     for r in range(1, upto + 1):
         row = round_row(sm, r, evaluations)
         lines.append(
-            f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['attempts']):>8} "
+            f"{r:>5} {row['pool']['questions']:>9} {_fmt(row['pool']['num_attempts']):>8} "
             f"{_fmt(row['pool']['solver_accuracy'], True):>8} {_fmt(row['pairs']):>6} "
             f"{'yes' if row['trained'] else 'no':>7} {_fmt(row['heldout_accuracy'], True):>8} "
             f"{_fmt(row['next_pool']):>9}  {short(row['writers'])}"

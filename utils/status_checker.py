@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 
 from prosetting.core.config import Config, ConfigError, load_config
+from prosetting.processors.stages import check_settings
 from prosetting.utils.health_endpoints import check_teacher
 from prosetting.utils.health_machine import check_gpus, check_packages, check_training_launch, check_workspace
 from prosetting.utils.health_models import check_models
@@ -35,6 +36,7 @@ EXIT_NOT_READY, EXIT_REFUSED = 1, 2
 def check_config(env_file: str | None, workspace: str | None) -> tuple[Check, Config | None, dict[str, str]]:
     try:
         cfg, sources = load_config(env_file, {"WORKSPACE_DIR": workspace} if workspace else None)
+        check_settings(cfg)  # each stage's own checks (processors/stages.py)
     except ConfigError as exc:
         key = str(exc).split(":", 1)[0]
         return (
