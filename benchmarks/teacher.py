@@ -26,7 +26,8 @@ from pathlib import Path
 
 from prosetting.core.config import load_config
 from prosetting.core.context import RunContext
-from prosetting.core.io import append_jsonl, atomic_write_json
+from prosetting.core.io import append_jsonl
+from prosetting.core.records import write_pool
 from prosetting.core.state_manager import StateManager
 from prosetting.processors.grading import run_grading
 from prosetting.teacher_model.llm_teacher import LLMTeacher
@@ -58,7 +59,7 @@ def make_workspace(root: Path, server: TeacherServer, n: int, attempts: int, wor
         }
         for i in range(n)
     ]
-    atomic_write_json(ctx.paths.questions(1), questions)
+    write_pool(ctx.paths, 1, questions)
     rows = []
     for q in questions:
         right = int(q["answer"])

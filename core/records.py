@@ -17,7 +17,7 @@ saved in round_XX_progress.json, are declared here too, and each stage names its
 # No `from __future__ import annotations` here: TypedDict reads NotRequired[...] only from evaluated annotations.
 from typing import Any, NotRequired, TypedDict
 
-from prosetting.core.io import read_json, read_jsonl
+from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
 from prosetting.core.state_manager import Paths
 
 
@@ -223,10 +223,17 @@ class EvaluateStats(TypedDict):
     sets: NotRequired[dict[str, dict[str, float]]]
 
 
-# --- one reader per file ---------------------------------------------------------------------------
+# --- one reader and one writer per file ---------------------------------------------------------------------------
+# The writers write the same JSON and JSON Lines as ever, durable when they return (core/io.py: a whole file replaced
+# atomically, or lines appended and fsync'd), so a stage that is killed keeps every record it saved.
 def read_pool(paths: Paths, r: int) -> list[Question]:
     """Round r's pool; [] before it is written."""
     return read_json(paths.questions(r)) or []
+
+
+def write_pool(paths: Paths, r: int, questions: list[Question]) -> None:
+    """Round r's pool, whole (the seeds for round 1, the enhance stage of round r-1 for the others)."""
+    atomic_write_json(paths.questions(r), questions)
 
 
 def read_trajectories(paths: Paths, r: int) -> list[TrajectoryRow]:
@@ -241,6 +248,10 @@ def read_rewards(paths: Paths, r: int) -> list[RewardRow]:
     return read_jsonl(paths.rewards(r))
 
 
+def append_rewards(paths: Paths, r: int, rows: list[RewardRow]) -> None:
+    append_jsonl(paths.rewards(r), rows)
+
+
 def rewards_by_question(paths: Paths, r: int) -> dict[str, RewardRow]:
     """Round r's graded questions by id; {} before grading."""
     return {row["question_id"]: row for row in read_rewards(paths, r)}
@@ -250,8 +261,16 @@ def read_enhanced(paths: Paths, r: int) -> list[EnhancedRow]:
     return read_jsonl(paths.enhanced_questions(r))
 
 
+def append_enhanced(paths: Paths, r: int, rows: list[EnhancedRow]) -> None:
+    append_jsonl(paths.enhanced_questions(r), rows)
+
+
 def read_train_result(paths: Paths, r: int) -> TrainResult | None:
     return read_json(paths.train_result(r))
+
+
+def write_train_result(paths: Paths, r: int, result: TrainResult) -> None:
+    atomic_write_json(paths.train_result(r), result)
 
 
 def was_trained(paths: Paths, r: int) -> bool:

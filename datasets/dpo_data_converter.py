@@ -24,8 +24,8 @@ import re
 import time
 
 from prosetting.core.context import RunContext
-from prosetting.core.io import atomic_write_json, read_json
-from prosetting.core.records import ExportStats, attempts_by_question, rewards_by_question
+from prosetting.core.io import atomic_write_json
+from prosetting.core.records import ExportStats, attempts_by_question, read_pool, rewards_by_question
 from prosetting.core.text import solver_messages
 from prosetting.datasets.data_saver import save_pairs_parquet
 
@@ -115,7 +115,7 @@ def split_questions(question_ids: list[str], fraction: float, seed: int, round_:
 def run_export(ctx: RunContext, r: int) -> ExportStats:
     cfg, paths = ctx.cfg, ctx.paths
     t0 = time.time()
-    questions = read_json(paths.questions(r))
+    questions = read_pool(paths, r)
     attempts = attempts_by_question(paths, r)
     rewards = rewards_by_question(paths, r)
     per_question, rows_by_q = [], {}

@@ -27,7 +27,7 @@ from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json, write_jsonl
 from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
 from prosetting.core.questions import load_questions_file
-from prosetting.core.records import was_trained
+from prosetting.core.records import was_trained, write_pool
 from prosetting.core.state_manager import SHIPPED_SEEDS, Paths, StateManager
 from prosetting.core.tracking import RoundTracker, TrackingError, forget_rounds, round_scalars
 from prosetting.processors import evaluation
@@ -157,7 +157,7 @@ class RoundController:
             build_embedded_solver(paths.base_model, cfg)
         if not paths.questions(1).exists():
             seeds = load_questions_file(cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
-            atomic_write_json(paths.questions(1), seeds)
+            write_pool(paths, 1, seeds)
             log.info("round 1 pool: %d seed questions from %s", len(seeds), cfg.QUESTIONS_FILE or SHIPPED_SEEDS)
         heldout = evaluation.heldout_file(cfg)
         if heldout and not paths.heldout.exists():

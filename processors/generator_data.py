@@ -16,8 +16,8 @@ import logging
 import math
 from pathlib import Path
 
-from prosetting.core.io import append_jsonl, read_json, read_jsonl
-from prosetting.core.records import attempts_by_question, read_enhanced, rewards_by_question
+from prosetting.core.io import append_jsonl, read_jsonl
+from prosetting.core.records import attempts_by_question, read_enhanced, read_pool, rewards_by_question
 from prosetting.teacher_model.base import POLICY_OF_ZONE, make_request
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def export_generator_training(paths, cfg, r: int) -> dict:
     """Write data/round_XX_generator_training.jsonl for round r (needs round r+1's rewards for the weights)."""
     out: Path = paths.generator_records(r)
     done = {row["new_question_id"] for row in read_jsonl(out)}
-    questions = {q["id"]: q for q in read_json(paths.questions(r))}
+    questions = {q["id"]: q for q in read_pool(paths, r)}
     rewards = rewards_by_question(paths, r)
     attempts = attempts_by_question(paths, r)
     next_rewards = rewards_by_question(paths, r + 1)

@@ -20,8 +20,15 @@ import logging
 import time
 
 from prosetting.core.context import RunContext
-from prosetting.core.io import append_jsonl, read_json
-from prosetting.core.records import GradeStats, RewardRow, Verdict, read_trajectories, rewards_by_question
+from prosetting.core.records import (
+    GradeStats,
+    RewardRow,
+    Verdict,
+    append_rewards,
+    read_pool,
+    read_trajectories,
+    rewards_by_question,
+)
 from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.teacher_model import teacher_for, teacher_stats, usage_since, watching
 from prosetting.teacher_model.base import Batching, zone_of
@@ -46,9 +53,8 @@ def score(question_id: str, round_: int, verdicts: list[Verdict]) -> RewardRow:
 
 def run_grading(ctx: RunContext, r: int) -> GradeStats:
     paths, teacher = ctx.paths, teacher_for(ctx)
-    questions = {q["id"]: q for q in read_json(paths.questions(r))}
+    questions = {q["id"]: q for q in read_pool(paths, r)}
     trajectories = read_trajectories(paths, r)
-    out = paths.rewards(r)
     done = set(rewards_by_question(paths, r))
     todo = [row for row in trajectories if row["question_id"] not in done]
     log.info(
@@ -81,7 +87,7 @@ def run_grading(ctx: RunContext, r: int) -> GradeStats:
         # their Teacher answers are in the call cache already.
         recs = [rec for rec in results if rec is not None]
         if recs:
-            append_jsonl(out, recs)
+            append_rewards(paths, r, recs)
 
     if todo:
         with watching(teacher, f"round {r} grading"):

@@ -35,8 +35,15 @@ from pathlib import Path
 
 from prosetting.core.config import Config, ConfigError
 from prosetting.core.context import RunContext
-from prosetting.core.io import append_jsonl, atomic_write_json, read_json, read_jsonl
-from prosetting.core.records import EnhanceStats, attempts_by_question, rewards_by_question
+from prosetting.core.records import (
+    EnhanceStats,
+    append_enhanced,
+    attempts_by_question,
+    read_enhanced,
+    read_pool,
+    rewards_by_question,
+    write_pool,
+)
 from prosetting.processors.concurrent import check_failures, run_concurrently
 from prosetting.processors.question_pool import build_blind_pool, build_next_pool
 from prosetting.processors.question_writers import QuestionWriters
@@ -176,14 +183,13 @@ def run_enhancement(ctx: RunContext, r: int) -> EnhanceStats:
     cfg, paths, teacher = ctx.cfg, ctx.paths, teacher_for(ctx)
     t0 = time.time()
     if cfg.CURRICULUM == "static":  # the ablation: nothing written, the seed pool again
-        pool = read_json(paths.questions(1))
-        atomic_write_json(paths.questions(r + 1), pool)
+        pool = read_pool(paths, 1)
+        write_pool(paths, r + 1, pool)
         log.info("enhance r%d: CURRICULUM=static, next pool = the %d seed questions again", r, len(pool))
         return {"written": 0, "next_pool": len(pool), "curriculum": "static", "seconds": round(time.time() - t0, 1)}
-    questions = read_json(paths.questions(r))
+    questions = read_pool(paths, r)
     rewards = rewards_by_question(paths, r)
-    out = paths.enhanced_questions(r)
-    done = {row["parent_id"] for row in read_jsonl(out)}
+    done = {row["parent_id"] for row in read_enhanced(paths, r)}
     before = teacher_stats(teacher)
     jobs = _jobs(ctx, r, questions, rewards, done)
     log.info(
@@ -193,7 +199,7 @@ def run_enhancement(ctx: RunContext, r: int) -> EnhanceStats:
         teacher.name,
         len(done),
     )
-    writing = _Writing(ctx, r, rewards, QuestionWriters(ctx, r), out)
+    writing = _Writing(ctx, r, rewards, QuestionWriters(ctx, r))
     batch_stats = _prefetch(ctx, r, jobs, writing.writers)
     try:
         if jobs:
@@ -207,9 +213,9 @@ def run_enhancement(ctx: RunContext, r: int) -> EnhanceStats:
     if writing.failed:
         _check_failures(cfg, r, writing.failed, len(jobs) + len(done))
 
-    rows = read_jsonl(out)
+    rows = read_enhanced(paths, r)
     pool, counts, new_questions, dropped = _next_pool(ctx, r, questions, rewards, rows)
-    atomic_write_json(paths.questions(r + 1), pool)
+    write_pool(paths, r + 1, pool)
     stats = {
         "written": len(new_questions),
         "next_pool": len(pool),
@@ -260,8 +266,8 @@ class _Writing:
     """One job per parent, called from the stage's threads: re-check it (too difficult), write from it, and
     append its line to the enhanced file; a parent whose Teacher requests failed is kept in `failed`."""
 
-    def __init__(self, ctx: RunContext, r: int, rewards: dict, writers: QuestionWriters, out):
-        self.ctx, self.r, self.rewards, self.writers, self.out = ctx, r, rewards, writers, out
+    def __init__(self, ctx: RunContext, r: int, rewards: dict, writers: QuestionWriters):
+        self.ctx, self.r, self.rewards, self.writers = ctx, r, rewards, writers
         teacher = teacher_for(ctx)
         self.recheck = teacher.recheck_question if isinstance(teacher, Rechecking) else None
         self.lock = threading.Lock()
@@ -285,7 +291,11 @@ class _Writing:
             keep, reason = self.recheck(q)
             if not keep:
                 with self.lock:
-                    append_jsonl(self.out, [{"parent_id": q["id"], "zone": zone, "questions": [], "dropped": reason}])
+                    append_enhanced(
+                        self.ctx.paths,
+                        self.r,
+                        [{"parent_id": q["id"], "zone": zone, "questions": [], "dropped": reason}],
+                    )
                 return
         writer, new, rejected = None, [], []
         for req in reqs:
@@ -300,7 +310,7 @@ class _Writing:
             "rejected": rejected,
         }
         with self.lock:
-            append_jsonl(self.out, [row])
+            append_enhanced(self.ctx.paths, self.r, [row])
 
     def new_question(self, index: int, k: int, q: dict, req: WriteRequest, w: dict, writer: str) -> dict:
         r = self.r
@@ -394,4 +404,4 @@ def writer_counts(rows: list[dict]) -> dict:
 def carry_pool_forward(ctx: RunContext, r: int) -> None:
     """After an enhancement that failed for good, the next round replays this round's pool unchanged."""
     if not ctx.paths.questions(r + 1).exists():
-        atomic_write_json(ctx.paths.questions(r + 1), read_json(ctx.paths.questions(r)))
+        write_pool(ctx.paths, r + 1, read_pool(ctx.paths, r))

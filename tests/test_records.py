@@ -106,3 +106,33 @@ def test_each_key_means_one_thing_and_older_progress_files_read_the_same(tmp_pat
     saved = json.loads(sm.paths.progress(1).read_text())["stages"]
     assert saved["grade"]["tries"] == 3 and "attempts" not in saved["grade"]
     assert saved["collect"]["stats"]["num_attempts"] == 12  # rewritten with the new names
+
+
+def test_one_writer_per_record_file_and_it_reads_back(tmp_path):
+    """The pool, rewards, enhanced rows and training result are written only through core/records.py's writers,
+    which write what the readers read back."""
+    import re
+    from pathlib import Path
+
+    paths = StateManager(tmp_path).paths
+    pool = [{"id": "q1", "question": "3+4=?", "answer": "7", "parent_id": None}]
+    records.write_pool(paths, 1, pool)
+    assert records.read_pool(paths, 1) == pool
+    row = score(
+        "q1", 1, grade_by_reference(pool[0], [make_attempt("q1", 1, 0, "\\boxed{7}", num_tokens=3, truncated=False)])
+    )
+    records.append_rewards(paths, 1, [row])
+    assert records.rewards_by_question(paths, 1) == {"q1": row}
+    records.append_enhanced(paths, 1, [{"parent_id": "q1", "zone": "mastered", "questions": [], "dropped": "x"}])
+    assert records.read_enhanced(paths, 1)[0]["dropped"] == "x"
+    records.write_train_result(paths, 1, {"round": 1, "trained": False, "reason": "none"})
+    assert not records.was_trained(paths, 1)
+
+    root = Path(records.__file__).resolve().parent.parent
+    writes = re.compile(
+        r"(atomic_write_json|append_jsonl|write_jsonl)\(\s*(ctx\.)?paths\.(questions|rewards|enhanced_questions|train_result)\("
+    )
+    for module in root.glob("*/*.py"):
+        if module.parts[-2] in ("tests", ".venv") or module.name == "records.py":
+            continue
+        assert not writes.search(module.read_text(encoding="utf-8")), f"{module}: writes a record file by hand"

@@ -16,8 +16,7 @@ import logging
 from pathlib import Path
 
 from prosetting.core.context import RunContext
-from prosetting.core.io import atomic_write_json
-from prosetting.core.records import TrainStats
+from prosetting.core.records import TrainStats, write_train_result
 from prosetting.datasets.data_saver import count_rows
 from prosetting.trainers.launched_training import train_and_install
 from prosetting.trainers.specs import DPOSpec, dpo_spec, spec_precompute
@@ -43,20 +42,19 @@ ENTRY = "prosetting.trainers.dpo_entry"
 
 def run_training(ctx: RunContext, r: int) -> TrainStats:
     cfg, paths = ctx.cfg, ctx.paths
-    result_path = paths.train_result(r)
     if r < cfg.TRAIN_START_ROUND:
         result = {
             "round": r,
             "trained": False,
             "reason": f"round {r} < TRAIN_START_ROUND={cfg.TRAIN_START_ROUND}: accumulate only",
         }
-        atomic_write_json(result_path, result)
+        write_train_result(paths, r, result)
         log.info("train r%d: skipped (%s)", r, result["reason"])
         return {"trained": False}
     train, val = dataset_files(ctx, r)
     if not train:
         result = {"round": r, "trained": False, "reason": "no preference pairs accumulated yet"}
-        atomic_write_json(result_path, result)
+        write_train_result(paths, r, result)
         log.warning("train r%d: no preference pairs to train on; the solver is carried forward unchanged", r)
         return {"trained": False}
 
@@ -106,7 +104,7 @@ def run_training(ctx: RunContext, r: int) -> TrainStats:
         "wall_s": wall_s,
         "log": str(log_path),
     }
-    atomic_write_json(result_path, result)
+    write_train_result(paths, r, result)
     log.info(
         "train r%d: %d steps on world size %d, loss %.4f -> %.4f, reward accuracy %s; verified %d tensors; %.1fs",
         r,
