@@ -77,10 +77,11 @@ def make_questions(n: int, questions_file: str | None = None) -> list[dict]:
 
 
 def our_stage(ws: Path, model: Path, questions: list[dict], args, **settings) -> dict:
+    from prosetting.collectors.placement import check_engine_settings
     from prosetting.collectors.trajectory_collector import run_collection
     from prosetting.core.config import load_config
     from prosetting.core.context import RunContext
-    from prosetting.core.io import atomic_write_json
+    from prosetting.core.records import write_pool
     from prosetting.core.state_manager import StateManager
 
     overrides = {
@@ -95,10 +96,11 @@ def our_stage(ws: Path, model: Path, questions: list[dict], args, **settings) ->
         **{k: str(v) for k, v in settings.items()},
     }
     cfg, _ = load_config(env_file=None, environ={}, overrides=overrides)
+    check_engine_settings(cfg)
     cfg = dataclasses.replace(cfg, SOLVER_MODEL_PATH=str(model), SOLVER_SYSTEM_PROMPT=args.system_prompt)
     shutil.rmtree(ws, ignore_errors=True)  # a fresh workspace: a re-run generates again, reusing no batch
     sm = StateManager(cfg.workspace)
-    atomic_write_json(sm.paths.questions(1), questions)
+    write_pool(sm.paths, 1, questions)
     t0 = time.time()
     stats = run_collection(RunContext(cfg=cfg, sm=sm), 1)
     stats["wall_seconds"] = round(time.time() - t0, 2)
@@ -123,7 +125,7 @@ def _plain_vllm(engine: dict, env: dict, prompts: list[dict], sampling: dict, qu
             "generation_seconds": round(done - ready, 2),
             "wall_seconds": round(done - t0, 2),
             "generated_tokens": tokens,
-            "attempts": sum(len(out.outputs) for out in outs),
+            "num_attempts": sum(len(out.outputs) for out in outs),
             "truncated": sum(o.finish_reason == "length" for out in outs for o in out.outputs),
             "mean_tokens": round(tokens / max(1, sum(len(out.outputs) for out in outs)), 1),
             "tokens_per_second": round(tokens / (done - ready), 1),

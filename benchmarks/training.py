@@ -181,7 +181,7 @@ def main() -> int:
     from prosetting.tests.training_helpers import pairs_parquet
     from prosetting.trainers import launch
     from prosetting.trainers.launched_training import train_and_verify
-    from prosetting.trainers.specs import dpo_spec
+    from prosetting.trainers.specs import check_training_settings, dpo_spec
     from prosetting.trainers.tiny_solver import build_tiny_solver
     from prosetting.trainers.trl_trainer import ENTRY
 
@@ -219,6 +219,8 @@ def main() -> int:
         "TRL_MAX_STEPS": args.max_steps,
     }
     cfg = load_config(env_file=None, overrides={k: str(v) for k, v in settings.items()}, environ={})[0]
+    check_training_settings(cfg)
+    launch.check_launch_settings(cfg)
     run_dir = root / "run"
     run_dir.mkdir()
     spec = dpo_spec(cfg, model, [str(train)], [], run_dir, 1, preset=launch.resolve_preset(cfg, []))

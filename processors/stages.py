@@ -130,7 +130,9 @@ STAGES: tuple[Stage, ...] = (
         inputs=lambda p, r, cfg: [p.rewards(r), *([p.enhanced_questions(r - 1), p.rewards(r - 1)] if r >= 2 else [])],
         outputs=_generator_outputs,
         stats=GeneratorStats,
-        groups=("Generator",),
+        # it trains through the solver's launch (trainers/launched_training.train_and_install): same preset and machines
+        groups=("Generator", "Training the Solver", "Multi-machine training"),
+        checks=(check_launch_settings,),
         give_up="the Generator is not trained this round: writing uses the newest Generator trained before it",
         log=lambda p, r: p.generator_log(r),
     ),
@@ -165,8 +167,9 @@ STAGES: tuple[Stage, ...] = (
         inputs=lambda p, r, cfg: [p.questions(r), p.trajectories(r), p.rewards(r)],
         outputs=lambda p, r: [p.enhanced_questions(r), p.questions(r + 1), p.enhance_batch(r)],
         stats=EnhanceStats,
-        groups=("Teacher", "Next round's pool", "Generator"),
-        checks=(check_teacher_settings, check_pool_settings),
+        # the Generator writes on the solver's engine backend (processors/generator_writer.py)
+        groups=("Teacher", "Next round's pool", "Generator", "Collection", "Collection engines"),
+        checks=(check_teacher_settings, check_pool_settings, check_engine_settings),
         give_up="no questions are written: the next round's pool is this round's, carried forward",
     ),
     Stage(

@@ -138,7 +138,7 @@ def to_the_five_stage_shape(workspace: Path, interrupted_round: int) -> None:
         stages["grade"]["stats"].update(generator)
         stages.pop("evaluate", None)
         if progress["round"] == interrupted_round:
-            stages["enhance"] = {"status": "running", "started": stages["enhance"]["started"], "tries": 1}
+            stages["enhance"] = {"status": "running", "started": stages["enhance"]["started"], "attempts": 1}
         path.write_text(json.dumps(progress, indent=2))
     state_path = workspace / "training_state.json"
     state = json.loads(state_path.read_text())

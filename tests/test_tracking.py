@@ -83,7 +83,7 @@ def test_round_scalars_cover_sets_pool_pairs_teacher_and_writers():
     row = {
         "pool": {
             "questions": 120,
-            "attempts": 960,
+            "num_attempts": 960,
             "solver_accuracy": 0.4,
             "mean_level": 2.5,
             "zones": {"too_difficult": 30, "learning": 60, "mastered": 30},
@@ -104,6 +104,11 @@ def test_round_scalars_cover_sets_pool_pairs_teacher_and_writers():
     }
     out = tracking.round_scalars(row, table_row)
     assert out["eval/gsm8k/mean_at_k"] == 0.2 and out["eval/average/greedy"] == 0.4
-    assert out["pool/zone_learning"] == 60 and out["pairs"] == 400 and out["train_round/steps"] == 13
+    assert (
+        out["pool/num_attempts"] == 960
+        and out["pool/zone_learning"] == 60
+        and out["pairs"] == 400
+        and out["train_round/steps"] == 13
+    )
     assert out["teacher/cost"] == 0.12 and out["writers/generator/acceptance_rate"] == 0.25
     assert "writers/generator/mean_utility" not in out  # not graded yet: nothing, rather than a zero
