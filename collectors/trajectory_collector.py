@@ -24,8 +24,9 @@ from tqdm import tqdm
 from prosetting.collectors.backends import Sampling, resolve_backend
 from prosetting.collectors.engine_pool import Task, solver_pool
 from prosetting.core.context import RunContext
-from prosetting.core.io import append_jsonl, read_json, read_jsonl, write_jsonl
-from prosetting.core.records import CollectStats
+from prosetting.core.io import read_json, read_jsonl, write_jsonl
+from prosetting.core.records import CollectStats, append_trajectories, read_trajectories
+from prosetting.core.state_manager import Paths
 from prosetting.core.text import make_attempt, solver_messages
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,11 @@ def part_file(parts: Path, index: int) -> Path:
 
 
 class InOrderMerge:
-    """Appends finished batches to the trajectories file in pool order, as soon as every earlier one is in."""
+    """Appends finished batches to round r's trajectories file in pool order, as soon as every earlier one is in."""
 
-    def __init__(self, out: Path, parts: Path, batches: list[list[dict]]):
-        self.out, self.parts, self.batches = out, parts, batches
-        self.merged = {row["question_id"] for row in read_jsonl(out)}
+    def __init__(self, paths: Paths, r: int, batches: list[list[dict]]):
+        self.paths, self.r, self.parts, self.batches = paths, r, paths.trajectory_parts(r), batches
+        self.merged = {row["question_id"] for row in read_trajectories(paths, r)}
         self.next = 0
 
     def batch_merged(self, index: int) -> bool:
@@ -61,7 +62,7 @@ class InOrderMerge:
                 return
             # A kill during an earlier append leaves a prefix of this batch in the file: add only the rest.
             rows = [row for row in read_jsonl(part) if row["question_id"] not in self.merged]
-            append_jsonl(self.out, rows)
+            append_trajectories(self.paths, self.r, rows)
             self.merged.update(row["question_id"] for row in rows)
             part.unlink()
             self.next += 1
@@ -77,7 +78,7 @@ def run_collection(ctx: RunContext, r: int) -> CollectStats:
     parts.mkdir(parents=True, exist_ok=True)
     size = cfg.COLLECTION_BATCH_SIZE
     batches = [questions[i : i + size] for i in range(0, len(questions), size)]
-    merge = InOrderMerge(out, parts, batches)
+    merge = InOrderMerge(paths, r, batches)
     merge.flush()
     todo = [i for i in range(len(batches)) if not merge.batch_merged(i) and not part_file(parts, i).exists()]
     model_dir = ctx.solver_for_round(r)
@@ -105,7 +106,7 @@ def run_collection(ctx: RunContext, r: int) -> CollectStats:
             f"collect r{r}: {len(missing)} questions have no attempts after collection (first: {missing[0]})"
         )
     shutil.rmtree(parts, ignore_errors=True)
-    rows = read_jsonl(out)
+    rows = read_trajectories(paths, r)
     stats = {
         **attempt_stats(rows),
         "model": str(model_dir),

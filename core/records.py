@@ -240,6 +240,10 @@ def read_trajectories(paths: Paths, r: int) -> list[TrajectoryRow]:
     return read_jsonl(paths.trajectories(r))
 
 
+def append_trajectories(paths: Paths, r: int, rows: list[TrajectoryRow]) -> None:
+    append_jsonl(paths.trajectories(r), rows)
+
+
 def attempts_by_question(paths: Paths, r: int) -> dict[str, list[Attempt]]:
     return {row["question_id"]: row["attempts"] for row in read_trajectories(paths, r)}
 

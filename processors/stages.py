@@ -42,7 +42,7 @@ from prosetting.processors.evaluation import check_evaluation_settings, forget_e
 from prosetting.processors.generator_stage import run_generator
 from prosetting.processors.grading import run_grading
 from prosetting.processors.question_enhancer import check_pool_settings, run_enhancement
-from prosetting.teacher_model import check_teacher_settings
+from prosetting.teacher_model import check_endpoint_settings
 from prosetting.trainers.launch import check_launch_settings
 from prosetting.trainers.specs import check_training_settings
 from prosetting.trainers.trl_trainer import run_training
@@ -120,7 +120,7 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda p, r: [p.rewards(r), p.grade_batch(r)],
         stats=GradeStats,
         groups=("Teacher", "Grading"),
-        checks=(check_teacher_settings,),
+        checks=(check_endpoint_settings,),
         give_up="the round's attempts stay ungraded: no pairs, no training, and its pool is carried forward",
     ),
     Stage(
@@ -169,7 +169,7 @@ STAGES: tuple[Stage, ...] = (
         stats=EnhanceStats,
         # the Generator writes on the solver's engine backend (processors/generator_writer.py)
         groups=("Teacher", "Next round's pool", "Generator", "Collection", "Collection engines"),
-        checks=(check_teacher_settings, check_pool_settings, check_engine_settings),
+        checks=(check_endpoint_settings, check_pool_settings, check_engine_settings),
         give_up="no questions are written: the next round's pool is this round's, carried forward",
     ),
     Stage(

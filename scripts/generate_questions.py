@@ -15,7 +15,7 @@ from prosetting.core.config import load_config
 from prosetting.core.io import write_jsonl
 from prosetting.core.questions import load_questions_file
 from prosetting.processors.generator_writer import GeneratorWriter, generate_question_set
-from prosetting.teacher_model import check_teacher_settings, make_teacher
+from prosetting.teacher_model import check_endpoint_settings, make_teacher
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="Sampling seed.")
     args = p.parse_args(argv)
     cfg = load_config()[0]  # TEACHER_* (the checker) and GENERATOR_* sampling from .env and the environment
-    check_teacher_settings(cfg)
+    check_endpoint_settings(cfg)
     teacher = make_teacher(cfg)
     writer = GeneratorWriter(
         args.generator,

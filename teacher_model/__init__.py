@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from prosetting.teacher_model.base import Metered
 
 
-def check_teacher_settings(cfg) -> None:
+def check_endpoint_settings(cfg) -> None:
     """The checks across the keys of "Teacher" (Stage.checks of the stages that call it); raises ConfigError naming
     the key. Whether the endpoint answers is the health check's (utils/health_endpoints.py)."""
     from prosetting.core.config import ConfigError

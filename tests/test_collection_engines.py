@@ -67,9 +67,10 @@ def test_max_model_len_comes_from_the_model(tmp_path):
 
 def test_batches_merge_in_pool_order_whatever_order_they_finish(tmp_path):
     batches = [[{"id": f"q{b}{i}"} for i in range(2)] for b in range(3)]
-    out, parts = tmp_path / "t.jsonl", tmp_path / "t.parts"
-    parts.mkdir()
-    merge = InOrderMerge(out, parts, batches)
+    paths = StateManager(tmp_path).paths
+    out, parts = paths.trajectories(1), paths.trajectory_parts(1)
+    parts.mkdir(parents=True)
+    merge = InOrderMerge(paths, 1, batches)
     for b in (2, 0, 1):
         write_jsonl(part_file(parts, b), [{"question_id": q["id"]} for q in batches[b]])
         merge.flush()
@@ -80,7 +81,7 @@ def test_batches_merge_in_pool_order_whatever_order_they_finish(tmp_path):
     # a kill during an append left half a batch in the file and its part file: only the rest is added
     write_jsonl(out, [{"question_id": "q00"}])
     write_jsonl(part_file(parts, 0), [{"question_id": q["id"]} for q in batches[0]])
-    InOrderMerge(out, parts, batches[:1]).flush()
+    InOrderMerge(paths, 1, batches[:1]).flush()
     assert [r["question_id"] for r in read_jsonl(out)] == ["q00", "q01"]
 
 
