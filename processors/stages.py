@@ -50,7 +50,7 @@ from prosetting.trainers.trl_trainer import run_training
 Files = Callable[[Paths, int], list[Path]]
 Inputs = Callable[[Paths, int, Config], list[Path]]
 Check = Callable[[Config], None]  # raises core.config.ConfigError naming the key
-RUN_WIDE = ("Run and workspace", "Models and data", "Unattended operation")  # the Config groups every stage may read
+RUN_WIDE = ("Run and workspace", "Models and data")  # the Config groups every stage may read
 
 
 @dataclass(frozen=True)
