@@ -38,9 +38,9 @@ per level, level 5 being one rung above the warm start's levels that nothing tra
 per-seed paired difference against the full loop with its standard error, the optimizer steps and questions
 written, and the pool's mean level per round (and on how many seeds it rose from round 1 to the last). A
 difference counts as shown when it is more than twice its standard error.
-`--update-docs` (formerly `--update-readme`) replaces the table between the
-`<!-- ablations -->` markers of docs/ablations.md. Extra `--set KEY=VALUE` pairs go to every loop run (the test
-suite uses them to shorten the runs).
+`--update-docs` (formerly `--update-readme`) then rewrites every figure the pages read from results/
+(`benchmarks/doc_figures.py`), the table included in docs/ablations.md among them. Extra `--set KEY=VALUE`
+pairs go to every loop run (the test suite uses them to shorten the runs).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from prosetting.benchmarks.doc_figures import update_pages
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -340,16 +342,6 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_docs(table: str) -> None:
-    page = REPO / "docs" / "ablations.md"
-    text = page.read_text()
-    start, end = "<!-- ablations -->", "<!-- /ablations -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"{page}: no {start} ... {end} markers to put the table between")
-    a, b = text.index(start) + len(start), text.index(end)
-    page.write_text(text[:a] + "\n" + table + text[b:])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -358,12 +350,17 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores/jobs threads)")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
-        "--update-docs", "--update-readme", action="store_true", help="write the table into docs/ablations.md"
+        "--update-docs",
+        "--update-readme",
+        action="store_true",
+        help="rewrite the figures README.md and docs/ read from results/ (the table of docs/ablations.md among them)",
     )
     p.add_argument(
         "--no-results-copy", action="store_true", help="do not copy the result into the repository's results/"
     )
     a = p.parse_args()
+    if a.update_docs and a.no_results_copy:
+        p.error("--update-docs reads results/: it cannot go with --no-results-copy")
     from prosetting.core.config import ConfigError, parse_set_args
 
     try:
@@ -401,7 +398,7 @@ def main() -> None:
         shutil.copy(out / "ablations.json", REPO / "results" / "ablations.json")
         shutil.copy(out / "ablations.md", REPO / "results" / "ablations.md")
     if a.update_docs:
-        update_docs(table)
+        update_pages()
     print("\n" + table)
 
 
