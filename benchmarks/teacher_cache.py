@@ -228,6 +228,59 @@ def shared_runs(folder: Path, n: int = 4000, threads: int = 4, latency: float = 
     }
 
 
+# ---------------------------------------------------------------- many runs opening one cache at once
+def open_worker(folder: str, who: int, n: int, start_at: float, log_path: str) -> None:
+    """One run: waits for the common start time, opens (creates, switches to WAL, carries over) the cache,
+    stores calls who*n .. who*n+n-1 and reads back every call of the legacy file; logs what it saw."""
+    time.sleep(max(0.0, start_at - time.time()))
+    cache = CallCache(folder)
+    for i in range(who * n, who * n + n):
+        cache.put(key_of(i), text_of(i), USAGE)
+    legacy = [json.loads(line)["key"] for line in (Path(folder) / LEGACY_FILE).read_text().splitlines()]
+    seen = sum(cache.get(key) is not None for key in legacy)
+    cache.close()
+    Path(log_path).write_text(json.dumps({"legacy": len(legacy), "legacy_seen": seen}))
+
+
+def open_race(folder: Path, processes: int = 6, n: int = 50, legacy: int = 200) -> dict:
+    """`processes` runs opening one new cache folder (holding a JSON Lines cache to carry over) at the same
+    moment; each then stores its own calls. How many failed, and what was lost."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LEGACY_FILE, "w") as f:
+        for i in range(10**6, 10**6 + legacy):
+            f.write(json.dumps({"key": key_of(i), "text": text_of(i), "usage": USAGE}) + "\n")
+    code = (
+        "import sys; from prosetting.benchmarks.teacher_cache import open_worker; "
+        "open_worker(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])"
+    )
+    start_at = time.time() + 3.0  # every process imported and waiting before the first opens
+    logs = [folder.parent / f"open_{who}.json" for who in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(folder), str(who), str(n), str(start_at), str(logs[who])],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in range(processes)
+    ]
+    errors = [err for p in procs if (err := p.communicate(timeout=600)[1]) and p.returncode != 0]
+    seen = [json.loads(path.read_text()) for path in logs if path.is_file()]
+    cache = CallCache(folder)
+    lost = sum(cache.get(key_of(i)) is None for i in range(processes * n))
+    legacy_lost = sum(cache.get(key_of(i)) is None for i in range(10**6, 10**6 + legacy))
+    integrity = cache._read.execute("PRAGMA integrity_check").fetchone()[0]
+    cache.close()
+    return {
+        "processes": processes,
+        "failed": len(errors),
+        "errors": [e.strip().splitlines()[-1] for e in errors],
+        "answers_lost": lost,
+        "legacy_lost": legacy_lost,
+        "legacy_seen_by_each": [s["legacy_seen"] for s in seen],
+        "integrity": integrity,
+    }
+
+
 # ---------------------------------------------------------------- SIGKILL during writes
 def kill_writer(folder: str, start: int, threads: int) -> None:
     """Stores calls start, start+1, ... from `threads` threads until killed; prints each one's number once

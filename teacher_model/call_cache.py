@@ -11,7 +11,11 @@ transaction with `synchronous=FULL`: in WAL mode a commit is then fsync'd to the
 an answer survives a power cut as well as a SIGKILL (NORMAL would survive a kill, since the WAL is in the OS
 page cache, but may drop the last commits on a power cut; an fsync is milliseconds against a paid call of
 seconds). A kill in the middle of a transaction loses that transaction only: the calls in flight.
-Concurrent writers queue on SQLite's write lock (`busy_timeout`), readers never wait for them.
+Concurrent writers queue on SQLite's write lock (`busy_timeout`), readers never wait for them. Opening is
+serialized between processes by an advisory lock on `teacher_calls.sqlite3.lock` (flock): creating the
+database, the switch to WAL (which takes an exclusive lock that SQLite's busy timeout does not wait for) and
+the carry-over of an older cache happen in one process at a time, so any number of runs can open, create
+or upgrade one cache at the same moment.
 
 WAL needs memory shared by every process that opens the database (the `-shm` file), so they must run on one
 host: a folder on a network filesystem serves the runs of one host, but must not be shared by runs on
@@ -23,19 +27,23 @@ text and its token usage: never the API key, which is not part of the key either
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 CACHE_DB = "teacher_calls.sqlite3"
+OPEN_LOCK = CACHE_DB + ".lock"
 LEGACY_FILE = "teacher_calls.jsonl"
 BUSY_TIMEOUT_MS = 60_000  # how long a write waits for another process's write before it fails
 NETWORK_FS = {
@@ -86,6 +94,31 @@ def call_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+@contextlib.contextmanager
+def _held(lock_file: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on `lock_file` between processes, held for the block."""
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _retry_locked(op, path: Path, timeout: float = BUSY_TIMEOUT_MS / 1000):
+    """op(), retried while SQLite answers "database is locked" / "busy", for at most `timeout` seconds."""
+    deadline, pause = time.monotonic() + timeout, 0.01
+    while True:
+        try:
+            return op()
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if not ("locked" in text or "busy" in text) or time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"teacher cache {path}: {exc}") from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 def filesystem_type(path: Path) -> str | None:
     """The type of the filesystem holding `path` (Linux: /proc/self/mountinfo), or None where unknown."""
     try:
@@ -120,27 +153,35 @@ class CallCache:
                 folder,
                 fstype,
             )
-        self._write = self._connect()
-        with self._write:
-            self._write.executescript(SCHEMA)
-        self._read = self._connect()
-        self._read_lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._carry_over(folder / LEGACY_FILE)
+        with _held(folder / OPEN_LOCK):
+            self._write = self._connect()
+            self._switch_to_wal(self._write)
+            _retry_locked(lambda: self._write.executescript(SCHEMA), self.path)
+            self._read = self._connect()
+            self._read_lock = threading.Lock()
+            self._write_lock = threading.Lock()
+            self._carry_over(folder / LEGACY_FILE)
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit, so every lookup reads the database as committed now (no snapshot
         # held between lookups) and writes open their transactions explicitly.
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, once per database (it is kept in the file). The switch needs an exclusive lock, for which
+        SQLite returns "database is locked" at once, busy timeout or not, while another connection reads: the
+        open lock keeps other openers out, and a retry waits out a run already using the database."""
+        mode = _retry_locked(lambda: conn.execute("PRAGMA journal_mode").fetchone()[0], self.path)
+        if mode.lower() != "wal":
+            mode = _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0], self.path)
         if mode.lower() != "wal":
             raise RuntimeError(
                 f"teacher cache {self.path}: SQLite refused WAL mode (journal_mode={mode}); put "
                 "TEACHER_CACHE_DIR on a local disk"
             )
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
 
     # --- lookups and writes -------------------------------------------------------------------
     def __len__(self) -> int:

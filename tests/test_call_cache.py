@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from prosetting.benchmarks.teacher_cache import key_of, kill_during_writes, shared_runs, text_of
+from prosetting.benchmarks.teacher_cache import key_of, kill_during_writes, open_race, shared_runs, text_of
 from prosetting.teacher_model.call_cache import CACHE_DB, LEGACY_FILE, CallCache, filesystem_type
 
 
@@ -103,6 +103,16 @@ def test_two_processes_sharing_a_cache_lose_nothing_and_repeat_nothing_already_s
     assert result["answers_lost"] == 0 and result["repeated_after_stored"] == 0
     assert result["used_the_others"] > 100  # each used the other's answers while both ran, without a restart
     assert result["paid_a"] + result["paid_b"] - result["paid_by_both"] == 600
+
+
+@pytest.mark.slow
+def test_processes_opening_creating_and_upgrading_one_cache_at_once_all_succeed(tmp_path):
+    # Found by a race in CI: two processes opening one new cache, the second's switch to WAL refused with
+    # "database is locked". Six at once here, with an older JSON Lines cache to carry over.
+    result = open_race(tmp_path / "cache", processes=6, n=50, legacy=200)
+    assert result["failed"] == 0, result["errors"]
+    assert result["answers_lost"] == 0 and result["legacy_lost"] == 0 and result["integrity"] == "ok"
+    assert result["legacy_seen_by_each"] == [200] * 6  # every run found the carried-over calls on opening
 
 
 @pytest.mark.slow
