@@ -182,9 +182,11 @@ def test_a_retry_resumes_from_the_newest_checkpoint(tmp_path):
     pairs, run, log = pairs_parquet(tmp_path / "p.parquet", 64), tmp_path / "run", tmp_path / "log"
     first = run_stage(c, model, pairs, run, log)
     assert first["steps"] == 8
-    assert (
-        first["model_dtype"] == first["ref_model_dtype"] == first["verified"]["dtype"] == "bfloat16"
-    )  # TRL's own reference too
+    # float32 master weights, saved as they are and verified; bf16 compute, TRL's own reference in bf16
+    assert first["model_dtype"] == first["verified"]["dtype"] == "float32" and first["compute_dtype"] == "bfloat16"
+    assert first["ref_model_dtype"] == "bfloat16"
+    assert json.loads((run / "final" / "config.json").read_text())["dtype"] == "bfloat16"  # what inference loads
+    assert first["weight_update_check"]["weights_moved_share"] > 0.5
     for step in (6, 8):  # as if the launch had died after the checkpoint of step 4
         shutil.rmtree(run / f"checkpoint-{step}")
     second = run_stage(c, model, pairs, run, log)

@@ -20,7 +20,15 @@ import resource
 import time
 from pathlib import Path
 
-from prosetting.trainers.entry_common import heartbeat, load_tokenizer_and_model, lora_config, report_to, save_final
+from prosetting.trainers.entry_common import (
+    dtype_name,
+    heartbeat,
+    load_tokenizer_and_model,
+    lora_config,
+    report_to,
+    save_final,
+    weight_update_check,
+)
 from prosetting.trainers.specs import DPOSpec
 
 
@@ -42,6 +50,7 @@ def main() -> None:
     if spec.ref_model:  # TRL_REF_MODEL=initial; `previous` lets TRL load the round's model in `dtype`
         ref_model = AutoModelForCausalLM.from_pretrained(spec.ref_model, dtype=dtype)
     peft_config = lora_config(spec)
+    moved = weight_update_check(spec)  # stops the run when the first step moves almost no weight
 
     has_eval = "validation" in data and len(data["validation"]) > 0
     trainer = DPOTrainer(
@@ -52,7 +61,7 @@ def main() -> None:
         eval_dataset=data["validation"] if has_eval else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[heartbeat()],
+        callbacks=[heartbeat(), moved],
     )
     acc = trainer.accelerator
     print(json.dumps({"process": acc.process_index, **_world(acc)}), flush=True)
@@ -72,11 +81,11 @@ def main() -> None:
             **_training_curves(trainer.state.log_history),
             "duration_s": round(duration, 2),
             **_world(acc),
-            "model_dtype": str(dtype).replace("torch.", ""),
+            "model_dtype": dtype_name(next(acc.unwrap_model(trainer.model).parameters()).dtype),
+            "compute_dtype": dtype_name(dtype),
+            "weight_update_check": moved.result,
             "torch_threads": torch.get_num_threads(),
-            "ref_model_dtype": str(acc.unwrap_model(trainer.ref_model).dtype).replace("torch.", "")
-            if trainer.ref_model
-            else None,
+            "ref_model_dtype": dtype_name(acc.unwrap_model(trainer.ref_model).dtype) if trainer.ref_model else None,
             "lora_merged": peft_config is not None,
             "peak_rss_mib_per_process": [round(p[0], 1) for p in peaks],
             "peak_gpu_mib_per_process": [round(p[1], 1) for p in peaks],

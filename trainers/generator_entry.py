@@ -21,7 +21,15 @@ import json
 import time
 from pathlib import Path
 
-from prosetting.trainers.entry_common import heartbeat, load_tokenizer_and_model, lora_config, report_to, save_final
+from prosetting.trainers.entry_common import (
+    dtype_name,
+    heartbeat,
+    load_tokenizer_and_model,
+    lora_config,
+    report_to,
+    save_final,
+    weight_update_check,
+)
 from prosetting.trainers.specs import SFTSpec
 
 
@@ -57,6 +65,7 @@ def main() -> None:
     data = datasets.Dataset.from_list(rows)
     tokenizer, model, dtype = load_tokenizer_and_model(spec)
     peft_config = lora_config(spec)
+    moved = weight_update_check(spec)  # stops the run when the first step moves almost no weight
     config = SFTConfig(
         **spec.training_arguments(),
         loss_type="nll",
@@ -73,7 +82,7 @@ def main() -> None:
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[heartbeat()],
+        callbacks=[heartbeat(), moved],
     )
     acc = trainer.accelerator
     print(
@@ -104,6 +113,8 @@ def main() -> None:
             "duration_s": round(duration, 2),
             "world_size": acc.num_processes,
             "lora_merged": peft_config is not None,
+            "compute_dtype": dtype_name(dtype),
+            "weight_update_check": moved.result,
             "log_history": history,
         }
         (final_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -31,7 +31,8 @@ _COPIED = (
     "chat_template.json",
     "added_tokens.json",
 )
-DTYPES = {"no": torch.float32, "fp16": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"no": torch.float32, "fp16": torch.float32, "bf16": torch.bfloat16}  # weights that are not trained
+COMPUTE_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}  # what inference should run in
 
 
 class ModelCheckFailed(RuntimeError):
@@ -81,8 +82,9 @@ def load_sharded_state_dict(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def merge_sharded(model_dir: Path, dtype: torch.dtype, tie_word_embeddings: bool) -> Path:
-    """Merge `pytorch_model_fsdp_*/` or `*.distcp` in model_dir into model_dir/model.safetensors; shards removed."""
+def merge_sharded(model_dir: Path, dtype: torch.dtype | None, tie_word_embeddings: bool) -> Path:
+    """Merge `pytorch_model_fsdp_*/` or `*.distcp` in model_dir into model_dir/model.safetensors (cast to `dtype`,
+    or in the shards' own dtype when None: the float32 master weights of training); shards removed."""
     from safetensors.torch import save_file
 
     shard_dirs = sorted(p for p in model_dir.glob("pytorch_model_fsdp_*") if p.is_dir())
@@ -93,7 +95,8 @@ def merge_sharded(model_dir: Path, dtype: torch.dtype, tie_word_embeddings: bool
     if tie_word_embeddings and "lm_head.weight" in state:
         state.pop("lm_head.weight")  # the same tensor as the input embedding; HF ties it on load
     out = model_dir / "model.safetensors"
-    save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt"})
+    state = {k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in state.items()}
+    save_file(state, str(out), metadata={"format": "pt"})
     for d in shard_dirs:
         shutil.rmtree(d)
     for f in model_dir.glob("*.distcp"):
@@ -114,25 +117,34 @@ def copy_model_files(source_model: Path, model_dir: Path) -> list[str]:
 
 
 def finish_model_dir(model_dir: Path, source_model: Path, mixed_precision: str) -> dict:
-    """Merge shards if any and complete the folder; returns what was done."""
+    """Merge shards if any and complete the folder; config.json names the training's compute precision, which
+    vLLM's `auto` and `from_pretrained(dtype="auto")` load the (float32 master) weights in. Returns what was done."""
     copied = copy_model_files(source_model, model_dir)
     merged = False
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
     if is_sharded(model_dir):
-        config = json.loads((model_dir / "config.json").read_text())
-        merge_sharded(model_dir, DTYPES[mixed_precision], bool(config.get("tie_word_embeddings", False)))
+        merge_sharded(model_dir, None, bool(config.get("tie_word_embeddings", False)))  # the shards' own dtype
         merged = True
+    if config.get("dtype") != COMPUTE_DTYPES[mixed_precision]:
+        config["dtype"] = COMPUTE_DTYPES[mixed_precision]
+        config.pop("torch_dtype", None)
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
     return {"fsdp_merged": merged, "copied": copied}
 
 
 def verify_model_dir(model_dir: Path, expected: dict[str, dict] | None, mixed_precision: str = "no") -> dict:
-    """Load with AutoModelForCausalLM, finite logits, tied embeddings intact, every tensor equal to `expected`."""
+    """Load with AutoModelForCausalLM, finite logits, tied embeddings intact, every tensor equal to `expected`.
+    The folder is loaded in the dtype its fingerprint records (float32 master weights after full-weight training,
+    whatever config.json names for inference), else in the training precision's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     missing = [n for n in ("config.json", "tokenizer_config.json") if not (model_dir / n).exists()]
     weights = list(model_dir.glob("*.safetensors")) + list(model_dir.glob("pytorch_model*.bin"))
     if missing or not weights:
         raise ModelCheckFailed(f"{model_dir}: not a complete model folder (missing {missing or 'weights'})")
-    dtype = DTYPES[mixed_precision]
+    saved = {exp["dtype"] for exp in (expected or {}).values()}
+    dtype = getattr(torch, saved.pop()) if len(saved) == 1 else DTYPES[mixed_precision]
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if model.config.tie_word_embeddings:

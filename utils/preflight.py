@@ -17,7 +17,7 @@ every combination of settings that would make a real run quietly differ from wha
   EVAL_K=0 beside sets that would never be measured;
 - lengths: the longest prompt plus MAX_NEW_TOKENS over TRL_MAX_LENGTH (TRL cuts the end of the solution, where
   the answer is), over VLLM_MAX_MODEL_LEN, or over the solver's own context (max_position_embeddings);
-- training precision: float32 training on GPUs that do bf16;
+- training precision: float32 compute on GPUs that do bf16 (a warning: slower, same master weights);
 - collection backend: `auto` falling back to transformers on a GPU server without vLLM;
 - round schedule: a Generator asked for (QUESTION_WRITER) that no round would ever write with;
 - sampling: SAMPLING_TEMPERATURE=0, where every attempt at a question is the same and no pair can be made.
@@ -577,12 +577,19 @@ def check_lengths(x: Inputs) -> Check:
 
 
 def check_training_precision(x: Inputs) -> Check:
-    """Training processes on GPUs that do bf16 train in bf16 (the design's precision), not in float32."""
+    """Training on GPUs that do bf16 computes in bf16 (the design's precision) over float32 master weights; float32
+    compute there is allowed, with a warning (the same weights and optimizer state, about twice the time and the
+    activation memory)."""
     cfg, m, name = x.cfg, x.machine, "training precision"
     if cfg.embedded:
         return _skip_embedded(name)
     if cfg.TRL_MIXED_PRECISION != "no":
-        return Check(name, "ok", f"TRL_MIXED_PRECISION={cfg.TRL_MIXED_PRECISION}")
+        return Check(
+            name,
+            "ok",
+            f"TRL_MIXED_PRECISION={cfg.TRL_MIXED_PRECISION}: {cfg.TRL_MIXED_PRECISION} compute over float32 master "
+            "weights and optimizer state (LoRA: a frozen base in that precision)",
+        )
     if not m.gpus:
         return Check(name, "ok", "no GPU visible here: training runs in float32 on the CPU")
     if m.bf16 is None:
@@ -591,9 +598,10 @@ def check_training_precision(x: Inputs) -> Check:
         return Check(name, "ok", "TRL_MIXED_PRECISION=no on GPUs without bf16")
     return Check(
         name,
-        "fail",
-        f"TRL_MIXED_PRECISION=no: {cfg.TRL_NUM_PROCESSES} training process(es) would train the solver in float32 (16 "
-        f"bytes a parameter with AdamW) on GPUs that do bf16 ({m.gpus[0].name})",
+        "warn",
+        f"TRL_MIXED_PRECISION=no: {cfg.TRL_NUM_PROCESSES} training process(es) would compute in float32 on GPUs that "
+        f"do bf16 ({m.gpus[0].name}): the same float32 master weights as bf16 compute, about twice the time and the "
+        "activation memory",
         "set TRL_MIXED_PRECISION=bf16 (the design's precision)",
     )
 
