@@ -5,9 +5,17 @@
     python scripts/evaluate.py --model MODEL \
         --sets "gsm8k=hub:openai/gsm8k:main:test,math500=hub:HuggingFaceH4/MATH-500"
 
+    python scripts/evaluate.py --env-file presets/paper_qwen3_8b_8gpu.env --model MODEL --data aime24.jsonl
+
 --model is a model folder or a Hugging Face Hub id (fetched through the Hub cache; HF_HUB_OFFLINE=1 reads
 only the cache). --data is one source (a file, a dataset folder, or hub:ID[:CONFIG[:SPLIT]]); --sets takes
 several named sets in the syntax of EVAL_SETS (docs/evaluation.md).
+
+The generation settings (answer extraction, lengths, system prompt, k, temperature, seed, engines) are the
+run's: `--env-file FILE` reads them from a run's settings file with the environment over it, exactly as
+`scripts/run_training.py --env-file FILE` does (the embedded profile included when the file sets no
+SOLVER_MODEL_PATH), so the figures compare with the run's own evaluations; without it they are the settings'
+defaults (the paper's recipe) with the environment over them. A flag given on the command line wins.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from pathlib import Path
 
 from prosetting.collectors.backends import resolve_backend, vllm_installed
 from prosetting.collectors.engine_pool import open_pool
-from prosetting.core.config import Config
+from prosetting.core.config import Config, ConfigError, load_config
 from prosetting.core.eval_spec import EvalSpecError, parse_entry, parse_eval_sets
 from prosetting.core.io import atomic_write_json
 from prosetting.core.models import ModelNotFound, check_model_setting, resolve_model
@@ -40,33 +48,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "hub:ID[:CONFIG[:SPLIT]] (`question`/`problem`, `answer`/`solution`).",
     )
     data.add_argument("--sets", help="Several named sets, as EVAL_SETS: NAME=SOURCE,NAME=SOURCE,...")
-    p.add_argument("--k", type=int, default=Config.EVAL_K, help="Samples per question for Mean@k (0: greedy only).")
     p.add_argument(
-        "--temperature", type=float, default=Config.EVAL_TEMPERATURE, help="Sampling temperature for Mean@k."
+        "--env-file",
+        help="A run's settings file (.env or a preset): its generation and engine settings, the environment over "
+        "them, are the defaults of the flags below.",
     )
-    p.add_argument("--max-new-tokens", type=int, default=Config.MAX_NEW_TOKENS, help="Longest generated solution.")
-    p.add_argument("--seed", type=int, default=0, help="Sampling seed.")
+    p.add_argument("--k", type=int, help="Samples per question for Mean@k (0: greedy only); default EVAL_K.")
+    p.add_argument("--temperature", type=float, help="Sampling temperature for Mean@k; default EVAL_TEMPERATURE.")
+    p.add_argument("--max-new-tokens", type=int, help="Longest generated solution; default MAX_NEW_TOKENS.")
+    p.add_argument("--seed", type=int, help="Sampling seed; default SEED.")
     p.add_argument(
         "--backend",
         choices=("auto", "transformers", "vllm"),
-        default=Config.COLLECTION_BACKEND,
-        help="Generation engine, as COLLECTION_BACKEND: auto is vLLM when installed and a GPU is visible.",
+        help="Generation engine; default COLLECTION_BACKEND (auto: vLLM when installed and a GPU is visible).",
     )
-    p.add_argument(
-        "--gpus", default="", help="GPU ids for vLLM engines (PHYSICAL_SOLVER_GPU); empty: every visible GPU."
-    )
-    p.add_argument(
-        "--tensor-parallel-size",
-        type=int,
-        default=Config.TENSOR_PARALLEL_SIZE,
-        help="GPUs per vLLM engine (TENSOR_PARALLEL_SIZE).",
-    )
-    p.add_argument("--system-prompt", default=Config.SOLVER_SYSTEM_PROMPT, help="System message given to the solver.")
+    p.add_argument("--gpus", help="GPU ids for vLLM engines; default PHYSICAL_SOLVER_GPU (empty: every visible GPU).")
+    p.add_argument("--tensor-parallel-size", type=int, help="GPUs per vLLM engine; default TENSOR_PARALLEL_SIZE.")
+    p.add_argument("--system-prompt", help="System message given to the solver; default SOLVER_SYSTEM_PROMPT.")
     p.add_argument(
         "--answer-extraction",
         choices=("boxed", "auto"),
-        default=Config.ANSWER_EXTRACTION,
-        help="boxed: the last \\boxed{} only; auto: else the stated answer or the last number (ANSWER_EXTRACTION).",
+        help="boxed: the last \\boxed{} only; auto: else the stated answer or the last number; default "
+        "ANSWER_EXTRACTION.",
     )
     p.add_argument(
         "--out",
@@ -74,6 +77,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "next to the model folder; in the working folder for a Hub id).",
     )
     return p.parse_args(argv)
+
+
+# flag -> the setting that is its default
+FLAG_SETTINGS = {
+    "k": "EVAL_K",
+    "temperature": "EVAL_TEMPERATURE",
+    "max_new_tokens": "MAX_NEW_TOKENS",
+    "seed": "SEED",
+    "backend": "COLLECTION_BACKEND",
+    "gpus": "PHYSICAL_SOLVER_GPU",
+    "tensor_parallel_size": "TENSOR_PARALLEL_SIZE",
+    "system_prompt": "SOLVER_SYSTEM_PROMPT",
+    "answer_extraction": "ANSWER_EXTRACTION",
+}
+
+
+def settings(args: argparse.Namespace) -> Config:
+    """The run's settings (--env-file, the environment over it), each flag given on the command line over them.
+    Without --env-file the model is a user's (--model), so the embedded solver's profile never applies."""
+    overrides = {key: str(v) for flag, key in FLAG_SETTINGS.items() if (v := getattr(args, flag)) is not None}
+    if not args.env_file:
+        overrides.setdefault("SOLVER_MODEL_PATH", args.model)
+    cfg, _ = load_config(env_file=args.env_file, overrides=overrides)
+    for flag, key in FLAG_SETTINGS.items():
+        setattr(args, flag, getattr(cfg, key))
+    return cfg
 
 
 def load_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
@@ -94,6 +123,11 @@ def _safe(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_cfg = settings(args)
+    except ConfigError as exc:
+        print(f"{'--env-file ' + args.env_file if args.env_file else 'settings'}: {exc}", file=sys.stderr)
+        return 2
     problem = check_model_setting("--model", args.model, args.revision)
     if problem:
         print(problem, file=sys.stderr)
@@ -114,13 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--backend vllm: the vllm package is not installed (bash scripts/install_vllm.sh)", file=sys.stderr)
         return 2
     backend_name = resolve_backend(backend_name)
-    cfg = dataclasses.replace(
-        Config(),
-        COLLECTION_BACKEND=backend_name,
-        PHYSICAL_SOLVER_GPU=args.gpus,
-        TENSOR_PARALLEL_SIZE=args.tensor_parallel_size,
-        SEED=args.seed,
-    )
+    cfg = dataclasses.replace(run_cfg, COLLECTION_BACKEND=backend_name)
     pool = open_pool(cfg, model.path, Path(tempfile.mkdtemp(prefix="prosetting-evaluate-")), "evaluate")
     results = {}
     try:
@@ -137,7 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         pool.close()
-    source = {"model": args.model, "model_path": model.path, "commit": model.commit, "backend": backend_name}
+    source = {
+        "model": args.model,
+        "model_path": model.path,
+        "commit": model.commit,
+        "backend": backend_name,
+        "env_file": args.env_file,
+        "settings": {key: getattr(cfg, key) for key in FLAG_SETTINGS.values()},
+    }
     if args.data:
         result = {**next(iter(results.values())), **source, "data": args.data}
         default_name = f"{_safe(next(iter(sets)))}_eval.json"
