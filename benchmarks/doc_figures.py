@@ -9,8 +9,9 @@ the file's JSON and a format:
     ours <!-- fig results/real_model_training_idle.json: ours_s_per_step | .2f -->31.34<!-- /fig --> s a step
 
 The expression names a value by its keys (`a.b`, `a['L5+_last']`, `a[0]`) and may combine values and numbers
-with + - * / (`x * 100`, `x / 1024`); after ` | ` comes a Python format spec (`.1f`, `+.1f`, `,.0f`; none:
-the value as it is). A block a benchmark rendered as markdown is included whole:
+with + - * / ** (`x * 100`, `x / 1024`) or compare two with == and != (True or False); after ` | ` comes a
+Python format spec (`.1f`, `+.1f`, `,.0f`; none: the value as it is). A block a benchmark rendered as markdown
+is included whole:
 
     <!-- include results/ablations.md -->
     (the file's text)
@@ -35,7 +36,15 @@ REPO = Path(__file__).resolve().parent.parent
 FIGURE = re.compile(r"<!-- fig (?P<file>\S+): (?P<expr>.+?)(?: \| (?P<fmt>\S+))? -->(?P<shown>[^\n]*?)<!-- /fig -->")
 INCLUDE = re.compile(r"<!-- include (?P<file>\S+) -->\n(?P<shown>.*?)<!-- /include -->", re.DOTALL)
 OPENERS = re.compile(r"<!-- (?:fig|include) ")
-OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
 
 
 def pages(root: Path = REPO) -> list[Path]:
@@ -43,7 +52,8 @@ def pages(root: Path = REPO) -> list[Path]:
 
 
 def evaluate(data: object, expr: str) -> object:
-    """The value `expr` names in `data`: keys by attribute or subscript, + - * / between values and numbers."""
+    """The value `expr` names in `data`: keys by attribute or subscript, arithmetic (+ - * / **) and == or !=
+    between values and numbers."""
 
     def walk(node: ast.AST) -> object:
         if isinstance(node, ast.Name):
@@ -58,7 +68,9 @@ def evaluate(data: object, expr: str) -> object:
             return OPS[type(node.op)](walk(node.left), walk(node.right))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return -walk(node.operand)
-        raise ValueError(f"{expr!r}: only keys, numbers and + - * / are allowed, not {ast.unparse(node)!r}")
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in OPS:
+            return OPS[type(node.ops[0])](walk(node.left), walk(node.comparators[0]))
+        raise ValueError(f"{expr!r}: only keys, numbers, + - * / ** and == != are allowed, not {ast.unparse(node)!r}")
 
     return walk(ast.parse(expr, mode="eval").body)
 
@@ -124,6 +136,12 @@ def unclosed(page: Path) -> list[int]:
     return [line_of(text, m) for m in OPENERS.finditer(text) if m.start() not in matched]
 
 
+def line_starts(page: Path) -> list[int]:
+    """Lines that begin with a figure marker."""
+    text = page.read_text(encoding="utf-8")
+    return [line_of(text, m) for m in FIGURE.finditer(text) if m.start() == 0 or text[m.start() - 1] == "\n"]
+
+
 def check(root: Path = REPO) -> list[str]:
     """One line per figure that differs from its file (page:line, the source, both values) or marker left open."""
     problems = []
@@ -136,6 +154,11 @@ def check(root: Path = REPO) -> list[str]:
             else:
                 problems.append(f"{f.where(root)}: {f.source}: the page says {f.shown!r}, the file {f.expected!r}")
         problems += [f"{page.relative_to(root)}:{n}: a figure marker without its close" for n in unclosed(page)]
+        problems += [
+            f"{page.relative_to(root)}:{n}: a figure marker starts the line (Markdown reads it as an HTML block "
+            "and breaks the paragraph there): put a word before it"
+            for n in line_starts(page)
+        ]
     return problems
 
 

@@ -68,6 +68,7 @@ def test_an_included_block_a_missing_key_and_an_open_marker_are_reported(tmp_pat
         "# p\n\n<!-- include results/table.md -->\n| a |\n|---|\n| 2 |\n<!-- /include -->\n\n"
         "<!-- fig results/run.json: steps.other | .1f -->3.0<!-- /fig -->\n"
         "<!-- fig results/run.json: steps.ours | .1f -->31.3\n"
+        "<!-- fig results/run.json: steps.ours | .1f -->31.3<!-- /fig --> s at the start of a line\n"
     )
     root = make_repo(tmp_path, page)
     problems = doc_figures.check(root)
@@ -75,16 +76,19 @@ def test_an_included_block_a_missing_key_and_an_open_marker_are_reported(tmp_pat
     assert problems[1].startswith("docs/page.md:9: results/run.json: steps.other | .1f: the page says '3.0', the file")
     assert "KeyError" in problems[1]
     assert problems[2] == "docs/page.md:10: a figure marker without its close"
+    assert problems[3].startswith("docs/page.md:11: a figure marker starts the line")
+    assert len(problems) == 4
 
 
 def test_an_expression_may_only_name_keys_and_do_arithmetic():
     data = {"a": {"b": [2, 4]}, "c": 0.5}
     assert doc_figures.evaluate(data, "a.b[1] * c - 1") == 1.0
     assert doc_figures.evaluate(data, "-(a.b[0] + a['b'][1]) / 2") == -3.0
-    for bad in ("__import__('os')", "a.b[0:1]", "c ** 2"):
+    assert doc_figures.evaluate(data, "a.b[1] ** 0.5 == a.b[0]") is True
+    for bad in ("__import__('os')", "a.b[0:1]", "c < 2", "[c][0]"):
         try:
             doc_figures.evaluate(data, bad)
         except ValueError as exc:
-            assert "only keys, numbers and + - * / are allowed" in str(exc)
+            assert "only keys, numbers, + - * / ** and == != are allowed" in str(exc)
         else:
             raise AssertionError(f"{bad} was evaluated")
