@@ -66,7 +66,7 @@ def test_a_figure_that_differs_is_named_with_its_page_line_and_both_values(tmp_p
 def test_an_included_block_a_missing_key_and_an_open_marker_are_reported(tmp_path):
     page = (
         "# p\n\n<!-- include results/table.md -->\n| a |\n|---|\n| 2 |\n<!-- /include -->\n\n"
-        "<!-- fig results/run.json: steps.other | .1f -->3.0<!-- /fig -->\n"
+        "other <!-- fig results/run.json: steps.other | .1f -->3.0<!-- /fig -->\n"
         "<!-- fig results/run.json: steps.ours | .1f -->31.3\n"
         "<!-- fig results/run.json: steps.ours | .1f -->31.3<!-- /fig --> s at the start of a line\n"
     )
