@@ -3,7 +3,13 @@
 Precedence, lowest to highest: field defaults < `.env` file < process environment < command line
 (`--set KEY=VALUE` and the named flags of `scripts/run_training.py`).
 
-    cfg = load_config(env_file=".env", overrides={"TOTAL_ROUNDS": "3"})
+    cfg, sources = load_config(env_file=".env", overrides={"TOTAL_ROUNDS": "3"})
+    sources.where("SEED")         # 'presets/x.env:12', 'environment', 'command line', 'embedded profile'
+
+Every key given is used or refused: a settings file's key that is neither a setting nor another tool's
+(OTHER_TOOL_PREFIXES) stops the run with its file, line and the nearest setting; the design documents' names are
+read as ours (DESIGN_ALIASES) or refused with what replaced them (RETIRED, DESIGN_FIXED). Sources also holds the
+values of the settings file that the environment overrode, which the dry run and the run's log warn about.
 
 The checks across the keys of one stage's group are that stage's, next to its code (Stage.checks, run by
 processors/stages.check_settings); an entry point runs both before anything starts.
@@ -12,6 +18,8 @@ processors/stages.check_settings); an entry point runs both before anything star
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import io
 import logging
 import os
 from dataclasses import dataclass, field, fields
@@ -19,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from prosetting.core.models import MODEL_KEYS, check_model_setting
 
@@ -93,16 +102,22 @@ class Config:
     )
     SAMPLING_TEMPERATURE: float = _f(1.0, "Sampling temperature for collection.", minimum=0.0)
     SAMPLING_TOP_P: float = _f(1.0, "Nucleus sampling top-p for collection.", minimum=0.0, maximum=1.0)
-    MAX_NEW_TOKENS: int = _f(512, "Longest solution sampled; longer ones are marked truncated.", minimum=1)
+    MAX_NEW_TOKENS: int = _f(
+        4096,
+        "Longest solution sampled, in collection and evaluation; longer ones are marked truncated. 4096 is the paper "
+        "recipe's (presets/paper_*.env): room for a full competition solution from a base model.",
+        minimum=1,
+    )
     SOLVER_SYSTEM_PROMPT: str = _f(
         "Please reason step by step, and put your final answer within \\boxed{}.",
         "System message given to the solver (a chat template may ignore it).",
     )
     ANSWER_EXTRACTION: str = _f(
-        "auto",
+        "boxed",
         "How the solver's final answer is read from a solution, in collection and evaluation: `boxed` (the last "
-        "\\boxed{}, nothing else) or `auto` (the last \\boxed{}, else the number after 'the answer is', else the "
-        "last number of an untruncated solution: what a pretrained chat model writes).",
+        "\\boxed{}, nothing else: the paper's, which checks the final \\boxed{} against the reference) or `auto` (the "
+        "last \\boxed{}, else the number after 'the answer is', else the last number of an untruncated solution: what "
+        "a pretrained chat model writes).",
         choices=("boxed", "auto"),
     )
     SAMPLING_STOP: str = _f(
@@ -226,8 +241,8 @@ class Config:
     TEACHER_BATCH_POLL_SECONDS: float = _f(30.0, "Seconds between polls of a submitted Teacher batch.", minimum=0.01)
     TEACHER_CACHE_DIR: str = _f(
         "",
-        "Folder of the persistent Teacher call cache (teacher_calls.jsonl); empty uses <workspace>/cache. Share one "
-        "across runs to never pay for a call twice.",
+        "Folder of the persistent Teacher call cache (teacher_calls.sqlite3, an SQLite database); empty uses "
+        "<workspace>/cache. Share one across runs to never pay for a call twice.",
     )
     TEACHER_MAX_RPM: int = _f(
         0, "Most Teacher requests per minute, shared by grading and writing; 0 means no limit.", minimum=0
@@ -274,9 +289,9 @@ class Config:
 
     # --- DPO export ---
     MAX_PAIRS_PER_QUESTION: int = _f(
-        8,
-        "Cap on (chosen, rejected) pairs per question, sampled deterministically; 0 keeps every correct x incorrect "
-        "pair (the design's full Cartesian product).",
+        0,
+        "Cap on (chosen, rejected) pairs per question, sampled deterministically; 0, the default, keeps every correct "
+        "x incorrect pair (the design's Cartesian product).",
         minimum=0,
     )
     DPO_TRUNCATE_REJECTED: bool = _f(
@@ -296,16 +311,23 @@ class Config:
     TRL_ACCELERATE_CONFIG: str = _f(
         "", "Path to an accelerate config file (e.g. FSDP); empty builds the launch from the TRL_* keys."
     )
-    TRL_LEARNING_RATE: float = _f(1e-4, "DPO learning rate.", minimum=0.0)
+    TRL_LEARNING_RATE: float = _f(
+        5e-7,
+        "DPO learning rate. 5e-7 is the paper recipe's for full-weight DPO of an 8B model (the alignment handbook's "
+        "Zephyr-7B rate; the design gives none); LoRA takes a higher one (presets/paper_qwen3_8b_1gpu_lora.env: 5e-6).",
+        minimum=0.0,
+    )
     TRL_BETA: float = _f(0.1, "DPO beta (strength of the KL constraint to the reference model).", minimum=0.0)
     TRL_LOSS_TYPE: str = _f(
-        "sigmoid,sft", "Comma-separated TRL loss_type terms; `sigmoid,sft` is DPO plus NLL on the chosen side."
+        "sigmoid",
+        "Comma-separated TRL loss_type terms: `sigmoid` is plain DPO (the paper's Solver objective), `sigmoid,sft` "
+        "adds NLL on the chosen side.",
     )
     TRL_LOSS_WEIGHTS: str = _f("", "Comma-separated weights, one per loss term; empty weighs each term 1.")
     TRL_WARMUP_RATIO: float = _f(
-        0.0,
+        0.1,
         "Fraction of each training launch spent warming the learning rate up from 0 (the optimizer starts fresh every "
-        "round).",
+        "round); 0.1 is the paper recipe's (the alignment handbook's DPO warm-up).",
         minimum=0.0,
         maximum=0.9,
     )
@@ -320,7 +342,12 @@ class Config:
     )
     TRL_BATCH_SIZE: int = _f(16, "Per-device train batch size.", minimum=1)
     TRL_GRAD_ACCUM: int = _f(1, "Gradient accumulation steps.", minimum=1)
-    TRL_MAX_LENGTH: int = _f(1024, "Longest prompt+completion in tokens; longer pairs are truncated by TRL.", minimum=8)
+    TRL_MAX_LENGTH: int = _f(
+        5120,
+        "Longest prompt+completion in tokens; longer pairs are truncated by TRL. 5120 is the paper recipe's: "
+        "MAX_NEW_TOKENS' 4096 plus 1024 tokens of prompt.",
+        minimum=8,
+    )
     TRL_SAVE_STEPS: int = _f(0, "Save a resumable TRL checkpoint every N steps (0: only the final model).", minimum=0)
     TRL_ACCUMULATE_ROUNDS: bool = _f(
         True, "Train on the pairs of every round so far (true) or only the current round (false)."
@@ -431,13 +458,17 @@ class Config:
         maximum=1.0,
     )
     MAX_POOL_SIZE: int = _f(
-        0, "Upper bound on the next round's pool; 0 means no bound. What is kept over it: POOL_CAP.", minimum=0
+        0,
+        "Upper bound on the next round's pool; 0 means no bound. Set without MAX_POOL_SIZE_BY_ROUND, it caps every "
+        "round (that key's default schedule is then not applied). What is kept over it: POOL_CAP.",
+        minimum=0,
     )
     MAX_POOL_SIZE_BY_ROUND: str = _f(
-        "",
-        "Pool caps per round, `ROUND:SIZE` entries separated by commas (e.g. `2:200,3:250`, the design's growth): the "
-        "pool of round R is capped by the entry of the largest listed round <= R (0: no bound); rounds before the "
-        "first entry use MAX_POOL_SIZE.",
+        "2:200,3:250",
+        "Pool caps per round, `ROUND:SIZE` entries separated by commas: the pool of round R is capped by the entry of "
+        "the largest listed round <= R (0: no bound); rounds before the first entry use MAX_POOL_SIZE. The default is "
+        "the design's growth (001's Data Flow: ~200 questions in round 2, ~250 in round 3 and after); it applies only "
+        "when MAX_POOL_SIZE is not set either, and empty leaves MAX_POOL_SIZE alone.",
     )
     POOL_CAP: str = _f(
         "stratified",
@@ -493,9 +524,9 @@ class Config:
         1.0, "Nucleus sampling top-p of the Generator when it writes questions.", minimum=0.0, maximum=1.0
     )
     GENERATOR_MAX_NEW_TOKENS: int = _f(
-        160,
+        1024,
         "Longest text the Generator writes for one question (question, worked solution and answer); a longer one is "
-        "cut and usually fails the question check.",
+        "cut and usually fails the question check. 1024 is the paper recipe's: room for a competition question.",
         minimum=1,
     )
 
@@ -614,6 +645,27 @@ class Config:
         """True when the run uses the embedded tiny solver (no SOLVER_MODEL_PATH given)."""
         return not self.SOLVER_MODEL_PATH
 
+    @property
+    def uses_generator(self) -> bool:
+        """True when some round trains the Generator, for the rounds after it to write with: QUESTION_WRITER asks
+        for it, questions are written (CURRICULUM is not static) and its first training round, round
+        GENERATOR_TRAIN_START_ROUND but at least 2 (round 1 has no graded written questions), is within
+        TOTAL_ROUNDS."""
+        return (
+            self.QUESTION_WRITER != "teacher"
+            and self.CURRICULUM != "static"
+            and max(self.GENERATOR_TRAIN_START_ROUND, 2) <= self.TOTAL_ROUNDS
+        )
+
+    def models_in_use(self) -> list[tuple[str, str]]:
+        """The (model key, revision key) pairs of MODEL_KEYS the run loads: each one set, the Generator's only when
+        some round uses it (uses_generator), so a run downloads nothing for a role no round plays."""
+        return [
+            (key, revision_key)
+            for key, revision_key in MODEL_KEYS
+            if getattr(self, key) and (key != "GENERATOR_MODEL_PATH" or self.uses_generator)
+        ]
+
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if redact:
@@ -707,26 +759,115 @@ def group_keys(title: str) -> list[str]:
 # whatever its pair count, so curricula are compared (benchmarks/ablations.py) at equal training. The
 # character-level Generator has never seen English text: its prompt costs it 7 nats a character at first, and it
 # needs about a hundred steps at a high learning rate on round 1's fifty-odd records before most of what it
-# writes parses (docs/generator.md).
+# writes parses (docs/generator.md). The rest keep the toy's sizes where Config's defaults are the paper's recipe
+# for a real model: short arithmetic solutions and questions, 8 pairs per question, one pool cap for every round.
+# Each entry differs from Config's default (a test keeps it so), and tests/test_settings_sources.py pins the
+# embedded run's whole resolved configuration.
 EMBEDDED_PROFILE: dict[str, Any] = {
-    "ANSWER_EXTRACTION": "boxed",
     "MAX_NEW_TOKENS": 64,
     "COLLECTION_BATCH_SIZE": 64,
+    "MAX_PAIRS_PER_QUESTION": 8,
     "MAX_POOL_SIZE": 200,
+    "MAX_POOL_SIZE_BY_ROUND": "",
     "TRAIN_START_ROUND": 1,
     "TRL_ACCUMULATE_ROUNDS": False,
     "TRL_BATCH_SIZE": 32,
     "TRL_LEARNING_RATE": 5e-4,
     "TRL_WARMUP_RATIO": 0.2,
     "TRL_LOSS_TYPE": "sft",
+    "TRL_MAX_LENGTH": 1024,
     "EVAL_K": 4,
     "TRL_MAX_STEPS": 20,
     "GENERATOR_LEARNING_RATE": 3e-3,
     "GENERATOR_NUM_EPOCHS": 60.0,
+    "GENERATOR_MAX_NEW_TOKENS": 160,
 }
 
 # Keys that were renamed: the old name is still read (the new one wins when both are set).
 RENAMED = {"HELDOUT_K": "EVAL_K"}
+
+# The design documents' names (000 and 001: the .env lines and the "Default Configuration" dict, upper-cased) that
+# mean one of ours: read as it, with a log line (ours wins when both are set).
+DESIGN_ALIASES = {"MAX_ROUNDS": "TOTAL_ROUNDS"}
+
+# The design documents' names for what this build does otherwise: refused, saying what replaced them and why.
+RETIRED = {
+    "PHYSICAL_GRPO_GPU": "this build has no GRPO trainer: the solver trains by DPO (TRL), on the GPUs of "
+    "PHYSICAL_DPO_GPU (empty: every visible one); set PHYSICAL_DPO_GPU instead",
+    "SAVE_ROUNDS": "the design itself marks it deprecated (001): every trained round's solver is saved "
+    "(checkpoints/merged_solver_rX/) and every stage is checkpointed as it finishes, so there are no rounds to "
+    "choose; for checkpoints every N steps inside a training launch set TRL_SAVE_STEPS; remove SAVE_ROUNDS",
+    "CHECKPOINT_INTERVAL": "every stage is checkpointed as it finishes (round_XX_progress.json) and every trained "
+    "round's solver is saved, so a killed run resumes where it stopped; for checkpoints every N steps inside a "
+    "training launch set TRL_SAVE_STEPS; remove CHECKPOINT_INTERVAL",
+}
+
+# Design names with the one value this build has: that value is accepted (nothing to do), any other refused.
+DESIGN_FIXED = {
+    "TRAINING_FRAMEWORK": (
+        "TRL_DPO",
+        "this build trains the solver with TRL DPO only (the design's recommended framework); VERL PPO is not in it",
+    )
+}
+
+# A settings file (.env) may also hold other tools' keys: a key passes when it starts with one of these prefixes or
+# is one of OTHER_TOOL_KEYS, unless it is one typo from one of ours (VLLM_ and RAY_ are prefixes we share:
+# VLLM_MAX_MODEL_LENGTH is refused as a misspelt VLLM_MAX_MODEL_LEN, VLLM_USE_V1 passes). Every other key is refused.
+OTHER_TOOL_PREFIXES = (
+    "HF_",
+    "HUGGING_FACE_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "VLLM_",
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "TORCH_",
+    "TORCHINDUCTOR_",
+    "PYTORCH_",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "ACCELERATE_",
+    "DEEPSPEED_",
+    "TOKENIZERS_",
+    "WANDB_",
+    "MLFLOW_",
+    "TRACKIO_",
+    "TENSORBOARD_",
+    "RAY_",
+    "OPENAI_",
+    "SLURM_",
+    "PROSETTING_",
+    "PYTHON",
+    "XDG_",
+    "LC_",
+)
+OTHER_TOOL_KEYS = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "LD_LIBRARY_PATH",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+    }
+)
+_TYPO_RATIO = 0.85  # difflib's ratio from which another tool's key counts as a misspelling of ours
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
@@ -753,61 +894,192 @@ def _convert(key: str, raw: Any, kind: type, source: str) -> Any:
     return text
 
 
+def setting_names() -> set[str]:
+    """Every name a setting may be given by: Config's keys, the renamed ones and the design documents' names."""
+    return {f.name for f in fields(Config)} | set(RENAMED) | set(DESIGN_ALIASES) | set(RETIRED) | set(DESIGN_FIXED)
+
+
+def suggestion(key: str) -> str:
+    """'; did you mean KEY?' for the setting nearest to `key` (difflib), or ''."""
+    names = setting_names()
+    if key.upper() in names and key != key.upper():
+        return f"; did you mean {key.upper()}? (settings are upper case)"
+    close = difflib.get_close_matches(key.upper(), sorted(names), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def is_other_tools_key(key: str) -> bool:
+    """A key a settings file may hold for another tool (OTHER_TOOL_PREFIXES, OTHER_TOOL_KEYS), and not a near miss
+    of one of ours."""
+    if not (key in OTHER_TOOL_KEYS or key.startswith(OTHER_TOOL_PREFIXES)):
+        return False
+    return not difflib.get_close_matches(key, [f.name for f in fields(Config)], n=1, cutoff=_TYPO_RATIO)
+
+
 def parse_set_args(items: list[str]) -> dict[str, str]:
     """`--set KEY=VALUE` arguments as {KEY: VALUE} (a later one wins); the one parser every command line
     uses. An argument without `=` or naming no setting raises ConfigError naming that argument."""
-    keys = {f.name for f in fields(Config)} | set(RENAMED)
+    names = setting_names()
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in keys:
-            raise ConfigError(f"--set {item!r}: {key} is not a setting; see .env.example for the keys")
+        if key not in names:
+            raise ConfigError(
+                f"--set {item!r}: {key} is not a setting{suggestion(key)} (.env.example lists the settings)"
+            )
         out[key] = value
     return out
+
+
+@dataclass(frozen=True)
+class Shadowed:
+    """A value of the settings file that the environment replaced (the WARNING the dry run and the run print)."""
+
+    key: str
+    file_value: Any
+    where: str  # file:line
+    env_value: Any
+
+
+_NOT_FILES = ("environment", "command line", "embedded profile")  # the layers of Sources that are not a file
+
+
+class Sources(dict):
+    """Where each value not left to its default came from, {KEY: layer}: the settings file's path, "environment",
+    "command line" or "embedded profile" (a plain dict to every reader), plus what a reader shows: the settings
+    file's line of each key (where()), the other name a value was given by, and the file's values the environment
+    replaced (shadowed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[str, int] = {}
+        self.given_as: dict[str, str] = {}
+        self.shadowed: list[Shadowed] = []
+
+    def where(self, key: str) -> str:
+        """`presets/x.env:12`, `environment`, `command line`, `embedded profile`, ... (with `as MAX_ROUNDS`)."""
+        line = self.lines.get(key) if self[key] not in _NOT_FILES else None
+        text = f"{self[key]}:{line}" if line else self[key]
+        return text + (f", as {self.given_as[key]}" if key in self.given_as else "")
+
+
+def read_settings_file(path: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """A settings file's {KEY: value} and {KEY: line}. A line that is not KEY=VALUE, a key without `=`, or a key
+    that is neither a setting nor another tool's (is_other_tools_key) raises ConfigError naming the file and line
+    of each."""
+    text = path.read_text(encoding="utf-8")
+    values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+    lines: dict[str, int] = {}
+    problems: list[str] = []
+    names = setting_names()
+    for binding in parse_stream(io.StringIO(text)):
+        raw = binding.original.string
+        line = binding.original.line + raw[: len(raw) - len(raw.lstrip())].count("\n")  # blank lines before it
+        if binding.error:
+            problems.append(f"{path}:{line}: cannot read {raw.strip()!r}: expected KEY=VALUE")
+        elif binding.key is None:
+            continue  # a comment or a blank line
+        elif binding.key not in names and not is_other_tools_key(binding.key):
+            problems.append(f"{path}:{line}: {binding.key} is not a setting{suggestion(binding.key)}")
+        elif binding.value is None and binding.key in names:
+            problems.append(
+                f"{path}:{line}: {binding.key} has no `=`: write {binding.key}=VALUE ({binding.key}= for empty)"
+            )
+        else:
+            lines[binding.key] = line
+    if problems:
+        raise ConfigError(
+            "\n".join(problems)
+            + "\n(.env.example lists the settings; other tools' keys pass by prefix, HF_, CUDA_, VLLM_, WANDB_ and "
+            "the rest of OTHER_TOOL_PREFIXES in docs/configuration.md)"
+        )
+    return {k: v for k, v in values.items() if k in names}, lines
+
+
+def _design_name(key: str, raw: str, source: str) -> None:
+    """Refuse a retired design name, or a design setting at a value this build does not have."""
+    if key in RETIRED:
+        raise ConfigError(f"{key} (from {source}) is the design documents' setting, not this build's: {RETIRED[key]}")
+    only, why = DESIGN_FIXED[key]
+    if str(raw).strip().upper() != only:
+        raise ConfigError(f"{key}={raw} (from {source}): {why}; remove {key} (or set it to {only})")
+    log.info("%s=%s (from %s): the one this build has; nothing to set", key, raw, source)
 
 
 def load_config(
     env_file: str | os.PathLike | None = ".env",
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
-) -> tuple[Config, dict[str, str]]:
-    """Build and validate the configuration; returns it and where each non-default value came from."""
-    types = {f.name: f.type for f in fields(Config)}
+) -> tuple[Config, Sources]:
+    """Build and validate the configuration; returns it and where each non-default value came from (Sources).
+
+    Every key given is used or refused: a settings file's unknown key stops here with its file and line; the
+    environment is read for our names only (the shell holds everything); --set takes names only."""
     kinds = {
-        name: {"int": int, "float": float, "bool": bool}.get(t if isinstance(t, str) else t.__name__, str)
-        for name, t in types.items()
+        f.name: {"int": int, "float": float, "bool": bool}.get(
+            f.type if isinstance(f.type, str) else f.type.__name__, str
+        )
+        for f in fields(Config)
     }
     values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
+    sources = Sources()
+    from_file: dict[str, tuple[Any, str]] = {}  # key: (value, file:line), for the environment-over-file warning
 
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[tuple[str, dict[str, Any], dict[str, int]]] = []
     if env_file:
         path = Path(env_file)
         if path.exists() and not path.is_dir():
-            layers.append((f"{path}", {k: v for k, v in dotenv_values(path).items() if v is not None}))
+            layers.append((f"{path}", *read_settings_file(path)))
         elif str(env_file) != ".env":
             raise ConfigError(f"--env-file: file not found: {env_file}")
     env = os.environ if environ is None else environ
-    layers.append(("environment", {k: v for k, v in env.items() if k in kinds or k in RENAMED}))
-    layers.append(("command line", dict(overrides or {})))
+    names = setting_names()
+    layers.append(("environment", {k: v for k, v in env.items() if k in names}, {}))
+    layers.append(("command line", dict(overrides or {}), {}))
 
-    for source, layer in layers:
-        for old, new in RENAMED.items():
-            if old in layer:
-                raw = layer.pop(old)
-                layer.setdefault(new, raw)
-                log.warning("%s (from %s) is now called %s; read as %s=%s", old, source, new, new, layer[new])
+    for source, layer, lines in layers:
+        given_as: dict[str, str] = {}
+        for old in [k for k in layer if k in RENAMED or k in DESIGN_ALIASES]:
+            new = RENAMED.get(old) or DESIGN_ALIASES[old]
+            where = f"{source}:{lines[old]}" if old in lines else source
+            raw = layer.pop(old)
+            if new in layer:
+                log.warning("%s (from %s) ignored: %s is set there too and wins", old, where, new)
+                continue
+            layer[new], given_as[new] = raw, old
+            if old in lines:
+                lines[new] = lines[old]
+            if old in RENAMED:
+                log.warning("%s (from %s) is now called %s; read as %s=%s", old, where, new, new, raw)
+            else:
+                log.info("%s (from %s) is the design's name for %s; read as %s=%s", old, where, new, new, raw)
         for key, raw in layer.items():
+            where = f"{source}:{lines[key]}" if lines.get(key) else source
+            if key in RETIRED or key in DESIGN_FIXED:
+                _design_name(key, raw, where)
+                continue
             if key not in kinds:
-                if source == "command line":
-                    raise ConfigError(f"{key}: unknown setting (from command line); see .env.example for the keys")
-                continue  # .env files may carry other tools' keys
-            values[key] = _convert(key, raw, kinds[key], source)
+                raise ConfigError(f"{key}: unknown setting (from {source}){suggestion(key)}; see .env.example")
+            value = _convert(key, raw, kinds[key], where)
+            if source == "environment" and key in from_file and from_file[key][0] != value:
+                sources.shadowed.append(Shadowed(key, from_file[key][0], from_file[key][1], value))
+            if lines:
+                from_file[key] = (value, where)
+                sources.lines[key] = lines[key]
+            values[key] = value
             sources[key] = source
+            if key in given_as:
+                sources.given_as[key] = given_as[key]
+            else:
+                sources.given_as.pop(key, None)
+    sources.shadowed = [s for s in sources.shadowed if sources.get(s.key) == "environment"]  # --set wins over both
 
+    if "MAX_POOL_SIZE" in values and "MAX_POOL_SIZE_BY_ROUND" not in values:
+        values["MAX_POOL_SIZE_BY_ROUND"] = ""  # a cap given alone caps every round: the default schedule steps aside
+        sources["MAX_POOL_SIZE_BY_ROUND"] = "MAX_POOL_SIZE given alone"
     if not values.get("SOLVER_MODEL_PATH"):
         for key, value in EMBEDDED_PROFILE.items():
             if key not in values:

@@ -4,7 +4,9 @@ Before any stage, the run passes the checks of utils/preflight.py, the same func
 utils/status_checker.py --quick` prints: the inputs, and with a solver of the user's every combination of
 settings that would make the run quietly differ from what they say. A failure stops here with exit 2, its
 message naming the setting, and its fix. The round loop (round_controller, semi_driver) is imported only once
-they pass: it pulls in torch and the Teacher clients (about 3 s), and a bad setting must fail in a second.
+they pass: it pulls in torch and the Teacher clients (about 3 s), and a bad setting must fail in a second. The
+run's log then starts with every value not left to its default and where it came from, and a warning for each value
+of the settings file that the environment overrides (managers/plan.py: describe_settings, settings_warnings).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from argparse import Namespace
 from prosetting.core.config import ConfigError, load_config, parse_set_args
 from prosetting.core.questions import QuestionFileError
 from prosetting.core.state_manager import StateManager, WorkspaceLockedError
-from prosetting.managers.plan import describe_plan
+from prosetting.managers.plan import describe_generator, describe_plan, describe_settings, settings_warnings
 from prosetting.processors.stages import check_settings, discard_plan
 from prosetting.utils.logging_setup import setup_logging
 from prosetting.utils.preflight import Check, Inputs, Machine, preflight
@@ -84,8 +86,11 @@ def launch(args: Namespace) -> int:
 
     log_file = setup_logging(cfg.LOG_LEVEL, cfg.workspace / "logs", name=f"{args.mode}_trainer")
     log.info("ProSetting %s run, workspace %s, log %s", args.mode, cfg.workspace, log_file)
-    for key, source in sorted(sources.items()):
-        log.debug("setting %s from %s", key, source)
+    log.info("\n".join(describe_settings(cfg, sources)))  # where every value not left to its default came from
+    for warning in settings_warnings(sources):
+        log.warning(warning.removeprefix("WARNING: "))
+    if cfg.GENERATOR_MODEL_PATH and not cfg.uses_generator:
+        log.info("generator: %s", describe_generator(cfg, {}).split(maxsplit=1)[1])  # why its model is not loaded
 
     if args.mode == "semi":
         from prosetting.managers.semi_driver import SemiDriver

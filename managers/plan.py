@@ -1,5 +1,7 @@
 """The whole plan of a run, as `python scripts/run_training.py --dry-run` prints it: every model and endpoint,
-the loss and learning rate, pairs, pool sizes, evaluation sets, training layout and lengths, then the rounds.
+the loss and learning rate, pairs, pool sizes, evaluation sets, training layout and lengths, every setting that is
+not at its default with where it came from (a WARNING where the environment overrides the settings file), then the
+rounds.
 
     print(describe_plan(cfg, inputs, report))     # inputs, report: utils/preflight.py, already run
 
@@ -9,11 +11,13 @@ so in the plan.
 
 from __future__ import annotations
 
-from prosetting.core.config import Config
+from dataclasses import fields
+
+from prosetting.core.config import REDACTED, SECRET_KEYS, Config, Sources
 from prosetting.core.context import RunContext
 from prosetting.core.eval_spec import parse_eval_sets
 from prosetting.core.io import read_json
-from prosetting.core.models import MODEL_KEYS, ResolvedModel, cached_model, hub_hint, hub_offline
+from prosetting.core.models import ResolvedModel, cached_model, hub_hint, hub_offline
 from prosetting.core.state_manager import SHIPPED_HELDOUT, SHIPPED_SEEDS, StateManager
 from prosetting.processors.progress import STATUS_LABEL, read_progress
 from prosetting.processors.stages import SOLVER_STAGE
@@ -22,12 +26,11 @@ from prosetting.utils.preflight import Check, Inputs
 
 
 def describe_models(cfg: Config, ctx: RunContext) -> dict[str, str]:
-    """Each model setting as the run would find it, from the local cache only (a dry run downloads nothing)."""
+    """Each model setting the run loads (Config.models_in_use) as the run would find it, from the local cache only (a
+    dry run downloads nothing)."""
     models = {}
-    for key, revision_key in MODEL_KEYS:
+    for key, revision_key in cfg.models_in_use():
         value, revision = getattr(cfg, key), getattr(cfg, revision_key) or None
-        if not value:
-            continue
         cached = cached_model(value, revision)
         ctx.models[key] = cached or ResolvedModel(value=value, path=f"{value} (not cached yet)", repo_id=value)
         models[key] = (
@@ -65,8 +68,17 @@ def describe_teacher(cfg: Config) -> list[str]:
 
 
 def describe_generator(cfg: Config, models: dict[str, str]) -> str:
-    if cfg.QUESTION_WRITER == "teacher":
-        return "generator      none (QUESTION_WRITER=teacher: the Teacher writes every question)"
+    if not cfg.uses_generator:
+        why = (
+            "QUESTION_WRITER=teacher: the Teacher writes every question"
+            if cfg.QUESTION_WRITER == "teacher"
+            else "CURRICULUM=static: no question is written"
+            if cfg.CURRICULUM == "static"
+            else f"QUESTION_WRITER={cfg.QUESTION_WRITER}, but its first training round, "
+            f"{max(cfg.GENERATOR_TRAIN_START_ROUND, 2)}, is after TOTAL_ROUNDS={cfg.TOTAL_ROUNDS}"
+        )
+        unused = f"; GENERATOR_MODEL_PATH={cfg.GENERATOR_MODEL_PATH} unused" if cfg.GENERATOR_MODEL_PATH else ""
+        return f"generator      none ({why}){unused}"
     first = max(cfg.GENERATOR_TRAIN_START_ROUND, 2)  # round 1 has no graded Teacher-written questions to learn
     share = "every" if cfg.QUESTION_WRITER == "generator" else f"{cfg.GENERATOR_SHARE:.0%} of the"
     base = models.get("GENERATOR_MODEL_PATH") or "the initial solver"
@@ -187,6 +199,47 @@ def describe_checks(report: list[Check]) -> list[str]:
     return lines
 
 
+def shown_value(cfg: Config, key: str) -> str:
+    """A value as a settings file writes it (booleans in lower case), secrets redacted."""
+    value = getattr(cfg, key)
+    if key in SECRET_KEYS and value:
+        return REDACTED
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def describe_settings(cfg: Config, sources: dict[str, str]) -> list[str]:
+    """Every value not left to Config's default, in field order, with where it came from (a settings file's line, the
+    environment, the command line or the embedded profile): the "settings" block of the plan and of the run's log."""
+    if not isinstance(sources, Sources) and not sources:
+        return []  # not told where the values came from (a caller that loaded none)
+    where = sources.where if isinstance(sources, Sources) else sources.__getitem__
+    given = [f.name for f in fields(Config) if f.name in sources]
+    if not given:
+        return ["settings       every value is Config's default"]
+    return [
+        f"settings       {len(given)} not left to their defaults (command line > environment > settings file > "
+        "defaults; the rest: .env.example):",
+        *(f"                 {key}={shown_value(cfg, key)} (from {where(key)})" for key in given),
+    ]
+
+
+def settings_warnings(sources: dict[str, str]) -> list[str]:
+    """A WARNING for each value of the settings file that the environment replaced: a leftover `export SEED=3` over
+    a preset's SEED=42 changes the run without a word otherwise."""
+
+    def shown(key: str, value: object) -> str:
+        return (
+            REDACTED if key in SECRET_KEYS and value else str(value).lower() if isinstance(value, bool) else str(value)
+        )
+
+    return [
+        f"WARNING: {s.key}={shown(s.key, s.env_value)} from the environment overrides {s.key}="
+        f"{shown(s.key, s.file_value)} of {s.where}; the run uses {shown(s.key, s.env_value)} (unset {s.key} to use "
+        "the file's value, or give it on the command line to choose)"
+        for s in getattr(sources, "shadowed", [])
+    ]
+
+
 def describe_plan(cfg: Config, inputs: Inputs | None = None, report: list[Check] | None = None) -> str:
     """What a run would do now: models, endpoints, recipe, evaluation, layout, then each round's stages."""
     inputs = inputs or Inputs(cfg)
@@ -203,6 +256,7 @@ def describe_plan(cfg: Config, inputs: Inputs | None = None, report: list[Check]
         f"{cfg.QUESTIONS_FILE} ({count})" if cfg.QUESTIONS_FILE else f"{SHIPPED_SEEDS} (the shipped seeds, {count})"
     )
     lines = [
+        *settings_warnings(inputs.sources),
         f"workspace      {cfg.workspace} (state: {state['status']})",
         f"solver         {models.get('SOLVER_MODEL_PATH') or embedded}",
         f"questions      {source}",
@@ -215,6 +269,7 @@ def describe_plan(cfg: Config, inputs: Inputs | None = None, report: list[Check]
         describe_pool(cfg, inputs),
         *describe_evaluation(cfg),
         describe_machine(inputs),
+        *describe_settings(cfg, inputs.sources),
         *(describe_checks(report) if report else []),
         "",
     ]

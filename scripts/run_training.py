@@ -2,7 +2,7 @@
 
 python scripts/run_training.py                      # unattended, all rounds, resumes where it stopped
 python scripts/run_training.py --mode semi          # asks before each stage: [c]ontinue [s]tatus [q]uit
-python scripts/run_training.py --dry-run            # print the plan and exit
+python scripts/run_training.py --dry-run            # print the plan, and where each setting came from, and exit
 python scripts/run_training.py --from-round 3 --from-stage train   # redo from a point
 """
 
@@ -22,7 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode", choices=("auto", "semi"), default="auto", help="auto: unattended (default); semi: interactive"
     )
-    p.add_argument("--env-file", default=".env", help="dotenv file with settings (default: .env if present)")
+    p.add_argument(
+        "--env-file",
+        default=".env",
+        help="dotenv file with settings (default: .env if present); a key that is neither a setting nor another "
+        "tool's (HF_, CUDA_, VLLM_, ...: docs/configuration.md) stops the run with its line",
+    )
     p.add_argument("--workspace", help="WORKSPACE_DIR: folder of the run")
     p.add_argument("--rounds", type=int, help="TOTAL_ROUNDS")
     p.add_argument(

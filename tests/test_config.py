@@ -29,7 +29,7 @@ def test_defaults_follow_the_seed(tmp_path):
     cfg, sources = load_config(env_file=None, environ={"SOLVER_MODEL_PATH": str(tmp_path)})
     assert (cfg.TOTAL_ROUNDS, cfg.ATTEMPTS_PER_QUESTION, cfg.TEACHER_CONCURRENT_WORKERS) == (5, 8, 32)
     assert (cfg.TRAIN_START_ROUND, cfg.REPLAY_RATIO, cfg.TRL_ACCUMULATE_ROUNDS) == (3, 0.2, True)
-    assert cfg.loss_types == ["sigmoid", "sft"] and cfg.TRL_LOSS_WEIGHTS == ""
+    assert cfg.loss_types == ["sigmoid"] and cfg.TRL_LOSS_WEIGHTS == ""  # the paper's plain DPO
     assert set(sources.values()) == {"environment"}
     embedded, sources = load_config(env_file=None, environ={})
     assert (embedded.TRAIN_START_ROUND, embedded.TRL_ACCUMULATE_ROUNDS, embedded.loss_types) == (1, False, ["sft"])
@@ -38,9 +38,9 @@ def test_defaults_follow_the_seed(tmp_path):
 
 def test_precedence_defaults_env_file_environment_command_line(tmp_path):
     env = tmp_path / "x.env"
-    env.write_text("TOTAL_ROUNDS=2\nSEED=7\nREPLAY_RATIO=0.5\nSOMETHING_ELSE=ignored\n")
+    env.write_text("TOTAL_ROUNDS=2\nSEED=7\nREPLAY_RATIO=0.5\nHF_HOME=/tmp/another-tools-key\n")
     cfg, sources = load_config(env, overrides={"SEED": "9"}, environ={"REPLAY_RATIO": "0.3"})
-    assert cfg.TOTAL_ROUNDS == 2 and sources["TOTAL_ROUNDS"] == str(env)
+    assert cfg.TOTAL_ROUNDS == 2 and sources["TOTAL_ROUNDS"] == str(env) and sources.where("TOTAL_ROUNDS") == f"{env}:1"
     assert cfg.REPLAY_RATIO == 0.3 and sources["REPLAY_RATIO"] == "environment"
     assert cfg.SEED == 9 and sources["SEED"] == "command line"
 
@@ -81,7 +81,7 @@ def test_env_file_error_names_the_file(tmp_path):
     env = tmp_path / "bad.env"
     env.write_text("ATTEMPTS_PER_QUESTION=eight\n")
     with pytest.raises(
-        ConfigError, match=f"ATTEMPTS_PER_QUESTION: expected an integer, got 'eight' \\(from {re.escape(str(env))}\\)"
+        ConfigError, match=f"ATTEMPTS_PER_QUESTION: expected an integer, got 'eight' \\(from {re.escape(str(env))}:1\\)"
     ):
         load_config(env, environ={})
     with pytest.raises(ConfigError, match="--env-file: file not found"):

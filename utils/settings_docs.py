@@ -25,11 +25,15 @@ def _shown(value: Any) -> str:
 def render_env_example() -> str:
     """The text of .env.example: every key by group with its help line and default (regenerate after adding a field)."""
     lines = [
-        "# ProSetting settings. Precedence: defaults < this file (as .env) < environment < command line.",
-        "# Copy to .env and uncomment what you change. Secrets (TEACHER_API_KEY) belong here or in the",
-        "# environment only: they are never logged or written to the workspace.",
+        "# ProSetting settings. Precedence: defaults < this file (as .env) < environment < command line; the dry",
+        "# run (python scripts/run_training.py --dry-run) lists every value not left to its default with where it came",
+        "# from, and warns where the environment overrides this file.",
+        "# Copy to .env and uncomment what you change. A key that is not a setting stops the run with its line and the",
+        "# nearest setting; other tools' keys pass by prefix (HF_, CUDA_, VLLM_, WANDB_, ...: docs/configuration.md).",
+        "# Secrets (TEACHER_API_KEY) belong here or in the environment only: they are never logged or written to the",
+        "# workspace. The defaults are the paper's recipe for a model of yours (SOLVER_MODEL_PATH set).",
         "# With SOLVER_MODEL_PATH empty (the embedded default) these keys default instead to: "
-        + ", ".join(f"{k}={v}" for k, v in EMBEDDED_PROFILE.items())
+        + ", ".join(f"{k}={_shown(v)}" for k, v in EMBEDDED_PROFILE.items())
         + ".",
         "",
     ]
