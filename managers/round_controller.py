@@ -25,7 +25,7 @@ from typing import Protocol
 from prosetting.core.config import Config, diff_configs
 from prosetting.core.context import RunContext, StageInterrupted
 from prosetting.core.io import atomic_write_json, read_json, write_jsonl
-from prosetting.core.models import MODEL_KEYS, ModelNotFound, resolve_for_run
+from prosetting.core.models import ModelNotFound, resolve_for_run
 from prosetting.core.questions import load_questions_file
 from prosetting.core.records import was_trained, write_pool
 from prosetting.core.state_manager import SHIPPED_SEEDS, Paths, StateManager
@@ -167,16 +167,14 @@ class RoundController:
         self.track()
 
     def resolve_models(self, recorded: dict) -> None:
-        """SOLVER_MODEL_PATH and GENERATOR_MODEL_PATH as local folders, once per run; a Hub id at the commit
+        """SOLVER_MODEL_PATH and GENERATOR_MODEL_PATH as local folders, once per run, each only when some round
+        uses it (Config.models_in_use: nothing is downloaded for a role no round plays); a Hub id at the commit
         recorded by an earlier start of this workspace, so a resumed run keeps its snapshot."""
-        for key, revision_key in MODEL_KEYS:
+        for key, revision_key in self.cfg.models_in_use():
             value = getattr(self.cfg, key)
-            if value:
-                self.ctx.models[key] = model = resolve_for_run(
-                    value, getattr(self.cfg, revision_key), recorded.get(key)
-                )
-                if model.repo_id:
-                    log.info("%s: %s", key, model.describe())
+            self.ctx.models[key] = model = resolve_for_run(value, getattr(self.cfg, revision_key), recorded.get(key))
+            if model.repo_id:
+                log.info("%s: %s", key, model.describe())
 
     def evaluate(self, label: str, model_dir: Path) -> dict | None:
         """Every evaluation set on a model, cached in results/evaluations.json under `label`

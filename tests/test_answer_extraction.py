@@ -47,14 +47,14 @@ def test_a_truncated_solution_never_gives_its_last_number():
     assert [v["correct"] for v in verdicts] == [False, True]
 
 
-def test_embedded_default_keeps_boxed_only_and_a_user_model_reads_auto(tmp_path):
+def test_the_embedded_default_and_a_user_model_read_boxed_only_as_the_paper_does(tmp_path):
     embedded, _ = load_config(env_file=None, environ={})
     assert embedded.ANSWER_EXTRACTION == "boxed"
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
     user, _ = load_config(env_file=None, environ={"SOLVER_MODEL_PATH": str(model)})
-    assert user.ANSWER_EXTRACTION == "auto"
+    assert user.ANSWER_EXTRACTION == "boxed"  # a chat model answering in prose sets auto (the SmolLM2 presets do)
 
 
 class _Gen:

@@ -398,3 +398,29 @@ def test_a_plain_sources_dict_still_describes(tmp_path):
         "                 SEED=42 (from environment)",
     ]
     assert plan.describe_settings(cfg, {}) == [] and isinstance(load_config(None, environ={})[1], Sources)
+
+
+def test_a_generator_no_round_uses_is_not_resolved_at_start(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from prosetting.managers import round_controller
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    resolved = []
+    monkeypatch.setattr(
+        round_controller, "resolve_for_run", lambda v, rev, rec: resolved.append(v) or SimpleNamespace(repo_id="")
+    )
+    for writer, expected in (("teacher", [str(model)]), ("mixed", [str(model), "org/generator"])):
+        resolved.clear()
+        cfg, _ = load_config(
+            env_file=None,
+            environ={
+                "SOLVER_MODEL_PATH": str(model),
+                "GENERATOR_MODEL_PATH": "org/generator",
+                "QUESTION_WRITER": writer,
+            },
+        )
+        round_controller.RoundController.resolve_models(SimpleNamespace(cfg=cfg, ctx=SimpleNamespace(models={})), {})
+        assert resolved == expected

@@ -46,7 +46,7 @@ def check_models(cfg: Config, quick: bool, timeout: float) -> list[Check]:
                 "solver model", "SOLVER_MODEL_PATH", cfg.SOLVER_MODEL_PATH, cfg.SOLVER_MODEL_REVISION, quick, timeout
             )
         ]
-    if cfg.GENERATOR_MODEL_PATH:
+    if ("GENERATOR_MODEL_PATH", "GENERATOR_MODEL_REVISION") in cfg.models_in_use():  # not for a role no round plays
         checks.append(
             check_model(
                 "generator model",
