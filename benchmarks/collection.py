@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+from prosetting.benchmarks.doc_figures import update_pages
+
 SIDES = ("plain", "vllm", "transformers", "vllm2")
 NAMES = {
     "plain": "plain_vllm",
@@ -259,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="Runs of plain and vllm each, alternating; the best rate of each is kept.",
     )
+    p.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="then rewrite the figures README.md and docs/ read from results/ (benchmarks/doc_figures.py)",
+    )
     args = p.parse_args(argv)
     sides = [s.strip() for s in (args.sides or ",".join(SIDES[:3] if args.model else SIDES)).split(",") if s.strip()]
     if unknown := set(sides) - set(SIDES):
@@ -341,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     dest = Path(args.json) if args.json else out / ("collection_model.json" if args.model else "collection.json")
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(results, indent=2) + "\n")
+    if args.update_docs:
+        update_pages()
     print(f"\n{'':28}{'tokens/s':>10}{'start s':>9}{'gen s':>8}{'wall s':>8}{'CPU s':>8}{'tokens':>8}")
     for side in sides:
         r = results[NAMES[side]]

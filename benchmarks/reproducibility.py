@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from prosetting.benchmarks.doc_figures import update_pages
+
 REPO = Path(__file__).resolve().parent.parent
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 SETTINGS: dict[str, dict[str, str]] = {
@@ -113,6 +115,11 @@ def main() -> None:
     )
     p.add_argument("--heldout", action="store_true", help="also measure the warm start's held-out greedy accuracy")
     p.add_argument("--out", default=str(REPO / "results"))
+    p.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="then rewrite the figures README.md and docs/ read from results/ (benchmarks/doc_figures.py)",
+    )
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
@@ -178,6 +185,8 @@ def main() -> None:
         )
         + "\n"
     )
+    if a.update_docs:
+        update_pages()
 
 
 if __name__ == "__main__":

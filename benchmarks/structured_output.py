@@ -28,6 +28,7 @@ from pathlib import Path
 
 from openai import OpenAI
 
+from prosetting.benchmarks.doc_figures import update_pages
 from prosetting.core.io import atomic_write_json
 from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.llm_teacher import LLMTeacher
@@ -193,6 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0, help="Seed of the word problems and the writing seeds.")
     p.add_argument("--ready-timeout", type=float, default=900.0, help="--serve: seconds to wait for the server.")
     p.add_argument("--json", help="Write the results here as JSON.")
+    p.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="then rewrite the figures README.md and docs/ read from results/ (benchmarks/doc_figures.py)",
+    )
     args = p.parse_args(argv)
     if args.base_url and not args.model:
         p.error("--base-url needs --model")
@@ -219,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         atomic_write_json(Path(args.json), results)
         print(f"wrote {args.json}")
+    if args.update_docs:
+        update_pages()
     return results
 
 

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from prosetting.benchmarks.doc_figures import update_pages
 from prosetting.core.config import load_config
 from prosetting.core.context import RunContext
 from prosetting.core.io import append_jsonl
@@ -227,6 +228,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="then rewrite the figures README.md and docs/ read from results/ (benchmarks/doc_figures.py)",
+    )
     args = parser.parse_args()
     results = {
         "settings": vars(args),
@@ -252,6 +258,8 @@ def main() -> None:
     )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.update_docs:
+        update_pages()
 
 
 if __name__ == "__main__":

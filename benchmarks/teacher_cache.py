@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from prosetting.benchmarks.doc_figures import update_pages
 from prosetting.teacher_model.call_cache import LEGACY_FILE, CallCache
 
 RECORD_TEXT = 1_300  # characters of answer text: with its key and usage, a 1.6 kB line of the old JSON Lines cache
@@ -347,6 +348,11 @@ def main() -> None:
         "--dir", type=Path, default=None, help="where to build the caches (default: a temporary folder)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="then rewrite the figures README.md and docs/ read from results/ (benchmarks/doc_figures.py)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="cache_bench_", dir=args.dir))
     results: dict = {"load_average": os.getloadavg()[0], "cpus": os.cpu_count()}
@@ -384,6 +390,8 @@ def main() -> None:
     report(results, args.sizes)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    if args.update_docs:
+        update_pages()
 
 
 def report(r: dict, sizes: list[int]) -> None:

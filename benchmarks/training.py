@@ -38,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 
+from prosetting.benchmarks.doc_figures import update_pages
+
 
 def plain(spec_path: str) -> None:
     """The hand-written baseline: DPOTrainer on the parquet, then save the model; each phase timed."""
@@ -170,6 +172,11 @@ def main() -> int:
         "--repeats", type=int, default=2, help="Runs of each side, alternating; the fastest of each is kept."
     )
     p.add_argument("--out", help="Write the figures as JSON here.")
+    p.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="then rewrite the figures README.md and docs/ read from results/ (benchmarks/doc_figures.py)",
+    )
     args = p.parse_args()
     if args.plain:
         plain(args.plain)
@@ -329,6 +336,8 @@ def main() -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.update_docs:
+        update_pages()
     for trained in (run_dir / "final", Path(spec.output_dir + "_plain")):  # the models; the logs stay
         shutil.rmtree(trained, ignore_errors=True)
     print(f"logs in {root} (our stage's: train.log, run/log_history.json)")
