@@ -97,6 +97,7 @@ def test_one_trained_round_of_the_real_model_with_the_served_model_as_llm_teache
             "MAX_NEW_TOKENS": 128,
             "SAMPLING_TEMPERATURE": 0.8,
             "SOLVER_SYSTEM_PROMPT": SYSTEM_PROMPT,
+            "ANSWER_EXTRACTION": "auto",  # a chat model answering in prose (the default reads \\boxed{} only)
             "TOTAL_ROUNDS": 1,
             "TRAIN_START_ROUND": 1,
             "TRL_LOSS_TYPE": "sigmoid",

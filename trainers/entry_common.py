@@ -55,7 +55,7 @@ def _local(t):
     return t.to_local() if hasattr(t, "to_local") else t  # an FSDP2 DTensor: this process's shard
 
 
-def _sample(model) -> list:
+def sample_trainable(model) -> list:
     """Evenly spaced elements of every trainable tensor (as they are: the master weights' dtype)."""
     out = []
     for p in model.parameters():
@@ -71,7 +71,7 @@ def weights_moved(before: list, model):
     import torch
     import torch.distributed as dist
 
-    after = _sample(model)
+    after = sample_trainable(model)
     device = after[0].device if after else "cpu"
     counts = torch.zeros(2, dtype=torch.float64, device=device)
     for b, a in zip(before, after, strict=True):
@@ -93,7 +93,7 @@ def weight_update_check(spec: TrainingSpec):
             self.before, self.lr, self.result = None, 0.0, None
 
         def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-            self.before = _sample(model)
+            self.before = sample_trainable(model)
             self.lr = optimizer.param_groups[0]["lr"] if optimizer is not None else spec.learning_rate
 
         def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
