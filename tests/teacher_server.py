@@ -7,7 +7,9 @@ real `openai` client talks to it unchanged:
         server.fail_next(500, 429)          # the next two requests fail, then the responder answers
         server.fail_next(DROP, MALFORMED)   # a dropped connection, then a 200 whose body is not JSON
         server.pause(); server.resume()     # hold every answer (to kill a client between answers)
+        server.held                         # chat requests waiting at the pause now (their clients blocked)
         server.batch_failures = {2}         # /v1/files, /v1/batches: line 2 of the next batch fails
+        server.batch_seconds = None         # batches stay in_progress until server.complete_batches()
         server.refuse_structured = True     # a request with response_format gets OpenAI's 400 for it
         server.max_context = 2048           # a request of more characters gets vLLM's context-length 400
         client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
@@ -15,6 +17,8 @@ real `openai` client talks to it unchanged:
         server.requests                     # every request seen: method, path, headers (lower-case), json,
                                             # and once answered: status, answered (time)
         server.response_formats             # the response_format of each chat request (None: plain)
+
+    with refusing_url() as url: ...         # a base URL where nothing listens (its port held, not reusable)
 
     python tests/teacher_server.py --port 8000 --model teacher   # by hand, for utils/status_checker.py
 """
@@ -25,9 +29,11 @@ import email
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -124,13 +130,14 @@ class TeacherServer:
         self.requests: list[dict] = []
         self.files: dict[str, bytes] = {}  # /v1/files: id -> content
         self.batches: dict[str, dict] = {}  # /v1/batches: id -> batch object
-        self.batch_seconds = 0.3  # how long a batch stays in_progress
+        self.batch_seconds: float | None = 0.3  # how long a batch stays in_progress; None: until complete_batches()
         self.batch_failures: set[int] = set()  # line numbers (0-based) of a batch answered with an error
         self.refuse_structured = False  # True: a chat request with response_format gets OpenAI's 400 for it
         self.max_context = 0  # > 0: a chat request whose messages hold more characters gets vLLM's 400 for it
         self._failures: list[tuple[int, float]] = []  # (status, delay): status 0 means "delay, then answer"
         self._lock = threading.Lock()
         self._counter = 0
+        self._held = 0  # chat requests waiting at the pause
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -146,10 +153,28 @@ class TeacherServer:
             self._failures += [(0, seconds)] * count
 
     def pause(self) -> None:
-        self.open.clear()
+        with self._lock:
+            self.open.clear()
 
     def resume(self) -> None:
-        self.open.set()
+        with self._lock:
+            self.open.set()
+
+    @property
+    def held(self) -> int:
+        """How many chat requests wait at the pause now: each one's client is blocked on it, and gets no answer
+        before resume(). A request that passed before the pause is not counted: it is answered."""
+        with self._lock:
+            return self._held
+
+    def _wait_if_paused(self) -> None:
+        with self._lock:  # the same lock as pause(): a request is either answered or counted as held
+            held = not self.open.is_set()
+            self._held += held
+        if held:
+            self.open.wait()
+            with self._lock:
+                self._held -= 1
 
     # --- the Files and Batches API -----------------------------------------------------------
     def _new_id(self, prefix: str) -> str:
@@ -186,8 +211,15 @@ class TeacherServer:
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
         }
         self.batches[batch_id] = batch
-        threading.Timer(self.batch_seconds, self._run_batch, args=(batch_id,)).start()
+        if self.batch_seconds is not None:
+            threading.Timer(self.batch_seconds, self._run_batch, args=(batch_id,)).start()
         return batch
+
+    def complete_batches(self) -> None:
+        """Finish every batch still in progress now (those created while batch_seconds was None)."""
+        for batch_id, batch in list(self.batches.items()):
+            if batch["status"] == "in_progress":
+                self._run_batch(batch_id)
 
     def _run_batch(self, batch_id: str) -> None:
         batch = self.batches[batch_id]
@@ -405,7 +437,7 @@ class _Handler(BaseHTTPRequestHandler):
         delay = state.delay_s + (failure[1] if failure else 0.0)
         if delay:
             time.sleep(delay)
-        state.open.wait()
+        state._wait_if_paused()
         if failure and failure[0] == DROP:
             self.close_connection = True
             self.connection.shutdown(2)  # socket.SHUT_RDWR: the client sees the connection drop
@@ -434,6 +466,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, state._completion(body))
         except Exception as exc:  # a responder bug must show up as a server error, not a hung client
             self._send(500, error_body(500, f"responder failed: {type(exc).__name__}: {exc}"))
+
+
+@contextmanager
+def refusing_url() -> Iterator[str]:
+    """A base URL on 127.0.0.1 where nothing listens while the block runs: its port is bound but not listening, so
+    a connection is refused at once, and no other process can take the port meanwhile (a port freed by a stopped
+    server could be)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
 if __name__ == "__main__":

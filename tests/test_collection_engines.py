@@ -122,7 +122,10 @@ def test_a_killed_worker_is_reported_and_its_batch_retried(tiny_solver, tmp_path
     finally:
         pool.close()
     assert sorted(done) == [0, 1, 2, 3] and all(len(o) == 2 for o in done.values())
-    assert len(pool.failures) == 1 and "exited" in pool.failures[0]["reason"]
+    # found dead when the next batch is sent ("is gone": the kill already closed its pipe) or when its answer is
+    # awaited ("exited"): which one depends on how fast the killed process goes
+    reason = pool.failures[0]["reason"]
+    assert len(pool.failures) == 1 and ("exited" in reason or "the worker is gone" in reason), reason
     assert pool.failures[0]["log"].endswith("engine0.log")
 
 

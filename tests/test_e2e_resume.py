@@ -65,8 +65,10 @@ def kill_during(args: list[str], workspace: Path, r: int, stage: str, log, timeo
                     traj = workspace / "data" / f"round_{r:02d}_trajectories.jsonl"
                     while proc.poll() is None and (not traj.exists() or traj.stat().st_size == 0):
                         time.sleep(0.005)
-                elif stage == "train":
-                    time.sleep(8)  # inside the accelerate launch, not at its start
+                elif stage == "train":  # inside the accelerate launch, not before it (a fixed sleep could be either)
+                    launched = workspace / "training_runs" / f"r{r}" / "launch_pids.json"
+                    while proc.poll() is None and not launched.exists():
+                        time.sleep(0.005)
                 os.kill(proc.pid, signal.SIGKILL)
                 caught = True
                 break

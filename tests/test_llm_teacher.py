@@ -19,7 +19,7 @@ from prosetting.teacher_model.base import WriteRequest
 from prosetting.teacher_model.llm_teacher import LLMTeacher
 from prosetting.teacher_model.reply_parsing import parse_json, parse_questions, parse_verdict
 from prosetting.teacher_model.transport import NoUsableAnswer, TeacherError, TeacherTransport
-from tests.teacher_server import TeacherServer
+from tests.teacher_server import TeacherServer, refusing_url
 
 SECRET = "sk-test-SECRET-4f9a1c"
 QUESTION = {
@@ -49,7 +49,7 @@ def user_prompt(request: dict) -> str:
 
 
 def teacher_for(
-    server: TeacherServer, max_retries: int = 3, timeout: float = 5.0, unit: str = "attempt", **kwargs
+    server: TeacherServer, max_retries: int = 3, timeout: float = 60.0, unit: str = "attempt", **kwargs
 ) -> LLMTeacher:
     client = OpenAI(base_url=server.base_url, api_key=SECRET, timeout=timeout, max_retries=0)
     transport = TeacherTransport(
@@ -132,22 +132,23 @@ def test_retries_are_bounded_and_the_error_says_what_to_check(server):
 
 def test_timeout_is_retried(server):
     server.responder = lambda req: '{"correct": false, "reason": "no"}'
-    server.delay_next(1.0)
-    verdicts = teacher_for(server, max_retries=1, timeout=0.3).grade(QUESTION, [attempt(0, "7")])
+    # the first answer comes long after the client gave up; the retry must come back within the same 2 s,
+    # however loaded the machine (a local answer takes milliseconds)
+    server.delay_next(10.0)
+    verdicts = teacher_for(server, max_retries=1, timeout=2.0).grade(QUESTION, [attempt(0, "7")])
     assert verdicts[0]["correct"] is False and len(server.chat_requests) == 2
 
 
 def test_unreachable_endpoint_fails_after_retries():
-    with TeacherServer() as s:
-        url = s.base_url
-    client = OpenAI(base_url=url, api_key=SECRET, timeout=2, max_retries=0)
-    teacher = LLMTeacher(TeacherTransport(client, "m", url, max_retries=1, backoff_s=0.01, secret=SECRET))
-    with pytest.raises(TeacherError, match="connection failed"):
-        teacher.grade(QUESTION, [attempt(0, "7")])
+    with refusing_url() as url:
+        client = OpenAI(base_url=url, api_key=SECRET, timeout=60, max_retries=0)
+        teacher = LLMTeacher(TeacherTransport(client, "m", url, max_retries=1, backoff_s=0.01, secret=SECRET))
+        with pytest.raises(TeacherError, match="connection failed"):
+            teacher.grade(QUESTION, [attempt(0, "7")])
 
 
 def test_wrong_api_key_is_not_retried_and_never_shown(server, caplog):
-    client = OpenAI(base_url=server.base_url, api_key="sk-wrong-KEY-77", timeout=5, max_retries=0)
+    client = OpenAI(base_url=server.base_url, api_key="sk-wrong-KEY-77", timeout=60, max_retries=0)
     transport = TeacherTransport(client, server.model, server.base_url, backoff_s=0.01, secret="sk-wrong-KEY-77")
     teacher = LLMTeacher(transport)
     with caplog.at_level(logging.DEBUG), pytest.raises(TeacherError) as err:

@@ -5,30 +5,47 @@ import csv
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "memory_trace.py"
 
-# A parent that starts a child holding about 200 MiB: the tree's sum must see the child.
-CHILD = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
-PARENT = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {CHILD!r}], check=True)"
+# A parent that starts a child holding about 200 MiB: the tree's sum must see the child. The child holds it until the
+# file named by its argument exists (the test makes it once the trace has seen it, so no sampling interval on a loaded
+# machine can miss it), or for 10 minutes at most.
+CHILD = (
+    "import os, sys, time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); t = time.time()\n"
+    "while not os.path.exists(sys.argv[1]) and time.time() - t < 600: time.sleep(0.05)"
+)
+PARENT = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {CHILD!r}, sys.argv[1]], check=True)"
+
+
+def complete_rows(path: Path) -> list[dict]:
+    """The CSV rows written so far, without a last line still being written."""
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    return list(csv.DictReader(lines))
 
 
 @pytest.mark.slow
 def test_the_trace_sums_the_tree_and_keeps_the_exit_status(tmp_path):
-    out = tmp_path / "mem.csv"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--interval", "0.2", "--", sys.executable, "-c", PARENT],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    out, release = tmp_path / "mem.csv", tmp_path / "release"
+    trace = [sys.executable, str(SCRIPT), "--out", str(out), "--interval", "0.2", "--"]
+    proc = subprocess.Popen([*trace, sys.executable, "-c", PARENT, str(release)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = complete_rows(out)
+        if len(rows) >= 3 and max(float(r["tree_rss_mib"]) for r in rows) > 200:
+            break
+        time.sleep(0.1)
+    release.touch()
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) >= 3
     assert max(float(r["tree_rss_mib"]) for r in rows) > 200  # the child's 200 MiB, counted in the tree
-    assert "peak tree RSS" in done.stderr
+    assert "peak tree RSS" in stderr
 
     failed = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--", sys.executable, "-c", "exit(3)"])
     assert failed.returncode == 3

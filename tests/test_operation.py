@@ -55,6 +55,14 @@ def progress(workspace: Path, r: int) -> dict:
         return {}
 
 
+def json_or_none(path: Path):
+    """The JSON in `path`, or None while it is missing or still being written."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def wait_for(predicate, timeout: float = 300, what: str = "condition") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -194,7 +202,8 @@ def test_sigint_and_sigterm_stop_at_a_safe_point_and_the_same_command_continues(
 
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: progress(ws, 2).get("train", {}).get("status") == "running", what="round 2 training")
-    time.sleep(5)  # inside the accelerate launch
+    pid_file = ws / "training_runs" / "r2" / "launch_pids.json"
+    wait_for(lambda: bool(json_or_none(pid_file)), what="the accelerate launch")  # inside it, not before it
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-2000:]
@@ -202,7 +211,7 @@ def test_sigint_and_sigterm_stop_at_a_safe_point_and_the_same_command_continues(
     # the launches this run started, from its own record (each leads its own process group): none is left
     launches = json.loads((ws / "training_runs" / "r2" / "launch_pids.json").read_text())
     assert launches
-    wait_for(lambda: not any(group_alive(pid) for pid in launches), timeout=30, what="the training launch to stop")
+    wait_for(lambda: not any(group_alive(pid) for pid in launches), timeout=120, what="the training launch to stop")
 
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -215,7 +224,7 @@ def test_sigint_and_sigterm_stop_at_a_safe_point_and_the_same_command_continues(
 
     # dry run: says what is done and changes nothing
     before = {p: p.stat().st_mtime_ns for p in ws.rglob("*") if p.is_file()}
-    plan = subprocess.run([*args, "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    plan = subprocess.run([*args, "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert plan.returncode == 0 and "round 2:" in plan.stdout and "train: done (skip)" in plan.stdout
     assert {p: p.stat().st_mtime_ns for p in ws.rglob("*") if p.is_file()} == before
 
@@ -226,7 +235,7 @@ def test_sigint_and_sigterm_stop_at_a_safe_point_and_the_same_command_continues(
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert no.returncode == 0 and "merged_solver_r2" in no.stdout and "nothing changed" in no.stdout
     assert (ws / "checkpoints" / "merged_solver_r2").exists()

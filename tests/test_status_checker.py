@@ -15,7 +15,7 @@ import pytest
 from prosetting.core.config import Config
 from prosetting.utils import health_machine
 from tests.conftest import write_questions
-from tests.teacher_server import TeacherServer
+from tests.teacher_server import TeacherServer, refusing_url
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "utils" / "status_checker.py"
@@ -29,7 +29,8 @@ def run_checker(tmp_path: Path, settings: dict, *flags: str) -> tuple[int, dict 
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     env = {k: v for k, v in os.environ.items() if k not in KEYS}  # the test's settings only
     args = [sys.executable, str(SCRIPT), "--quick", "--env-file", str(env_file), *flags]
-    out = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    # a few seconds idle; the limit is for a loaded 2-core machine
+    out = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert SECRET not in out.stdout + out.stderr
     if "--json" in flags:
         assert out.stdout.strip(), out.stderr
@@ -85,16 +86,15 @@ def test_malformed_questions_file_fails_with_the_line(tmp_path, good):
 
 
 def test_unreachable_teacher_endpoint_fails(tmp_path, good):
-    with TeacherServer() as server:
-        url = server.base_url  # a port that was just free: nothing listens once the server stops
-    settings = {
-        **good,
-        "TEACHER_BACKEND": "llm",
-        "TEACHER_BASE_URL": url,
-        "TEACHER_MODEL_NAME": "m",
-        "TEACHER_API_KEY": SECRET,
-    }
-    rc, report = run_checker(tmp_path, settings, "--json")
+    with refusing_url() as url:  # nothing listens there while the checker runs
+        settings = {
+            **good,
+            "TEACHER_BACKEND": "llm",
+            "TEACHER_BASE_URL": url,
+            "TEACHER_MODEL_NAME": "m",
+            "TEACHER_API_KEY": SECRET,
+        }
+        rc, report = run_checker(tmp_path, settings, "--json")
     teacher = by_name(report)["teacher endpoint"]
     assert rc == 1 and teacher["status"] == "fail" and "cannot reach" in teacher["message"]
     assert "TEACHER_BASE_URL" in teacher["fix"]
@@ -128,7 +128,7 @@ def test_teacher_endpoint_serving_the_right_or_the_wrong_model(tmp_path, good, m
 def test_live_lock_held_by_another_process_fails(tmp_path, good):
     ws = Path(good["WORKSPACE_DIR"])
     ws.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])  # alive until killed below
     try:
         (ws / ".prosetting.lock").write_text(
             json.dumps({"pid": child.pid, "host": socket.gethostname(), "started": "x"})

@@ -42,7 +42,7 @@ def attempt(i: int, answer: str | None, qid: str = "q1") -> dict:
 
 
 def make_teacher(server, tmp_path=None, unit="question", mode="hybrid", max_retries=2, limits=None) -> LLMTeacher:
-    client = OpenAI(base_url=server.base_url, api_key="sk-x", timeout=5, max_retries=0)
+    client = OpenAI(base_url=server.base_url, api_key="sk-x", timeout=60, max_retries=0)  # no test trips it
     cache = CallCache(tmp_path / "cache") if tmp_path is not None else None
     transport = TeacherTransport(
         client, server.model, server.base_url, max_retries=max_retries, backoff_s=0.01, cache=cache, limits=limits
@@ -117,10 +117,10 @@ def test_drops_malformed_bodies_and_429_retry_after_are_retried(tmp_path, caplog
     with TeacherServer(responder=lambda req: verdicts_reply((1, True, ""))) as server:
         server.retry_after = "1"
         server.fail_next(DROP, MALFORMED, 429)
-        t0 = time.time()
+        t0 = time.monotonic()
         with caplog.at_level(logging.WARNING):
             out = make_teacher(server, tmp_path, max_retries=3).grade(QUESTION, [attempt(1, "7")])
-        elapsed = time.time() - t0
+        elapsed = time.monotonic() - t0
     assert out[0]["correct"] is True and len(server.chat_requests) == 4
     assert "connection failed" in caplog.text and "malformed response body" in caplog.text and "HTTP 429" in caplog.text
     assert elapsed >= 1.0  # Retry-After honoured, although our own backoff is 10 ms
@@ -139,7 +139,10 @@ def test_rate_limit_spaces_requests_across_threads(tmp_path):
         stamps = sorted(r["time"] for r in server.chat_requests)
     limits.close()
     assert len(stamps) == 12 and elapsed >= 1.7
-    assert sum(1 for t in stamps if t - stamps[0] < 0.9) <= 8  # a burst of 4, then 4 per second: not all 12 at once
+    # A burst of 4, then 4 per second: at most 4 + 0.9 * 4 requests granted in the first 0.9 s, not all 12. Counted
+    # from t0 (before any grant): a request arrives after its grant, so a slow machine can only make this fewer
+    # (from the first arrival, a first request held up in arriving would let later grants crowd into its window).
+    assert sum(1 for t in stamps if t - t0 < 0.9) <= 8
 
 
 def stage_ctx(tmp_path, server, **overrides) -> RunContext:
@@ -245,7 +248,7 @@ def test_batch_api_answers_the_stage_and_a_stopped_poll_resumes_the_same_batch(t
         # polls an hour apart: the stop below ends the wait at once, or the test fails on a finished batch
         ctx = stage_ctx(tmp_path, server, TEACHER_BATCH_API="true", TEACHER_BATCH_POLL_SECONDS="3600")
         server.batch_failures = {3}  # one line of the batch fails: an ordinary call answers it
-        server.batch_seconds = 0.5
+        server.batch_seconds = None  # in progress until complete_batches(): the first poll cannot find it done
 
         def ctrl_c_once_submitted():  # what the round loop's SIGINT handler does, while the stage polls
             while not server.batches:
@@ -260,8 +263,7 @@ def test_batch_api_answers_the_stage_and_a_stopped_poll_resumes_the_same_batch(t
         state = json.loads((ctx.paths.data / "round_01_grade_batch.json").read_text())
         assert list(server.batches) == [state["batch_id"]] and server.chat_requests == []
 
-        while server.batches[state["batch_id"]]["status"] != "completed":  # the resume's first poll finds it done
-            time.sleep(0.05)
+        server.complete_batches()  # the resume's first poll finds it done
         ctx.stop_event.clear()
         ctx.teacher = LLMTeacher.from_config(ctx.cfg, backoff_s=0.01)  # a new process: empty counters
         stats = run_grading(ctx, 1)

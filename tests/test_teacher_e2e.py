@@ -4,6 +4,7 @@ and LLM question writing."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,6 +19,10 @@ from tests.teacher_server import TeacherServer, socratic_responder
 from tests.test_e2e_resume import command, stage_status
 
 pytestmark = pytest.mark.slow
+WORKERS = 4
+# The kill test's server holds every answer from the fifth on: with at most WORKERS - 1 more already past the pause,
+# at most 8 answered requests complete at most 8 of the 12 questions, so each worker still has one to ask about.
+PAUSE_AT = 5
 
 
 def settings(workspace: Path, solver: Path, questions: Path, server: TeacherServer) -> list[str]:
@@ -38,7 +43,8 @@ def settings(workspace: Path, solver: Path, questions: Path, server: TeacherServ
         "TEACHER_MODEL_NAME": server.model,
         "GRADING_MODE": "llm",
         "TEACHER_GRADING_UNIT": "attempt",
-        "TEACHER_CONCURRENT_WORKERS": 4,
+        "TEACHER_CONCURRENT_WORKERS": WORKERS,
+        "TEACHER_TIMEOUT": 600,  # no request given up and sent again while the server holds it
         "TEACHER_PRICE_PER_MTOK_IN": 1.0,
         "TEACHER_PRICE_PER_MTOK_OUT": 3.0,
     }
@@ -52,22 +58,30 @@ def request_key(rec: dict) -> str:
 def test_sigkill_during_grading_then_rerun_repeats_no_answered_call(tmp_path, tiny_solver):
     ws = tmp_path / "ws"
     questions = write_questions(tmp_path / "q.jsonl", 12)
-    with TeacherServer(responder=socratic_responder, delay_s=0.05) as server:
+    answers = itertools.count(1)
+
+    def pausing(request: dict) -> str:  # the PAUSE_AT-th answer pauses the server: later requests are held
+        if next(answers) == PAUSE_AT:
+            server.pause()
+        return socratic_responder(request)
+
+    with TeacherServer(responder=pausing, delay_s=0.05) as server:
         args = settings(ws, tiny_solver, questions, server)
         with open(tmp_path / "run1.log", "w") as log:
             proc = subprocess.Popen(command(args), stdout=log, stderr=subprocess.STDOUT)
             try:
+                # Killed once every worker waits on a held request: each has then saved every answer it got (it
+                # asks again only after saving), so an answer the run got and lost to the kill cannot happen.
                 deadline = time.time() + 300
                 while time.time() < deadline and proc.poll() is None:
                     answered = [r for r in server.chat_requests if r.get("status") == 200]
-                    if stage_status(ws, 1, "grade") == "running" and len(answered) >= 6:
+                    if server.held >= WORKERS and len(answered) >= PAUSE_AT:
                         break
                     time.sleep(0.005)
                 assert proc.poll() is None, (
                     "the run ended before the kill: " + (tmp_path / "run1.log").read_text()[-2000:]
                 )
-                server.pause()  # no answer leaves the server from now on: none can be lost in flight
-                time.sleep(0.5)
+                assert server.held >= WORKERS, f"only {server.held} request(s) held after 300 s"
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 killed_at = time.time()
@@ -76,7 +90,8 @@ def test_sigkill_during_grading_then_rerun_repeats_no_answered_call(tmp_path, ti
                     proc.kill()
                     proc.wait()
         before = [r for r in server.chat_requests if r.get("status") == 200 and r["answered"] < killed_at]
-        assert stage_status(ws, 1, "grade") == "running" and len(before) >= 6
+        assert stage_status(ws, 1, "grade") == "running" and len(before) >= PAUSE_AT
+        server.responder = socratic_responder
         server.resume()
         time.sleep(0.2)  # requests held at the kill are answered to a dead client: not answers it got
         done = subprocess.run(command(args), capture_output=True, text=True, timeout=600)

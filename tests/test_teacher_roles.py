@@ -51,7 +51,7 @@ def attempt(i: int, answer: str, qid: str = "q1") -> dict:
 
 
 def teacher_on(server: TeacherServer, tmp_path=None, unit: str = "question", structured: bool = True) -> LLMTeacher:
-    client = OpenAI(base_url=server.base_url, api_key="sk-x", timeout=5, max_retries=0)
+    client = OpenAI(base_url=server.base_url, api_key="sk-x", timeout=60, max_retries=0)  # no test trips it
     cache = CallCache(tmp_path / "cache") if tmp_path is not None else None
     transport = TeacherTransport(
         client, server.model, server.base_url, max_retries=1, backoff_s=0.01, cache=cache, structured_output=structured
@@ -310,21 +310,21 @@ def test_the_health_check_probes_the_writer_where_it_differs():
             "TEACHER_API_KEY": GRADER_KEY,
         }
         cfg, _ = load_config(env_file=None, environ={}, overrides=base)
-        assert [(c.name, c.status) for c in check_teacher(cfg, 3.0)] == [("teacher endpoint", "ok")]
+        assert [(c.name, c.status) for c in check_teacher(cfg, 30.0)] == [("teacher endpoint", "ok")]
         writer_settings = {"TEACHER_WRITER_BASE_URL": writer.base_url, "TEACHER_WRITER_API_KEY": WRITER_KEY}
         cfg, _ = load_config(env_file=None, environ={}, overrides={**base, **writer_settings})
-        grading, writing = check_teacher(cfg, 3.0)  # the writer's model defaults to grader-72b: not served there
+        grading, writing = check_teacher(cfg, 30.0)  # the writer's model defaults to grader-72b: not served there
         assert grading.status == "ok" and writing.name == "teacher writer endpoint" and writing.status == "fail"
         assert "TEACHER_WRITER_MODEL_NAME='grader-72b'" in writing.message and "writer-7b" in writing.fix
         writer_settings["TEACHER_WRITER_MODEL_NAME"] = "writer-7b"
         cfg, _ = load_config(env_file=None, environ={}, overrides={**base, **writer_settings})
-        assert [c.status for c in check_teacher(cfg, 3.0)] == ["ok", "ok"]
+        assert [c.status for c in check_teacher(cfg, 30.0)] == ["ok", "ok"]
         assert [r["path"] for r in writer.requests] == ["/v1/models"] * 2
         assert {r["headers"]["authorization"] for r in writer.requests} == {f"Bearer {WRITER_KEY}"}
         cfg, _ = load_config(
             env_file=None, environ={}, overrides={**base, **writer_settings, "TEACHER_WRITER_API_KEY": "no"}
         )
-        writing = check_teacher(cfg, 3.0)[1]
+        writing = check_teacher(cfg, 30.0)[1]
         assert writing.status == "fail" and writing.fix == "check TEACHER_WRITER_API_KEY"
 
 

@@ -6,6 +6,8 @@ one the Teacher's parser reads, however random the model."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from prosetting.core.config import load_config
@@ -108,7 +110,9 @@ def test_grading_stops_loudly_on_a_real_vllm_server_answering_nonsense(tmp_path,
     # a writing request answered with nonsense is asked again, then fails on its own (the enhancement stage
     # counts it against TEACHER_MAX_FAILURE_FRACTION), naming the model and the shape expected
     with pytest.raises(NoUsableAnswer, match=r"tiny-teacher gave no usable reply for writing .* expected \[\{"):
-        teacher.write_questions(WriteRequest(question=questions[0], zone="mastered", success_rate=1.0, count=1))
+        teacher.write_questions(
+            WriteRequest(question=questions[0], zone="mastered", success_rate=1.0, count=1, rng=random.Random(0))
+        )
 
 
 def test_the_server_takes_every_schema_and_a_finished_reply_parses(vllm_server):

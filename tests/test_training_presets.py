@@ -238,16 +238,16 @@ def test_a_launch_left_by_a_killed_parent_is_stopped_before_a_new_one(tmp_path):
 
     spec = str(tmp_path / "spec.json")
     stale = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "--spec", spec], start_new_session=True
+        [sys.executable, "-c", "import time; time.sleep(3600)", "--spec", spec], start_new_session=True
     )
     other = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "--spec", "elsewhere"], start_new_session=True
+        [sys.executable, "-c", "import time; time.sleep(3600)", "--spec", "elsewhere"], start_new_session=True
     )
     try:
         pid_file = tmp_path / "launch_pids.json"
         pid_file.write_text(json.dumps([stale.pid, other.pid]))
         _stop_stale_launches(pid_file, spec)
-        assert stale.wait(timeout=10) == -9 and other.poll() is None and not pid_file.exists()
+        assert stale.wait(timeout=60) == -9 and other.poll() is None and not pid_file.exists()
     finally:
         for p in (stale, other):
             if p.poll() is None:

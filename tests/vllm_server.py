@@ -33,7 +33,7 @@ from pathlib import Path
 from prosetting.core.devices import free_port
 from prosetting.teacher_model.serve import base_url, server_command
 
-READY_TIMEOUT_S = 300.0
+READY_TIMEOUT_S = 600.0  # a 2-layer model's 50 s, x4 under load (as the 135 M model slowed down), then x3
 STOP_TIMEOUT_S = 30.0
 
 
