@@ -34,6 +34,27 @@ needs_vllm = needs("vllm")
 needs_ray = needs("ray")
 
 
+# The heavy tier: end-to-end runs whose every component is also covered by a lighter test of the default suite
+# (the real model, vLLM, Ray, FSDP shards, the LLM Teacher endpoint each keep one there), kept for what only a
+# longer run shows (several rounds, every stage killed and resumed, a real model's round with its served Teacher).
+# `python -m pytest` (the README's command, CI's) leaves them out; `python -m pytest --heavy` runs everything and
+# `python -m pytest -m heavy` only them (docs/tests.md).
+HEAVY_HELP = "also run the heavy tier: the longest end-to-end runs (docs/tests.md)"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--heavy", action="store_true", default=False, help=HEAVY_HELP)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--heavy") or "heavy" in (config.getoption("-m") or ""):
+        return
+    heavy = [item for item in items if item.get_closest_marker("heavy")]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if not item.get_closest_marker("heavy")]
+
+
 # A test that starts a process (a subprocess, `accelerate launch`, a vLLM engine, Ray, the command line) carries
 # the `slow` marker, so that `pytest -m "not slow"` runs only in-process tests. Every process start goes through
 # one of these audit events (Python's own hooks, sys.addaudithook) or through multiprocessing's Process.start; a
