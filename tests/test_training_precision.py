@@ -21,25 +21,23 @@ class _Spec:  # what the check reads of a DPOSpec
     mixed_precision = "bf16"
 
 
-def _step(model, optimizer) -> None:
-    ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
-    model(input_ids=ids, labels=ids).loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-
-
-def _train_one_step(model, lrs: list[float]):
+def _train(model, lrs: list[float], scale: list[float] | None = None):
+    """Steps as the Trainer takes them, with the check's two events around each optimizer step; `scale` multiplies
+    each step's loss (0: no gradient reaches any weight)."""
     check = weight_update_check(_Spec())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lrs[0])
     state = TrainerState()
-    check.on_train_begin(None, state, None, model=model, optimizer=optimizer)
-    for lr in lrs:
+    generator = torch.Generator().manual_seed(0)
+    for i, lr in enumerate(lrs):
         for group in optimizer.param_groups:
             group["lr"] = lr
-        check.lr = lr  # as the scheduler set it before this step
-        _step(model, optimizer)
+        ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=generator)
+        (model(input_ids=ids, labels=ids).loss * (scale[i] if scale else 1.0)).backward()
+        check.on_pre_optimizer_step(None, state, None, model=model, optimizer=optimizer)
+        optimizer.step()
+        check.on_optimizer_step(None, state, None, model=model, optimizer=optimizer)
+        optimizer.zero_grad()
         state.global_step += 1
-        check.on_step_end(None, state, None, model=model, optimizer=optimizer)
     return check
 
 
@@ -50,21 +48,28 @@ def test_spec_fields_the_check_reads_exist():
 def test_bf16_weights_at_the_papers_learning_rate_stop_the_run_naming_precision_and_learning_rate(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_model(tmp_path / "m"), dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match=r"learning rate 5e-07 changed only .*bfloat16.*TRL_MIXED_PRECISION=bf16"):
-        _train_one_step(model, [5e-7])
+        _train(model, [5e-7])
 
 
 def test_float32_master_weights_move_at_the_same_learning_rate(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_model(tmp_path / "m"), dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 compute, as accelerate runs it
-        check = _train_one_step(model, [5e-7])
+        check = _train(model, [5e-7])
     assert check.result["weights_moved_share"] > 0.9 > MIN_MOVED_SHARE
     assert check.result["trainable_dtype"] == "float32" and check.result["step"] == 1
 
 
 def test_a_warmup_step_at_learning_rate_zero_is_not_judged(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_model(tmp_path / "m"), dtype=torch.float32)
-    check = _train_one_step(model, [0.0, 1e-4])
+    check = _train(model, [0.0, 1e-4])
     assert check.result["step"] == 2 and check.result["learning_rate"] == 1e-4
+
+
+def test_a_step_with_no_gradient_is_not_judged(tmp_path):
+    # a Generator batch whose records all weigh 0: nothing can move, and nothing is wrong
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(tmp_path / "m"), dtype=torch.float32)
+    check = _train(model, [1e-4, 1e-4], scale=[0.0, 1.0])
+    assert check.result["step"] == 2 and check.result["weights_moved_share"] > 0.9
 
 
 def test_the_saved_model_keeps_float32_masters_and_names_the_compute_dtype(tmp_path):

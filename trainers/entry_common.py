@@ -45,8 +45,9 @@ def dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-# A full-weight or LoRA step at a sane learning rate changes nearly every sampled trainable weight (LoRA's
-# zero-initialised B and A between them about half); bf16 master weights at lr 5e-7 changed 0.31 % (shared/NOTES.md).
+# Of the sampled trainable weights whose gradient was not zero, the share the first optimizer step must change: a
+# full-weight or LoRA step at a sane learning rate changes nearly all of them in float32; bf16 master weights at lr
+# 5e-7 changed 0.31 % of all weights (shared/NOTES.md).
 MIN_MOVED_SHARE = 0.10
 MOVE_SAMPLES = 4096  # evenly spaced elements per trainable tensor (its local shard under FSDP)
 
@@ -55,71 +56,81 @@ def _local(t):
     return t.to_local() if hasattr(t, "to_local") else t  # an FSDP2 DTensor: this process's shard
 
 
+def _strided(t):
+    flat = _local(t.detach()).reshape(-1)
+    return flat[:: max(1, flat.numel() // MOVE_SAMPLES)][:MOVE_SAMPLES]
+
+
 def sample_trainable(model) -> list:
-    """Evenly spaced elements of every trainable tensor (as they are: the master weights' dtype)."""
-    out = []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        flat = _local(p.detach()).reshape(-1)
-        out.append(flat[:: max(1, flat.numel() // MOVE_SAMPLES)][:MOVE_SAMPLES].clone())
-    return out
+    """(weights, gradient-not-zero mask or None) of evenly spaced elements of every trainable tensor, the weights as
+    they are held (the master weights' dtype); the mask is None where the tensor has no gradient yet."""
+    return [
+        (_strided(p).clone(), None if p.grad is None else _strided(p.grad) != 0)
+        for p in model.parameters()
+        if p.requires_grad
+    ]
 
 
 def weights_moved(before: list, model):
-    """(changed, sampled) element counts of the trainable tensors since `before`, summed over processes."""
+    """(changed, judged) element counts of the sampled trainable weights since `before`, summed over processes:
+    judged are the elements whose gradient was not zero (all of them where no gradient was sampled)."""
     import torch
     import torch.distributed as dist
 
-    after = sample_trainable(model)
+    after = [w for w, _ in sample_trainable(model)]
     device = after[0].device if after else "cpu"
     counts = torch.zeros(2, dtype=torch.float64, device=device)
-    for b, a in zip(before, after, strict=True):
-        counts[0] += (a != b).sum().item()
-        counts[1] += a.numel()
+    for (b, mask), a in zip(before, after, strict=True):
+        keep = torch.ones_like(a, dtype=torch.bool) if mask is None else mask
+        counts[0] += ((a != b) & keep).sum().item()
+        counts[1] += keep.sum().item()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(counts)
     return int(counts[0].item()), int(counts[1].item())
 
 
 def weight_update_check(spec: TrainingSpec):
-    """A callback that, after the first optimizer step taken at a learning rate above 0 (a warmup's first steps
-    are at 0), counts the sampled trainable weights that changed, logs the share and stops the training with an
-    error naming precision and learning rate when almost none did. The result lands in `callback.result`."""
+    """A callback that judges the first optimizer step taken at a learning rate above 0 (a warmup's first steps are
+    at 0) on which some sampled gradient is not zero: of the sampled trainable weights with a gradient, it counts
+    those the step changed, logs the share and stops the training with an error naming precision and learning rate
+    when almost none did. The result lands in `callback.result`."""
     from transformers import TrainerCallback
 
     class WeightUpdateCheck(TrainerCallback):
         def __init__(self):
             self.before, self.lr, self.result = None, 0.0, None
 
-        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-            self.before = sample_trainable(model)
-            self.lr = optimizer.param_groups[0]["lr"] if optimizer is not None else spec.learning_rate
+        def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if self.result is None and model is not None:
+                self.lr = optimizer.param_groups[0]["lr"] if optimizer is not None else spec.learning_rate
+                self.before = sample_trainable(model) if self.lr > 0 else None
 
-        def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
-            used, self.lr = self.lr, optimizer.param_groups[0]["lr"] if optimizer is not None else self.lr
-            if self.result is not None or self.before is None or used <= 0:
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if self.before is None:
                 return
-            changed, sampled = weights_moved(self.before, model)
-            self.before = None  # checked once; the sample's memory goes
-            share = changed / max(1, sampled)
+            changed, judged = weights_moved(self.before, model)
+            self.before = None  # the sample's memory goes
+            if judged == 0:
+                return  # no gradient reached the sample (a batch weighted 0): a later step is judged
+            share = changed / judged
             dtypes = sorted({dtype_name(p.dtype) for p in model.parameters() if p.requires_grad})
             self.result = {
-                "step": state.global_step,
-                "learning_rate": used,
+                "step": state.global_step + 1,  # counted after this event
+                "learning_rate": self.lr,
                 "weights_moved_share": round(share, 6),
+                "judged": judged,
                 "trainable_dtype": ",".join(dtypes),
             }
             if state.is_world_process_zero:
                 print(json.dumps({"weight_update_check": self.result}), flush=True)
             if share < MIN_MOVED_SHARE:
                 raise RuntimeError(
-                    f"the optimizer step {state.global_step} at learning rate {used:g} changed only {share:.2%} of "
-                    f"the sampled trainable weights (held in {', '.join(dtypes)}, TRL_MIXED_PRECISION="
-                    f"{spec.mixed_precision}); the run would train almost nothing. An update of size lr is lost on a "
-                    "bf16 or fp16 weight larger than about 256 x lr: keep float32 master weights (full weights are "
-                    "loaded in float32 here; check what else casts them) or raise TRL_LEARNING_RATE "
-                    f"(now {spec.learning_rate:g})"
+                    f"the optimizer step {state.global_step + 1} at learning rate {self.lr:g} changed only "
+                    f"{share:.2%} of the sampled trainable weights it had a gradient for (held in {', '.join(dtypes)}, "
+                    f"TRL_MIXED_PRECISION={spec.mixed_precision}); the run would train almost nothing. An update of "
+                    "size lr is lost on a bf16 or fp16 weight larger than about 256 x lr: keep float32 master weights "
+                    "(full weights are loaded in float32 here; check what else casts them) or raise "
+                    f"TRL_LEARNING_RATE (now {spec.learning_rate:g})"
                 )
 
     return WeightUpdateCheck()
