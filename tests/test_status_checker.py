@@ -253,6 +253,9 @@ def test_hub_models_not_in_the_cache_are_named_with_the_fix(tmp_path, good, monk
     snapshot = add_model(cache, "org/solver", model)
     settings = {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/writer"}
     rc, report = run_checker(tmp_path, settings, "--json")
+    assert "generator model" not in by_name(report)  # no round writes with it: nothing to download, nothing checked
+    settings["QUESTION_WRITER"] = "mixed"
+    rc, report = run_checker(tmp_path, settings, "--json")
     checks = by_name(report)
     assert rc == 2 and checks["configuration"]["status"] == "ok"
     assert checks["solver model"]["status"] == "ok"
@@ -316,7 +319,9 @@ def test_online_an_unknown_model_fails_and_an_uncached_one_says_what_it_download
     with HubServer({"org/solver": model}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         rc, report = run_checker(
-            tmp_path, {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/typo"}, "--json"
+            tmp_path,
+            {**good, "SOLVER_MODEL_PATH": "org/solver", "GENERATOR_MODEL_PATH": "org/typo", "QUESTION_WRITER": "mixed"},
+            "--json",
         )
     checks = by_name(report)
     solver, writer = checks["solver model"], checks["generator model"]
