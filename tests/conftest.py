@@ -31,6 +31,11 @@ def needs(module: str) -> pytest.MarkDecorator:
 
 
 needs_vllm = needs("vllm")
+
+# Eager engines: vLLM's CPU build compiles the model at every engine start, 38 s of a tiny solver's start here
+# against 3 s eager (generation is slower eager, by seconds on the suite's few dozen sequences). The suite's engines
+# run eager (VLLM_ENFORCE_EAGER=true, the server's --enforce-eager), except tests/test_e2e_vllm.py, which keeps the
+# compiled path that a run takes by default.
 needs_ray = needs("ray")
 
 

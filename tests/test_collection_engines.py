@@ -174,6 +174,7 @@ def _collect_cfg(ws: Path, model: Path, **overrides) -> Config:
     settings = {
         "WORKSPACE_DIR": str(ws),
         "COLLECTION_BACKEND": "vllm",
+        "VLLM_ENFORCE_EAGER": "true",  # eager engines (tests/conftest.py): 3 s a start, not 38
         "COLLECTION_BATCH_SIZE": "4",
         "ATTEMPTS_PER_QUESTION": "3",
         "MAX_NEW_TOKENS": "24",
@@ -235,6 +236,7 @@ def test_sigkill_mid_collection_resumes_without_regenerating_finished_batches(ti
         "ATTEMPTS_PER_QUESTION",
         "MAX_NEW_TOKENS",
         "SEED",
+        "VLLM_ENFORCE_EAGER",
     )
     overrides = {k: str(v) for k, v in cfg.to_dict(redact=False).items() if k in keys}
     script = (

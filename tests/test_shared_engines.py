@@ -208,6 +208,7 @@ def test_collection_on_the_evaluations_engine_writes_what_a_fresh_engine_writes(
         overrides = {
             "WORKSPACE_DIR": str(ws),
             "COLLECTION_BACKEND": "vllm",
+            "VLLM_ENFORCE_EAGER": "true",  # eager engines (tests/conftest.py)
             "COLLECTION_BATCH_SIZE": "4",
             "ATTEMPTS_PER_QUESTION": "3",
             "MAX_NEW_TOKENS": "24",

@@ -46,7 +46,7 @@ def vllm_server(tmp_path_factory):
         max_model_len=4096,
         log_path=root / "server.log",
         env={"VLLM_CPU_OMP_THREADS_BIND": "0"},
-        extra=["--seed", "0"],
+        extra=["--seed", "0", "--enforce-eager"],  # eager engines (tests/conftest.py)
     ) as base_url:
         yield base_url
 
