@@ -248,7 +248,7 @@ def test_generator_training_resumes_after_sigkill(tmp_path):
         "import sys, pathlib, threading; from prosetting.core.config import Config; "
         "from prosetting.core.state_manager import StateManager; from prosetting.core.context import RunContext; "
         "from prosetting.trainers.generator_training import run_generator_training as t; "
-        "cfg = Config(GENERATOR_MODEL_PATH=sys.argv[2], QUESTION_WRITER='mixed', GENERATOR_NUM_EPOCHS=40.0, "
+        "cfg = Config(GENERATOR_MODEL_PATH=sys.argv[2], QUESTION_WRITER='mixed', GENERATOR_NUM_EPOCHS=10.0, "
         "TRL_BATCH_SIZE=4); "
         "print(t(RunContext(cfg, StateManager(pathlib.Path(sys.argv[1]))), 2))"
     )
@@ -336,6 +336,7 @@ def test_writer_figures_per_writer(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # three embedded rounds with a warm start: the Generator's training and writing have their own tests
 def test_mixed_writers_through_the_command_line(tmp_path):
     """QUESTION_WRITER=mixed on a shortened embedded run: the Generator is trained in round 2 through the
     solver's launch path, writes beside the Teacher in round 2's preparation, its questions go through the
