@@ -35,3 +35,17 @@ def test_a_workspace_becomes_one_record_of_its_rounds(tmp_path):
     assert out["peak_training_rss_mib"] == 900.5 and out["rounds"][0]["train"]["compute_dtype"] == "bfloat16"
     assert out["settings"] == {"TOTAL_ROUNDS": 1}  # the default SEED left out, the secret never kept
     assert out["machine"]["cores"] >= 1
+
+
+def test_the_ci_log_becomes_its_step_and_tier_times():
+    from prosetting.benchmarks.ci_times import parse
+
+    log = (
+        "core install took 52s\n===== 412 passed, 3 skipped, 82 deselected in 61.20s (0:01:01) =====\n"
+        "fast tests on requirements.txt alone took 70s\nengine install took 240s\n"
+        "===== 480 passed, 3 deselected in 900.50s (0:15:00) =====\nCI took 1300s\nEXIT 0\n"
+    )
+    out = parse(log)
+    assert (out["core_install_s"], out["fast_tier_s"], out["engine_install_s"], out["total_s"]) == (52, 70, 240, 1300)
+    assert out["pytest"][0]["counts"] == {"passed": 412, "skipped": 3, "deselected": 82}
+    assert out["full_tier_pytest_s"] == 900.5 and out["full_tier_tail_s"] == 938 and out["exit"] == 0
