@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("workspace", type=Path)
     ap.add_argument("--command", required=True, help="the command that made the run, as it was typed")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="", help="how the machine was while it ran (idle, shared, paused)")
     args = ap.parse_args(argv)
-    out = {"command": args.command, **record(args.workspace)}
+    out = {"command": args.command, "note": args.note, **record(args.workspace)}
     atomic_write_json(args.out, out)
     print(json.dumps({k: out[k] for k in ("status", "duration_s", "final_greedy", "peak_training_rss_mib")}))
     return 0
