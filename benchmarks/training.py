@@ -2,6 +2,7 @@
 
     python benchmarks/training.py                       # one process, the `single` preset, about a minute each
     python benchmarks/training.py --processes 2 --pairs 512 --out bench.json
+    python benchmarks/training.py --precision bf16       # both sides under bf16 autocast over float32 weights
     python benchmarks/training.py --model fetched:smollm2-135m-instruct --parquet /tmp/rmb/word_problem_pairs.parquet \
         --seeds data/word_problems/seeds.jsonl --loss sigmoid --max-steps 8 --batch 4 --max-length 384 \
         --repeats 1 --out results/real_model_training.json
@@ -166,6 +167,12 @@ def main() -> int:
     p.add_argument("--max-length", type=int, default=128, help="TRL_MAX_LENGTH.")
     p.add_argument("--lr", type=float, default=1e-4, help="TRL_LEARNING_RATE.")
     p.add_argument(
+        "--precision",
+        choices=("no", "bf16"),
+        default="no",
+        help="TRL_MIXED_PRECISION of both sides: float32 master weights, computed in float32 or under bf16 autocast.",
+    )
+    p.add_argument(
         "--processes", type=int, default=1, help="TRL_NUM_PROCESSES for our stage (the plain script runs one)."
     )
     p.add_argument(
@@ -224,6 +231,7 @@ def main() -> int:
         "TRL_LEARNING_RATE": args.lr,
         "TRL_LOSS_TYPE": args.loss,
         "TRL_MAX_STEPS": args.max_steps,
+        "TRL_MIXED_PRECISION": args.precision,
     }
     cfg = load_config(env_file=None, overrides={k: str(v) for k, v in settings.items()}, environ={})[0]
     check_training_settings(cfg)
@@ -286,6 +294,7 @@ def main() -> int:
         "built_from_seeds": args.seeds if args.parquet and args.seeds else None,
         "model": str(model) if args.model else f"Qwen2 {args.layers} layers x {args.hidden}",
         "loss": args.loss,
+        "mixed_precision": args.precision,
         "batch": args.batch,
         "max_length": args.max_length,
         "max_steps": args.max_steps,
