@@ -194,8 +194,8 @@ def save_final(trainer, peft_config, final_dir: Path) -> None:
         final_dir.mkdir(parents=True, exist_ok=True)
         (final_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint(state)))
     del state
-    if acc.distributed_type == DistributedType.FSDP:
-        trainer.save_model(str(final_dir))  # shards, which the parent merges
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        trainer.save_model(str(final_dir))  # FSDP: shards, which the parent merges; ZeRO-3: its gathered weights
     elif acc.is_main_process:
         acc.unwrap_model(trainer.model).save_pretrained(str(final_dir))
     acc.wait_for_everyone()
